@@ -1,0 +1,1 @@
+//! Timeline history files. (stub: owned by the wal worker)
