@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod fsutil;
 pub mod layout;
 pub mod ops;
 pub mod storage;

@@ -1,1 +1,63 @@
-//! stub
+//! Operations: the one place where WAL parsing, layout, codec and storage meet. Each binary
+//! calls one function here.
+
+pub mod decrypt;
+pub mod identity;
+pub mod objects;
+pub mod wal_fetch;
+pub mod wal_index;
+pub mod wal_push;
+
+use std::sync::Arc;
+
+use crate::codec::crypt::Keyring;
+use crate::codec::CodecSettings;
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::storage::Storage;
+use crate::Result;
+
+/// An opened repository: storage plus everything needed to read and write its objects.
+#[derive(Clone)]
+pub struct Repo {
+    pub storage: Storage,
+    pub layout: Layout,
+    pub keyring: Arc<Keyring>,
+    pub codec: CodecSettings,
+    /// `s3://bucket/prefix` or `file:///path`, for messages and cache names.
+    pub url: String,
+}
+
+impl Repo {
+    /// Build the storage client for `config` (no request is sent).
+    ///
+    /// # Errors
+    /// A storage client that cannot be built from the settings.
+    pub async fn open(config: &Config) -> Result<Self> {
+        let storage = Storage::open(&config.repo, &config.s3).await?;
+        if !config.keyring.is_encrypted() {
+            tracing::info!("no encryption key configured: objects are written unencrypted");
+        }
+        Ok(Repo {
+            storage,
+            layout: Layout::new(&config.env),
+            keyring: Arc::clone(&config.keyring),
+            codec: config.codec,
+            url: config.repo.to_string(),
+        })
+    }
+
+    /// The object extension this repository writes with: compression then encryption.
+    pub fn object_ext(&self) -> String {
+        crate::codec::object_ext(&self.codec, self.keyring.is_encrypted())
+    }
+}
+
+/// Run blocking work (codecs, file I/O) off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::Error::Invalid(format!("internal task failed: {e}")))?
+}

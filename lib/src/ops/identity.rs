@@ -1,0 +1,178 @@
+//! The repository identity object, `walvault.json`: format version, encryption, and per
+//! environment the PostgreSQL system identifier it archives. Created with put-if-absent so
+//! that of two clusters racing to create it, one wins and the other is refused.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Repo;
+use crate::layout::IDENTITY_KEY;
+use crate::{Error, Result};
+
+/// The repository format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `walvault.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub format: u32,
+    pub created_at: DateTime<Utc>,
+    pub encrypted: bool,
+    /// Fingerprints of every key that has written to this repository (hex).
+    #[serde(default)]
+    pub key_fingerprints: Vec<String>,
+    #[serde(default)]
+    pub envs: BTreeMap<String, EnvIdentity>,
+}
+
+/// One environment's cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvIdentity {
+    /// `pg_control`'s system identifier, as a decimal string (JSON numbers lose precision).
+    pub system_identifier: String,
+    pub pg_major: Option<u32>,
+    pub wal_segment_size: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a writer knows about the cluster it archives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub system_identifier: u64,
+    pub pg_major: Option<u32>,
+    pub wal_segment_size: u64,
+}
+
+/// Read `walvault.json`; `None` if the repository is new.
+///
+/// # Errors
+/// Storage failures; an identity that is not valid JSON or has a newer format.
+pub async fn load(repo: &Repo) -> Result<Option<Identity>> {
+    let bytes = match repo.storage.get_bytes(IDENTITY_KEY).await {
+        Ok(b) => b,
+        Err(Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let id: Identity = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corrupt(repo.storage.describe(IDENTITY_KEY), e))?;
+    if id.format > FORMAT_VERSION {
+        return Err(Error::Refused(format!(
+            "{} has format {} but this walvault reads up to {FORMAT_VERSION}; upgrade walvault",
+            repo.storage.describe(IDENTITY_KEY),
+            id.format
+        )));
+    }
+    Ok(Some(id))
+}
+
+/// Make sure the repository accepts writes from `cluster` with the configured key: create the
+/// identity on first use, add this environment or a rotated write key, refuse a different
+/// cluster or an encryption mismatch.
+///
+/// # Errors
+/// [`Error::Refused`] naming the mismatch; storage failures.
+pub async fn ensure(repo: &Repo, cluster: &ClusterInfo) -> Result<Identity> {
+    for _ in 0..5 {
+        let current = load(repo).await?;
+        let Some(mut id) = current else {
+            let id = new_identity(repo, cluster);
+            match repo.storage.put_if_absent(IDENTITY_KEY, to_bytes(&id)?).await {
+                Ok(()) => {
+                    tracing::info!("created repository identity {}", repo.storage.describe(IDENTITY_KEY));
+                    return Ok(id);
+                }
+                Err(Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        check_encryption(repo, &id)?;
+        let changed = add_env_and_key(repo, &mut id, cluster)?;
+        if !changed {
+            return Ok(id);
+        }
+        // Read-modify-write: re-read afterwards to detect a concurrent writer that won.
+        repo.storage.put(IDENTITY_KEY, to_bytes(&id)?).await?;
+        if load(repo).await?.as_ref() == Some(&id) {
+            return Ok(id);
+        }
+    }
+    Err(Error::Refused(format!(
+        "{} keeps changing under concurrent writers; retry",
+        repo.storage.describe(IDENTITY_KEY)
+    )))
+}
+
+fn new_identity(repo: &Repo, cluster: &ClusterInfo) -> Identity {
+    let mut id = Identity {
+        format: FORMAT_VERSION,
+        created_at: Utc::now(),
+        encrypted: repo.keyring.is_encrypted(),
+        key_fingerprints: Vec::new(),
+        envs: BTreeMap::new(),
+    };
+    // Cannot fail on a fresh identity: the environment is absent and the key list empty.
+    let _ = add_env_and_key(repo, &mut id, cluster);
+    id
+}
+
+/// Refuse to mix encrypted and unencrypted objects in one repository.
+///
+/// # Errors
+/// [`Error::Refused`] naming the repository and what to set.
+pub fn check_encryption(repo: &Repo, id: &Identity) -> Result<()> {
+    match (id.encrypted, repo.keyring.is_encrypted()) {
+        (true, false) => Err(Error::Refused(format!(
+            "repository {} is encrypted and no key is configured: refusing to write unencrypted objects\nHINT: set BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE",
+            repo.url
+        ))),
+        (false, true) => Err(Error::Refused(format!(
+            "repository {} is unencrypted and a key is configured: refusing to mix encrypted and unencrypted objects\nHINT: use a new repository or prefix for encrypted backups",
+            repo.url
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Returns whether `id` changed.
+fn add_env_and_key(repo: &Repo, id: &mut Identity, cluster: &ClusterInfo) -> Result<bool> {
+    let mut changed = false;
+    let env = repo.layout.env();
+    match id.envs.get(env) {
+        Some(known) if known.system_identifier != cluster.system_identifier.to_string() => {
+            return Err(Error::Refused(format!(
+                "WAL from system identifier {} refused: environment {env} of repository {} holds system identifier {}\nHINT: a different cluster needs its own WALVAULT_ENV or repository",
+                cluster.system_identifier, repo.url, known.system_identifier
+            )));
+        }
+        Some(_) => {}
+        None => {
+            id.envs.insert(
+                env.to_string(),
+                EnvIdentity {
+                    system_identifier: cluster.system_identifier.to_string(),
+                    pg_major: cluster.pg_major,
+                    wal_segment_size: cluster.wal_segment_size,
+                    created_at: Utc::now(),
+                },
+            );
+            changed = true;
+        }
+    }
+    if let Some(key) = repo.keyring.write_key() {
+        let fp = key.fingerprint_hex();
+        if !id.key_fingerprints.contains(&fp) {
+            id.key_fingerprints.push(fp);
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+fn to_bytes(id: &Identity) -> Result<Bytes> {
+    serde_json::to_vec_pretty(id)
+        .map(Bytes::from)
+        .map_err(|e| Error::Invalid(format!("cannot serialise identity: {e}")))
+}

@@ -1,0 +1,116 @@
+//! `wal-fetch %f %p`: restore one WAL file (SPEC section 6).
+//!
+//! Find the object by name (see [`super::wal_index`]), stream it through the decoder into a
+//! temporary file beside `%p`, check the plaintext digest and, for segments, the page header
+//! against the repository identity, fsync, rename into place, fsync the directory. On any
+//! error no file is left at `%p`.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::Instant;
+
+use tokio_util::io::SyncIoBridge;
+
+use super::wal_index::WalIndex;
+use super::{blocking, Repo};
+use crate::codec::{self, crypt::Keyring};
+use crate::wal::{self, WalFileName};
+use crate::{Error, Result};
+
+/// What wal-fetch did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FetchOutcome {
+    pub name: String,
+    pub object: String,
+    pub bytes: u64,
+    pub millis: u64,
+    pub requests: crate::storage::RequestStats,
+}
+
+/// Fetch WAL file `name` into `dest`.
+///
+/// # Errors
+/// [`Error::NotFound`] when the archive does not hold `name` (and only then); corruption,
+/// key, storage and I/O errors otherwise.
+pub async fn wal_fetch(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Path>) -> Result<FetchOutcome> {
+    let started = Instant::now();
+    let parsed = WalFileName::parse(name)?;
+    let mut index = WalIndex::load(cache_dir, repo);
+    let expected_sysid = index
+        .identity()
+        .and_then(|id| id.envs.get(repo.layout.env()))
+        .and_then(|e| e.system_identifier.parse::<u64>().ok());
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        let Some(found) = index.find(repo, name, false).await? else {
+            break Err(Error::not_found(format!("{name} in {} (wal/{}/)", repo.url, repo.layout.env())));
+        };
+        match fetch_object(repo, &found.key, &parsed, dest, expected_sysid).await {
+            // A stale cache entry (the object was pruned): forget it and look again once.
+            Err(Error::NotFound { .. }) if attempt == 1 => index.forget(found.day, name),
+            other => break other.map(|bytes| (found.key, bytes)),
+        }
+    };
+    index.save();
+    let (key, bytes) = result?;
+    Ok(FetchOutcome {
+        name: name.to_string(),
+        object: repo.storage.describe(&key),
+        bytes,
+        millis: started.elapsed().as_millis() as u64,
+        requests: repo.storage.stats(),
+    })
+}
+
+async fn fetch_object(
+    repo: &Repo,
+    key: &str,
+    parsed: &WalFileName,
+    dest: &Path,
+    expected_sysid: Option<u64>,
+) -> Result<u64> {
+    let reader = repo.storage.get(key).await?;
+    let bridge = SyncIoBridge::new(reader);
+    let object = repo.storage.describe(key);
+    let keyring = repo.keyring.clone();
+    let dest = dest.to_path_buf();
+    let check_header = parsed.has_page_header();
+    blocking(move || {
+        let mut bytes = 0;
+        crate::fsutil::write_atomic_with(&dest, true, |file| {
+            bytes = decode_checked(bridge, &keyring, &object, file)?;
+            if check_header {
+                check_segment_header(file, &object, expected_sysid)?;
+            }
+            Ok::<(), Error>(())
+        })?;
+        Ok(bytes)
+    })
+    .await
+}
+
+/// Decode into `file`; the decoder checks the plaintext digest against the header's.
+fn decode_checked(input: impl Read + Send, keyring: &Keyring, object: &str, file: &mut std::fs::File) -> Result<u64> {
+    let reader = std::io::BufReader::with_capacity(1 << 20, input);
+    let (_, len) = codec::decode_to(reader, keyring, object, false, file, object)?;
+    Ok(len)
+}
+
+/// A segment must carry a valid long page header of this repository's cluster.
+fn check_segment_header(file: &mut std::fs::File, object: &str, expected_sysid: Option<u64>) -> Result<()> {
+    let mut head = vec![0u8; wal::header::LONG_HEADER_LEN];
+    let io = |e: std::io::Error| Error::corrupt(object, format!("cannot read back the restored file: {e}"));
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.read_exact(&mut head).map_err(|_| Error::corrupt(object, "restored segment is shorter than a page header"))?;
+    let header = wal::parse_long_header(&head).map_err(|e| Error::corrupt(object, e))?;
+    if let Some(sysid) = expected_sysid {
+        if header.system_id != sysid {
+            return Err(Error::Refused(format!(
+                "{object} belongs to system identifier {} but the repository identity says {sysid}",
+                header.system_id
+            )));
+        }
+    }
+    Ok(())
+}

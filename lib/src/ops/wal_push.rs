@@ -1,0 +1,200 @@
+//! `wal-push %p`: archive one WAL file (SPEC section 5).
+//!
+//! Order: read and check the file (name, page header, system identifier), hash the
+//! plaintext, look for the name in earlier day partitions, compress and encrypt, then
+//! put-if-absent under today's day partition. An identical duplicate is success; the same
+//! name with other content is refused and nothing is overwritten.
+
+use std::path::Path;
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::Utc;
+use tokio::io::AsyncReadExt;
+
+use super::identity::{self, ClusterInfo, Identity};
+use super::wal_index::WalIndex;
+use super::{blocking, Repo};
+use crate::codec;
+use crate::error::IoContext;
+use crate::wal::{self, WalFileName};
+use crate::{Error, Result};
+
+/// What wal-push did, for its log line and `--json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PushOutcome {
+    pub name: String,
+    /// `s3://…` or path of the object holding the file.
+    pub object: String,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// True when the identical file was already archived and nothing was written.
+    pub duplicate: bool,
+    pub millis: u64,
+    pub requests: crate::storage::RequestStats,
+}
+
+/// Archive the WAL file at `path`.
+///
+/// # Errors
+/// [`Error::Invalid`] for a name that is not a WAL file name or a malformed segment,
+/// [`Error::Refused`] for another cluster's WAL, an unknown page magic, an encryption
+/// mismatch or the same name with different content; storage and I/O failures.
+pub async fn wal_push(repo: &Repo, path: &Path, cache_dir: Option<&Path>) -> Result<PushOutcome> {
+    let started = Instant::now();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Invalid(format!("{}: not a wal file name", path.display())))?
+        .to_string();
+    let parsed = WalFileName::parse(&name)?;
+    let data = tokio::fs::read(path).await.with_path(path)?;
+    let cluster = if parsed.has_page_header() { Some(check_segment(&name, &data)?) } else { None };
+
+    let mut index = WalIndex::load(cache_dir, repo);
+    verify_identity(repo, &mut index, cluster.as_ref()).await?;
+
+    let key = repo.keyring.write_key().cloned();
+    let digest = codec::content_digest(&data, key.as_ref());
+    let mut outcome = PushOutcome {
+        name: name.clone(),
+        object: String::new(),
+        bytes_in: data.len() as u64,
+        bytes_out: 0,
+        duplicate: false,
+        millis: 0,
+        requests: Default::default(),
+    };
+    let data = Bytes::from(data);
+    if let Some(found) = index.find(repo, &name, true).await? {
+        compare_existing(repo, &found.key, &name, &data, &digest).await?;
+        outcome.object = repo.storage.describe(&found.key);
+        outcome.duplicate = true;
+    } else {
+        let today = Utc::now().date_naive();
+        let ext = repo.object_ext();
+        let object_key = repo.layout.wal_key(today, &name, &ext);
+        let settings = repo.codec;
+        let plain = data.clone();
+        let encoded = blocking(move || codec::encode_to_vec(&plain, &settings, key.as_ref(), Some(digest))).await?;
+        outcome.bytes_out = encoded.len() as u64;
+        outcome.object = repo.storage.describe(&object_key);
+        match repo.storage.put_if_absent(&object_key, Bytes::from(encoded)).await {
+            Ok(()) => index.record(today, &name, &ext),
+            Err(Error::AlreadyExists { .. }) => {
+                compare_existing(repo, &object_key, &name, &data, &digest).await?;
+                outcome.duplicate = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    index.save();
+    if outcome.duplicate {
+        tracing::warn!("{name} was already archived with identical content as {}; nothing written", outcome.object);
+    }
+    outcome.millis = started.elapsed().as_millis() as u64;
+    outcome.requests = repo.storage.stats();
+    Ok(outcome)
+}
+
+/// Check a segment's long page header and length; return the cluster it belongs to.
+fn check_segment(name: &str, data: &[u8]) -> Result<ClusterInfo> {
+    let header = wal::parse_long_header(data).map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
+    let pg_major = wal::header::pg_major_for_magic(header.magic).ok_or_else(|| {
+        Error::Refused(format!(
+            "{name}: unknown WAL page magic 0x{:04X}; this walvault knows PostgreSQL {}",
+            header.magic,
+            known_majors()
+        ))
+    })?;
+    if data.len() as u64 != u64::from(header.seg_size) {
+        return Err(Error::Invalid(format!(
+            "{name}: file is {} bytes but its page header says the segment size is {}",
+            data.len(),
+            header.seg_size
+        )));
+    }
+    Ok(ClusterInfo {
+        system_identifier: header.system_id,
+        pg_major: Some(pg_major),
+        wal_segment_size: u64::from(header.seg_size),
+    })
+}
+
+fn known_majors() -> String {
+    let majors: Vec<String> = wal::header::KNOWN_MAGICS.iter().map(|(_, v)| v.to_string()).collect();
+    majors.join(", ")
+}
+
+/// Check the repository accepts this cluster: from the cache when it already did, else by
+/// reading (and creating or extending) `walvault.json`.
+async fn verify_identity(repo: &Repo, index: &mut WalIndex, cluster: Option<&ClusterInfo>) -> Result<()> {
+    let cached_ok = index.identity().is_some_and(|id| accepts(repo, id, cluster));
+    if cached_ok {
+        return Ok(());
+    }
+    match cluster {
+        Some(cluster) => {
+            let id = identity::ensure(repo, cluster).await?;
+            index.set_identity(id);
+        }
+        // History and backup-label files carry no system identifier; the encryption check
+        // still applies.
+        None => {
+            if let Some(id) = identity::load(repo).await? {
+                identity::check_encryption(repo, &id)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn accepts(repo: &Repo, id: &Identity, cluster: Option<&ClusterInfo>) -> bool {
+    let env_ok = match (id.envs.get(repo.layout.env()), cluster) {
+        (Some(env), Some(c)) => env.system_identifier == c.system_identifier.to_string(),
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let key_ok = match repo.keyring.write_key() {
+        Some(k) => id.encrypted && id.key_fingerprints.contains(&k.fingerprint_hex()),
+        None => !id.encrypted,
+    };
+    env_ok && key_ok
+}
+
+/// Compare the archived object at `key` with the file being pushed: from the digest in its
+/// header when written with the same key, else by decoding it.
+async fn compare_existing(repo: &Repo, key: &str, name: &str, data: &Bytes, digest: &[u8; 32]) -> Result<()> {
+    let object = repo.storage.describe(key);
+    let mut head = Vec::with_capacity(4096);
+    repo.storage.get(key).await?.take(4096).read_to_end(&mut head).await.map_err(|e| Error::Storage {
+        op: "get",
+        key: object.clone(),
+        reason: e.to_string(),
+        permanent: false,
+    })?;
+    let header = codec::read_header(&mut head.as_slice(), &object)?;
+    let same_key = header.key_fingerprint == repo.keyring.write_key().map(|k| k.fingerprint());
+    let identical = match header.digest {
+        Some(d) if same_key => d == *digest,
+        _ => {
+            let body = repo.storage.get_bytes(key).await?;
+            let keyring = repo.keyring.clone();
+            let obj = object.clone();
+            let plain = blocking(move || {
+                let mut out = Vec::new();
+                codec::decode_to(body.as_ref(), &keyring, &obj, true, &mut out, "memory")?;
+                Ok(out)
+            })
+            .await?;
+            plain == data.as_ref()
+        }
+    };
+    if identical {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "{name}: refusing to overwrite {object}: the archived file has different content\nHINT: two clusters may be archiving into one WALVAULT_ENV; nothing was written"
+        )))
+    }
+}
