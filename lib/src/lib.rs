@@ -16,8 +16,11 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod layout;
+pub mod manifest;
 pub mod ops;
+pub mod pg;
 pub mod storage;
+pub mod tarball;
 pub mod wal;
 
 pub use error::{Error, ExitCode, Result};
