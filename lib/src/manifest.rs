@@ -67,7 +67,12 @@ pub struct ManifestTablespace {
 impl Manifest {
     /// An empty manifest of the current version.
     pub fn new(files: Vec<ManifestEntry>, tablespaces: Vec<ManifestTablespace>) -> Self {
-        Manifest { version: MANIFEST_VERSION, files, tablespaces, index: OnceLock::new() }
+        Manifest {
+            version: MANIFEST_VERSION,
+            files,
+            tablespaces,
+            index: OnceLock::new(),
+        }
     }
 
     /// Check everything a reader relies on: the version, every path (relative, no `..`, `.`
@@ -88,7 +93,10 @@ impl Manifest {
         for entry in &self.files {
             check_relative_path(&entry.path)?;
             if !seen.insert(entry.path.as_str()) {
-                return Err(Error::Refused(format!("manifest lists {} twice", entry.path)));
+                return Err(Error::Refused(format!(
+                    "manifest lists {} twice",
+                    entry.path
+                )));
             }
             if entry.kind == EntryKind::Symlink && tablespace_link_oid(&entry.path).is_none() {
                 return Err(Error::Refused(format!(
@@ -114,12 +122,14 @@ impl Manifest {
         let mut oids = HashSet::new();
         for ts in &self.tablespaces {
             if !oids.insert(ts.oid) {
-                return Err(Error::Refused(format!("manifest lists tablespace {} twice", ts.oid)));
+                return Err(Error::Refused(format!(
+                    "manifest lists tablespace {} twice",
+                    ts.oid
+                )));
             }
             let loc = &ts.location;
-            let bad = !loc.starts_with('/')
-                || loc.contains('\0')
-                || loc.split('/').any(|c| c == "..");
+            let bad =
+                !loc.starts_with('/') || loc.contains('\0') || loc.split('/').any(|c| c == "..");
             if bad {
                 return Err(Error::Refused(format!(
                     "manifest tablespace {} has an unsafe location {loc:?}",
@@ -135,9 +145,16 @@ impl Manifest {
     /// is always right.
     pub fn lookup(&self, path: &str) -> Option<&ManifestEntry> {
         let index = self.index.get_or_init(|| {
-            self.files.iter().enumerate().map(|(i, e)| (e.path.clone(), i)).collect()
+            self.files
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.path.clone(), i))
+                .collect()
         });
-        let hit = index.get(path).and_then(|&i| self.files.get(i)).filter(|e| e.path == path);
+        let hit = index
+            .get(path)
+            .and_then(|&i| self.files.get(i))
+            .filter(|e| e.path == path);
         hit.or_else(|| self.files.iter().find(|e| e.path == path))
     }
 
@@ -148,7 +165,10 @@ impl Manifest {
 
     /// The entries of `part` that are not in `extracted`: what a complete restore still lacks.
     pub fn missing<'a>(&'a self, part: u32, extracted: &HashSet<String>) -> Vec<&'a ManifestEntry> {
-        self.files.iter().filter(|e| e.part == part && !extracted.contains(&e.path)).collect()
+        self.files
+            .iter()
+            .filter(|e| e.part == part && !extracted.contains(&e.path))
+            .collect()
     }
 
     /// Total bytes of all files.
@@ -261,7 +281,11 @@ mod tests {
             refused(&Manifest::new(vec![link], vec![])),
             "manifest entry base/evil is a symlink outside pg_tblspc"
         );
-        let ts = ManifestTablespace { oid: 1, name: "t".into(), location: "rel/dir".into() };
+        let ts = ManifestTablespace {
+            oid: 1,
+            name: "t".into(),
+            location: "rel/dir".into(),
+        };
         assert_eq!(
             refused(&Manifest::new(vec![], vec![ts])),
             "manifest tablespace 1 has an unsafe location \"rel/dir\""
@@ -273,7 +297,10 @@ mod tests {
         assert_eq!(tablespace_link_oid("pg_tblspc/16384"), Some(16384));
         assert_eq!(tablespace_link_oid("pg_tblspc/16384/x"), None);
         assert_eq!(tablespace_link_oid("pg_tblspc/abc"), None);
-        assert_eq!(tablespace_content("pg_tblspc/16384/PG_15/1"), Some((16384, "PG_15/1")));
+        assert_eq!(
+            tablespace_content("pg_tblspc/16384/PG_15/1"),
+            Some((16384, "PG_15/1"))
+        );
         assert_eq!(tablespace_content("base/1"), None);
     }
 }
