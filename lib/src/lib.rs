@@ -17,8 +17,11 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod layout;
+pub mod manifest;
 pub mod ops;
+pub mod pg;
 pub mod storage;
+pub mod tarball;
 pub mod wal;
 
 pub use error::{Error, ExitCode, Result};

@@ -1,0 +1,13 @@
+//! The PostgreSQL side of base backup and restore. Knows nothing of storage or codecs.
+//!
+//! - [`backup_api`]: a session on the server (tokio-postgres): version probe, non-exclusive
+//!   backup start and stop behind one function each, tablespaces, WAL switch.
+//! - [`conn`]: connection settings the way `psql` finds them (`PG*` variables, `.pgpass`).
+//! - [`datadir`]: the walk of PGDATA and its tablespaces with PostgreSQL's exclusions.
+//! - [`recovery`]: the recovery settings and `recovery.signal` for pitr-prepare. Pure text
+//!   plus one writer.
+
+pub mod backup_api;
+pub mod conn;
+pub mod datadir;
+pub mod recovery;
