@@ -741,3 +741,136 @@ async fn s3_no_credentials_child() {
         other => panic!("expected a permanent storage error, got {other:?}"),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// S3 error mapping against a scripted stand-in server (faults moto cannot produce)
+
+/// Answers the i-th request with `script[i]` (the last entry repeats) and counts requests.
+async fn scripted_server(
+    script: Vec<(u16, &'static str)>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let served = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let script = script.clone();
+            let served = served.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 8192];
+                // Headers, then as much body as Content-Length says.
+                let body_start = loop {
+                    let Ok(n @ 1..) = conn.read(&mut buf).await else { return };
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..body_start]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while request.len() < body_start + length {
+                    let Ok(n @ 1..) = conn.read(&mut buf).await else { return };
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let i = served.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = script[i.min(script.len() - 1)];
+                let response = format!(
+                    "HTTP/1.1 {status} Scripted\r\nContent-Type: application/xml\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (endpoint, count)
+}
+
+fn s3_error_xml(code: &str, message: &str) -> &'static str {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+         <Message>{message}</Message><RequestId>r1</RequestId></Error>"
+    );
+    Box::leak(xml.into_boxed_str())
+}
+
+async fn scripted_storage(
+    script: Vec<(u16, &'static str)>,
+) -> Option<(Storage, impl Fn() -> usize)> {
+    s3_endpoint()?;
+    let (endpoint, count) = scripted_server(script).await;
+    let location = RepoLocation::parse("s3://wv-scripted").expect("url");
+    let s = Storage::open(&location, &s3_options(&endpoint)).await.expect("open");
+    Some((s, move || count.load(std::sync::atomic::Ordering::SeqCst)))
+}
+
+#[tokio::test]
+async fn s3_server_errors_fail_after_retries() {
+    let internal = s3_error_xml("InternalError", "We encountered an internal error");
+    let Some((s, requests)) = scripted_storage(vec![(500, internal)]).await else { return };
+    match s.get("k").await.map(drop) {
+        Err(e @ Error::Storage { permanent: true, .. }) => assert_eq!(
+            e.to_string(),
+            "storage get s3://wv-scripted/k: failed after 3 attempts: \
+             InternalError: We encountered an internal error (HTTP 500)"
+        ),
+        other => panic!("expected a permanent storage error, got {other:?}"),
+    }
+    assert_eq!(requests(), 3, "max_attempts = 3");
+}
+
+#[tokio::test]
+async fn s3_throttling_is_retried_by_the_sdk() {
+    let slow_down = s3_error_xml("SlowDown", "Please reduce your request rate.");
+    let Some((s, requests)) = scripted_storage(vec![(503, slow_down), (200, "")]).await else {
+        return;
+    };
+    s.put("k", Bytes::from_static(b"v")).await.expect("put after one retry");
+    assert_eq!(requests(), 2);
+    assert_eq!(s.stats().put, 1, "stats count operations, not attempts");
+}
+
+#[tokio::test]
+async fn s3_access_denied_is_permanent_and_not_retried() {
+    let denied = s3_error_xml("AccessDenied", "Access Denied");
+    let Some((s, requests)) = scripted_storage(vec![(403, denied)]).await else { return };
+    match s.put("k", Bytes::from_static(b"v")).await {
+        Err(e @ Error::Storage { permanent: true, .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "storage put s3://wv-scripted/k: AccessDenied: Access Denied (HTTP 403)"
+            );
+            assert!(e.hint().is_some());
+        }
+        other => panic!("expected a permanent storage error, got {other:?}"),
+    }
+    assert_eq!(requests(), 1);
+}
+
+#[tokio::test]
+async fn s3_conditional_put_conflict_is_retried_and_412_is_already_exists() {
+    let conflict = s3_error_xml("ConditionalRequestConflict", "A conflicting operation occurred");
+    let Some((s, requests)) = scripted_storage(vec![(409, conflict), (200, "")]).await else {
+        return;
+    };
+    s.put_if_absent("k", Bytes::from_static(b"v")).await.expect("put after a conflict");
+    assert_eq!(requests(), 2);
+
+    let failed = s3_error_xml("PreconditionFailed", "At least one of the preconditions failed");
+    for (status, body) in [(412, failed), (304, "")] {
+        let Some((s, _)) = scripted_storage(vec![(status, body)]).await else { return };
+        match s.put_if_absent("k", Bytes::from_static(b"v")).await {
+            Err(Error::AlreadyExists { key }) => assert_eq!(key, "k"),
+            other => panic!("{status}: expected AlreadyExists, got {other:?}"),
+        }
+    }
+}

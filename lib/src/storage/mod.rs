@@ -15,7 +15,11 @@
 //!   `StartAfter`), returns every page, and sorts by key.
 
 pub mod fs;
+mod fs_list;
 pub mod s3;
+mod s3_config;
+
+pub use s3_config::FALLBACK_REGION;
 
 use std::fmt;
 use std::path::PathBuf;
