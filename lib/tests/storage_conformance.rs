@@ -327,6 +327,19 @@ async fn list_with_delimiter(s: &Storage) {
 
     let database = s.list("database/prod/", Some("/"), None).await.expect("list database");
     assert_eq!(keys(&database.objects), &TREE[0..1]);
+
+    // Any delimiter, not only "/".
+    let underscore = s.list("database/prod/", Some("_"), None).await.expect("list by _");
+    assert!(underscore.objects.is_empty());
+    assert_eq!(underscore.prefixes, ["database/prod/c_"]);
+    let dots = s.list("wal/prod/2024/01/01/", Some(".z"), None).await.expect("list by .z");
+    assert_eq!(
+        dots.prefixes,
+        [
+            "wal/prod/2024/01/01/000000010000000000000001.z",
+            "wal/prod/2024/01/01/000000010000000000000002.z"
+        ]
+    );
 }
 
 async fn list_with_start_after(s: &Storage) {

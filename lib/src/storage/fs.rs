@@ -83,7 +83,10 @@ impl FsStorage {
         let rel = key.to_string();
         let result = blocking(move || write_object(&root, &rel, &body, mode)).await;
         match result {
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+            Err(Error::Io { source, .. })
+                if mode == WriteMode::CreateNew
+                    && source.kind() == io::ErrorKind::AlreadyExists =>
+            {
                 Err(Error::AlreadyExists { key: key.to_string() })
             }
             other => other,
@@ -309,7 +312,8 @@ fn delete_object(root: &Path, key: &str) -> Result<()> {
     let path = root.join(key);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
-        Err(e) if is_absent(&e) => return Ok(()),
+        // Missing, or a directory: there is no object by that name.
+        Err(e) if is_absent(&e) || path.is_dir() => return Ok(()),
         Err(e) => return Err(Error::io(&path, e)),
     }
     let mut dir = path.parent();

@@ -281,15 +281,19 @@ impl Storage {
     /// Read all of `key` into memory.
     ///
     /// # Errors
-    /// As for [`Storage::get`], plus [`Error::Storage`] when the body fails mid-stream.
+    /// As for [`Storage::get`], plus [`Error::Storage`] (S3) or [`Error::Io`] (fs) when the
+    /// body fails mid-stream.
     pub async fn get_bytes(&self, key: &str) -> Result<Bytes> {
         let mut reader = self.get(key).await?;
         let mut buf = Vec::new();
-        reader.read_to_end(&mut buf).await.map_err(|e| Error::Storage {
-            op: "get",
-            key: self.describe(key),
-            reason: format!("reading the body: {e}"),
-            permanent: true,
+        reader.read_to_end(&mut buf).await.map_err(|e| match self {
+            Storage::Fs(_) => Error::io(self.describe(key), e),
+            Storage::S3(_) => Error::Storage {
+                op: "get",
+                key: self.describe(key),
+                reason: format!("reading the body: {e}"),
+                permanent: true,
+            },
         })?;
         Ok(Bytes::from(buf))
     }
