@@ -18,11 +18,14 @@ if ! command -v moto_server >/dev/null 2>&1; then
     hash -r
 fi
 
+command -v curl >/dev/null 2>&1 || apt-get install -y -q curl >/dev/null || die "cannot install curl"
+
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/walvault-s3.XXXXXX")
-scripts/s3-test-server.sh start "$STATE"
-trap 'scripts/s3-test-server.sh stop "$STATE"; rm -rf "$STATE"' EXIT
-WALVAULT_TEST_S3_ENDPOINT="http://127.0.0.1:$(cat "$STATE/port")"
-export WALVAULT_TEST_S3_ENDPOINT
+trap 'scripts/s3-test-server.sh stop "$STATE/port" || true; rm -rf "$STATE"' EXIT
+WALVAULT_TEST_S3_ENDPOINT=$(scripts/s3-test-server.sh start "$STATE/port")
+# The S3 test server accepts any credentials; the tests read them from the environment.
+export WALVAULT_TEST_S3_ENDPOINT AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true
 log "S3 test server at $WALVAULT_TEST_S3_ENDPOINT"
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -7,31 +7,30 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::Result;
+use crate::error::IoContext;
+
 /// Write `path` atomically with the bytes produced by `fill`. With `durable`, the file and
 /// its directory are fsynced (wal-fetch's `%p`, repository objects); without, only the
 /// rename is atomic (caches). The file is created 0600.
 ///
 /// # Errors
-/// Any I/O error from creating, writing, syncing or renaming; `fill`'s own error. The
-/// temporary file is removed on every error.
-pub fn write_atomic_with<E: From<io::Error>>(
-    path: &Path,
-    durable: bool,
-    fill: impl FnOnce(&mut File) -> Result<(), E>,
-) -> Result<(), E> {
+/// [`Error::Io`] naming the file for any failure to create, write, sync or rename;
+/// `fill`'s own error. The temporary file is removed on every error.
+pub fn write_atomic_with(path: &Path, durable: bool, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
     let dir = parent_dir(path);
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).with_path(&dir)?;
     let tmp = temp_name(path);
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).with_path(&tmp)?;
     let result = fill(&mut file).and_then(|()| {
-        file.flush()?;
+        file.flush().with_path(&tmp)?;
         if durable {
-            file.sync_all()?;
+            file.sync_all().with_path(&tmp)?;
         }
         drop(file);
-        std::fs::rename(&tmp, path)?;
+        std::fs::rename(&tmp, path).with_path(path)?;
         if durable {
-            sync_dir(&dir)?;
+            sync_dir(&dir).with_path(&dir)?;
         }
         Ok(())
     });
@@ -45,8 +44,8 @@ pub fn write_atomic_with<E: From<io::Error>>(
 ///
 /// # Errors
 /// As [`write_atomic_with`].
-pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
-    write_atomic_with(path, durable, |f| f.write_all(bytes))
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    write_atomic_with(path, durable, |f| f.write_all(bytes).with_path(path))
 }
 
 /// fsync a directory so a rename or create in it survives a crash.
@@ -84,9 +83,9 @@ mod tests {
         let path = dir.path().join("a/b/file");
         write_atomic(&path, b"hello", true).expect("write");
         assert_eq!(std::fs::read(&path).expect("read"), b"hello");
-        let err = write_atomic_with::<io::Error>(&path, true, |f| {
-            f.write_all(b"partial")?;
-            Err(io::Error::other("boom"))
+        let err = write_atomic_with(&path, true, |f| {
+            f.write_all(b"partial").with_path("x")?;
+            Err(crate::Error::Invalid("boom".into()))
         });
         assert!(err.is_err());
         assert_eq!(std::fs::read(&path).expect("read"), b"hello", "old content kept");

@@ -83,7 +83,7 @@ async fn fetch_object(
             if check_header {
                 check_segment_header(file, &object, expected_sysid)?;
             }
-            Ok::<(), Error>(())
+            Ok(())
         })?;
         Ok(bytes)
     })

@@ -83,7 +83,7 @@ impl WalIndex {
     pub fn save(&self) {
         let Some(path) = &self.path else { return };
         let result = serde_json::to_vec(&self.data)
-            .map_err(std::io::Error::other)
+            .map_err(|e| crate::Error::Invalid(e.to_string()))
             .and_then(|bytes| crate::fsutil::write_atomic(path, &bytes, false));
         if let Err(e) = result {
             tracing::debug!("cannot write cache {}: {e}", path.display());

@@ -76,6 +76,26 @@ impl FsStorage {
         self.write(key, body, WriteMode::Replace).await
     }
 
+    /// See [`super::Storage::put_file`]: copied into place through a durable temp file.
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<()> {
+        validate_key(key)?;
+        self.inner.counters.count(Op::Put);
+        let root = self.inner.root.clone();
+        let rel = key.to_string();
+        let src = path.to_path_buf();
+        blocking(move || {
+            ensure_dirs(&root, &rel)?;
+            let dest = root.join(&rel);
+            crate::fsutil::write_atomic_with(&dest, true, |out| {
+                let mut input = std::fs::File::open(&src).with_path(&src)?;
+                std::io::copy(&mut input, out).with_path(&dest)?;
+                Ok(())
+            })?;
+            sync_dir(&root)
+        })
+        .await
+    }
+
     async fn write(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<()> {
         validate_key(key)?;
         self.inner.counters.count(Op::Put);

@@ -266,6 +266,18 @@ impl Storage {
         }
     }
 
+    /// Create or replace `key` with the content of a local file, streamed from disk (base
+    /// backup parts spooled to a temporary file, so memory stays bounded).
+    ///
+    /// # Errors
+    /// As for `put`, and [`Error::Io`] naming `path` when it cannot be read.
+    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        match self {
+            Storage::Fs(s) => s.put_file(key, path).await,
+            Storage::S3(s) => s.put_file(key, path).await,
+        }
+    }
+
     /// Streaming read of `key`.
     ///
     /// # Errors

@@ -120,8 +120,29 @@ impl S3Storage {
         }
     }
 
-    async fn send_put(&self, key: &str, body: Bytes, if_absent: bool) -> Result<(), PutFailure> {
+    /// See [`super::Storage::put_file`]: the body streams from disk.
+    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        validate_key(key)?;
+        match self.send_put(key, PutBody::File(path.to_path_buf()), false).await {
+            Ok(()) => Ok(()),
+            Err(PutFailure::Precondition) => Err(self.unexpected("put", key, "precondition failed")),
+            Err(PutFailure::Conflict(e) | PutFailure::Other(e)) => Err(e),
+        }
+    }
+
+    async fn send_put(&self, key: &str, body: impl Into<PutBody>, if_absent: bool) -> Result<(), PutFailure> {
         let inner = &self.inner;
+        let (length, stream) = match body.into() {
+            PutBody::Bytes(b) => (b.len() as u64, ByteStream::from(b)),
+            PutBody::File(path) => {
+                let io = |e: std::io::Error| PutFailure::Other(Error::io(&path, e));
+                let len = tokio::fs::metadata(&path).await.map_err(io)?.len();
+                let stream = ByteStream::from_path(&path)
+                    .await
+                    .map_err(|e| PutFailure::Other(Error::io(&path, std::io::Error::other(e))))?;
+                (len, stream)
+            }
+        };
         inner.counters.count(Op::Put);
         let attempts = Attempts::default();
         let mut req = inner
@@ -129,8 +150,8 @@ impl S3Storage {
             .put_object()
             .bucket(&inner.bucket)
             .key(self.full_key(key))
-            .content_length(body.len() as i64)
-            .body(ByteStream::from(body))
+            .content_length(length as i64)
+            .body(stream)
             .set_server_side_encryption(inner.sse.clone())
             .set_ssekms_key_id(inner.kms_key_id.clone())
             .set_storage_class(inner.storage_class.clone());
@@ -363,6 +384,18 @@ const ACCESS_CODES: &[&str] = &[
 ];
 
 /// Why a PutObject failed, as far as the callers care.
+/// What a PUT sends: bytes in memory or a file streamed from disk.
+enum PutBody {
+    Bytes(Bytes),
+    File(std::path::PathBuf),
+}
+
+impl From<Bytes> for PutBody {
+    fn from(b: Bytes) -> Self {
+        PutBody::Bytes(b)
+    }
+}
+
 enum PutFailure {
     Precondition,
     Conflict(Error),
