@@ -288,3 +288,13 @@ proptest! {
         prop_assert_eq!(decode(&object, &ring_for(key), false).unwrap(), data);
     }
 }
+
+#[test]
+fn pipeline_types_cross_threads() {
+    fn send<T: Send>() {}
+    fn shared<T: Send + Sync>() {}
+    send::<Encoder<std::fs::File>>();
+    send::<DigestWriter>();
+    shared::<Keyring>();
+    shared::<Key>();
+}
