@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use walvault::config::{Config, Overrides};
 use walvault::Error;
+use walvault::config::{Config, Overrides};
 
 /// Flags every binary accepts. Each overrides the environment and the config file.
 #[derive(Debug, Args)]

@@ -2,8 +2,8 @@
 //! the real `wal-push`, `wal-fetch` and `walvault` exactly as postgresql.conf would.
 
 mod integration {
-    pub mod common;
     mod cli_exit_codes;
+    pub mod common;
     mod pg_e2e;
     mod wal_push_fetch;
 }

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::codec::CodecSettings;
 use crate::codec::compress::Compression;
 use crate::codec::crypt::{Key, Keyring};
-use crate::codec::CodecSettings;
 use crate::error::IoContext;
 use crate::storage::{RepoLocation, S3Options};
 use crate::{Error, Result};
@@ -174,9 +174,9 @@ impl Config {
         let raw = RawSettings::load(config_file, overrides)?;
         let mut cfg = Self::from_raw(&raw)?;
         cfg.config_file = config_file.map(Path::to_path_buf).or_else(|| {
-            std::env::var_os("WALVAULT_CONFIG").map(PathBuf::from).or_else(|| {
-                Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists())
-            })
+            std::env::var_os("WALVAULT_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()))
         });
         Ok(cfg)
     }
@@ -187,10 +187,7 @@ impl Config {
     /// As [`Config::load`].
     pub fn from_raw(raw: &RawSettings) -> Result<Self> {
         let repo_url = raw.get("WALVAULT_REPO").ok_or_else(|| {
-            Error::config(
-                "WALVAULT_REPO",
-                "not set; expected s3://bucket/prefix or file:///absolute/path",
-            )
+            Error::config("WALVAULT_REPO", "not set; expected s3://bucket/prefix or file:///absolute/path")
         })?;
         let repo = RepoLocation::parse(repo_url)?;
         let env = raw.get("WALVAULT_ENV").unwrap_or("production").to_string();
@@ -309,7 +306,9 @@ fn s3_options(raw: &RawSettings) -> Result<S3Options> {
     s3.sse = match raw.get("WALVAULT_S3_SSE") {
         None => None,
         Some(v @ ("AES256" | "aws:kms")) => Some(v.to_string()),
-        Some(v) => return Err(Error::config("WALVAULT_S3_SSE", format!("{v:?} is not allowed; expected AES256 or aws:kms"))),
+        Some(v) => {
+            return Err(Error::config("WALVAULT_S3_SSE", format!("{v:?} is not allowed; expected AES256 or aws:kms")));
+        }
     };
     s3.kms_key_id = raw.get("WALVAULT_S3_KMS_KEY_ID").map(str::to_string);
     if s3.kms_key_id.is_some() && s3.sse.as_deref() != Some("aws:kms") {
@@ -333,8 +332,7 @@ mod tests {
     use super::*;
 
     fn raw(pairs: &[(&str, &str)]) -> RawSettings {
-        let env: BTreeMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         RawSettings::load_from(None, &Overrides::new(), |n| env.get(n).cloned()).expect("load")
     }
 
@@ -347,10 +345,7 @@ mod tests {
 
     #[test]
     fn missing_repo_names_the_setting() {
-        assert_eq!(
-            err(&[]),
-            "setting WALVAULT_REPO: not set; expected s3://bucket/prefix or file:///absolute/path"
-        );
+        assert_eq!(err(&[]), "setting WALVAULT_REPO: not set; expected s3://bucket/prefix or file:///absolute/path");
     }
 
     #[test]
@@ -380,8 +375,11 @@ mod tests {
     fn flags_override_env_override_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("walvault.conf");
-        std::fs::write(&file, "# comment\nWALVAULT_ENV=fromfile\nexport WALVAULT_CLUSTER='c1'\nWALVAULT_REPO=\"file:///x\"\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "# comment\nWALVAULT_ENV=fromfile\nexport WALVAULT_CLUSTER='c1'\nWALVAULT_REPO=\"file:///x\"\n",
+        )
+        .expect("write");
         let env = |n: &str| (n == "WALVAULT_ENV").then(|| "fromenv".to_string());
         let r = RawSettings::load_from(Some(&file), &Overrides::new(), env).expect("load");
         assert_eq!(r.get("WALVAULT_ENV"), Some("fromenv"));

@@ -48,7 +48,11 @@ pub enum Error {
 
     /// A local file operation failed.
     #[error("{path}: {source}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// Input that is not what it claims to be: a WAL file name, an LSN, a page header.
     #[error("{0}")]
@@ -111,9 +115,9 @@ impl Error {
     /// Operator advice for this error, if there is any.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Error::Key { .. } => Some(
-                "check BACKUP_ENCRYPTION_KEY / WALVAULT_KEY_FILE; WALVAULT_READ_KEYS may list older keys",
-            ),
+            Error::Key { .. } => {
+                Some("check BACKUP_ENCRYPTION_KEY / WALVAULT_KEY_FILE; WALVAULT_READ_KEYS may list older keys")
+            }
             Error::Storage { permanent: true, .. } => {
                 Some("check WALVAULT_REPO, AWS_ENDPOINT_URL, credentials and network")
             }

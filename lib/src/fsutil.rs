@@ -21,7 +21,7 @@ pub fn write_atomic_with(path: &Path, durable: bool, fill: impl FnOnce(&mut File
     let dir = parent_dir(path);
     std::fs::create_dir_all(&dir).with_path(&dir)?;
     let tmp = temp_name(path);
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).with_path(&tmp)?;
+    let mut file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&tmp).with_path(&tmp)?;
     let result = fill(&mut file).and_then(|()| {
         file.flush().with_path(&tmp)?;
         if durable {
@@ -66,10 +66,8 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// `.<name>.walvault.<pid>.<nanos>.tmp` in the same directory.
 fn temp_name(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     parent_dir(path).join(format!(".{name}.walvault.{}.{nanos}.tmp", std::process::id()))
 }
 

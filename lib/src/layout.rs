@@ -188,9 +188,15 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2024-01-05T02:00:07Z").expect("time").with_timezone(&Utc);
         let name = l.backup_name("mykadoo", t);
         assert_eq!(name, "mykadoo_production_20240105_020007");
-        assert_eq!(l.backup_metadata_key(&name), "database/production/mykadoo_production_20240105_020007_metadata.json");
+        assert_eq!(
+            l.backup_metadata_key(&name),
+            "database/production/mykadoo_production_20240105_020007_metadata.json"
+        );
         assert_eq!(l.parse_backup_metadata_key(&l.backup_metadata_key(&name)), Some(name.clone()));
-        assert_eq!(l.backup_object(&name, "manifest.json"), "database/production/mykadoo_production_20240105_020007/manifest.json");
+        assert_eq!(
+            l.backup_object(&name, "manifest.json"),
+            "database/production/mykadoo_production_20240105_020007/manifest.json"
+        );
         assert_eq!(l.latest_backup_key(), "database/production/latest.json");
         assert_eq!(l.verification_report_key(t), "verification_reports/production/verification_20240105_020007.json");
         assert_eq!(l.files_root("uploads"), "files/production/uploads/");

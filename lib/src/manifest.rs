@@ -67,12 +67,7 @@ pub struct ManifestTablespace {
 impl Manifest {
     /// An empty manifest of the current version.
     pub fn new(files: Vec<ManifestEntry>, tablespaces: Vec<ManifestTablespace>) -> Self {
-        Manifest {
-            version: MANIFEST_VERSION,
-            files,
-            tablespaces,
-            index: OnceLock::new(),
-        }
+        Manifest { version: MANIFEST_VERSION, files, tablespaces, index: OnceLock::new() }
     }
 
     /// Check everything a reader relies on: the version, every path (relative, no `..`, `.`
@@ -93,16 +88,10 @@ impl Manifest {
         for entry in &self.files {
             check_relative_path(&entry.path)?;
             if !seen.insert(entry.path.as_str()) {
-                return Err(Error::Refused(format!(
-                    "manifest lists {} twice",
-                    entry.path
-                )));
+                return Err(Error::Refused(format!("manifest lists {} twice", entry.path)));
             }
             if entry.kind == EntryKind::Symlink && tablespace_link_oid(&entry.path).is_none() {
-                return Err(Error::Refused(format!(
-                    "manifest entry {} is a symlink outside pg_tblspc",
-                    entry.path
-                )));
+                return Err(Error::Refused(format!("manifest entry {} is a symlink outside pg_tblspc", entry.path)));
             }
             if entry.kind != EntryKind::File && entry.size != 0 {
                 return Err(Error::Refused(format!(
@@ -110,31 +99,19 @@ impl Manifest {
                     entry.path, entry.size
                 )));
             }
-            if entry.kind == EntryKind::File
-                && (entry.sha256.len() != 64 || hex::decode(&entry.sha256).is_err())
-            {
-                return Err(Error::Refused(format!(
-                    "manifest entry {} has a malformed sha256",
-                    entry.path
-                )));
+            if entry.kind == EntryKind::File && (entry.sha256.len() != 64 || hex::decode(&entry.sha256).is_err()) {
+                return Err(Error::Refused(format!("manifest entry {} has a malformed sha256", entry.path)));
             }
         }
         let mut oids = HashSet::new();
         for ts in &self.tablespaces {
             if !oids.insert(ts.oid) {
-                return Err(Error::Refused(format!(
-                    "manifest lists tablespace {} twice",
-                    ts.oid
-                )));
+                return Err(Error::Refused(format!("manifest lists tablespace {} twice", ts.oid)));
             }
             let loc = &ts.location;
-            let bad =
-                !loc.starts_with('/') || loc.contains('\0') || loc.split('/').any(|c| c == "..");
+            let bad = !loc.starts_with('/') || loc.contains('\0') || loc.split('/').any(|c| c == "..");
             if bad {
-                return Err(Error::Refused(format!(
-                    "manifest tablespace {} has an unsafe location {loc:?}",
-                    ts.oid
-                )));
+                return Err(Error::Refused(format!("manifest tablespace {} has an unsafe location {loc:?}", ts.oid)));
             }
         }
         Ok(())
@@ -144,17 +121,9 @@ impl Manifest {
     /// changed since, a stale hit is detected and a miss falls back to a scan, so the answer
     /// is always right.
     pub fn lookup(&self, path: &str) -> Option<&ManifestEntry> {
-        let index = self.index.get_or_init(|| {
-            self.files
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (e.path.clone(), i))
-                .collect()
-        });
-        let hit = index
-            .get(path)
-            .and_then(|&i| self.files.get(i))
-            .filter(|e| e.path == path);
+        let index =
+            self.index.get_or_init(|| self.files.iter().enumerate().map(|(i, e)| (e.path.clone(), i)).collect());
+        let hit = index.get(path).and_then(|&i| self.files.get(i)).filter(|e| e.path == path);
         hit.or_else(|| self.files.iter().find(|e| e.path == path))
     }
 
@@ -165,10 +134,7 @@ impl Manifest {
 
     /// The entries of `part` that are not in `extracted`: what a complete restore still lacks.
     pub fn missing<'a>(&'a self, part: u32, extracted: &HashSet<String>) -> Vec<&'a ManifestEntry> {
-        self.files
-            .iter()
-            .filter(|e| e.part == part && !extracted.contains(&e.path))
-            .collect()
+        self.files.iter().filter(|e| e.part == part && !extracted.contains(&e.path)).collect()
     }
 
     /// Total bytes of all files.
@@ -281,11 +247,7 @@ mod tests {
             refused(&Manifest::new(vec![link], vec![])),
             "manifest entry base/evil is a symlink outside pg_tblspc"
         );
-        let ts = ManifestTablespace {
-            oid: 1,
-            name: "t".into(),
-            location: "rel/dir".into(),
-        };
+        let ts = ManifestTablespace { oid: 1, name: "t".into(), location: "rel/dir".into() };
         assert_eq!(
             refused(&Manifest::new(vec![], vec![ts])),
             "manifest tablespace 1 has an unsafe location \"rel/dir\""
@@ -297,10 +259,7 @@ mod tests {
         assert_eq!(tablespace_link_oid("pg_tblspc/16384"), Some(16384));
         assert_eq!(tablespace_link_oid("pg_tblspc/16384/x"), None);
         assert_eq!(tablespace_link_oid("pg_tblspc/abc"), None);
-        assert_eq!(
-            tablespace_content("pg_tblspc/16384/PG_15/1"),
-            Some((16384, "PG_15/1"))
-        );
+        assert_eq!(tablespace_content("pg_tblspc/16384/PG_15/1"), Some((16384, "PG_15/1")));
         assert_eq!(tablespace_content("base/1"), None);
     }
 }

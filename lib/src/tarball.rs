@@ -60,19 +60,14 @@ pub fn write_tar<W: Write>(out: W, entries: &[DataFile]) -> Result<(W, Vec<Manif
 ///
 /// # Errors
 /// [`Error::Io`] naming the output stream.
-pub fn write_tar_bytes<W: Write>(
-    out: W,
-    files: &[(&str, &[u8])],
-) -> Result<(W, Vec<ManifestEntry>)> {
+pub fn write_tar_bytes<W: Write>(out: W, files: &[(&str, &[u8])]) -> Result<(W, Vec<ManifestEntry>)> {
     let mut builder = tar::Builder::new(out);
     let mtime = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
     let mut stored = Vec::with_capacity(files.len());
     for &(path, data) in files {
         let mut header = header(tar::EntryType::Regular, 0o600, mtime);
         header.set_size(data.len() as u64);
-        builder
-            .append_data(&mut header, path, data)
-            .with_path(OUTPUT)?;
+        builder.append_data(&mut header, path, data).with_path(OUTPUT)?;
         stored.push(ManifestEntry {
             path: path.to_owned(),
             size: data.len() as u64,
@@ -114,32 +109,17 @@ fn empty_entry(entry: &DataFile, kind: EntryKind, link_target: Option<String>) -
 
 fn append_dir<W: Write>(builder: &mut tar::Builder<W>, entry: &DataFile) -> Result<ManifestEntry> {
     let mut header = entry_header(tar::EntryType::Directory, entry);
-    builder
-        .append_data(&mut header, &entry.rel_path, io::empty())
-        .with_path(OUTPUT)?;
+    builder.append_data(&mut header, &entry.rel_path, io::empty()).with_path(OUTPUT)?;
     Ok(empty_entry(entry, EntryKind::Dir, None))
 }
 
-fn append_symlink<W: Write>(
-    builder: &mut tar::Builder<W>,
-    entry: &DataFile,
-    target: &str,
-) -> Result<ManifestEntry> {
+fn append_symlink<W: Write>(builder: &mut tar::Builder<W>, entry: &DataFile, target: &str) -> Result<ManifestEntry> {
     let mut header = entry_header(tar::EntryType::Symlink, entry);
-    builder
-        .append_link(&mut header, &entry.rel_path, target)
-        .with_path(OUTPUT)?;
-    Ok(empty_entry(
-        entry,
-        EntryKind::Symlink,
-        Some(target.to_owned()),
-    ))
+    builder.append_link(&mut header, &entry.rel_path, target).with_path(OUTPUT)?;
+    Ok(empty_entry(entry, EntryKind::Symlink, Some(target.to_owned())))
 }
 
-fn append_file<W: Write>(
-    builder: &mut tar::Builder<W>,
-    entry: &DataFile,
-) -> Result<Option<ManifestEntry>> {
+fn append_file<W: Write>(builder: &mut tar::Builder<W>, entry: &DataFile) -> Result<Option<ManifestEntry>> {
     let path = &entry.abs_path;
     let file = match File::open(path) {
         Ok(f) => f,
@@ -168,11 +148,7 @@ fn append_file<W: Write>(
         });
     }
     if reader.padded > 0 {
-        tracing::debug!(
-            "{} shrank by {} bytes while it was read",
-            path.display(),
-            reader.padded
-        );
+        tracing::debug!("{} shrank by {} bytes while it was read", path.display(), reader.padded);
     }
     Ok(Some(ManifestEntry {
         path: entry.rel_path.clone(),
@@ -197,9 +173,7 @@ struct ExactReader<R> {
 
 impl<R: Read> Read for ExactReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = usize::try_from(self.remaining)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
+        let want = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(buf.len());
         if want == 0 {
             return Ok(0);
         }

@@ -42,8 +42,7 @@ async fn fs_backend() -> Backend {
 fn s3_endpoint() -> Option<String> {
     let endpoint = s3_endpoint_without_credentials()?;
     assert!(
-        std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
-            && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some(),
+        std::env::var_os("AWS_ACCESS_KEY_ID").is_some() && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some(),
         "the S3 tests need AWS_ACCESS_KEY_ID=test and AWS_SECRET_ACCESS_KEY=test in the environment \
          (scripts/test.sh sets them)"
     );
@@ -55,8 +54,7 @@ fn s3_endpoint_without_credentials() -> Option<String> {
         eprintln!("skipping the S3 half: WALVAULT_TEST_SKIP_S3=1");
         return None;
     }
-    let Some(endpoint) = std::env::var("WALVAULT_TEST_S3_ENDPOINT").ok().filter(|e| !e.is_empty())
-    else {
+    let Some(endpoint) = std::env::var("WALVAULT_TEST_S3_ENDPOINT").ok().filter(|e| !e.is_empty()) else {
         panic!(
             "WALVAULT_TEST_S3_ENDPOINT is not set: run the S3 conformance tests through scripts/test.sh \
              (it starts a moto server and sets the endpoint and test credentials), \
@@ -79,10 +77,8 @@ fn s3_options(endpoint: &str) -> S3Options {
 /// A unique, valid bucket name for one test.
 fn bucket_name(test: &str) -> String {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let test: String = test.chars().map(|c| if c == '_' { '-' } else { c }).take(30).collect();
     format!("wv-{test}-{}-{nanos:x}-{seq}", std::process::id())
@@ -92,11 +88,7 @@ fn bucket_name(test: &str) -> String {
 async fn s3_backend_with_prefix(test: &str, prefix: &str) -> Option<Backend> {
     let endpoint = s3_endpoint()?;
     let bucket = bucket_name(test);
-    let url = if prefix.is_empty() {
-        format!("s3://{bucket}")
-    } else {
-        format!("s3://{bucket}/{prefix}")
-    };
+    let url = if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") };
     let location = RepoLocation::parse(&url).expect("location");
     let storage = Storage::open(&location, &s3_options(&endpoint)).await.expect("open s3");
     let Storage::S3(s3) = &storage else { unreachable!("an s3:// location opens S3") };
@@ -335,10 +327,7 @@ async fn list_with_delimiter(s: &Storage) {
     let dots = s.list("wal/prod/2024/01/01/", Some(".z"), None).await.expect("list by .z");
     assert_eq!(
         dots.prefixes,
-        [
-            "wal/prod/2024/01/01/000000010000000000000001.z",
-            "wal/prod/2024/01/01/000000010000000000000002.z"
-        ]
+        ["wal/prod/2024/01/01/000000010000000000000001.z", "wal/prod/2024/01/01/000000010000000000000002.z"]
     );
 }
 
@@ -474,10 +463,7 @@ async fn describe_names_the_object(s: &Storage) {
     match s {
         Storage::Fs(fs) => assert_eq!(name, fs.root().join("wal/x").display().to_string()),
         Storage::S3(_) => {
-            assert!(
-                name.starts_with("s3://wv-describe-names") && name.ends_with("/wal/x"),
-                "{name}"
-            )
+            assert!(name.starts_with("s3://wv-describe-names") && name.ends_with("/wal/x"), "{name}")
         }
     }
 }
@@ -493,8 +479,7 @@ async fn fs_files_0600_dirs_0700() {
     let Storage::Fs(fs) = &backend.storage else { unreachable!() };
     backend.storage.put("a/b/c", Bytes::from_static(b"x")).await.expect("put");
     backend.storage.put_if_absent("a/d", Bytes::from_static(b"x")).await.expect("put");
-    let mode =
-        |p: &str| std::fs::metadata(fs.root().join(p)).expect("stat").permissions().mode() & 0o777;
+    let mode = |p: &str| std::fs::metadata(fs.root().join(p)).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode("a/b/c"), 0o600);
     assert_eq!(mode("a/d"), 0o600);
     assert_eq!(mode("a/b"), 0o700);
@@ -514,11 +499,7 @@ async fn fs_missing_root_is_a_storage_error_not_not_found() {
     let root = dir.path().join("not-created");
     let location = RepoLocation::Fs { root: root.clone() };
     let s = Storage::open(&location, &S3Options::defaults()).await.expect("open");
-    for result in [
-        s.get("k").await.map(drop),
-        s.head("k").await.map(drop),
-        s.list("", None, None).await.map(drop),
-    ] {
+    for result in [s.get("k").await.map(drop), s.head("k").await.map(drop), s.list("", None, None).await.map(drop)] {
         match result {
             Err(Error::Storage { permanent: true, reason, .. }) => {
                 assert_eq!(reason, "repository directory does not exist")
@@ -553,13 +534,8 @@ async fn s3_prefix_is_applied_and_stripped() {
     let Storage::S3(s3) = s else { unreachable!() };
     let bucket = s.describe("").trim_start_matches("s3://").split('/').next().map(str::to_string);
     let raw = s3.client().list_objects_v2().bucket(bucket.expect("bucket")).send().await;
-    let raw_keys: Vec<_> = raw
-        .expect("raw list")
-        .contents()
-        .iter()
-        .filter_map(|o| o.key())
-        .map(str::to_string)
-        .collect();
+    let raw_keys: Vec<_> =
+        raw.expect("raw list").contents().iter().filter_map(|o| o.key()).map(str::to_string).collect();
     assert_eq!(raw_keys, ["some/prefix/wal/a"]);
 }
 
@@ -591,10 +567,7 @@ async fn s3_unreachable_endpoint_fails_after_retries() {
         return;
     }
     // A port nobody listens on: bind, note it, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let options = S3Options {
         max_attempts: 2,
         connect_timeout: Duration::from_secs(1),
@@ -608,10 +581,7 @@ async fn s3_unreachable_endpoint_fails_after_retries() {
         Err(e @ Error::Storage { permanent: true, .. }) => {
             let text = e.to_string();
             eprintln!("{text}");
-            assert!(
-                text.starts_with("storage get s3://wv-unreachable/k: failed after 2 attempts: "),
-                "{text}"
-            );
+            assert!(text.starts_with("storage get s3://wv-unreachable/k: failed after 2 attempts: "), "{text}");
             assert!(!text.contains("test"), "no credentials in messages: {text}");
             assert!(!text.contains("DispatchFailure("), "no Debug dump: {text}");
         }
@@ -624,20 +594,10 @@ async fn s3_bad_settings_are_config_errors() {
     let location = RepoLocation::parse("s3://wv-settings").expect("location");
     let cases = [
         (S3Options { sse: Some("rot13".into()), ..S3Options::defaults() }, "WALVAULT_S3_SSE"),
+        (S3Options { storage_class: Some("CHEAP".into()), ..S3Options::defaults() }, "WALVAULT_S3_STORAGE_CLASS"),
+        (S3Options { endpoint: Some("localhost:9000".into()), ..S3Options::defaults() }, "AWS_ENDPOINT_URL"),
         (
-            S3Options { storage_class: Some("CHEAP".into()), ..S3Options::defaults() },
-            "WALVAULT_S3_STORAGE_CLASS",
-        ),
-        (
-            S3Options { endpoint: Some("localhost:9000".into()), ..S3Options::defaults() },
-            "AWS_ENDPOINT_URL",
-        ),
-        (
-            S3Options {
-                sse: Some("AES256".into()),
-                kms_key_id: Some("k".into()),
-                ..S3Options::defaults()
-            },
+            S3Options { sse: Some("AES256".into()), kms_key_id: Some("k".into()), ..S3Options::defaults() },
             "WALVAULT_S3_KMS_KEY_ID",
         ),
     ];
@@ -656,14 +616,9 @@ async fn s3_sse_and_storage_class_are_sent() {
         None => return,
     };
     let bucket = bucket_name("s3-sse");
-    let options = S3Options {
-        sse: Some("AES256".into()),
-        storage_class: Some("STANDARD_IA".into()),
-        ..s3_options(&endpoint)
-    };
-    let s = Storage::open(&RepoLocation::parse(&format!("s3://{bucket}")).expect("url"), &options)
-        .await
-        .expect("open");
+    let options =
+        S3Options { sse: Some("AES256".into()), storage_class: Some("STANDARD_IA".into()), ..s3_options(&endpoint) };
+    let s = Storage::open(&RepoLocation::parse(&format!("s3://{bucket}")).expect("url"), &options).await.expect("open");
     let Storage::S3(s3) = &s else { unreachable!() };
     s3.client().create_bucket().bucket(&bucket).send().await.expect("create bucket");
     s.put_if_absent("k", Bytes::from_static(b"v")).await.expect("put");
@@ -732,8 +687,7 @@ async fn s3_startup_child() {
 #[tokio::test]
 async fn s3_missing_credentials_is_a_clear_permanent_error() {
     let Some(endpoint) = s3_endpoint() else { return };
-    let stderr =
-        run_child("s3_no_credentials_child", &endpoint, &[("AWS_EC2_METADATA_DISABLED", "true")]);
+    let stderr = run_child("s3_no_credentials_child", &endpoint, &[("AWS_EC2_METADATA_DISABLED", "true")]);
     assert!(stderr.contains("no credentials:"), "{stderr}");
 }
 
@@ -759,9 +713,7 @@ async fn s3_no_credentials_child() {
 // S3 error mapping against a scripted stand-in server (faults moto cannot produce)
 
 /// Answers the i-th request with `script[i]` (the last entry repeats) and counts requests.
-async fn scripted_server(
-    script: Vec<(u16, &'static str)>,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+async fn scripted_server(script: Vec<(u16, &'static str)>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -816,9 +768,7 @@ fn s3_error_xml(code: &str, message: &str) -> &'static str {
     Box::leak(xml.into_boxed_str())
 }
 
-async fn scripted_storage(
-    script: Vec<(u16, &'static str)>,
-) -> Option<(Storage, impl Fn() -> usize)> {
+async fn scripted_storage(script: Vec<(u16, &'static str)>) -> Option<(Storage, impl Fn() -> usize)> {
     s3_endpoint()?;
     let (endpoint, count) = scripted_server(script).await;
     let location = RepoLocation::parse("s3://wv-scripted").expect("url");
@@ -858,10 +808,7 @@ async fn s3_access_denied_is_permanent_and_not_retried() {
     let Some((s, requests)) = scripted_storage(vec![(403, denied)]).await else { return };
     match s.put("k", Bytes::from_static(b"v")).await {
         Err(e @ Error::Storage { permanent: true, .. }) => {
-            assert_eq!(
-                e.to_string(),
-                "storage put s3://wv-scripted/k: AccessDenied: Access Denied (HTTP 403)"
-            );
+            assert_eq!(e.to_string(), "storage put s3://wv-scripted/k: AccessDenied: Access Denied (HTTP 403)");
             assert!(e.hint().is_some());
         }
         other => panic!("expected a permanent storage error, got {other:?}"),

@@ -14,7 +14,10 @@ mod common;
 /// Exit status: 0 the file is at DEST, complete and verified; 1 the archive does not hold
 /// it (normal at the end of recovery); 202-207 any other failure (recovery must stop).
 #[derive(Parser)]
-#[command(version, after_help = "Examples:\n  postgresql.conf:  restore_command = 'wal-fetch %f %p'\n  by hand:          wal-fetch 000000010000000000000003 /tmp/seg")]
+#[command(
+    version,
+    after_help = "Examples:\n  postgresql.conf:  restore_command = 'wal-fetch %f %p'\n  by hand:          wal-fetch 000000010000000000000003 /tmp/seg"
+)]
 struct Cli {
     /// WAL file name PostgreSQL asks for (%f)
     name: String,

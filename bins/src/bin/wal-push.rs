@@ -12,7 +12,10 @@ mod common;
 /// Exit 0 once the file is durably stored (or an identical copy already was); any other
 /// status makes PostgreSQL keep the file and retry.
 #[derive(Parser)]
-#[command(version, after_help = "Examples:\n  postgresql.conf:  archive_command = 'wal-push %p'\n  by hand:          WALVAULT_REPO=file:///backups wal-push pg_wal/000000010000000000000003")]
+#[command(
+    version,
+    after_help = "Examples:\n  postgresql.conf:  archive_command = 'wal-push %p'\n  by hand:          WALVAULT_REPO=file:///backups wal-push pg_wal/000000010000000000000003"
+)]
 struct Cli {
     /// Path of the WAL file (%p), relative to the data directory
     path: PathBuf,
@@ -31,7 +34,14 @@ fn main() -> ExitCode {
             if cli.common.json {
                 common::print_json(&out);
             } else if !out.duplicate {
-                tracing::info!("archived {} as {} ({} -> {} bytes, {} ms)", out.name, out.object, out.bytes_in, out.bytes_out, out.millis);
+                tracing::info!(
+                    "archived {} as {} ({} -> {} bytes, {} ms)",
+                    out.name,
+                    out.object,
+                    out.bytes_in,
+                    out.bytes_out,
+                    out.millis
+                );
             }
             tracing::debug!("requests: {}", serde_json::to_string(&out.requests).unwrap_or_default());
             Ok(())

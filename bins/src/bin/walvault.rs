@@ -10,7 +10,10 @@ mod common;
 
 /// Operate a walvault repository: inspect, verify, prune, decrypt.
 #[derive(Parser)]
-#[command(version, after_help = "Examples:\n  walvault decrypt wal/production/2024/01/15/000000010000000000000003.zst.enc > seg\n  walvault decrypt - < downloaded.zst.enc > plain")]
+#[command(
+    version,
+    after_help = "Examples:\n  walvault decrypt wal/production/2024/01/15/000000010000000000000003.zst.enc > seg\n  walvault decrypt - < downloaded.zst.enc > plain"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

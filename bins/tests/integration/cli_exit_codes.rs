@@ -1,16 +1,26 @@
 //! Exit codes and one-line errors for bad settings and bad input.
 
-use super::common::{bin, stderr, Backend, TestRepo};
+use super::common::{Backend, TestRepo, bin, stderr};
 
 #[test]
 fn missing_repository_setting_is_named() {
-    let out = std::process::Command::new(bin("wal-push")).env_remove("WALVAULT_REPO").env("WALVAULT_CONFIG", "/dev/null").arg("pg_wal/000000010000000000000001").output().expect("run");
+    let out = std::process::Command::new(bin("wal-push"))
+        .env_remove("WALVAULT_REPO")
+        .env("WALVAULT_CONFIG", "/dev/null")
+        .arg("pg_wal/000000010000000000000001")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out).trim(),
         "wal-push: error: setting WALVAULT_REPO: not set; expected s3://bucket/prefix or file:///absolute/path"
     );
-    let out = std::process::Command::new(bin("wal-fetch")).env_remove("WALVAULT_REPO").env("WALVAULT_CONFIG", "/dev/null").args(["000000010000000000000001", "x"]).output().expect("run");
+    let out = std::process::Command::new(bin("wal-fetch"))
+        .env_remove("WALVAULT_REPO")
+        .env("WALVAULT_CONFIG", "/dev/null")
+        .args(["000000010000000000000001", "x"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(202), "wal-fetch config errors abort recovery: {}", stderr(&out));
 }
 
@@ -40,8 +50,11 @@ fn bad_arguments_and_names() {
 #[test]
 fn bad_setting_values_are_named() {
     let repo = TestRepo::new(Backend::Fs, None);
-    for (name, value) in [("WALVAULT_COMPRESSION", "lz4"), ("WALVAULT_REPO", "ftp://x"), ("BACKUP_ENCRYPTION_KEY", "  ")] {
-        let out = repo.command("wal-push").env(name, value).arg("pg_wal/000000010000000000000001").output().expect("run");
+    for (name, value) in
+        [("WALVAULT_COMPRESSION", "lz4"), ("WALVAULT_REPO", "ftp://x"), ("BACKUP_ENCRYPTION_KEY", "  ")]
+    {
+        let out =
+            repo.command("wal-push").env(name, value).arg("pg_wal/000000010000000000000001").output().expect("run");
         assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
         assert!(stderr(&out).contains(&format!("setting {name}")), "{name}: {}", stderr(&out));
     }

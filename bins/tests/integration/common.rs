@@ -156,14 +156,16 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
 /// The S3 test server scripts/test.sh started. Never skipped silently.
 pub fn s3_endpoint() -> String {
-    std::env::var("WALVAULT_TEST_S3_ENDPOINT")
-        .expect("WALVAULT_TEST_S3_ENDPOINT is not set: run the tests with scripts/test.sh, which starts the S3 test server")
+    std::env::var("WALVAULT_TEST_S3_ENDPOINT").expect(
+        "WALVAULT_TEST_S3_ENDPOINT is not set: run the tests with scripts/test.sh, which starts the S3 test server",
+    )
 }
 
 /// Create a bucket on the loopback S3 test server with one plain HTTP request.
@@ -171,7 +173,8 @@ pub fn create_bucket(endpoint: &str, bucket: &str) {
     let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(hostport).expect("connect to S3 test server");
     s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("write");
+    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .expect("write");
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     assert!(resp.starts_with("HTTP/1.1 200"), "create bucket {bucket}: {resp}");
@@ -250,7 +253,11 @@ impl Cluster {
         let mut c = as_postgres(pg_bin().join("pg_ctl"));
         c.arg("-D").arg(&self.pgdata).args(args);
         for (k, _) in std::env::vars() {
-            if k.starts_with("WALVAULT_") || k == "BACKUP_ENCRYPTION_KEY" || k.starts_with("AWS_") || k.starts_with("PG") {
+            if k.starts_with("WALVAULT_")
+                || k == "BACKUP_ENCRYPTION_KEY"
+                || k.starts_with("AWS_")
+                || k.starts_with("PG")
+            {
                 c.env_remove(k);
             }
         }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::common::{as_postgres, pg_bin, shared_tempdir, stderr, Backend, Cluster, TestRepo, TEST_KEY};
+use super::common::{Backend, Cluster, TEST_KEY, TestRepo, as_postgres, pg_bin, shared_tempdir, stderr};
 
 const CANARY: &str = "CANARY-plaintext-7f3a9c1e-must-never-reach-the-repository";
 
@@ -59,7 +59,10 @@ fn archive_and_recover(backend: Backend) {
         let dest = restored.join(name);
         let out = repo.run("wal-fetch", &[name, dest.to_str().expect("utf8")]);
         assert_eq!(out.status.code(), Some(0), "fetch {name}: {}", stderr(&out));
-        assert!(std::fs::read(&dest).expect("read") == std::fs::read(wal_dir.join(name)).expect("read"), "{name} identical");
+        assert!(
+            std::fs::read(&dest).expect("read") == std::fs::read(wal_dir.join(name)).expect("read"),
+            "{name} identical"
+        );
     }
     let out = repo.run("wal-fetch", &["0000000100000099000000FF", restored.join("x").to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(1), "missing name exits 1: {}", stderr(&out));
@@ -82,7 +85,11 @@ fn archive_and_recover(backend: Backend) {
     ));
     std::fs::write(copy.pgdata.join("recovery.signal"), "").expect("recovery.signal");
     if super::common::is_root() {
-        std::process::Command::new("chown").args(["postgres:postgres"]).arg(copy.pgdata.join("recovery.signal")).status().expect("chown");
+        std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(copy.pgdata.join("recovery.signal"))
+            .status()
+            .expect("chown");
     }
     copy.start_and_wait_promoted(Duration::from_secs(180));
     assert_eq!(copy.psql("SELECT count(*) FROM batches"), expected_batches, "every committed row\n{}", copy.log());

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::common::{requests, stderr, Backend, TestRepo, OTHER_KEY, TEST_KEY};
+use super::common::{Backend, OTHER_KEY, TEST_KEY, TestRepo, requests, stderr};
 
 const SEG: u32 = 1 << 20;
 const SYSID: u64 = 7_300_000_000_000_000_001;
@@ -131,13 +131,30 @@ fn wrong_or_missing_key_and_mixed_encryption() {
         let work = repo.dir().join("work");
         assert!(push(&repo, &make_segment(&work, SYSID, 1, 1)).status.success());
         let dest = work.join("out");
-        let out = repo.command("wal-fetch").env("BACKUP_ENCRYPTION_KEY", OTHER_KEY).arg(seg_name(1)).arg(&dest).output().expect("run");
+        let out = repo
+            .command("wal-fetch")
+            .env("BACKUP_ENCRYPTION_KEY", OTHER_KEY)
+            .arg(seg_name(1))
+            .arg(&dest)
+            .output()
+            .expect("run");
         assert_eq!(out.status.code(), Some(204), "wrong key: {}", stderr(&out));
         assert!(stderr(&out).contains(&seg_name(1)), "names the object: {}", stderr(&out));
         assert!(!dest.exists());
-        let out = repo.command("wal-fetch").env_remove("BACKUP_ENCRYPTION_KEY").arg(seg_name(1)).arg(&dest).output().expect("run");
+        let out = repo
+            .command("wal-fetch")
+            .env_remove("BACKUP_ENCRYPTION_KEY")
+            .arg(seg_name(1))
+            .arg(&dest)
+            .output()
+            .expect("run");
         assert_eq!(out.status.code(), Some(204), "no key: {}", stderr(&out));
-        let out = repo.command("wal-push").env_remove("BACKUP_ENCRYPTION_KEY").arg(make_segment(&work, SYSID, 2, 1)).output().expect("run");
+        let out = repo
+            .command("wal-push")
+            .env_remove("BACKUP_ENCRYPTION_KEY")
+            .arg(make_segment(&work, SYSID, 2, 1))
+            .output()
+            .expect("run");
         assert_eq!(out.status.code(), Some(5), "unencrypted write into an encrypted repository: {}", stderr(&out));
         assert!(stderr(&out).contains("is encrypted and no key is configured"), "{}", stderr(&out));
     });

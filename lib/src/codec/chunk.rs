@@ -37,10 +37,7 @@ impl ChunkAad {
     fn new(header: &[u8]) -> Self {
         let mut bytes = Vec::with_capacity(header.len() + 9);
         bytes.extend_from_slice(header);
-        ChunkAad {
-            bytes,
-            header_len: header.len(),
-        }
+        ChunkAad { bytes, header_len: header.len() }
     }
 
     fn for_chunk(&mut self, index: u64, last: bool) -> Aad<&[u8]> {
@@ -85,10 +82,7 @@ impl<W: Write> ChunkSealer<W> {
         self.inner.write_all(&self.buf)?;
         self.inner.write_all(tag.as_ref())?;
         self.buf.clear();
-        self.index = self
-            .index
-            .checked_add(1)
-            .ok_or_else(|| io::Error::other("too many chunks"))?;
+        self.index = self.index.checked_add(1).ok_or_else(|| io::Error::other("too many chunks"))?;
         Ok(())
     }
 
@@ -138,13 +132,7 @@ pub(crate) struct ChunkOpener<R: Read> {
 impl<R: Read> ChunkOpener<R> {
     /// Open the chunks of `object`, whose header bytes are `header`; `chunk_size` is
     /// 1..=[`MAX_CHUNK_SIZE`] (checked by the header parser).
-    pub(crate) fn new(
-        inner: R,
-        key: LessSafeKey,
-        header: &[u8],
-        chunk_size: u32,
-        object: &str,
-    ) -> Self {
+    pub(crate) fn new(inner: R, key: LessSafeKey, header: &[u8], chunk_size: u32, object: &str) -> Self {
         let chunk = usize::try_from(chunk_size.clamp(1, MAX_CHUNK_SIZE)).unwrap_or(1);
         ChunkOpener {
             inner,
@@ -184,18 +172,13 @@ impl<R: Read> ChunkOpener<R> {
         };
         let index = self.index;
         if filled < TAG_LEN {
-            let reason = format!(
-                "truncated: chunk {index} has {filled} bytes, less than its {TAG_LEN}-byte tag"
-            );
+            let reason = format!("truncated: chunk {index} has {filled} bytes, less than its {TAG_LEN}-byte tag");
             return Err(self.corrupt(reason));
         }
         // A full-size chunk at the end may be the first of a cut-off run: keep a copy to tell.
         let spare = (last && filled == full).then(|| self.frame.clone());
         let aad = self.aad.for_chunk(index, last);
-        match self
-            .key
-            .open_in_place(nonce(index), aad, &mut self.frame[..filled])
-        {
+        match self.key.open_in_place(nonce(index), aad, &mut self.frame[..filled]) {
             Ok(plain) => {
                 self.end = plain.len();
                 self.pos = 0;
@@ -211,19 +194,12 @@ impl<R: Read> ChunkOpener<R> {
     fn auth_failure(&mut self, index: u64, spare: Option<Vec<u8>>) -> io::Error {
         if let Some(mut frame) = spare {
             let aad = self.aad.for_chunk(index, false);
-            if self
-                .key
-                .open_in_place(nonce(index), aad, &mut frame)
-                .is_ok()
-            {
-                let reason = format!(
-                    "truncated: the object ends after chunk {index}, which is not the last chunk"
-                );
+            if self.key.open_in_place(nonce(index), aad, &mut frame).is_ok() {
+                let reason = format!("truncated: the object ends after chunk {index}, which is not the last chunk");
                 return self.corrupt(reason);
             }
         }
-        let reason =
-            format!("chunk {index} failed authentication (modified, truncated or reordered data)");
+        let reason = format!("chunk {index} failed authentication (modified, truncated or reordered data)");
         self.corrupt(reason)
     }
 }

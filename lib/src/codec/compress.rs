@@ -87,10 +87,7 @@ impl Compression {
         } else {
             Err(Error::config(
                 LEVEL_SETTING,
-                format!(
-                    "level {level} is not allowed for {} (allowed: {lo} to {hi})",
-                    self.name()
-                ),
+                format!("level {level} is not allowed for {} (allowed: {lo} to {hi})", self.name()),
             ))
         }
     }
@@ -179,9 +176,7 @@ impl<R: BufRead> Decompressor<R> {
     pub(crate) fn new(inner: R, compression: Compression) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Decompressor::None(inner),
-            Compression::Zstd => {
-                Decompressor::Zstd(zstd::stream::read::Decoder::with_buffer(inner)?)
-            }
+            Compression::Zstd => Decompressor::Zstd(zstd::stream::read::Decoder::with_buffer(inner)?),
             Compression::Gzip => Decompressor::Gzip(flate2::bufread::GzDecoder::new(inner)),
         })
     }
@@ -281,11 +276,7 @@ mod tests {
         for c in [Compression::Zstd, Compression::Gzip] {
             let full = compress(c, &data);
             for cut in [1, full.len() / 2, full.len() - 4, full.len() - 1] {
-                assert!(
-                    decompress(c, &full[..cut]).is_err(),
-                    "{c:?} cut at {cut} of {}",
-                    full.len()
-                );
+                assert!(decompress(c, &full[..cut]).is_err(), "{c:?} cut at {cut} of {}", full.len());
             }
         }
     }

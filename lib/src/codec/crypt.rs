@@ -60,13 +60,7 @@ impl Key {
             return Ok(Key::from_bytes(master));
         }
         let mut master = [0u8; KEY_LEN];
-        pbkdf2::derive(
-            pbkdf2::PBKDF2_HMAC_SHA256,
-            ITERATIONS,
-            PASSPHRASE_SALT,
-            material,
-            &mut master,
-        );
+        pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, ITERATIONS, PASSPHRASE_SALT, material, &mut master);
         let mut key = Key::from_bytes(master);
         key.passphrase = true;
         Ok(key)
@@ -75,16 +69,9 @@ impl Key {
     /// A key from exactly 32 bytes of key material.
     pub fn from_bytes(master: [u8; KEY_LEN]) -> Key {
         let mut fingerprint = [0u8; 8];
-        let tag = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, &master),
-            FINGERPRINT_INFO,
-        );
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &master), FINGERPRINT_INFO);
         copy_prefix(&mut fingerprint, tag.as_ref());
-        Key {
-            master,
-            fingerprint,
-            passphrase: false,
-        }
+        Key { master, fingerprint, passphrase: false }
     }
 
     /// First 8 bytes of HMAC-SHA256(key, [`FINGERPRINT_INFO`]): names the key, never reveals it.
@@ -104,10 +91,7 @@ impl Key {
 
     /// The HMAC key for content digests of encrypted objects.
     pub(crate) fn digest_key(&self) -> hmac::Key {
-        let tag = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, &self.master),
-            DIGEST_KEY_INFO,
-        );
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.master), DIGEST_KEY_INFO);
         hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref())
     }
 
@@ -123,9 +107,7 @@ impl Key {
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Key")
-            .field("fingerprint", &self.fingerprint_hex())
-            .finish()
+        f.debug_struct("Key").field("fingerprint", &self.fingerprint_hex()).finish()
     }
 }
 
@@ -163,10 +145,7 @@ impl Keyring {
     /// A keyring that writes with `write` (if any) and reads with it and every key in `read`.
     /// Keys repeated by fingerprint are kept once.
     pub fn new(write: Option<Key>, read: Vec<Key>) -> Keyring {
-        let mut ring = Keyring {
-            write,
-            read: Vec::with_capacity(read.len()),
-        };
+        let mut ring = Keyring { write, read: Vec::with_capacity(read.len()) };
         for key in read {
             if ring.find(&key.fingerprint).is_none() {
                 ring.read.push(key);
@@ -261,17 +240,9 @@ mod tests {
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
         // 63 hex digits and base64 of 31 bytes are passphrases too
-        assert!(
-            Key::from_material(&HEX.as_bytes()[1..], "K")
-                .unwrap()
-                .is_passphrase()
-        );
+        assert!(Key::from_material(&HEX.as_bytes()[1..], "K").unwrap().is_passphrase());
         let short = base64::engine::general_purpose::STANDARD.encode([7u8; 31]);
-        assert!(
-            Key::from_material(short.as_bytes(), "K")
-                .unwrap()
-                .is_passphrase()
-        );
+        assert!(Key::from_material(short.as_bytes(), "K").unwrap().is_passphrase());
     }
 
     #[test]
@@ -279,20 +250,14 @@ mod tests {
         // PBKDF2-HMAC-SHA256("walvault test passphrase", "walvault/v1/passphrase", 10000)
         // then HMAC-SHA256(key, "walvault/v1/key-fingerprint")[..8]; see testdata/codec/README.md
         let key = Key::from_material(b"walvault test passphrase", "K").unwrap();
-        assert_eq!(
-            key.fingerprint_hex(),
-            include_str!("../../../testdata/codec/passphrase.fingerprint").trim()
-        );
+        assert_eq!(key.fingerprint_hex(), include_str!("../../../testdata/codec/passphrase.fingerprint").trim());
     }
 
     #[test]
     fn empty_material_names_the_setting() {
         for empty in [&b""[..], b"  \n", b"\t"] {
             let err = Key::from_material(empty, "BACKUP_ENCRYPTION_KEY").unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                "setting BACKUP_ENCRYPTION_KEY: key material is empty"
-            );
+            assert_eq!(err.to_string(), "setting BACKUP_ENCRYPTION_KEY: key material is empty");
         }
     }
 
@@ -300,10 +265,7 @@ mod tests {
     fn debug_shows_only_the_fingerprint() {
         let key = Key::from_bytes(raw());
         let shown = format!("{key:?}");
-        assert_eq!(
-            shown,
-            format!("Key {{ fingerprint: {:?} }}", key.fingerprint_hex())
-        );
+        assert_eq!(shown, format!("Key {{ fingerprint: {:?} }}", key.fingerprint_hex()));
         assert!(!shown.contains("0102"));
         assert_eq!(key.fingerprint_hex().len(), 16);
     }
@@ -315,10 +277,7 @@ mod tests {
         let ring = Keyring::new(Some(b.clone()), vec![a.clone(), b.clone(), a.clone()]);
         assert!(ring.is_encrypted());
         assert_eq!(ring.keys().count(), 2);
-        assert_eq!(
-            ring.write_key().map(Key::fingerprint),
-            Some(b.fingerprint())
-        );
+        assert_eq!(ring.write_key().map(Key::fingerprint), Some(b.fingerprint()));
         assert!(ring.find(&a.fingerprint()).is_some());
         assert!(ring.find(&b.fingerprint()).is_some());
         assert!(ring.find(&[0; 8]).is_none());
@@ -334,9 +293,7 @@ mod tests {
         let seal = |salt: &[u8]| {
             let mut data = *b"same plaintext";
             let k = key.object_key(salt).unwrap();
-            let _tag = k
-                .seal_in_place_separate_tag(nonce(), aead::Aad::empty(), &mut data)
-                .unwrap();
+            let _tag = k.seal_in_place_separate_tag(nonce(), aead::Aad::empty(), &mut data).unwrap();
             data
         };
         assert_ne!(seal(&[0; 32]), seal(&[1; 32]));

@@ -35,20 +35,13 @@ pub fn decoder<'a, R: Read + Send + 'a>(
     object: &str,
     allow_unencrypted: bool,
 ) -> Result<(Header, Box<dyn Read + Send + 'a>)> {
-    let mut source = Source {
-        inner,
-        object: object.to_string(),
-    };
+    let mut source = Source { inner, object: object.to_string() };
     let (header, raw) = header::read_raw(&mut source, object)?;
     let key = select_key(&header, keyring, object, allow_unencrypted)?;
     let body: Box<dyn BufRead + Send + 'a> = match (key, header.salt, header.chunk_size) {
-        (Some(k), Some(salt), Some(chunk)) => Box::new(ChunkOpener::new(
-            source,
-            k.object_key(&salt)?,
-            &raw,
-            chunk,
-            object,
-        )),
+        (Some(k), Some(salt), Some(chunk)) => {
+            Box::new(ChunkOpener::new(source, k.object_key(&salt)?, &raw, chunk, object))
+        }
         _ => Box::new(BufReader::with_capacity(BUF_LEN, source)),
     };
     let dec = Decompressor::new(body, header.compression).map_err(|e| error_from_io(e, object))?;
@@ -88,8 +81,7 @@ pub fn decode_to<R: Read + Send, W: Write>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(error_from_io(e, object)),
         };
-        out.write_all(&buf[..n])
-            .map_err(|e| Error::io(out_path, e))?;
+        out.write_all(&buf[..n]).map_err(|e| Error::io(out_path, e))?;
         total = total.saturating_add(n as u64);
     }
     out.flush().map_err(|e| Error::io(out_path, e))?;
@@ -103,10 +95,7 @@ fn select_key<'k>(
     object: &str,
     allow_unencrypted: bool,
 ) -> Result<Option<&'k Key>> {
-    let key_err = |reason: String| Error::Key {
-        object: object.to_string(),
-        reason,
-    };
+    let key_err = |reason: String| Error::Key { object: object.to_string(), reason };
     let Some(fingerprint) = header.key_fingerprint else {
         if keyring.is_encrypted() && !allow_unencrypted {
             return Err(key_err("not encrypted but a key is configured".into()));
@@ -115,16 +104,11 @@ fn select_key<'k>(
     };
     let wanted = hex::encode(fingerprint);
     if keyring.is_empty() {
-        return Err(key_err(format!(
-            "encrypted with key {wanted} but no key is configured"
-        )));
+        return Err(key_err(format!("encrypted with key {wanted} but no key is configured")));
     }
     keyring.find(&fingerprint).map(Some).ok_or_else(|| {
         let have: Vec<String> = keyring.keys().map(Key::fingerprint_hex).collect();
-        key_err(format!(
-            "encrypted with key {wanted}, which is not configured (configured: {})",
-            have.join(", ")
-        ))
+        key_err(format!("encrypted with key {wanted}, which is not configured (configured: {})", have.join(", ")))
     })
 }
 
@@ -138,9 +122,7 @@ struct Source<R> {
 impl<R: Read> Read for Source<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).map_err(|e| {
-            if e.kind() == io::ErrorKind::Interrupted
-                || e.get_ref().is_some_and(|i| i.is::<Error>())
-            {
+            if e.kind() == io::ErrorKind::Interrupted || e.get_ref().is_some_and(|i| i.is::<Error>()) {
                 e
             } else {
                 io::Error::other(Error::io(&self.object, e))
@@ -169,20 +151,16 @@ impl Body<'_> {
         if e.kind() == io::ErrorKind::Interrupted || e.get_ref().is_some_and(|i| i.is::<Error>()) {
             return e;
         }
-        self.corrupt(format!(
-            "{} stream is invalid or truncated: {e}",
-            self.compression.name()
-        ))
+        self.corrupt(format!("{} stream is invalid or truncated: {e}", self.compression.name()))
     }
 
     fn end_checks(&mut self) -> io::Result<()> {
         match self.dec.source_mut().fill_buf() {
             Ok([]) => {}
             Ok(_) => {
-                return Err(self.corrupt(format!(
-                    "unexpected data after the end of the {} stream",
-                    self.compression.name()
-                )));
+                return Err(
+                    self.corrupt(format!("unexpected data after the end of the {} stream", self.compression.name()))
+                );
             }
             Err(e) => return Err(self.classify(e)),
         }

@@ -91,16 +91,8 @@ impl Header {
         out.extend_from_slice(&MAGIC);
         out.push(self.version);
         out.push(self.compression.id());
-        out.push(if self.encrypted {
-            ENCRYPTION_AES_256_GCM
-        } else {
-            ENCRYPTION_NONE
-        });
-        out.push(if self.digest.is_some() {
-            FLAG_DIGEST
-        } else {
-            0
-        });
+        out.push(if self.encrypted { ENCRYPTION_AES_256_GCM } else { ENCRYPTION_NONE });
+        out.push(if self.digest.is_some() { FLAG_DIGEST } else { 0 });
         out.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
         if self.encrypted {
             out.extend_from_slice(&self.key_fingerprint.unwrap_or_default());
@@ -117,10 +109,7 @@ impl Header {
 }
 
 fn expected_len(encrypted: bool, digest: bool) -> usize {
-    FIXED_LEN
-        + if encrypted { CRYPTO_LEN } else { 0 }
-        + if digest { DIGEST_LEN } else { 0 }
-        + CHECK_LEN
+    FIXED_LEN + if encrypted { CRYPTO_LEN } else { 0 } + if digest { DIGEST_LEN } else { 0 } + CHECK_LEN
 }
 
 /// Read exactly one header from `r` (never more), returning it and its bytes.
@@ -163,10 +152,7 @@ fn parse_fixed(b: &[u8], object: &str) -> Result<(Compression, bool, bool)> {
         return bad("not a walvault object (bad magic)".into());
     }
     if b[8] != FORMAT_VERSION {
-        return bad(format!(
-            "unsupported format version {} (this walvault reads version {FORMAT_VERSION})",
-            b[8]
-        ));
+        return bad(format!("unsupported format version {} (this walvault reads version {FORMAT_VERSION})", b[8]));
     }
     let Some(compression) = Compression::from_id(b[9]) else {
         return bad(format!("unknown compression algorithm {}", b[9]));
@@ -183,9 +169,7 @@ fn parse_fixed(b: &[u8], object: &str) -> Result<(Compression, bool, bool)> {
     let len = usize::from(u16::from_be_bytes([b[12], b[13]]));
     let want = expected_len(encrypted, has_digest);
     if len != want {
-        return bad(format!(
-            "header length {len} does not match its fields ({want})"
-        ));
+        return bad(format!("header length {len} does not match its fields ({want})"));
     }
     Ok((compression, encrypted, has_digest))
 }
@@ -256,10 +240,7 @@ mod tests {
                     let mut b = bytes.clone();
                     b[i] ^= 1 << bit;
                     let err = parse(&b).unwrap_err();
-                    assert!(
-                        matches!(&err, Error::Corrupt { object, .. } if object == "obj"),
-                        "{err}"
-                    );
+                    assert!(matches!(&err, Error::Corrupt { object, .. } if object == "obj"), "{err}");
                 }
             }
         }
@@ -267,8 +248,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_caught() {
-        let bytes =
-            Header::new(Compression::Gzip, Some(([1; 8], [2; 32], 7)), Some([9; 32])).encode();
+        let bytes = Header::new(Compression::Gzip, Some(([1; 8], [2; 32], 7)), Some([9; 32])).encode();
         for cut in 0..bytes.len() {
             let err = parse(&bytes[..cut]).unwrap_err();
             assert!(matches!(err, Error::Corrupt { .. }), "{err}");
@@ -278,17 +258,11 @@ mod tests {
     #[test]
     fn exact_messages() {
         let msg = |b: &[u8]| parse(b).unwrap_err().to_string();
-        assert_eq!(
-            msg(b"PK\x03\x04 this is a zip file"),
-            "object obj is corrupt: not a walvault object (bad magic)"
-        );
+        assert_eq!(msg(b"PK\x03\x04 this is a zip file"), "object obj is corrupt: not a walvault object (bad magic)");
         assert_eq!(msg(b"WALV"), "object obj is corrupt: truncated header");
         let mut future = Header::new(Compression::None, None, None).encode();
         future[8] = 2;
-        assert_eq!(
-            msg(&future),
-            "object obj is corrupt: unsupported format version 2 (this walvault reads version 1)"
-        );
+        assert_eq!(msg(&future), "object obj is corrupt: unsupported format version 2 (this walvault reads version 1)");
         let mut sum = Header::new(Compression::None, None, None).encode();
         sum[17] ^= 0xff;
         assert_eq!(msg(&sum), "object obj is corrupt: header checksum mismatch");
@@ -297,8 +271,7 @@ mod tests {
     #[test]
     fn chunk_size_out_of_range_is_corrupt() {
         for size in [0, MAX_CHUNK_SIZE + 1] {
-            let bytes =
-                Header::new(Compression::None, Some(([1; 8], [2; 32], size)), None).encode();
+            let bytes = Header::new(Compression::None, Some(([1; 8], [2; 32], size)), None).encode();
             let err = parse(&bytes).unwrap_err().to_string();
             assert!(err.contains("chunk size"), "{err}");
         }

@@ -98,19 +98,11 @@ impl<W: Write> Encoder<W> {
     /// # Errors
     /// [`Error::Config`] for a level the algorithm does not accept; [`Error::Io`] (or the
     /// typed error `inner` carried) when writing the header fails.
-    pub fn new(
-        inner: W,
-        settings: &CodecSettings,
-        key: Option<&Key>,
-        digest: Option<[u8; 32]>,
-    ) -> Result<Self> {
+    pub fn new(inner: W, settings: &CodecSettings, key: Option<&Key>, digest: Option<[u8; 32]>) -> Result<Self> {
         let mut salt = [0u8; 32];
         if key.is_some() {
             SystemRandom::new().fill(&mut salt).map_err(|_| {
-                Error::io(
-                    "system random number generator",
-                    io::Error::other("no random bytes available"),
-                )
+                Error::io("system random number generator", io::Error::other("no random bytes available"))
             })?;
         }
         Encoder::with_params(inner, settings, key, digest, salt, DEFAULT_CHUNK_SIZE)
@@ -129,20 +121,15 @@ impl<W: Write> Encoder<W> {
         let crypto = key.map(|k| (k.fingerprint(), salt, chunk_size.clamp(1, MAX_CHUNK_SIZE)));
         let header = Header::new(settings.compression, crypto, digest);
         let bytes = header.encode();
-        inner
-            .write_all(&bytes)
-            .map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+        inner.write_all(&bytes).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         let sink = match (key, crypto) {
-            (Some(k), Some((_, salt, chunk))) => Sink::Sealed(Box::new(ChunkSealer::new(
-                inner,
-                k.object_key(&salt)?,
-                &bytes,
-                chunk,
-            ))),
+            (Some(k), Some((_, salt, chunk))) => {
+                Sink::Sealed(Box::new(ChunkSealer::new(inner, k.object_key(&salt)?, &bytes, chunk)))
+            }
             _ => Sink::Plain(inner),
         };
-        let stream = Compressor::new(sink, settings.compression, level)
-            .map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+        let stream =
+            Compressor::new(sink, settings.compression, level).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         let check = digest.map(|d| (DigestWriter::new(key), d));
         Ok(Encoder { stream, check })
     }
@@ -162,15 +149,10 @@ impl<W: Write> Encoder<W> {
                 "plaintext written does not match the content digest given for the header (did the source change while it was read?)".into(),
             ));
         }
-        let sink = self
-            .stream
-            .finish()
-            .map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+        let sink = self.stream.finish().map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         let inner = match sink {
             Sink::Plain(w) => w,
-            Sink::Sealed(sealer) => sealer
-                .finish()
-                .map_err(|e| error_from_io(e, ENCODER_OUTPUT))?,
+            Sink::Sealed(sealer) => sealer.finish().map_err(|e| error_from_io(e, ENCODER_OUTPUT))?,
         };
         Ok(inner)
     }
@@ -216,13 +198,7 @@ pub fn encode_to_vec(
     key: Option<&Key>,
     digest: Option<[u8; 32]>,
 ) -> Result<Vec<u8>> {
-    let mut enc = Encoder::new(
-        Vec::with_capacity(plaintext.len() / 2 + 128),
-        settings,
-        key,
-        digest,
-    )?;
-    enc.write_all(plaintext)
-        .map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+    let mut enc = Encoder::new(Vec::with_capacity(plaintext.len() / 2 + 128), settings, key, digest)?;
+    enc.write_all(plaintext).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
     enc.finish()
 }

@@ -18,10 +18,7 @@ pub(super) fn key_b() -> Key {
 }
 
 pub(super) fn settings(compression: Compression) -> CodecSettings {
-    CodecSettings {
-        compression,
-        level: compression.default_level(),
-    }
+    CodecSettings { compression, level: compression.default_level() }
 }
 
 /// Deterministic, hard-to-compress test data.
@@ -38,25 +35,14 @@ pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Encode with a given chunk size and salt; `digest` stores the right content digest.
-pub(super) fn encode(
-    data: &[u8],
-    c: Compression,
-    key: Option<&Key>,
-    digest: bool,
-    chunk: u32,
-) -> Vec<u8> {
+pub(super) fn encode(data: &[u8], c: Compression, key: Option<&Key>, digest: bool, chunk: u32) -> Vec<u8> {
     let d = digest.then(|| content_digest(data, key));
-    let mut enc =
-        Encoder::with_params(Vec::new(), &settings(c), key, d, [0x5a; 32], chunk).unwrap();
+    let mut enc = Encoder::with_params(Vec::new(), &settings(c), key, d, [0x5a; 32], chunk).unwrap();
     enc.write_all(data).unwrap();
     enc.finish().unwrap()
 }
 
-pub(super) fn decode(
-    object: &[u8],
-    ring: &Keyring,
-    allow_unencrypted: bool,
-) -> crate::Result<Vec<u8>> {
+pub(super) fn decode(object: &[u8], ring: &Keyring, allow_unencrypted: bool) -> crate::Result<Vec<u8>> {
     let mut out = Vec::new();
     let (_, n) = decode_to(object, ring, OBJ, allow_unencrypted, &mut out, "/tmp/out")?;
     assert_eq!(n, out.len() as u64);
@@ -79,15 +65,10 @@ fn round_trip_every_setting_and_boundary_size() {
                 let object = encode_to_vec(&data, &settings(compression), key, d).unwrap();
                 let (header, plain) = {
                     let mut out = Vec::new();
-                    let (h, _) =
-                        decode_to(&object[..], &ring_for(key), OBJ, false, &mut out, "-").unwrap();
+                    let (h, _) = decode_to(&object[..], &ring_for(key), OBJ, false, &mut out, "-").unwrap();
                     (h, out)
                 };
-                assert!(
-                    plain == data,
-                    "{compression:?} key={} size={size}",
-                    key.is_some()
-                );
+                assert!(plain == data, "{compression:?} key={} size={size}", key.is_some());
                 assert_eq!(header.compression, compression);
                 assert_eq!(header.encrypted, key.is_some());
                 assert_eq!(header.digest, d);
@@ -104,11 +85,7 @@ fn encrypted_framing_has_the_documented_length() {
             let data = noise(size, 3);
             let object = encode(&data, Compression::None, Some(&a), false, chunk);
             let chunks = size.div_ceil(chunk as usize).max(1);
-            assert_eq!(
-                object.len(),
-                62 + size + TAG_LEN * chunks,
-                "chunk {chunk} size {size}"
-            );
+            assert_eq!(object.len(), 62 + size + TAG_LEN * chunks, "chunk {chunk} size {size}");
             assert_eq!(decode(&object, &ring_for(Some(&a)), false).unwrap(), data);
         }
     }
@@ -119,10 +96,7 @@ fn unencrypted_body_is_the_plain_compressed_stream() {
     let data = noise(1000, 8);
     let object = encode(&data, Compression::Zstd, None, false, 64);
     let mut plain = Vec::new();
-    zstd::stream::read::Decoder::new(&object[18..])
-        .unwrap()
-        .read_to_end(&mut plain)
-        .unwrap();
+    zstd::stream::read::Decoder::new(&object[18..]).unwrap().read_to_end(&mut plain).unwrap();
     assert_eq!(plain, data);
     let none = encode(&data, Compression::None, None, false, 64);
     assert_eq!(&none[18..], &data[..]);
@@ -175,15 +149,9 @@ fn object_extensions() {
 
 #[test]
 fn bad_level_is_a_config_error() {
-    let s = CodecSettings {
-        compression: Compression::Zstd,
-        level: 30,
-    };
+    let s = CodecSettings { compression: Compression::Zstd, level: 30 };
     let err = encode_to_vec(b"x", &s, None, None).unwrap_err();
-    assert!(
-        matches!(&err, Error::Config { setting, .. } if setting == "WALVAULT_COMPRESSION_LEVEL"),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Config { setting, .. } if setting == "WALVAULT_COMPRESSION_LEVEL"), "{err}");
 }
 
 #[test]
@@ -191,8 +159,7 @@ fn digest_in_header_is_checked_on_both_sides() {
     let a = key_a();
     for key in [None, Some(&a)] {
         let wrong = content_digest(b"other", key);
-        let mut enc =
-            Encoder::new(Vec::new(), &settings(Compression::None), key, Some(wrong)).unwrap();
+        let mut enc = Encoder::new(Vec::new(), &settings(Compression::None), key, Some(wrong)).unwrap();
         enc.write_all(b"data").unwrap();
         let err = enc.finish().unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err}");
@@ -211,10 +178,7 @@ struct Generator {
 
 impl Read for Generator {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf
-            .len()
-            .min(self.block.len())
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = buf.len().min(self.block.len()).min(usize::try_from(self.left).unwrap_or(usize::MAX));
         self.count += 1;
         self.block[..8].copy_from_slice(&self.count.to_le_bytes());
         buf[..n].copy_from_slice(&self.block[..n]);
@@ -232,11 +196,7 @@ fn stream_through_a_pipe(compression: Compression, len: u64) {
     let (reader, writer) = io::pipe().unwrap();
     let key = a.clone();
     let producer = std::thread::spawn(move || -> crate::Result<[u8; 32]> {
-        let mut src = Generator {
-            block,
-            left: len,
-            count: 0,
-        };
+        let mut src = Generator { block, left: len, count: 0 };
         let mut tee = DigestWriter::new(None);
         let mut enc = Encoder::new(writer, &settings(compression), Some(&key), None)?;
         let mut buf = vec![0u8; 1 << 16];
@@ -246,8 +206,7 @@ fn stream_through_a_pipe(compression: Compression, len: u64) {
                 break;
             }
             tee.update(&buf[..n]);
-            enc.write_all(&buf[..n])
-                .map_err(|e| error_from_io(e, "pipe"))?;
+            enc.write_all(&buf[..n]).map_err(|e| error_from_io(e, "pipe"))?;
         }
         enc.finish()?;
         Ok(tee.finish())

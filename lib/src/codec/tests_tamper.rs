@@ -31,10 +31,7 @@ fn sample(compression: Compression, digest: bool) -> (Vec<u8>, usize, usize, usi
 
 fn chunks_of(object: &[u8], header: usize, frame: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
     let head = object[..header].to_vec();
-    (
-        head,
-        object[header..].chunks(frame).map(<[u8]>::to_vec).collect(),
-    )
+    (head, object[header..].chunks(frame).map(<[u8]>::to_vec).collect())
 }
 
 fn join(head: &[u8], chunks: &[Vec<u8>]) -> Vec<u8> {
@@ -53,10 +50,7 @@ fn every_flipped_byte_fails() {
                 for mask in [0x01, 0x80] {
                     let mut bad = object.clone();
                     bad[i] ^= mask;
-                    assert_corrupt(
-                        decode(&bad, &ring, false),
-                        &format!("{compression:?} byte {i} ^ {mask:#x}"),
-                    );
+                    assert_corrupt(decode(&bad, &ring, false), &format!("{compression:?} byte {i} ^ {mask:#x}"));
                 }
             }
         }
@@ -68,16 +62,10 @@ fn every_truncation_fails() {
     let ring = ring_for(Some(&key_a()));
     let (object, header, frame, chunks) = sample(Compression::None, true);
     for len in 0..object.len() {
-        let reason = assert_corrupt(
-            decode(&object[..len], &ring, false),
-            &format!("cut at {len}"),
-        );
+        let reason = assert_corrupt(decode(&object[..len], &ring, false), &format!("cut at {len}"));
         if len > header && (len - header) % frame == 0 {
             let k = (len - header) / frame - 1;
-            assert_eq!(
-                reason,
-                format!("truncated: the object ends after chunk {k}, which is not the last chunk")
-            );
+            assert_eq!(reason, format!("truncated: the object ends after chunk {k}, which is not the last chunk"));
         }
     }
     assert_eq!(
@@ -97,10 +85,7 @@ fn trailing_bytes_fail() {
         for extra in [vec![0u8], vec![0u8; TAG_LEN], vec![0u8; frame], last] {
             let mut bad = object.clone();
             bad.extend_from_slice(&extra);
-            assert_corrupt(
-                decode(&bad, &ring, false),
-                &format!("{compression:?} + {} bytes", extra.len()),
-            );
+            assert_corrupt(decode(&bad, &ring, false), &format!("{compression:?} + {} bytes", extra.len()));
         }
     }
 }
@@ -136,15 +121,9 @@ fn header_and_body_of_different_objects_do_not_mix() {
     let ring = ring_for(Some(&a));
     let data = noise(3 * CHUNK, 2);
     let x = encode(&data, Compression::None, Some(&a), false, CHUNK as u32);
-    let mut enc = Encoder::with_params(
-        Vec::new(),
-        &tests::settings(Compression::None),
-        Some(&a),
-        None,
-        [0x77; 32],
-        CHUNK as u32,
-    )
-    .unwrap();
+    let mut enc =
+        Encoder::with_params(Vec::new(), &tests::settings(Compression::None), Some(&a), None, [0x77; 32], CHUNK as u32)
+            .unwrap();
     std::io::Write::write_all(&mut enc, &data).unwrap();
     let y = enc.finish().unwrap();
     let header = read_header(&mut &x[..], OBJ).unwrap().encoded_len();
@@ -157,13 +136,7 @@ fn header_and_body_of_different_objects_do_not_mix() {
 fn no_plaintext_from_an_unauthenticated_chunk() {
     let ring = ring_for(Some(&key_a()));
     let data = noise(5 * CHUNK + 10, 21);
-    let object = encode(
-        &data,
-        Compression::None,
-        Some(&key_a()),
-        false,
-        CHUNK as u32,
-    );
+    let object = encode(&data, Compression::None, Some(&key_a()), false, CHUNK as u32);
     let header = read_header(&mut &object[..], OBJ).unwrap().encoded_len();
     for bad_chunk in 0..5 {
         let mut bad = object.clone();
@@ -179,11 +152,7 @@ fn no_plaintext_from_an_unauthenticated_chunk() {
             }
         };
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-        assert_eq!(
-            got,
-            data[..bad_chunk * CHUNK],
-            "only whole authenticated chunks before {bad_chunk}"
-        );
+        assert_eq!(got, data[..bad_chunk * CHUNK], "only whole authenticated chunks before {bad_chunk}");
         assert!(reader.read(&mut buf).is_err(), "the reader stays failed");
     }
 }
@@ -193,12 +162,8 @@ fn no_plaintext_from_an_unauthenticated_chunk() {
 #[test]
 fn unencrypted_flips_and_cuts_never_yield_other_plaintext() {
     let data = noise(3000, 9);
-    let cases = [
-        (Compression::Zstd, false),
-        (Compression::Gzip, false),
-        (Compression::None, true),
-        (Compression::Zstd, true),
-    ];
+    let cases =
+        [(Compression::Zstd, false), (Compression::Gzip, false), (Compression::None, true), (Compression::Zstd, true)];
     for (compression, digest) in cases {
         let object = encode(&data, compression, None, digest, CHUNK as u32);
         for i in 0..object.len() {
@@ -206,24 +171,15 @@ fn unencrypted_flips_and_cuts_never_yield_other_plaintext() {
             bad[i] ^= 0x04;
             match decode(&bad, &Keyring::none(), false) {
                 Ok(plain) => assert!(plain == data, "{compression:?} byte {i}: other plaintext"),
-                Err(e) => assert!(
-                    matches!(e, Error::Corrupt { .. }),
-                    "{compression:?} byte {i}: {e}"
-                ),
+                Err(e) => assert!(matches!(e, Error::Corrupt { .. }), "{compression:?} byte {i}: {e}"),
             }
         }
         for len in 0..object.len() {
-            assert_corrupt(
-                decode(&object[..len], &Keyring::none(), false),
-                &format!("{compression:?} cut {len}"),
-            );
+            assert_corrupt(decode(&object[..len], &Keyring::none(), false), &format!("{compression:?} cut {len}"));
         }
         let mut long = object.clone();
         long.push(0);
-        assert_corrupt(
-            decode(&long, &Keyring::none(), false),
-            &format!("{compression:?} trailing byte"),
-        );
+        assert_corrupt(decode(&long, &Keyring::none(), false), &format!("{compression:?} trailing byte"));
     }
 }
 
@@ -231,14 +187,8 @@ fn unencrypted_flips_and_cuts_never_yield_other_plaintext() {
 fn decompression_failure_message() {
     let data = noise(3000, 9);
     let object = encode(&data, Compression::Zstd, None, false, CHUNK as u32);
-    let reason = assert_corrupt(
-        decode(&object[..object.len() - 9], &Keyring::none(), false),
-        "cut zstd",
-    );
-    assert!(
-        reason.starts_with("zstd stream is invalid or truncated: "),
-        "{reason}"
-    );
+    let reason = assert_corrupt(decode(&object[..object.len() - 9], &Keyring::none(), false), "cut zstd");
+    assert!(reason.starts_with("zstd stream is invalid or truncated: "), "{reason}");
 }
 
 proptest! {

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use tokio_util::io::SyncIoBridge;
 
-use super::{blocking, Repo};
+use super::{Repo, blocking};
 use crate::codec;
 use crate::{Error, Result};
 

@@ -56,8 +56,8 @@ pub async fn load(repo: &Repo) -> Result<Option<Identity>> {
         Err(Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let id: Identity = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::corrupt(repo.storage.describe(IDENTITY_KEY), e))?;
+    let id: Identity =
+        serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(repo.storage.describe(IDENTITY_KEY), e))?;
     if id.format > FORMAT_VERSION {
         return Err(Error::Refused(format!(
             "{} has format {} but this walvault reads up to {FORMAT_VERSION}; upgrade walvault",
@@ -75,6 +75,10 @@ pub async fn load(repo: &Repo) -> Result<Option<Identity>> {
 /// # Errors
 /// [`Error::Refused`] naming the mismatch; storage failures.
 pub async fn ensure(repo: &Repo, cluster: &ClusterInfo) -> Result<Identity> {
+    repo.storage.prepare_for_writes().await?;
+    if !repo.keyring.is_encrypted() {
+        tracing::info!("no encryption key configured: objects are written unencrypted");
+    }
     for _ in 0..5 {
         let current = load(repo).await?;
         let Some(mut id) = current else {

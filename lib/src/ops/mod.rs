@@ -10,12 +10,12 @@ pub mod wal_push;
 
 use std::sync::Arc;
 
-use crate::codec::crypt::Keyring;
+use crate::Result;
 use crate::codec::CodecSettings;
+use crate::codec::crypt::Keyring;
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::storage::Storage;
-use crate::Result;
 
 /// An opened repository: storage plus everything needed to read and write its objects.
 #[derive(Clone)]
@@ -35,9 +35,6 @@ impl Repo {
     /// A storage client that cannot be built from the settings.
     pub async fn open(config: &Config) -> Result<Self> {
         let storage = Storage::open(&config.repo, &config.s3).await?;
-        if !config.keyring.is_encrypted() {
-            tracing::info!("no encryption key configured: objects are written unencrypted");
-        }
         Ok(Repo {
             storage,
             layout: Layout::new(&config.env),
@@ -54,10 +51,6 @@ impl Repo {
 }
 
 /// Run blocking work (codecs, file I/O) off the async runtime.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| crate::Error::Invalid(format!("internal task failed: {e}")))?
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| crate::Error::Invalid(format!("internal task failed: {e}")))?
 }

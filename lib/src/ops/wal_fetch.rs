@@ -12,7 +12,7 @@ use std::time::Instant;
 use tokio_util::io::SyncIoBridge;
 
 use super::wal_index::WalIndex;
-use super::{blocking, Repo};
+use super::{Repo, blocking};
 use crate::codec::{self, crypt::Keyring};
 use crate::wal::{self, WalFileName};
 use crate::{Error, Result};

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::identity::Identity;
 use super::Repo;
+use super::identity::Identity;
 use crate::Result;
 
 /// How long after a day ends its partition may still receive objects (clock skew, slow uploads).
@@ -165,8 +165,7 @@ impl WalIndex {
             }
             prefixes = next;
         }
-        let found: Vec<NaiveDate> =
-            prefixes.iter().filter_map(|p| repo.layout.parse_wal_day_prefix(p)).collect();
+        let found: Vec<NaiveDate> = prefixes.iter().filter_map(|p| repo.layout.parse_wal_day_prefix(p)).collect();
         // Days that vanished (pruned) are dropped; new ones are added unlisted.
         self.data.days.retain(|day, _| found.contains(day) || *day >= now.date_naive() - Duration::days(1));
         for day in found {
@@ -178,13 +177,8 @@ impl WalIndex {
 
     /// Unlisted days: from the hint day forward, then backward from it.
     fn unlisted_days_in_search_order(&self) -> Vec<NaiveDate> {
-        let unlisted: Vec<NaiveDate> = self
-            .data
-            .days
-            .iter()
-            .filter(|(_, l)| l.listed_at.is_none())
-            .map(|(d, _)| *d)
-            .collect();
+        let unlisted: Vec<NaiveDate> =
+            self.data.days.iter().filter(|(_, l)| l.listed_at.is_none()).map(|(d, _)| *d).collect();
         let hint = self.data.hint_day.unwrap_or(NaiveDate::MIN);
         let (before, after): (Vec<_>, Vec<_>) = unlisted.into_iter().partition(|d| *d < hint);
         after.into_iter().chain(before.into_iter().rev()).collect()

@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 
 use super::identity::{self, ClusterInfo, Identity};
 use super::wal_index::WalIndex;
-use super::{blocking, Repo};
+use super::{Repo, blocking};
 use crate::codec;
 use crate::error::IoContext;
 use crate::wal::{self, WalFileName};

@@ -97,12 +97,8 @@ fn pg_error(context: &str, e: &tokio_postgres::Error) -> Error {
 fn parse_lsn(s: &str) -> Result<Lsn> {
     let bad = || Error::Invalid(format!("{s:?} is not an lsn"));
     let (hi, lo) = s.trim().split_once('/').ok_or_else(bad)?;
-    let half = |h: &str| {
-        (!h.is_empty() && h.len() <= 8)
-            .then(|| u32::from_str_radix(h, 16).ok())
-            .flatten()
-            .ok_or_else(bad)
-    };
+    let half =
+        |h: &str| (!h.is_empty() && h.len() <= 8).then(|| u32::from_str_radix(h, 16).ok()).flatten().ok_or_else(bad);
     Ok(Lsn((u64::from(half(hi)?) << 32) | u64::from(half(lo)?)))
 }
 
@@ -110,11 +106,7 @@ fn parse_lsn(s: &str) -> Result<Lsn> {
 fn unit_bytes(unit: &str) -> Option<u64> {
     let digits = unit.bytes().take_while(u8::is_ascii_digit).count();
     let (count, base) = unit.split_at(digits);
-    let count: u64 = if count.is_empty() {
-        1
-    } else {
-        count.parse().ok()?
-    };
+    let count: u64 = if count.is_empty() { 1 } else { count.parse().ok()? };
     let base = match base {
         "" | "B" => 1,
         "kB" => 1 << 10,
@@ -126,8 +118,7 @@ fn unit_bytes(unit: &str) -> Option<u64> {
 }
 
 fn to_u32(what: &str, v: i64) -> Result<u32> {
-    u32::try_from(v)
-        .map_err(|_| Error::Postgres(format!("server returned {what} {v}, out of range")))
+    u32::try_from(v).map_err(|_| Error::Postgres(format!("server returned {what} {v}, out of range")))
 }
 
 /// Connect (spawning the connection task on the current tokio runtime), refuse servers older
@@ -140,46 +131,33 @@ pub async fn connect(params: &ConnParams, application_name: &str) -> Result<Serv
     let config = params.to_config(application_name);
     let user = params.user.as_deref().unwrap_or("");
     let context = format!("connect to {} as user {user}", params.describe());
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| pg_error(&context, &e))?;
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_error(&context, &e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("{}", pg_error("connection closed", &e));
         }
     });
     let q = "SELECT current_setting('server_version_num')::int4";
-    let row = client
-        .query_one(q, &[])
-        .await
-        .map_err(|e| pg_error("read server_version_num", &e))?;
+    let row = client.query_one(q, &[]).await.map_err(|e| pg_error("read server_version_num", &e))?;
     let version_num = to_u32("server_version_num", i64::from(row.get::<_, i32>(0)))?;
     if version_num < MIN_VERSION_NUM {
         return Err(Error::Postgres(format!(
             "server version {version_num} is not supported: walvault needs postgresql 10 or newer"
         )));
     }
-    let mut setup = String::from(
-        "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;",
-    );
+    let mut setup =
+        String::from("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;");
     if version_num >= 140_000 {
         setup.push_str(" SET idle_session_timeout = 0;");
     }
-    client
-        .batch_execute(&setup)
-        .await
-        .map_err(|e| pg_error("set session timeouts", &e))?;
+    client.batch_execute(&setup).await.map_err(|e| pg_error("set session timeouts", &e))?;
     let q = "SELECT c.system_identifier, current_setting('data_directory'), s.setting::int8, coalesce(s.unit, ''), \
              k.timeline_id::int8, c.catalog_version_no::int8, pg_is_in_recovery() \
              FROM pg_control_system() c, pg_control_checkpoint() k, pg_settings s WHERE s.name = 'wal_segment_size'";
-    let row = client
-        .query_one(q, &[])
-        .await
-        .map_err(|e| pg_error("read cluster identity", &e))?;
+    let row = client.query_one(q, &[]).await.map_err(|e| pg_error("read cluster identity", &e))?;
     let unit: String = row.get(3);
-    let unit = unit_bytes(&unit)
-        .ok_or_else(|| Error::Postgres(format!("wal_segment_size has unknown unit {unit:?}")))?;
+    let unit =
+        unit_bytes(&unit).ok_or_else(|| Error::Postgres(format!("wal_segment_size has unknown unit {unit:?}")))?;
     let segments: i64 = row.get(2);
     Ok(Server {
         version_num,
@@ -211,23 +189,11 @@ impl Server {
         } else {
             "SELECT lsn::text, clock_timestamp() FROM pg_start_backup($1, $2, false) AS lsn"
         };
-        let row = self
-            .client
-            .query_one(q, &[&label, &fast])
-            .await
-            .map_err(|e| pg_error("start backup", &e))?;
+        let row = self.client.query_one(q, &[&label, &fast]).await.map_err(|e| pg_error("start backup", &e))?;
         let lsn = parse_lsn(row.get(0))?;
         let q = "SELECT timeline_id::int8 FROM pg_control_checkpoint()";
-        let tl = self
-            .client
-            .query_one(q, &[])
-            .await
-            .map_err(|e| pg_error("read backup timeline", &e))?;
-        Ok(BackupStart {
-            lsn,
-            timeline: to_u32("timeline", tl.get(0))?,
-            started_at: row.get(1),
-        })
+        let tl = self.client.query_one(q, &[]).await.map_err(|e| pg_error("read backup timeline", &e))?;
+        Ok(BackupStart { lsn, timeline: to_u32("timeline", tl.get(0))?, started_at: row.get(1) })
     }
 
     /// Stop the session's backup without waiting for WAL archiving (the caller waits for the
@@ -242,11 +208,7 @@ impl Server {
         } else {
             "SELECT lsn::text, labelfile, spcmapfile, clock_timestamp() FROM pg_stop_backup(false, false)"
         };
-        let row = self
-            .client
-            .query_one(q, &[])
-            .await
-            .map_err(|e| pg_error("stop backup", &e))?;
+        let row = self.client.query_one(q, &[]).await.map_err(|e| pg_error("stop backup", &e))?;
         let map: Option<String> = row.get(2);
         Ok(BackupStop {
             lsn: parse_lsn(row.get(0))?,
@@ -263,11 +225,7 @@ impl Server {
     pub async fn tablespaces(&self) -> Result<Vec<Tablespace>> {
         let q = "SELECT oid::int8, spcname::text, pg_tablespace_location(oid) FROM pg_tablespace \
                  WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid";
-        let rows = self
-            .client
-            .query(q, &[])
-            .await
-            .map_err(|e| pg_error("list tablespaces", &e))?;
+        let rows = self.client.query(q, &[]).await.map_err(|e| pg_error("list tablespaces", &e))?;
         rows.iter()
             .map(|r| {
                 Ok(Tablespace {
@@ -284,11 +242,7 @@ impl Server {
     /// # Errors
     /// [`Error::Postgres`] (for example on a standby).
     pub async fn switch_wal(&self) -> Result<Lsn> {
-        parse_lsn(
-            &self
-                .query_one_string("SELECT pg_switch_wal()::text")
-                .await?,
-        )
+        parse_lsn(&self.query_one_string("SELECT pg_switch_wal()::text").await?)
     }
 
     /// The WAL file name holding `lsn` on the current timeline (`pg_walfile_name`).
@@ -311,11 +265,7 @@ impl Server {
     /// [`Error::Postgres`] when the query fails.
     pub async fn last_archived_wal(&self) -> Result<Option<String>> {
         let q = "SELECT last_archived_wal FROM pg_stat_archiver";
-        let row = self
-            .client
-            .query_one(q, &[])
-            .await
-            .map_err(|e| pg_error("read pg_stat_archiver", &e))?;
+        let row = self.client.query_one(q, &[]).await.map_err(|e| pg_error("read pg_stat_archiver", &e))?;
         Ok(row.get(0))
     }
 
@@ -324,11 +274,7 @@ impl Server {
     /// # Errors
     /// [`Error::Postgres`] when the query fails or does not return exactly one non-null value.
     pub async fn query_one_string(&self, sql: &str) -> Result<String> {
-        let messages = self
-            .client
-            .simple_query(sql)
-            .await
-            .map_err(|e| pg_error(sql, &e))?;
+        let messages = self.client.simple_query(sql).await.map_err(|e| pg_error(sql, &e))?;
         let mut rows = messages.iter().filter_map(|m| match m {
             SimpleQueryMessage::Row(r) => Some(r),
             _ => None,
@@ -338,9 +284,7 @@ impl Server {
                 Some(v) => Ok(v.to_owned()),
                 None => Err(Error::Postgres(format!("{sql}: returned null"))),
             },
-            _ => Err(Error::Postgres(format!(
-                "{sql}: did not return exactly one row"
-            ))),
+            _ => Err(Error::Postgres(format!("{sql}: did not return exactly one row"))),
         }
     }
 }

@@ -77,66 +77,40 @@ impl ConnParams {
         {
             return Err(Error::config(
                 "PGSSLMODE",
-                format!(
-                    "{mode} needs tls, which this build does not support; use disable or prefer"
-                ),
+                format!("{mode} needs tls, which this build does not support; use disable or prefer"),
             ));
         }
         let host = host.or_else(|| env("PGHOST"));
         let port = match (port, env("PGPORT")) {
             (Some(p), _) => p,
-            (None, Some(p)) => p
-                .trim()
-                .parse()
-                .map_err(|_| Error::config("PGPORT", format!("{p:?} is not a port number")))?,
+            (None, Some(p)) => {
+                p.trim().parse().map_err(|_| Error::config("PGPORT", format!("{p:?} is not a port number")))?
+            }
             (None, None) => DEFAULT_PORT,
         };
         let user = match user.or_else(|| env("PGUSER")) {
             Some(u) => u,
-            None => os_user_name(env).ok_or_else(|| {
-                Error::config(
-                    "PGUSER",
-                    "not set and the operating system user name is unknown",
-                )
-            })?,
+            None => os_user_name(env)
+                .ok_or_else(|| Error::config("PGUSER", "not set and the operating system user name is unknown"))?,
         };
-        let dbname = dbname
-            .or_else(|| env("PGDATABASE"))
-            .unwrap_or_else(|| user.clone());
+        let dbname = dbname.or_else(|| env("PGDATABASE")).unwrap_or_else(|| user.clone());
         let password = match env("PGPASSWORD") {
             Some(p) => Some(p),
             None => {
-                let file = env("PGPASSFILE")
-                    .map(PathBuf::from)
-                    .or_else(|| env("HOME").map(|h| Path::new(&h).join(".pgpass")));
-                let first_host = host
-                    .as_deref()
-                    .and_then(|h| h.split(',').next())
-                    .unwrap_or("");
+                let file =
+                    env("PGPASSFILE").map(PathBuf::from).or_else(|| env("HOME").map(|h| Path::new(&h).join(".pgpass")));
+                let first_host = host.as_deref().and_then(|h| h.split(',').next()).unwrap_or("");
                 file.and_then(|f| read_pgpass(&f, first_host, port, &dbname, &user))
             }
         };
-        Ok(ConnParams {
-            host,
-            port: Some(port),
-            user: Some(user),
-            dbname: Some(dbname),
-            password,
-        })
+        Ok(ConnParams { host, port: Some(port), user: Some(user), dbname: Some(dbname), password })
     }
 
     /// The hosts to try, in order.
     pub fn hosts(&self) -> Vec<String> {
         match self.host.as_deref().filter(|h| !h.is_empty()) {
-            Some(h) => h
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            None => DEFAULT_SOCKET_DIRS
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            Some(h) => h.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+            None => DEFAULT_SOCKET_DIRS.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 
@@ -166,11 +140,7 @@ impl ConnParams {
 
     /// `host:port` (or the socket directories) for log lines; never the password.
     pub fn describe(&self) -> String {
-        format!(
-            "{} port {}",
-            self.hosts().join(","),
-            self.port.unwrap_or(DEFAULT_PORT)
-        )
+        format!("{} port {}", self.hosts().join(","), self.port.unwrap_or(DEFAULT_PORT))
     }
 }
 
@@ -186,9 +156,7 @@ fn os_user_name(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
             (id == uid).then(|| name.to_owned())
         })
     });
-    from_passwd
-        .or_else(|| env("USER"))
-        .or_else(|| env("LOGNAME"))
+    from_passwd.or_else(|| env("USER")).or_else(|| env("LOGNAME"))
 }
 
 /// The password for this connection from the password file at `path`, if the file is usable
@@ -213,31 +181,15 @@ pub fn read_pgpass(path: &Path, host: &str, port: u16, dbname: &str, user: &str)
 /// libpq's password-file match: the first `host:port:database:user:password` line whose
 /// fields equal the connection's or are `*`. `\:` and `\\` are escapes. A socket connection to
 /// a default directory (or with no host) matches `localhost`.
-pub fn pgpass_lookup(
-    text: &str,
-    host: &str,
-    port: u16,
-    dbname: &str,
-    user: &str,
-) -> Option<String> {
-    let host = if host.is_empty() || DEFAULT_SOCKET_DIRS.contains(&host) {
-        "localhost"
-    } else {
-        host
-    };
+pub fn pgpass_lookup(text: &str, host: &str, port: u16, dbname: &str, user: &str) -> Option<String> {
+    let host = if host.is_empty() || DEFAULT_SOCKET_DIRS.contains(&host) { "localhost" } else { host };
     let port = port.to_string();
     let wanted = [host, port.as_str(), dbname, user];
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .find_map(|line| {
-            let fields = split_pgpass_line(line.trim_end_matches('\r'))?;
-            let matches = fields
-                .iter()
-                .zip(wanted)
-                .take(4)
-                .all(|(f, w)| f == "*" || f == w);
-            matches.then(|| fields.get(4).cloned()).flatten()
-        })
+    text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).find_map(|line| {
+        let fields = split_pgpass_line(line.trim_end_matches('\r'))?;
+        let matches = fields.iter().zip(wanted).take(4).all(|(f, w)| f == "*" || f == w);
+        matches.then(|| fields.get(4).cloned()).flatten()
+    })
 }
 
 /// Five fields split on unescaped `:`; the password is the rest of the line.
@@ -268,30 +220,12 @@ mod tests {
 
     #[test]
     fn pgpass_matching() {
-        assert_eq!(
-            pgpass_lookup(PGPASS, "db.example.com", 5432, "app", "alice").as_deref(),
-            Some("s3cret")
-        );
-        assert_eq!(
-            pgpass_lookup(PGPASS, "db.example.com", 5432, "other", "alice"),
-            None
-        );
-        assert_eq!(
-            pgpass_lookup(PGPASS, "anything", 1, "x", "bob").as_deref(),
-            Some("pa:ss\\word")
-        );
-        assert_eq!(
-            pgpass_lookup(PGPASS, "", 5433, "x", "dave").as_deref(),
-            Some("local-pw")
-        );
-        assert_eq!(
-            pgpass_lookup(PGPASS, "/var/run/postgresql", 5433, "x", "dave").as_deref(),
-            Some("local-pw")
-        );
-        assert_eq!(
-            pgpass_lookup(PGPASS, "/run/pg", 5432, "x", "carol").as_deref(),
-            Some("sock:pw")
-        );
+        assert_eq!(pgpass_lookup(PGPASS, "db.example.com", 5432, "app", "alice").as_deref(), Some("s3cret"));
+        assert_eq!(pgpass_lookup(PGPASS, "db.example.com", 5432, "other", "alice"), None);
+        assert_eq!(pgpass_lookup(PGPASS, "anything", 1, "x", "bob").as_deref(), Some("pa:ss\\word"));
+        assert_eq!(pgpass_lookup(PGPASS, "", 5433, "x", "dave").as_deref(), Some("local-pw"));
+        assert_eq!(pgpass_lookup(PGPASS, "/var/run/postgresql", 5433, "x", "dave").as_deref(), Some("local-pw"));
+        assert_eq!(pgpass_lookup(PGPASS, "/run/pg", 5432, "x", "carol").as_deref(), Some("sock:pw"));
         assert_eq!(pgpass_lookup("short:line\n", "short", 5432, "x", "y"), None);
     }
 
@@ -300,88 +234,47 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let path = tmp.path().join("pgpass");
         fs::write(&path, PGPASS).unwrap_or_else(|e| panic!("{e}"));
-        let set = |mode| {
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .unwrap_or_else(|e| panic!("{e}"))
-        };
+        let set = |mode| fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap_or_else(|e| panic!("{e}"));
         set(0o644);
         assert_eq!(read_pgpass(&path, "h", 1, "d", "bob"), None);
         set(0o600);
-        assert_eq!(
-            read_pgpass(&path, "h", 1, "d", "bob").as_deref(),
-            Some("pa:ss\\word")
-        );
+        assert_eq!(read_pgpass(&path, "h", 1, "d", "bob").as_deref(), Some("pa:ss\\word"));
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn flags_override_environment() {
-        let e = env(&[
-            ("PGHOST", "envhost"),
-            ("PGPORT", "6000"),
-            ("PGUSER", "envuser"),
-            ("PGPASSWORD", "pw"),
-        ]);
+        let e = env(&[("PGHOST", "envhost"), ("PGPORT", "6000"), ("PGUSER", "envuser"), ("PGPASSWORD", "pw")]);
         let p = ConnParams::resolve(Some("/sock".into()), None, None, Some("db".into()), &e)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            (
-                p.host.as_deref(),
-                p.port,
-                p.user.as_deref(),
-                p.dbname.as_deref(),
-                p.password.as_deref()
-            ),
-            (
-                Some("/sock"),
-                Some(6000),
-                Some("envuser"),
-                Some("db"),
-                Some("pw")
-            )
+            (p.host.as_deref(), p.port, p.user.as_deref(), p.dbname.as_deref(), p.password.as_deref()),
+            (Some("/sock"), Some(6000), Some("envuser"), Some("db"), Some("pw"))
         );
-        assert!(
-            !format!("{p:?}").contains("pw\""),
-            "password must not be printed: {p:?}"
-        );
-        let p = ConnParams::resolve(None, Some(7000), Some("u".into()), None, &env(&[]))
-            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{p:?}").contains("pw\""), "password must not be printed: {p:?}");
+        let p =
+            ConnParams::resolve(None, Some(7000), Some("u".into()), None, &env(&[])).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             (p.port, p.dbname.as_deref(), p.hosts()),
-            (
-                Some(7000),
-                Some("u"),
-                vec!["/var/run/postgresql".to_owned(), "/tmp".to_owned()]
-            )
+            (Some(7000), Some("u"), vec!["/var/run/postgresql".to_owned(), "/tmp".to_owned()])
         );
-        let p = ConnParams::resolve(None, None, None, None, &env(&[]))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let p = ConnParams::resolve(None, None, None, None, &env(&[])).unwrap_or_else(|e| panic!("{e}"));
         assert!(p.user.is_some_and(|u| !u.is_empty()));
     }
 
     #[test]
     fn bad_environment_names_the_variable() {
         let err = |pairs: &[(&str, &str)]| {
-            ConnParams::resolve(None, None, Some("u".into()), None, &env(pairs))
-                .err()
-                .map(|e| e.to_string())
+            ConnParams::resolve(None, None, Some("u".into()), None, &env(pairs)).err().map(|e| e.to_string())
         };
-        assert_eq!(
-            err(&[("PGPORT", "54x")]).as_deref(),
-            Some("setting PGPORT: \"54x\" is not a port number")
-        );
+        assert_eq!(err(&[("PGPORT", "54x")]).as_deref(), Some("setting PGPORT: \"54x\" is not a port number"));
         assert_eq!(
             err(&[("PGSSLMODE", "require")]).as_deref(),
-            Some(
-                "setting PGSSLMODE: require needs tls, which this build does not support; use disable or prefer"
-            )
+            Some("setting PGSSLMODE: require needs tls, which this build does not support; use disable or prefer")
         );
     }
 }

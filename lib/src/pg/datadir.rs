@@ -33,15 +33,8 @@ use crate::error::IoContext;
 use crate::{Error, Result};
 
 /// Directories whose contents are not backed up (the directory itself is).
-pub const EXCLUDE_DIR_CONTENTS: &[&str] = &[
-    "pg_stat_tmp",
-    "pg_replslot",
-    "pg_dynshmem",
-    "pg_notify",
-    "pg_serial",
-    "pg_snapshots",
-    "pg_subtrans",
-];
+pub const EXCLUDE_DIR_CONTENTS: &[&str] =
+    &["pg_stat_tmp", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_subtrans"];
 
 /// Files never backed up, in any directory: `(name, match as prefix)`.
 pub const EXCLUDE_FILES: &[(&str, bool)] = &[
@@ -115,28 +108,13 @@ struct Walker<'a> {
 pub fn walk(pgdata: &Path, tablespace_version_dir: Option<&str>) -> Result<Vec<DataFile>> {
     let meta = fs::metadata(pgdata).with_path(pgdata)?;
     if !meta.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{} is not a directory",
-            pgdata.display()
-        )));
+        return Err(Error::Invalid(format!("{} is not a directory", pgdata.display())));
     }
-    let mut walker = Walker {
-        out: Vec::new(),
-        version_dir: tablespace_version_dir,
-        inner_tablespaces: inner_tablespaces(pgdata)?,
-    };
-    walker.dir(
-        pgdata,
-        "",
-        Ctx {
-            top: true,
-            ..Ctx::default()
-        },
-    )?;
+    let mut walker =
+        Walker { out: Vec::new(), version_dir: tablespace_version_dir, inner_tablespaces: inner_tablespaces(pgdata)? };
+    walker.dir(pgdata, "", Ctx { top: true, ..Ctx::default() })?;
     let mut out = walker.out;
-    out.sort_by(|a, b| {
-        (a.rel_path == PG_CONTROL, &a.rel_path).cmp(&(b.rel_path == PG_CONTROL, &b.rel_path))
-    });
+    out.sort_by(|a, b| (a.rel_path == PG_CONTROL, &a.rel_path).cmp(&(b.rel_path == PG_CONTROL, &b.rel_path)));
     Ok(out)
 }
 
@@ -165,13 +143,7 @@ pub fn split_parts(files: Vec<DataFile>, part_size: u64) -> Vec<Vec<DataFile>> {
 /// True when PostgreSQL leaves a file with this name out of base backups.
 pub fn is_excluded_file(name: &str) -> bool {
     name.starts_with(TEMP_FILE_PREFIX)
-        || EXCLUDE_FILES.iter().any(|&(n, prefix)| {
-            if prefix {
-                name.starts_with(n)
-            } else {
-                name == n
-            }
-        })
+        || EXCLUDE_FILES.iter().any(|&(n, prefix)| if prefix { name.starts_with(n) } else { name == n })
 }
 
 /// `<relnumber>[_fsm|_vm|_init][.<segno>]`: the relation number and fork, as PostgreSQL's
@@ -212,9 +184,7 @@ fn split_fork(s: &str) -> Option<(Option<&str>, &str)> {
     let Some(after) = s.strip_prefix('_') else {
         return Some((None, s));
     };
-    ["fsm", "vm", "init"]
-        .into_iter()
-        .find_map(|f| after.strip_prefix(f).map(|rest| (Some(f), rest)))
+    ["fsm", "vm", "init"].into_iter().find_map(|f| after.strip_prefix(f).map(|rest| (Some(f), rest)))
 }
 
 fn valid_segment(s: &str) -> bool {
@@ -229,11 +199,7 @@ fn is_digits(s: &str) -> bool {
 }
 
 fn join(rel: &str, name: &str) -> String {
-    if rel.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{rel}/{name}")
-    }
+    if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") }
 }
 
 fn utf8_name(path: &Path, name: &std::ffi::OsStr) -> Result<String> {
@@ -266,24 +232,13 @@ fn inner_tablespaces(pgdata: &Path) -> Result<Vec<PathBuf>> {
 
 impl Walker<'_> {
     fn push(&mut self, rel_path: String, abs_path: PathBuf, kind: FileKind, meta: &fs::Metadata) {
-        let size = if kind == FileKind::File {
-            meta.len()
-        } else {
-            0
-        };
+        let size = if kind == FileKind::File { meta.len() } else { 0 };
         let mode = if kind == FileKind::Dir && meta.file_type().is_symlink() {
             0o700
         } else {
             meta.permissions().mode() & 0o7777
         };
-        self.out.push(DataFile {
-            rel_path,
-            abs_path,
-            kind,
-            size,
-            mode,
-            mtime: meta.mtime(),
-        });
+        self.out.push(DataFile { rel_path, abs_path, kind, size, mode, mtime: meta.mtime() });
     }
 
     fn dir(&mut self, abs: &Path, rel: &str, ctx: Ctx) -> Result<()> {
@@ -313,9 +268,7 @@ impl Walker<'_> {
             return true;
         }
         match parse_relation_file(name) {
-            Some((rel, fork)) if fork != Some("init") => {
-                present.contains(format!("{rel}_init").as_str())
-            }
+            Some((rel, fork)) if fork != Some("init") => present.contains(format!("{rel}_init").as_str()),
             _ => false,
         }
     }
@@ -340,11 +293,7 @@ impl Walker<'_> {
             self.tablespace(abs, rel, name, &meta)?;
         } else if ft.is_dir() {
             self.push(rel.clone(), abs.clone(), FileKind::Dir, &meta);
-            if !self
-                .inner_tablespaces
-                .iter()
-                .any(|t| fs::canonicalize(&abs).is_ok_and(|a| &a == t))
-            {
+            if !self.inner_tablespaces.iter().any(|t| fs::canonicalize(&abs).is_ok_and(|a| &a == t)) {
                 self.dir(&abs, &rel, child_ctx(ctx, name, self.version_dir))?;
             }
         } else if ft.is_file() {
@@ -355,18 +304,9 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn tablespace(
-        &mut self,
-        abs: PathBuf,
-        rel: String,
-        oid: &str,
-        meta: &fs::Metadata,
-    ) -> Result<()> {
+    fn tablespace(&mut self, abs: PathBuf, rel: String, oid: &str, meta: &fs::Metadata) -> Result<()> {
         if !is_digits(oid) {
-            tracing::warn!(
-                "skipping symbolic link {} (not a tablespace oid)",
-                abs.display()
-            );
+            tracing::warn!("skipping symbolic link {} (not a tablespace oid)", abs.display());
             return Ok(());
         }
         let target = match fs::read_link(&abs) {
@@ -374,17 +314,13 @@ impl Walker<'_> {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(&abs, e)),
         };
-        let location = abs
-            .parent()
-            .map_or_else(|| target.clone(), |p| p.join(&target));
-        let link = target.to_str().map(str::to_owned).ok_or_else(|| {
-            Error::Invalid(format!("{}: link target is not valid utf-8", abs.display()))
-        })?;
+        let location = abs.parent().map_or_else(|| target.clone(), |p| p.join(&target));
+        let link = target
+            .to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Invalid(format!("{}: link target is not valid utf-8", abs.display())))?;
         self.push(rel.clone(), abs, FileKind::Symlink(link), meta);
-        let ts_ctx = Ctx {
-            tablespace_root: true,
-            ..Ctx::default()
-        };
+        let ts_ctx = Ctx { tablespace_root: true, ..Ctx::default() };
         match self.version_dir {
             None => self.dir(&location, &rel, ts_ctx),
             Some(v) => self.entry(&location, &rel, v, ts_ctx),

@@ -23,8 +23,7 @@ use crate::wal::Lsn;
 use crate::{Error, Result};
 
 /// First line of the block this module writes.
-pub const BEGIN_MARKER: &str =
-    "# walvault recovery settings: begin (pitr-prepare replaces this block)";
+pub const BEGIN_MARKER: &str = "# walvault recovery settings: begin (pitr-prepare replaces this block)";
 /// Last line of the block this module writes.
 pub const END_MARKER: &str = "# walvault recovery settings: end";
 
@@ -70,12 +69,8 @@ const TIME_FORMS: &str =
 /// # Errors
 /// [`Error::Config`] for setting `--target-time` naming the value and the accepted forms.
 pub fn parse_target_time(s: &str) -> Result<DateTime<FixedOffset>> {
-    parse_time_inner(s.trim()).ok_or_else(|| {
-        Error::config(
-            "--target-time",
-            format!("{s:?} is not a time: {TIME_FORMS}"),
-        )
-    })
+    parse_time_inner(s.trim())
+        .ok_or_else(|| Error::config("--target-time", format!("{s:?} is not a time: {TIME_FORMS}")))
 }
 
 fn parse_time_inner(s: &str) -> Option<DateTime<FixedOffset>> {
@@ -83,15 +78,9 @@ fn parse_time_inner(s: &str) -> Option<DateTime<FixedOffset>> {
     let date = NaiveDate::parse_from_str(s.get(..date_len)?, "%Y-%m-%d").ok()?;
     let rest = s.get(date_len..)?;
     let rest = rest.strip_prefix(['T', 't']).unwrap_or(rest).trim_start();
-    let time_len = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.'))
-        .unwrap_or(rest.len());
+    let time_len = rest.find(|c: char| !(c.is_ascii_digit() || c == ':' || c == '.')).unwrap_or(rest.len());
     let (time, zone) = rest.split_at(time_len);
-    let time = if time.is_empty() {
-        NaiveTime::MIN
-    } else {
-        parse_clock(time)?
-    };
+    let time = if time.is_empty() { NaiveTime::MIN } else { parse_clock(time)? };
     let offset = parse_zone(zone.trim())?;
     date.and_time(time).and_local_timezone(offset).single()
 }
@@ -103,11 +92,8 @@ fn parse_clock(s: &str) -> Option<NaiveTime> {
         None => (s, None),
     };
     let fields: Vec<&str> = hms.split(':').collect();
-    let num = |f: &str| {
-        (f.len() == 2 && f.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| f.parse::<u32>().ok())
-            .flatten()
-    };
+    let num =
+        |f: &str| (f.len() == 2 && f.bytes().all(|b| b.is_ascii_digit())).then(|| f.parse::<u32>().ok()).flatten();
     let (h, m, sec) = match fields.as_slice() {
         [h, m] if frac.is_none() => (num(h)?, num(m)?, 0),
         [h, m, sec] => (num(h)?, num(m)?, num(sec)?),
@@ -125,11 +111,7 @@ fn parse_clock(s: &str) -> Option<NaiveTime> {
 
 /// `""`, `Z`, `UTC`, `GMT` or `±HH`, `±HHMM`, `±HH:MM`.
 fn parse_zone(z: &str) -> Option<FixedOffset> {
-    if z.is_empty()
-        || ["z", "utc", "gmt"]
-            .iter()
-            .any(|n| z.eq_ignore_ascii_case(n))
-    {
+    if z.is_empty() || ["z", "utc", "gmt"].iter().any(|n| z.eq_ignore_ascii_case(n)) {
         return FixedOffset::east_opt(0);
     }
     let sign = match z.as_bytes().first()? {
@@ -148,10 +130,7 @@ fn parse_zone(z: &str) -> Option<FixedOffset> {
         return None;
     }
     let hours: i32 = digits[..2].parse().ok()?;
-    let minutes: i32 = digits
-        .get(2..)
-        .filter(|m| !m.is_empty())
-        .map_or(Some(0), |m| m.parse().ok())?;
+    let minutes: i32 = digits.get(2..).filter(|m| !m.is_empty()).map_or(Some(0), |m| m.parse().ok())?;
     if hours > 15 || minutes > 59 {
         return None;
     }
@@ -184,10 +163,7 @@ pub fn format_lsn(lsn: Lsn) -> String {
 /// The block appended to `postgresql.auto.conf`, markers included, ending in a newline.
 pub fn render(settings: &RecoverySettings) -> String {
     let chosen: Option<(&str, String)> = match &settings.target {
-        RecoveryTarget::Time(t) => Some((
-            "recovery_target_time",
-            t.format("%Y-%m-%d %H:%M:%S%.f%:z").to_string(),
-        )),
+        RecoveryTarget::Time(t) => Some(("recovery_target_time", t.format("%Y-%m-%d %H:%M:%S%.f%:z").to_string())),
         RecoveryTarget::Lsn(l) => Some(("recovery_target_lsn", format_lsn(*l))),
         RecoveryTarget::Xid(x) => Some(("recovery_target_xid", x.to_string())),
         RecoveryTarget::Name(n) => Some(("recovery_target_name", n.clone())),
@@ -199,10 +175,7 @@ pub fn render(settings: &RecoverySettings) -> String {
         TargetAction::Pause => "pause",
         TargetAction::Shutdown => "shutdown",
     };
-    let mut lines = vec![
-        BEGIN_MARKER.to_owned(),
-        format!("restore_command = {}", quote(&settings.restore_command)),
-    ];
+    let mut lines = vec![BEGIN_MARKER.to_owned(), format!("restore_command = {}", quote(&settings.restore_command))];
     let targets = [
         "recovery_target",
         "recovery_target_lsn",
@@ -210,10 +183,7 @@ pub fn render(settings: &RecoverySettings) -> String {
         "recovery_target_time",
         "recovery_target_xid",
     ];
-    for name in targets
-        .iter()
-        .filter(|&&n| chosen.as_ref().is_none_or(|(c, _)| *c != n))
-    {
+    for name in targets.iter().filter(|&&n| chosen.as_ref().is_none_or(|(c, _)| *c != n)) {
         lines.push(format!("{name} = ''"));
     }
     if let Some((name, value)) = &chosen {
@@ -251,10 +221,7 @@ fn check_settings(settings: &RecoverySettings) -> Result<()> {
     if let RecoveryTarget::Name(n) = &settings.target
         && (n.is_empty() || n.contains('\0'))
     {
-        return Err(Error::config(
-            "--target-name",
-            "must be a non-empty name without NUL bytes",
-        ));
+        return Err(Error::config("--target-name", "must be a non-empty name without NUL bytes"));
     }
     if let Some(tl) = &settings.timeline {
         let numeric = tl.strip_prefix("0x").map_or_else(
@@ -262,10 +229,7 @@ fn check_settings(settings: &RecoverySettings) -> Result<()> {
             |h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()),
         );
         if !(numeric || tl == "latest" || tl == "current") {
-            return Err(Error::config(
-                "--target-timeline",
-                format!("{tl:?} is not latest, current or a timeline id"),
-            ));
+            return Err(Error::config("--target-timeline", format!("{tl:?} is not latest, current or a timeline id")));
         }
     }
     Ok(())
@@ -295,23 +259,14 @@ pub fn write_recovery(pgdata: &Path, settings: &RecoverySettings) -> Result<()> 
     write_private(&tmp, text.as_bytes(), &owner)?;
     fs::rename(&tmp, &conf).with_path(&conf)?;
     write_private(&pgdata.join("recovery.signal"), b"", &owner)?;
-    fs::File::open(pgdata)
-        .and_then(|d| d.sync_all())
-        .with_path(pgdata)
+    fs::File::open(pgdata).and_then(|d| d.sync_all()).with_path(pgdata)
 }
 
 fn write_private(path: &Path, data: &[u8], owner: &fs::Metadata) -> Result<()> {
     use std::io::Write;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_path(path)?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .with_path(path)?;
+    let mut f =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).with_path(path)?;
+    f.write_all(data).and_then(|()| f.sync_all()).with_path(path)?;
     let meta = f.metadata().with_path(path)?;
     if meta.uid() != owner.uid() || meta.gid() != owner.gid() {
         std::os::unix::fs::fchown(&f, Some(owner.uid()), Some(owner.gid())).with_path(path)?;
@@ -351,19 +306,14 @@ pub fn rewrite_tablespace_map(map: &str, remap: &BTreeMap<u32, PathBuf>) -> Resu
 }
 
 fn rewrite_record(record: &str, remap: &BTreeMap<u32, PathBuf>) -> Result<String> {
-    let bad = || {
-        Error::Invalid(format!(
-            "tablespace_map line {record:?} is not <oid> <path>"
-        ))
-    };
+    let bad = || Error::Invalid(format!("tablespace_map line {record:?} is not <oid> <path>"));
     let (oid, _path) = record.split_once(' ').ok_or_else(bad)?;
     let oid: u32 = oid.parse().map_err(|_| bad())?;
     let Some(new) = remap.get(&oid) else {
         return Ok(record.to_owned());
     };
-    let new = new.to_str().ok_or_else(|| {
-        Error::Invalid(format!("tablespace {oid}: new location is not valid utf-8"))
-    })?;
+    let new =
+        new.to_str().ok_or_else(|| Error::Invalid(format!("tablespace {oid}: new location is not valid utf-8")))?;
     let mut escaped = String::with_capacity(new.len());
     for c in new.chars() {
         if matches!(c, '\\' | '\n' | '\r') {

@@ -53,10 +53,7 @@ impl FsStorage {
     /// [`Error::Config`] when `root` is not absolute.
     pub fn new(root: PathBuf) -> Result<Self> {
         if !root.is_absolute() {
-            return Err(Error::config(
-                "WALVAULT_REPO",
-                format!("{} is not an absolute path", root.display()),
-            ));
+            return Err(Error::config("WALVAULT_REPO", format!("{} is not an absolute path", root.display())));
         }
         Ok(FsStorage { inner: Arc::new(Inner { root, counters: Counters::default() }) })
     }
@@ -74,6 +71,11 @@ impl FsStorage {
     /// See [`super::Storage::put`].
     pub async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         self.write(key, body, WriteMode::Replace).await
+    }
+
+    /// See [`super::Storage::prepare_for_writes`].
+    pub fn create_root(&self) -> Result<()> {
+        ensure_dirs(&self.inner.root, "")
     }
 
     /// See [`super::Storage::put_file`]: copied into place through a durable temp file.
@@ -104,8 +106,7 @@ impl FsStorage {
         let result = blocking(move || write_object(&root, &rel, &body, mode)).await;
         match result {
             Err(Error::Io { source, .. })
-                if mode == WriteMode::CreateNew
-                    && source.kind() == io::ErrorKind::AlreadyExists =>
+                if mode == WriteMode::CreateNew && source.kind() == io::ErrorKind::AlreadyExists =>
             {
                 Err(Error::AlreadyExists { key: key.to_string() })
             }
@@ -147,12 +148,7 @@ impl FsStorage {
     }
 
     /// See [`super::Storage::list`].
-    pub async fn list(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        start_after: Option<&str>,
-    ) -> Result<ListResult> {
+    pub async fn list(&self, prefix: &str, delimiter: Option<&str>, start_after: Option<&str>) -> Result<ListResult> {
         validate_prefix(prefix)?;
         self.inner.counters.count(Op::List);
         self.check_root().await?;
@@ -228,11 +224,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 pub(super) fn object_meta(key: String, m: &std::fs::Metadata) -> ObjectMeta {
-    ObjectMeta {
-        key,
-        size: m.len(),
-        last_modified: m.modified().ok().map(chrono::DateTime::<chrono::Utc>::from),
-    }
+    ObjectMeta { key, size: m.len(), last_modified: m.modified().ok().map(chrono::DateTime::<chrono::Utc>::from) }
 }
 
 fn write_object(root: &Path, key: &str, body: &[u8], mode: WriteMode) -> Result<()> {
@@ -242,9 +234,7 @@ fn write_object(root: &Path, key: &str, body: &[u8], mode: WriteMode) -> Result<
     loop {
         ensure_dirs(root, key)?;
         match write_durable(&path, body, mode) {
-            Err(Error::Io { source, .. })
-                if source.kind() == io::ErrorKind::NotFound && tries < 3 =>
-            {
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound && tries < 3 => {
                 tries += 1;
             }
             other => return other,
@@ -269,9 +259,7 @@ pub fn write_durable(path: &Path, body: &[u8], mode: WriteMode) -> Result<()> {
         .with_path(dir)?;
     let tmp_path = tmp.path().to_path_buf();
     // Explicit: the mode given at creation is filtered by the umask.
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
-        .with_path(&tmp_path)?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(FILE_MODE)).with_path(&tmp_path)?;
     tmp.write_all(body).with_path(&tmp_path)?;
     tmp.as_file().sync_all().with_path(&tmp_path)?;
     let persisted = match mode {
@@ -307,8 +295,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 fn ensure_dirs(root: &Path, key: &str) -> Result<()> {
     if !root.is_dir() {
         std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(root).with_path(root)?;
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(DIR_MODE))
-            .with_path(root)?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(DIR_MODE)).with_path(root)?;
     }
     let Some((dirs, _)) = key.rsplit_once('/') else { return Ok(()) };
     let mut path = root.to_path_buf();
@@ -317,8 +304,7 @@ fn ensure_dirs(root: &Path, key: &str) -> Result<()> {
         path.push(component);
         match std::fs::DirBuilder::new().mode(DIR_MODE).create(&path) {
             Ok(()) => {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(DIR_MODE))
-                    .with_path(&path)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(DIR_MODE)).with_path(&path)?;
                 sync_dir(&parent)?;
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

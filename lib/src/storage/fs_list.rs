@@ -27,8 +27,7 @@ impl Query {
         let prefix_ok = dkey.starts_with(&self.prefix) || self.prefix.starts_with(dkey);
         // Every key under dkey starts with dkey; if dkey < start_after and start_after does
         // not itself start with dkey, all of them sort before start_after.
-        let after_ok =
-            self.start_after.as_ref().is_none_or(|s| dkey > s.as_str() || s.starts_with(dkey));
+        let after_ok = self.start_after.as_ref().is_none_or(|s| dkey > s.as_str() || s.starts_with(dkey));
         prefix_ok && after_ok
     }
 }
@@ -86,9 +85,8 @@ fn walk(
             if !q.may_contain(&dkey) {
                 continue;
             }
-            let rolls_up = q.delimiter.as_deref() == Some("/")
-                && dkey.len() > q.prefix.len()
-                && dkey.starts_with(&q.prefix);
+            let rolls_up =
+                q.delimiter.as_deref() == Some("/") && dkey.len() > q.prefix.len() && dkey.starts_with(&q.prefix);
             if rolls_up {
                 // Everything below is one common prefix, `dkey`, if any key there counts.
                 if !prefixes.contains(&dkey) && any_key(root, &dkey, q)? {

@@ -73,8 +73,7 @@ impl RepoLocation {
     /// # Errors
     /// [`Error::Config`] naming `WALVAULT_REPO` and what is allowed.
     pub fn parse(url: &str) -> Result<Self> {
-        let bad =
-            |why: &str| Error::config(REPO_SETTING, format!("{why} in {url:?}: {REPO_ALLOWED}"));
+        let bad = |why: &str| Error::config(REPO_SETTING, format!("{why} in {url:?}: {REPO_ALLOWED}"));
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(bad("the path of a file:// URL must be absolute (three slashes)"));
@@ -95,9 +94,8 @@ impl RepoLocation {
             }
             let prefix = prefix.trim_end_matches('/');
             if !prefix.is_empty() {
-                validate_key(prefix).map_err(|_| {
-                    bad("the prefix must be '/'-separated names without '.', '..', '//', '\\' or NUL")
-                })?;
+                validate_key(prefix)
+                    .map_err(|_| bad("the prefix must be '/'-separated names without '.', '..', '//', '\\' or NUL"))?;
             }
             return Ok(RepoLocation::S3 { bucket: bucket.to_string(), prefix: prefix.to_string() });
         }
@@ -237,9 +235,7 @@ impl Storage {
     pub async fn open(location: &RepoLocation, s3: &S3Options) -> Result<Storage> {
         match location {
             RepoLocation::Fs { root } => Ok(Storage::Fs(fs::FsStorage::new(root.clone())?)),
-            RepoLocation::S3 { bucket, prefix } => {
-                Ok(Storage::S3(s3::S3Storage::new(bucket, prefix, s3).await?))
-            }
+            RepoLocation::S3 { bucket, prefix } => Ok(Storage::S3(s3::S3Storage::new(bucket, prefix, s3).await?)),
         }
     }
 
@@ -263,6 +259,19 @@ impl Storage {
         match self {
             Storage::Fs(s) => s.put(key, body).await,
             Storage::S3(s) => s.put(key, body).await,
+        }
+    }
+
+    /// Make a new repository writable: the local backend creates its root directory (0700);
+    /// S3 needs nothing. Writers call this before their first read, so that a missing root
+    /// is a new repository for them while readers still treat it as an error.
+    ///
+    /// # Errors
+    /// The root cannot be created.
+    pub async fn prepare_for_writes(&self) -> Result<()> {
+        match self {
+            Storage::Fs(s) => s.create_root(),
+            Storage::S3(_) => Ok(()),
         }
     }
 
@@ -330,12 +339,7 @@ impl Storage {
     ///
     /// # Errors
     /// [`Error::Invalid`] for a bad prefix, [`Error::Storage`] or [`Error::Io`] on failure.
-    pub async fn list(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        start_after: Option<&str>,
-    ) -> Result<ListResult> {
+    pub async fn list(&self, prefix: &str, delimiter: Option<&str>, start_after: Option<&str>) -> Result<ListResult> {
         match self {
             Storage::Fs(s) => s.list(prefix, delimiter, start_after).await,
             Storage::S3(s) => s.list(prefix, delimiter, start_after).await,
@@ -417,9 +421,9 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
         || prefix.contains('\0')
         || prefix.contains('\\')
         || prefix.starts_with('/')
-        || prefix.rsplit_once('/').is_some_and(|(dirs, _)| {
-            dirs.split('/').any(|c| c.is_empty() || c == "." || c == "..")
-        });
+        || prefix
+            .rsplit_once('/')
+            .is_some_and(|(dirs, _)| dirs.split('/').any(|c| c.is_empty() || c == "." || c == ".."));
     if bad {
         return Err(Error::Invalid(format!(
             "invalid listing prefix {prefix:?}: must be a relative '/'-separated path without '.', '..', '//', '\\' or NUL"
@@ -435,11 +439,7 @@ pub(crate) fn is_temp_name(name: &str) -> bool {
 
 /// Roll `key` up at `delimiter` after `prefix`, S3 style: `Some(common_prefix)` when the
 /// rest of the key contains the delimiter.
-pub(crate) fn common_prefix<'k>(
-    key: &'k str,
-    prefix: &str,
-    delimiter: Option<&str>,
-) -> Option<&'k str> {
+pub(crate) fn common_prefix<'k>(key: &'k str, prefix: &str, delimiter: Option<&str>) -> Option<&'k str> {
     let d = delimiter.filter(|d| !d.is_empty())?;
     let rest = key.get(prefix.len()..)?;
     rest.find(d).map(|i| &key[..prefix.len() + i + d.len()])

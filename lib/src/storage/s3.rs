@@ -113,9 +113,7 @@ impl S3Storage {
         validate_key(key)?;
         match self.send_put(key, body, false).await {
             Ok(()) => Ok(()),
-            Err(PutFailure::Precondition) => {
-                Err(self.unexpected("put", key, "precondition failed"))
-            }
+            Err(PutFailure::Precondition) => Err(self.unexpected("put", key, "precondition failed")),
             Err(PutFailure::Conflict(e) | PutFailure::Other(e)) => Err(e),
         }
     }
@@ -162,9 +160,7 @@ impl S3Storage {
             return Ok(());
         };
         let (status, code) = status_and_code(&err);
-        if if_absent
-            && (matches!(status, Some(412 | 304)) || code.as_deref() == Some("PreconditionFailed"))
-        {
+        if if_absent && (matches!(status, Some(412 | 304)) || code.as_deref() == Some("PreconditionFailed")) {
             return Err(PutFailure::Precondition);
         }
         let mapped = self.map_error("put", key, &err, attempts.get());
@@ -236,12 +232,7 @@ impl S3Storage {
     }
 
     /// See [`super::Storage::list`]. One `ListObjectsV2` request per page.
-    pub async fn list(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        start_after: Option<&str>,
-    ) -> Result<ListResult> {
+    pub async fn list(&self, prefix: &str, delimiter: Option<&str>, start_after: Option<&str>) -> Result<ListResult> {
         validate_prefix(prefix)?;
         let inner = &self.inner;
         let root = self.root_prefix();
@@ -341,13 +332,7 @@ impl S3Storage {
     }
 
     /// The one mapping from a final SDK error to [`Error::Storage`].
-    fn map_error<E>(
-        &self,
-        op: &'static str,
-        key: &str,
-        err: &SdkError<E, HttpResponse>,
-        attempts: u32,
-    ) -> Error
+    fn map_error<E>(&self, op: &'static str, key: &str, err: &SdkError<E, HttpResponse>, attempts: u32) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
@@ -356,8 +341,7 @@ impl S3Storage {
             SdkError::ServiceError(_) => service_reason(status, code.as_deref(), err.message()),
             _ => error_chain(err),
         };
-        let access =
-            status == Some(403) || code.as_deref().is_some_and(|c| ACCESS_CODES.contains(&c));
+        let access = status == Some(403) || code.as_deref().is_some_and(|c| ACCESS_CODES.contains(&c));
         let reason = if access {
             reason
         } else {
@@ -403,9 +387,7 @@ enum PutFailure {
 }
 
 /// HTTP status and service error code of an SDK error, where there was a response.
-fn status_and_code<E: ProvideErrorMetadata>(
-    err: &SdkError<E, HttpResponse>,
-) -> (Option<u16>, Option<String>) {
+fn status_and_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> (Option<u16>, Option<String>) {
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = match err {
         SdkError::ServiceError(e) => e.err().code().map(str::to_string),

@@ -26,9 +26,8 @@ pub const FALLBACK_REGION: &str = "us-east-1";
 
 pub(super) async fn build_client(opts: &S3Options, max_attempts: u32) -> Result<Client> {
     let region = resolve_region(opts.region.as_deref()).await;
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+    let http_client =
+        aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(opts.connect_timeout)
         .operation_timeout(opts.operation_timeout)
@@ -41,16 +40,12 @@ pub(super) async fn build_client(opts: &S3Options, max_attempts: u32) -> Result<
         .retry_config(RetryConfig::standard().with_max_attempts(max_attempts));
     if let Some(endpoint) = opts.endpoint.as_deref().filter(|e| !e.is_empty()) {
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(Error::config(
-                "AWS_ENDPOINT_URL",
-                format!("{endpoint:?} is not an http:// or https:// URL"),
-            ));
+            return Err(Error::config("AWS_ENDPOINT_URL", format!("{endpoint:?} is not an http:// or https:// URL")));
         }
         loader = loader.endpoint_url(endpoint);
     }
     let sdk_config = loader.load().await;
-    let config =
-        aws_sdk_s3::config::Builder::from(&sdk_config).force_path_style(opts.path_style).build();
+    let config = aws_sdk_s3::config::Builder::from(&sdk_config).force_path_style(opts.path_style).build();
     Ok(Client::from_conf(config))
 }
 
@@ -73,18 +68,13 @@ async fn resolve_region(configured: Option<&str>) -> Region {
     }
 }
 
-pub(super) fn sse_settings(
-    opts: &S3Options,
-) -> Result<(Option<ServerSideEncryption>, Option<String>)> {
+pub(super) fn sse_settings(opts: &S3Options) -> Result<(Option<ServerSideEncryption>, Option<String>)> {
     let kms = opts.kms_key_id.clone().filter(|k| !k.is_empty());
     let sse = match opts.sse.as_deref().filter(|s| !s.is_empty()) {
         None if kms.is_some() => Some(ServerSideEncryption::AwsKms),
         None => None,
         Some("AES256") if kms.is_some() => {
-            return Err(Error::config(
-                "WALVAULT_S3_KMS_KEY_ID",
-                "needs WALVAULT_S3_SSE=aws:kms, not AES256",
-            ));
+            return Err(Error::config("WALVAULT_S3_KMS_KEY_ID", "needs WALVAULT_S3_SSE=aws:kms, not AES256"));
         }
         Some("AES256") => Some(ServerSideEncryption::Aes256),
         Some("aws:kms") => Some(ServerSideEncryption::AwsKms),

@@ -10,10 +10,7 @@ fn parses_file_and_s3_locations() {
         ("file:///var/lib/walvault/", RepoLocation::Fs { root: "/var/lib/walvault".into() }),
         ("s3://bucket", RepoLocation::S3 { bucket: "bucket".into(), prefix: String::new() }),
         ("s3://bucket/", RepoLocation::S3 { bucket: "bucket".into(), prefix: String::new() }),
-        (
-            "s3://my.bucket-1/a/b",
-            RepoLocation::S3 { bucket: "my.bucket-1".into(), prefix: "a/b".into() },
-        ),
+        ("s3://my.bucket-1/a/b", RepoLocation::S3 { bucket: "my.bucket-1".into(), prefix: "a/b".into() }),
         ("s3://bucket/a/b/", RepoLocation::S3 { bucket: "bucket".into(), prefix: "a/b".into() }),
     ];
     for (url, expected) in cases {

@@ -23,9 +23,7 @@ use ring::digest::{Context, SHA256};
 
 use super::READ_CHUNK;
 use crate::error::IoContext;
-use crate::manifest::{
-    EntryKind, Manifest, ManifestEntry, path_problem, tablespace_content, tablespace_link_oid,
-};
+use crate::manifest::{EntryKind, Manifest, ManifestEntry, path_problem, tablespace_content, tablespace_link_oid};
 use crate::{Error, Result};
 
 /// What one extraction wrote.
@@ -54,10 +52,7 @@ pub fn extract_tar<R: Read>(
 ) -> Result<ExtractStats> {
     expected.validate()?;
     if !fs::metadata(dest).with_path(dest)?.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{} is not a directory",
-            dest.display()
-        )));
+        return Err(Error::Invalid(format!("{} is not a directory", dest.display())));
     }
     let mut x = Extractor {
         dest,
@@ -68,9 +63,7 @@ pub fn extract_tar<R: Read>(
         buf: vec![0; READ_CHUNK],
     };
     let mut archive = tar::Archive::new(input);
-    let entries = archive
-        .entries()
-        .map_err(|e| Error::corrupt("tar stream", e))?;
+    let entries = archive.entries().map_err(|e| Error::corrupt("tar stream", e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::corrupt("tar stream", e))?;
         x.entry(entry)?;
@@ -106,9 +99,7 @@ fn entry_kind(t: tar::EntryType) -> std::result::Result<EntryKind, &'static str>
         t if t.is_dir() => Ok(EntryKind::Dir),
         t if t.is_symlink() => Ok(EntryKind::Symlink),
         t if t.is_hard_link() => Err("is a hard link"),
-        t if t.is_character_special() || t.is_block_special() || t.is_fifo() => {
-            Err("is a device or fifo")
-        }
+        t if t.is_character_special() || t.is_block_special() || t.is_fifo() => Err("is a device or fifo"),
         _ => Err("has an unsupported entry type"),
     }
 }
@@ -121,27 +112,16 @@ impl<'a> Extractor<'a> {
             return Err(refused(&name, "has a name that is not utf-8"));
         };
         let kind = entry_kind(entry.header().entry_type()).map_err(|why| refused(path, why))?;
-        let path = if kind == EntryKind::Dir {
-            path.strip_suffix('/').unwrap_or(path)
-        } else {
-            path
-        };
+        let path = if kind == EntryKind::Dir { path.strip_suffix('/').unwrap_or(path) } else { path };
         if let Some(problem) = path_problem(path) {
             return Err(refused(path, problem));
         }
         if kind == EntryKind::Symlink && tablespace_link_oid(path).is_none() {
             return Err(refused(path, "is a symlink outside pg_tblspc"));
         }
-        let listed = self
-            .manifest
-            .lookup(path)
-            .ok_or_else(|| refused(path, "is not in the manifest"))?;
+        let listed = self.manifest.lookup(path).ok_or_else(|| refused(path, "is not in the manifest"))?;
         if listed.kind != kind {
-            let what = format!(
-                "is a {} but the manifest lists a {}",
-                kind_name(kind),
-                kind_name(listed.kind)
-            );
+            let what = format!("is a {} but the manifest lists a {}", kind_name(kind), kind_name(listed.kind));
             return Err(refused(path, what));
         }
         if !self.seen.insert(path.to_owned()) {
@@ -150,9 +130,7 @@ impl<'a> Extractor<'a> {
         match kind {
             EntryKind::Dir => self.dir(path)?,
             EntryKind::Symlink => {
-                let link = entry
-                    .link_name_bytes()
-                    .map(|l| String::from_utf8_lossy(&l).into_owned());
+                let link = entry.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned());
                 self.symlink(path, listed, link)?;
             }
             EntryKind::File => self.file(path, listed, entry.size(), &mut entry)?,
@@ -168,10 +146,7 @@ impl<'a> Extractor<'a> {
         }
         match self.manifest.tablespace(oid) {
             Some(ts) => Ok(PathBuf::from(&ts.location)),
-            None => Err(refused(
-                path,
-                format_args!("belongs to tablespace {oid}, which the manifest does not list"),
-            )),
+            None => Err(refused(path, format_args!("belongs to tablespace {oid}, which the manifest does not list"))),
         }
     }
 
@@ -179,9 +154,7 @@ impl<'a> Extractor<'a> {
     fn resolve(&self, path: &str) -> Result<PathBuf> {
         let redirect = tablespace_content(path).filter(|&(oid, _)| {
             let link = format!("pg_tblspc/{oid}");
-            self.manifest
-                .lookup(&link)
-                .is_some_and(|e| e.kind == EntryKind::Symlink)
+            self.manifest.lookup(&link).is_some_and(|e| e.kind == EntryKind::Symlink)
         });
         let (base, inner) = match redirect {
             Some((oid, inner)) => {
@@ -200,17 +173,11 @@ impl<'a> Extractor<'a> {
             }
             match fs::symlink_metadata(&at) {
                 Ok(m) if m.file_type().is_symlink() => {
-                    return Err(refused(
-                        path,
-                        format_args!("goes through the symlink {}", at.display()),
-                    ));
+                    return Err(refused(path, format_args!("goes through the symlink {}", at.display())));
                 }
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
-                    return Err(refused(
-                        path,
-                        format_args!("goes through {}, which is not a directory", at.display()),
-                    ));
+                    return Err(refused(path, format_args!("goes through {}, which is not a directory", at.display())));
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => make_dir(&at)?,
                 Err(e) => return Err(Error::io(&at, e)),
@@ -223,10 +190,7 @@ impl<'a> Extractor<'a> {
         let at = self.resolve(path)?;
         match fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
-                return Err(refused(
-                    path,
-                    format_args!("would replace {}", at.display()),
-                ));
+                return Err(refused(path, format_args!("would replace {}", at.display())));
             }
             Ok(_) => fs::set_permissions(&at, fs::Permissions::from_mode(0o700)).with_path(&at)?,
             Err(e) if e.kind() == ErrorKind::NotFound => make_dir(&at)?,
@@ -241,56 +205,33 @@ impl<'a> Extractor<'a> {
             return Err(refused(path, "is a symlink outside pg_tblspc"));
         };
         if link != listed.link_target {
-            return Err(Error::corrupt(
-                path,
-                "link target differs from the manifest",
-            ));
+            return Err(Error::corrupt(path, "link target differs from the manifest"));
         }
         let target = self.tablespace_dir(path, oid)?;
         make_dir_all(&target)?;
         let at = self.resolve(path)?;
         std::os::unix::fs::symlink(&target, &at).map_err(|e| match e.kind() {
-            ErrorKind::AlreadyExists => {
-                refused(path, format_args!("would replace {}", at.display()))
-            }
+            ErrorKind::AlreadyExists => refused(path, format_args!("would replace {}", at.display())),
             _ => Error::io(&at, e),
         })?;
         self.stats.symlinks += 1;
         Ok(())
     }
 
-    fn file(
-        &mut self,
-        path: &str,
-        listed: &ManifestEntry,
-        size: u64,
-        data: &mut impl Read,
-    ) -> Result<()> {
+    fn file(&mut self, path: &str, listed: &ManifestEntry, size: u64, data: &mut impl Read) -> Result<()> {
         if size != listed.size {
-            let why = format!(
-                "size {size} in the archive but {} in the manifest",
-                listed.size
-            );
+            let why = format!("size {size} in the archive but {} in the manifest", listed.size);
             return Err(Error::corrupt(path, why));
         }
         let at = self.resolve(path)?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&at)
-            .map_err(|e| match e.kind() {
-                ErrorKind::AlreadyExists => {
-                    refused(path, format_args!("would replace {}", at.display()))
-                }
+        let mut out =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&at).map_err(|e| match e.kind() {
+                ErrorKind::AlreadyExists => refused(path, format_args!("would replace {}", at.display())),
                 _ => Error::io(&at, e),
             })?;
         let result = copy_verified(data, &mut out, &mut self.buf, &at).and_then(|(n, sha)| {
             if n != listed.size {
-                Err(Error::corrupt(
-                    path,
-                    format_args!("archive ended after {n} of {} bytes", listed.size),
-                ))
+                Err(Error::corrupt(path, format_args!("archive ended after {n} of {} bytes", listed.size)))
             } else if !sha.eq_ignore_ascii_case(&listed.sha256) {
                 Err(Error::corrupt(path, "sha-256 differs from the manifest"))
             } else {
@@ -313,12 +254,7 @@ impl<'a> Extractor<'a> {
 }
 
 /// Copy everything from `data` to `out`, returning the byte count and the hex SHA-256.
-fn copy_verified(
-    data: &mut impl Read,
-    out: &mut impl Write,
-    buf: &mut [u8],
-    at: &Path,
-) -> Result<(u64, String)> {
+fn copy_verified(data: &mut impl Read, out: &mut impl Write, buf: &mut [u8], at: &Path) -> Result<(u64, String)> {
     let mut hash = Context::new(&SHA256);
     let mut n = 0u64;
     loop {
@@ -345,9 +281,5 @@ fn make_dir(at: &Path) -> Result<()> {
 }
 
 fn make_dir_all(at: &Path) -> Result<()> {
-    DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(at)
-        .with_path(at)
+    DirBuilder::new().mode(0o700).recursive(true).create(at).with_path(at)
 }

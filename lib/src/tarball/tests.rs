@@ -16,24 +16,19 @@ fn sha(data: &[u8]) -> String {
     hex::encode(ring::digest::digest(&SHA256, data))
 }
 
-const LONG: &str = "base/1/a_directory_name_that_is_long_enough/to_push_the_whole_path_well_past_the_classic_100_byte_tar_name_limit";
+const LONG: &str =
+    "base/1/a_directory_name_that_is_long_enough/to_push_the_whole_path_well_past_the_classic_100_byte_tar_name_limit";
 
 /// A small PGDATA with a long path, a multi-chunk file, an empty file and a tablespace.
 fn cluster(root: &Path) -> (PathBuf, PathBuf) {
     let data = root.join("data");
     let ts = root.join("ts");
-    for (rel, len) in [
-        ("PG_VERSION", 3usize),
-        ("global/pg_control", 8192),
-        ("base/1/1259", 2 * READ_CHUNK + 17),
-        ("base/1/empty", 0),
-    ] {
+    for (rel, len) in
+        [("PG_VERSION", 3usize), ("global/pg_control", 8192), ("base/1/1259", 2 * READ_CHUNK + 17), ("base/1/empty", 0)]
+    {
         let p = data.join(rel);
         ok(fs::create_dir_all(ok(p.parent().ok_or("no parent"))));
-        ok(fs::write(
-            &p,
-            (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
-        ));
+        ok(fs::write(&p, (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>()));
     }
     ok(fs::create_dir_all(data.join(LONG)));
     ok(fs::write(data.join(LONG).join("file"), b"long"));
@@ -48,17 +43,7 @@ fn backup(data: &Path, ts: &Path) -> (Vec<u8>, Manifest) {
     let files = ok(datadir::walk(data, Some("PG_15_1")));
     let (tar, entries) = ok(write_tar(Vec::new(), &files));
     let loc = ts.display().to_string();
-    (
-        tar,
-        Manifest::new(
-            entries,
-            vec![ManifestTablespace {
-                oid: 16384,
-                name: "ts".into(),
-                location: loc,
-            }],
-        ),
-    )
+    (tar, Manifest::new(entries, vec![ManifestTablespace { oid: 16384, name: "ts".into(), location: loc }]))
 }
 
 #[test]
@@ -82,32 +67,13 @@ fn round_trip_verifies_against_manifest() {
             None => dest.join(&e.path),
         };
         let bytes = ok(fs::read(&at));
-        assert_eq!(
-            (bytes.len() as u64, sha(&bytes)),
-            (e.size, e.sha256.clone()),
-            "{}",
-            e.path
-        );
-        assert_eq!(
-            ok(fs::metadata(&at)).permissions().mode() & 0o777,
-            0o600,
-            "{}",
-            e.path
-        );
+        assert_eq!((bytes.len() as u64, sha(&bytes)), (e.size, e.sha256.clone()), "{}", e.path);
+        assert_eq!(ok(fs::metadata(&at)).permissions().mode() & 0o777, 0o600, "{}", e.path);
     }
-    assert_eq!(
-        ok(fs::read(data.join("base/1/1259"))),
-        ok(fs::read(dest.join("base/1/1259")))
-    );
+    assert_eq!(ok(fs::read(data.join("base/1/1259"))), ok(fs::read(dest.join("base/1/1259"))));
     assert_eq!(ok(fs::read_link(dest.join("pg_tblspc/16384"))), new_ts);
-    assert_eq!(
-        ok(fs::metadata(dest.join(LONG))).permissions().mode() & 0o777,
-        0o700
-    );
-    assert!(
-        !ts.join("PG_15_1/5/16390").exists()
-            || ok(fs::read(ts.join("PG_15_1/5/16390"))) == b"tablespace data"
-    );
+    assert_eq!(ok(fs::metadata(dest.join(LONG))).permissions().mode() & 0o777, 0o700);
+    assert!(!ts.join("PG_15_1/5/16390").exists() || ok(fs::read(ts.join("PG_15_1/5/16390"))) == b"tablespace data");
 }
 
 #[test]
@@ -123,27 +89,14 @@ fn vanished_file_is_skipped_and_short_file_is_padded() {
     };
     let (_, entries) = ok(write_tar(Vec::new(), &[gone]));
     assert!(entries.is_empty());
-    let mut reader = ExactReader {
-        inner: &b"abc"[..],
-        remaining: 8,
-        padded: 0,
-        hash: Context::new(&SHA256),
-        read_error: None,
-    };
+    let mut reader =
+        ExactReader { inner: &b"abc"[..], remaining: 8, padded: 0, hash: Context::new(&SHA256), read_error: None };
     let mut out = Vec::new();
     ok(std::io::copy(&mut reader, &mut out));
     assert_eq!(out, b"abc\0\0\0\0\0");
-    assert_eq!(
-        (reader.padded, hex::encode(reader.hash.finish())),
-        (5, sha(b"abc\0\0\0\0\0"))
-    );
-    let mut long = ExactReader {
-        inner: &b"abcdef"[..],
-        remaining: 4,
-        padded: 0,
-        hash: Context::new(&SHA256),
-        read_error: None,
-    };
+    assert_eq!((reader.padded, hex::encode(reader.hash.finish())), (5, sha(b"abc\0\0\0\0\0")));
+    let mut long =
+        ExactReader { inner: &b"abcdef"[..], remaining: 4, padded: 0, hash: Context::new(&SHA256), read_error: None };
     let mut out = Vec::new();
     ok(std::io::copy(&mut long, &mut out));
     assert_eq!(out, b"abcd", "a file that grew is cut at the header size");
@@ -155,12 +108,7 @@ fn label_files_round_trip() {
     let label: &[u8] = b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n";
     let (tar, entries) = ok(write_tar_bytes(Vec::new(), &[("backup_label", label)]));
     let manifest = Manifest::new(entries, vec![]);
-    ok(extract_tar(
-        tar.as_slice(),
-        tmp.path(),
-        &manifest,
-        &BTreeMap::new(),
-    ));
+    ok(extract_tar(tar.as_slice(), tmp.path(), &manifest, &BTreeMap::new()));
     assert_eq!(ok(fs::read(tmp.path().join("backup_label"))), label);
 }
 
@@ -193,11 +141,7 @@ fn archive(entries: &[Vec<u8>]) -> Vec<u8> {
 fn listed(path: &str, kind: EntryKind, data: &[u8]) -> ManifestEntry {
     ManifestEntry {
         path: path.into(),
-        size: if kind == EntryKind::File {
-            data.len() as u64
-        } else {
-            0
-        },
+        size: if kind == EntryKind::File { data.len() as u64 } else { 0 },
         sha256: sha(data),
         mode: 0o600,
         part: 0,
@@ -220,9 +164,7 @@ fn hostile(tar: &[u8], manifest: Manifest, pre: &[(&str, &str)]) -> String {
     let result = extract_tar(tar, &dest, &manifest, &BTreeMap::new());
     let leaked: Vec<_> = ok(fs::read_dir(&outside)).map(|e| ok(e).path()).collect();
     assert!(leaked.is_empty(), "written outside dest: {leaked:?}");
-    let beside: Vec<_> = ok(fs::read_dir(tmp.path()))
-        .map(|e| ok(e).file_name())
-        .collect();
+    let beside: Vec<_> = ok(fs::read_dir(tmp.path())).map(|e| ok(e).file_name()).collect();
     assert_eq!(beside.len(), 2, "written beside dest: {beside:?}");
     match result {
         Ok(stats) => format!("extracted {:?}", stats.paths),
@@ -238,12 +180,7 @@ fn hostile_entries_are_refused_before_writing() {
     let abs = "/tmp/walvault-test-absolute-evil";
     type Case<'a> = (Vec<u8>, Manifest, &'a [(&'a str, &'a str)], String);
     let cases: Vec<Case> = vec![
-        (
-            raw(T::Regular, abs.as_bytes(), b"x", None),
-            m(vec![]),
-            &[],
-            format!("tar entry {abs:?} is absolute"),
-        ),
+        (raw(T::Regular, abs.as_bytes(), b"x", None), m(vec![]), &[], format!("tar entry {abs:?} is absolute")),
         (
             raw(T::Regular, b"../outside/x", b"x", None),
             m(vec![]),
@@ -262,36 +199,11 @@ fn hostile_entries_are_refused_before_writing() {
             &[],
             "tar entry \"evil\" is a symlink outside pg_tblspc".into(),
         ),
-        (
-            raw(T::Link, b"hl", b"", Some(b"/etc/passwd")),
-            m(vec![]),
-            &[],
-            "tar entry \"hl\" is a hard link".into(),
-        ),
-        (
-            raw(T::Char, b"dev/null", b"", None),
-            m(vec![]),
-            &[],
-            "tar entry \"dev/null\" is a device or fifo".into(),
-        ),
-        (
-            raw(T::Block, b"sda", b"", None),
-            m(vec![]),
-            &[],
-            "tar entry \"sda\" is a device or fifo".into(),
-        ),
-        (
-            raw(T::Fifo, b"fifo", b"", None),
-            m(vec![]),
-            &[],
-            "tar entry \"fifo\" is a device or fifo".into(),
-        ),
-        (
-            raw(T::Regular, b"base/x", b"x", None),
-            m(vec![f("base/x")]),
-            &[("base", "outside")],
-            String::new(),
-        ),
+        (raw(T::Link, b"hl", b"", Some(b"/etc/passwd")), m(vec![]), &[], "tar entry \"hl\" is a hard link".into()),
+        (raw(T::Char, b"dev/null", b"", None), m(vec![]), &[], "tar entry \"dev/null\" is a device or fifo".into()),
+        (raw(T::Block, b"sda", b"", None), m(vec![]), &[], "tar entry \"sda\" is a device or fifo".into()),
+        (raw(T::Fifo, b"fifo", b"", None), m(vec![]), &[], "tar entry \"fifo\" is a device or fifo".into()),
+        (raw(T::Regular, b"base/x", b"x", None), m(vec![f("base/x")]), &[("base", "outside")], String::new()),
         (
             raw(T::Regular, b"extra", b"x", None),
             m(vec![f("base")]),
@@ -322,12 +234,7 @@ fn hostile_entries_are_refused_before_writing() {
             &[],
             "tar entry \"f\u{fffd}\" has a name that is not utf-8".into(),
         ),
-        (
-            raw(T::Regular, b"f", b"x", None),
-            m(vec![f("f")]),
-            &[("f", "outside/f")],
-            String::new(),
-        ),
+        (raw(T::Regular, b"f", b"x", None), m(vec![f("f")]), &[("f", "outside/f")], String::new()),
     ];
     for (i, (tar, manifest, pre, want)) in cases.into_iter().enumerate() {
         let got = hostile(&archive(&[tar]), manifest, pre);
@@ -348,44 +255,21 @@ fn hostile_entries_are_refused_before_writing() {
 fn duplicate_and_tablespace_link_checks() {
     use tar::EntryType as T;
     let file = raw(T::Regular, b"f", b"x", None);
-    let got = hostile(
-        &archive(&[file.clone(), file]),
-        Manifest::new(vec![listed("f", EntryKind::File, b"x")], vec![]),
-        &[],
-    );
+    let got =
+        hostile(&archive(&[file.clone(), file]), Manifest::new(vec![listed("f", EntryKind::File, b"x")], vec![]), &[]);
     assert_eq!(got, "tar entry \"f\" appears twice");
     let mut link = listed("pg_tblspc/7", EntryKind::Symlink, b"");
     link.link_target = Some("/srv/ts".into());
-    let ts = |loc: &str| {
-        vec![ManifestTablespace {
-            oid: 7,
-            name: "t".into(),
-            location: loc.into(),
-        }]
-    };
+    let ts = |loc: &str| vec![ManifestTablespace { oid: 7, name: "t".into(), location: loc.into() }];
     let dirs = |e: ManifestEntry| vec![listed("pg_tblspc", EntryKind::Dir, b""), e];
-    let tar = archive(&[
-        raw(T::Directory, b"pg_tblspc/", b"", None),
-        raw(T::Symlink, b"pg_tblspc/7", b"", Some(b"/etc")),
-    ]);
+    let tar =
+        archive(&[raw(T::Directory, b"pg_tblspc/", b"", None), raw(T::Symlink, b"pg_tblspc/7", b"", Some(b"/etc"))]);
     let got = hostile(&tar, Manifest::new(dirs(link.clone()), ts("/srv/ts")), &[]);
-    assert_eq!(
-        got,
-        "object pg_tblspc/7 is corrupt: link target differs from the manifest"
-    );
+    assert_eq!(got, "object pg_tblspc/7 is corrupt: link target differs from the manifest");
     let tar = archive(&[raw(T::Regular, b"pg_tblspc/7/PG_15_1/x", b"x", None)]);
-    let got = hostile(
-        &tar,
-        Manifest::new(
-            vec![link, listed("pg_tblspc/7/PG_15_1/x", EntryKind::File, b"x")],
-            vec![],
-        ),
-        &[],
-    );
-    assert_eq!(
-        got,
-        "tar entry \"pg_tblspc/7/PG_15_1/x\" belongs to tablespace 7, which the manifest does not list"
-    );
+    let got =
+        hostile(&tar, Manifest::new(vec![link, listed("pg_tblspc/7/PG_15_1/x", EntryKind::File, b"x")], vec![]), &[]);
+    assert_eq!(got, "tar entry \"pg_tblspc/7/PG_15_1/x\" belongs to tablespace 7, which the manifest does not list");
 }
 
 #[test]

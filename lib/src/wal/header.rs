@@ -37,8 +37,7 @@ pub const XLP_ALL_FLAGS: u16 = 0x000F;
 /// `XLOG_PAGE_MAGIC` of each supported PostgreSQL major version, from
 /// `src/include/access/xlog_internal.h` on each `REL_xx_STABLE` branch and checked against
 /// segments written by `initdb` of 14.23, 15.18, 16.15, 17.11 and 18.6 (`testdata/wal/`).
-pub const KNOWN_MAGICS: &[(u16, u32)] =
-    &[(0xD10D, 14), (0xD110, 15), (0xD113, 16), (0xD116, 17), (0xD118, 18)];
+pub const KNOWN_MAGICS: &[(u16, u32)] = &[(0xD10D, 14), (0xD110, 15), (0xD113, 16), (0xD116, 17), (0xD118, 18)];
 
 /// The fields of `XLogLongPageHeaderData` walvault uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,12 +101,7 @@ pub fn pg_major_for_magic(magic: u16) -> Option<u32> {
 ///
 /// [`Error::Invalid`] when `bytes` is shorter than [`LONG_HEADER_LEN`] or a check fails.
 pub fn parse_long_header(bytes: &[u8]) -> Result<LongPageHeader> {
-    let short = || {
-        Error::Invalid(format!(
-            "wal page header too short: {} bytes, need {LONG_HEADER_LEN}",
-            bytes.len()
-        ))
-    };
+    let short = || Error::Invalid(format!("wal page header too short: {} bytes, need {LONG_HEADER_LEN}", bytes.len()));
     let mut cursor = Cursor(bytes);
     let magic = cursor.u16().ok_or_else(short)?;
     let info = cursor.u16().ok_or_else(short)?;
@@ -132,16 +126,10 @@ fn validate(h: &LongPageHeader) -> Result<()> {
         return invalid(format!("undefined bits in xlp_info 0x{:04X}", h.info));
     }
     if !is_valid_seg_size(u64::from(h.seg_size)) {
-        return invalid(format!(
-            "segment size {} is not a power of two from 1 MiB to 1 GiB",
-            h.seg_size
-        ));
+        return invalid(format!("segment size {} is not a power of two from 1 MiB to 1 GiB", h.seg_size));
     }
     if !h.block_size.is_power_of_two() || !(1024..=32768).contains(&h.block_size) {
-        return invalid(format!(
-            "block size {} is not a power of two from 1 kB to 32 kB",
-            h.block_size
-        ));
+        return invalid(format!("block size {} is not a power of two from 1 kB to 32 kB", h.block_size));
     }
     if h.page_addr.segment_offset(u64::from(h.seg_size)) != 0 {
         return invalid(format!("page address {} is not at a segment boundary", h.page_addr));
@@ -214,13 +202,11 @@ mod tests {
     #[test]
     fn real_headers_with_other_sizes_and_timelines() -> Result<()> {
         // PostgreSQL 17, --wal-segsize=1, after two promotions: 000000030000000000000009.
-        let h =
-            parse_long_header(&decode(fixture!("pg17-seg1m-000000030000000000000009.head.hex")))?;
+        let h = parse_long_header(&decode(fixture!("pg17-seg1m-000000030000000000000009.head.hex")))?;
         assert_eq!((h.magic, h.info, h.tli, h.page_addr), (0xD116, 0x0006, 3, Lsn(0x90_0000)));
         assert_eq!((h.system_id, h.seg_size, h.segno()), (7712391262649885869, 1 << 20, 9));
         // PostgreSQL 18, --wal-segsize=64, after one promotion: 000000020000000000000003.
-        let h =
-            parse_long_header(&decode(fixture!("pg18-seg64m-000000020000000000000003.head.hex")))?;
+        let h = parse_long_header(&decode(fixture!("pg18-seg64m-000000020000000000000003.head.hex")))?;
         assert_eq!((h.magic, h.info, h.tli, h.page_addr), (0xD118, 0x0006, 2, Lsn(0xC00_0000)));
         assert_eq!((h.system_id, h.seg_size, h.segno()), (7712391300625733113, 64 << 20, 3));
         Ok(())
@@ -258,15 +244,9 @@ mod tests {
             (|h| h.info = 0, "no long header flag in xlp_info 0x0000"),
             (|h| h.info = 0x0012, "undefined bits in xlp_info 0x0012"),
             (|h| h.seg_size = 0, "segment size 0 is not a power of two from 1 MiB to 1 GiB"),
-            (
-                |h| h.seg_size = 3 << 20,
-                "segment size 3145728 is not a power of two from 1 MiB to 1 GiB",
-            ),
+            (|h| h.seg_size = 3 << 20, "segment size 3145728 is not a power of two from 1 MiB to 1 GiB"),
             (|h| h.block_size = 65536, "block size 65536 is not a power of two from 1 kB to 32 kB"),
-            (
-                |h| h.page_addr = Lsn(0x100_2000),
-                "page address 0/1002000 is not at a segment boundary",
-            ),
+            (|h| h.page_addr = Lsn(0x100_2000), "page address 0/1002000 is not at a segment boundary"),
             (|h| h.tli = 0, "timeline 0"),
         ];
         for (break_it, want) in cases {

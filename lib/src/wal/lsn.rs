@@ -104,18 +104,13 @@ fn parse_hex_half(digits: &str) -> Option<u32> {
 }
 
 impl serde::Serialize for Lsn {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         serializer.collect_str(self)
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Lsn {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Lsn, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Lsn, D::Error> {
         struct LsnVisitor;
         impl serde::de::Visitor<'_> for LsnVisitor {
             type Value = Lsn;

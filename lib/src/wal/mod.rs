@@ -13,9 +13,7 @@ pub mod timeline;
 #[cfg(test)]
 mod proptests;
 
-pub use header::{
-    KNOWN_MAGICS, LONG_HEADER_LEN, LongPageHeader, parse_long_header, pg_major_for_magic,
-};
+pub use header::{KNOWN_MAGICS, LONG_HEADER_LEN, LongPageHeader, parse_long_header, pg_major_for_magic};
 pub use lsn::{Lsn, is_valid_seg_size};
 pub use segment::{WalFileName, segments_per_xlog_id};
 pub use timeline::{HistoryEntry, format_history, parse_history, timeline_of_point};
@@ -26,14 +24,7 @@ pub use timeline::{HistoryEntry, format_history, parse_history, timeline_of_poin
 ///
 /// With a `seg_size` below [`LONG_HEADER_LEN`] the result is the header cut to that length;
 /// with an invalid `seg_size` the header will not parse, which tests of rejection may want.
-pub fn synthetic_segment(
-    system_id: u64,
-    tli: u32,
-    segno: u64,
-    seg_size: u32,
-    magic: u16,
-    fill: u8,
-) -> Vec<u8> {
+pub fn synthetic_segment(system_id: u64, tli: u32, segno: u64, seg_size: u32, magic: u16, fill: u8) -> Vec<u8> {
     let header = LongPageHeader {
         magic,
         info: header::XLP_LONG_HEADER,

@@ -213,15 +213,9 @@ mod tests {
     fn parses_every_kind_and_prints_it_back() -> Result<()> {
         let cases = [
             ("000000010000000A000000FE", seg(1, 0xA, 0xFE)),
-            (
-                "000000010000000A000000FE.partial",
-                WalFileName::Partial { tli: 1, log: 0xA, seg: 0xFE },
-            ),
+            ("000000010000000A000000FE.partial", WalFileName::Partial { tli: 1, log: 0xA, seg: 0xFE }),
             ("00000002.history", WalFileName::History { tli: 2 }),
-            (
-                "000000010000000000000002.00000028.backup",
-                WalFileName::Backup { tli: 1, log: 0, seg: 2, offset: 0x28 },
-            ),
+            ("000000010000000000000002.00000028.backup", WalFileName::Backup { tli: 1, log: 0, seg: 2, offset: 0x28 }),
             ("FFFFFFFFFFFFFFFFFFFFFFFF", seg(u32::MAX, u32::MAX, u32::MAX)),
         ];
         for (text, want) in cases {
@@ -351,8 +345,7 @@ mod tests {
             "000000020000000100000000",
             "00000003.history",
         ];
-        let mut names: Vec<WalFileName> =
-            ordered.iter().rev().map(|n| WalFileName::parse(n)).collect::<Result<_>>()?;
+        let mut names: Vec<WalFileName> = ordered.iter().rev().map(|n| WalFileName::parse(n)).collect::<Result<_>>()?;
         names.sort_by_key(WalFileName::sort_key);
         let printed: Vec<String> = names.iter().map(ToString::to_string).collect();
         assert_eq!(printed, ordered);

@@ -36,12 +36,10 @@ pub fn parse_history(text: &str) -> Result<Vec<HistoryEntry>> {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let entry = parse_line(trimmed).map_err(|why| {
-            Error::Invalid(format!("syntax error in history file: {}: {why}", super::quoted(line)))
-        })?;
-        let invalid = |why: &str| {
-            Error::Invalid(format!("invalid data in history file: {}: {why}", super::quoted(line)))
-        };
+        let entry = parse_line(trimmed)
+            .map_err(|why| Error::Invalid(format!("syntax error in history file: {}: {why}", super::quoted(line))))?;
+        let invalid =
+            |why: &str| Error::Invalid(format!("invalid data in history file: {}: {why}", super::quoted(line)));
         if entry.tli == 0 {
             return Err(invalid("timeline 0 does not exist"));
         }
@@ -113,13 +111,10 @@ mod tests {
     use super::*;
 
     /// Written by PostgreSQL 17.11 promoting twice (`--wal-segsize=1`).
-    const PG17_TLI2: &str =
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/wal/pg17-00000002.history"));
-    const PG17_TLI3: &str =
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/wal/pg17-00000003.history"));
+    const PG17_TLI2: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/wal/pg17-00000002.history"));
+    const PG17_TLI3: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/wal/pg17-00000003.history"));
     /// Written by PostgreSQL 18.6 promoting once (`--wal-segsize=64`).
-    const PG18_TLI2: &str =
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/wal/pg18-00000002.history"));
+    const PG18_TLI2: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/wal/pg18-00000002.history"));
 
     fn entry(tli: u32, switchpoint: u64, reason: &str) -> HistoryEntry {
         HistoryEntry { tli, switchpoint: Lsn(switchpoint), reason: reason.to_string() }
@@ -190,11 +185,7 @@ mod tests {
         let history = parse_history(PG17_TLI3)?;
         assert_eq!(timeline_of_point(&history, 3, Lsn(0)), 1);
         assert_eq!(timeline_of_point(&history, 3, Lsn(0x60_0237)), 1);
-        assert_eq!(
-            timeline_of_point(&history, 3, Lsn(0x60_0238)),
-            2,
-            "switchpoint is on the child"
-        );
+        assert_eq!(timeline_of_point(&history, 3, Lsn(0x60_0238)), 2, "switchpoint is on the child");
         assert_eq!(timeline_of_point(&history, 3, Lsn(0x80_00C7)), 2);
         assert_eq!(timeline_of_point(&history, 3, Lsn(0x80_00C8)), 3);
         assert_eq!(timeline_of_point(&history, 3, Lsn(u64::MAX)), 3);

@@ -31,10 +31,8 @@ fn ok<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> T {
 /// The PostgreSQL server binaries: `WALVAULT_TEST_PG_BIN`, else PostgreSQL 15's. Missing
 /// binaries fail the test: a skipped cluster test would hide a broken backup.
 fn pg_bin() -> PathBuf {
-    let dir = std::env::var_os("WALVAULT_TEST_PG_BIN").map_or_else(
-        || PathBuf::from("/usr/lib/postgresql/15/bin"),
-        PathBuf::from,
-    );
+    let dir = std::env::var_os("WALVAULT_TEST_PG_BIN")
+        .map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), PathBuf::from);
     assert!(
         dir.join("initdb").is_file(),
         "{} not found: install PostgreSQL server binaries or set WALVAULT_TEST_PG_BIN to their directory",
@@ -44,28 +42,17 @@ fn pg_bin() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
+    fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
 }
 
 /// Run a server binary as `postgres` when we are root (PostgreSQL refuses root), in a clean
 /// environment.
 fn run(bin: &Path, args: &[&str]) -> std::process::Output {
-    let mut cmd = if is_root() {
-        Command::new("runuser")
-    } else {
-        Command::new(bin)
-    };
+    let mut cmd = if is_root() { Command::new("runuser") } else { Command::new(bin) };
     if is_root() {
         cmd.args(["-u", "postgres", "--"]).arg(bin);
     }
-    ok(cmd
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LANG", "C")
-        .output())
+    ok(cmd.args(args).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("LANG", "C").output())
 }
 
 fn run_ok(bin: &Path, args: &[&str]) {
@@ -81,10 +68,7 @@ fn run_ok(bin: &Path, args: &[&str]) {
 
 fn give_to_postgres(path: &Path) {
     if is_root() {
-        let st = ok(Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(path)
-            .status());
+        let st = ok(Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).status());
         assert!(st.success(), "chown {}", path.display());
     }
 }
@@ -98,63 +82,32 @@ struct Running {
 impl Running {
     fn start(bin: &Path, pgdata: &Path) -> Running {
         let log = pgdata.with_extension("log");
-        let guard = Running {
-            bin: bin.to_path_buf(),
-            pgdata: pgdata.to_path_buf(),
-        };
+        let guard = Running { bin: bin.to_path_buf(), pgdata: pgdata.to_path_buf() };
         let out = run(
             &bin.join("pg_ctl"),
-            &[
-                "-D",
-                &pgdata.to_string_lossy(),
-                "-l",
-                &log.to_string_lossy(),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
+            &["-D", &pgdata.to_string_lossy(), "-l", &log.to_string_lossy(), "-w", "-t", "60", "start"],
         );
         let log = fs::read_to_string(&log).unwrap_or_default();
-        assert!(
-            out.status.success(),
-            "pg_ctl start {} failed:\n{log}",
-            pgdata.display()
-        );
+        assert!(out.status.success(), "pg_ctl start {} failed:\n{log}", pgdata.display());
         guard
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = run(
-            &self.bin.join("pg_ctl"),
-            &[
-                "-D",
-                &self.pgdata.to_string_lossy(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
+        let _ = run(&self.bin.join("pg_ctl"), &["-D", &self.pgdata.to_string_lossy(), "-m", "immediate", "-w", "stop"]);
     }
 }
 
 async fn admin(params: &ConnParams, sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
-    let (client, conn) = ok(params
-        .to_config("walvault-test")
-        .connect(tokio_postgres::NoTls)
-        .await);
+    let (client, conn) = ok(params.to_config("walvault-test").connect(tokio_postgres::NoTls).await);
     tokio::spawn(conn);
     ok(client.simple_query(sql).await)
 }
 
 async fn count(params: &ConnParams, table: &str) -> String {
     let server = ok(connect(params, "walvault-test").await);
-    ok(server
-        .query_one_string(&format!("SELECT count(*) FROM {table}"))
-        .await)
+    ok(server.query_one_string(&format!("SELECT count(*) FROM {table}")).await)
 }
 
 async fn wait_archived(server: &Server, lsn: Lsn) {
@@ -165,19 +118,13 @@ async fn wait_archived(server: &Server, lsn: Lsn) {
         if done.as_deref().is_some_and(|d| d >= want.as_str()) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{want} not archived (last: {done:?})"
-        );
+        assert!(Instant::now() < deadline, "{want} not archived (last: {done:?})");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 fn sha_file(path: &Path) -> String {
-    hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        &ok(fs::read(path)),
-    ))
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, &ok(fs::read(path))))
 }
 
 /// Directories of one test: a source cluster with a tablespace and a WAL archive, and the
@@ -224,10 +171,7 @@ impl Fixture {
         ok(fs::set_permissions(&fx.restore, private));
         give_to_postgres(&fx.root);
         let pgdata = fx.pgdata.to_string_lossy();
-        run_ok(
-            &fx.bin.join("initdb"),
-            &["-D", &pgdata, "-U", "postgres", "--auth=trust", "-N"],
-        );
+        run_ok(&fx.bin.join("initdb"), &["-D", &pgdata, "-U", "postgres", "--auth=trust", "-N"]);
         let conf = format!(
             "listen_addresses = ''\nunix_socket_directories = '{}'\nport = 5432\nfsync = off\n\
              shared_buffers = 16MB\narchive_mode = on\narchive_command = 'cp %p {}/%f'\n",
@@ -242,50 +186,30 @@ impl Fixture {
 
 /// Back up the running cluster in two data parts plus a label part, changing a table while
 /// the backup runs. Returns the parts and their manifest entries.
-async fn take_backup(
-    fx: &Fixture,
-    server: &Server,
-    oid: u32,
-) -> (Vec<Vec<u8>>, Vec<ManifestEntry>) {
+async fn take_backup(fx: &Fixture, server: &Server, oid: u32) -> (Vec<Vec<u8>>, Vec<ManifestEntry>) {
     let start = ok(server.backup_start("walvault test", true).await);
     assert_eq!(start.timeline, 1);
-    admin(
-        &fx.params,
-        "INSERT INTO t SELECT generate_series(1001, 1500)",
-    )
-    .await;
-    let files = ok(datadir::walk(
-        &fx.pgdata,
-        Some(&server.tablespace_version_dir()),
-    ));
+    admin(&fx.params, "INSERT INTO t SELECT generate_series(1001, 1500)").await;
+    let files = ok(datadir::walk(&fx.pgdata, Some(&server.tablespace_version_dir())));
     let names: HashSet<&str> = files.iter().map(|f| f.rel_path.as_str()).collect();
     assert!(!names.contains("postmaster.pid") && names.contains("global/pg_control"));
     assert!(names.contains("pg_wal") && !names.iter().any(|n| n.starts_with("pg_wal/0")));
     assert!(names.contains(format!("pg_tblspc/{oid}").as_str()));
     let total: u64 = files.iter().map(|f| f.size).sum();
     let (mut tars, mut entries) = (Vec::new(), Vec::new());
-    for (part, chunk) in datadir::split_parts(files, total / 2 + 1)
-        .into_iter()
-        .enumerate()
-    {
+    for (part, chunk) in datadir::split_parts(files, total / 2 + 1).into_iter().enumerate() {
         let (tar, mut stored) = ok(tarball::write_tar(Vec::new(), &chunk));
         stored.iter_mut().for_each(|e| e.part = part as u32);
         entries.extend(stored);
         tars.push(tar);
     }
     let stop = ok(server.backup_stop().await);
-    assert!(
-        stop.backup_label.contains("START WAL LOCATION"),
-        "{}",
-        stop.backup_label
-    );
+    assert!(stop.backup_label.contains("START WAL LOCATION"), "{}", stop.backup_label);
     assert!(stop.lsn > start.lsn);
     let map = stop.tablespace_map.clone().unwrap_or_default();
     assert!(map.starts_with(&format!("{oid} ")), "{map}");
-    let label: [(&str, &[u8]); 2] = [
-        ("backup_label", stop.backup_label.as_bytes()),
-        ("tablespace_map", map.as_bytes()),
-    ];
+    let label: [(&str, &[u8]); 2] =
+        [("backup_label", stop.backup_label.as_bytes()), ("tablespace_map", map.as_bytes())];
     let (tar, mut stored) = ok(tarball::write_tar_bytes(Vec::new(), &label));
     stored.iter_mut().for_each(|e| e.part = tars.len() as u32);
     entries.extend(stored);
@@ -297,21 +221,10 @@ async fn take_backup(
 
 /// Extract every part into `fx.restore` (the tablespace into `fx.ts_new`) and check every
 /// file against the manifest.
-fn extract_and_verify(
-    fx: &Fixture,
-    tars: &[Vec<u8>],
-    manifest: &Manifest,
-    remap: &BTreeMap<u32, PathBuf>,
-    oid: u32,
-) {
+fn extract_and_verify(fx: &Fixture, tars: &[Vec<u8>], manifest: &Manifest, remap: &BTreeMap<u32, PathBuf>, oid: u32) {
     let mut extracted = HashSet::new();
     for tar in tars {
-        let stats = ok(tarball::extract_tar(
-            tar.as_slice(),
-            &fx.restore,
-            manifest,
-            remap,
-        ));
+        let stats = ok(tarball::extract_tar(tar.as_slice(), &fx.restore, manifest, remap));
         extracted.extend(stats.paths);
     }
     for part in 0..tars.len() as u32 {
@@ -319,26 +232,17 @@ fn extract_and_verify(
     }
     let prefix = format!("pg_tblspc/{oid}/");
     for e in manifest.files.iter().filter(|e| e.kind == EntryKind::File) {
-        let at = e
-            .path
-            .strip_prefix(&prefix)
-            .map_or_else(|| fx.restore.join(&e.path), |inner| fx.ts_new.join(inner));
+        let at = e.path.strip_prefix(&prefix).map_or_else(|| fx.restore.join(&e.path), |inner| fx.ts_new.join(inner));
         assert_eq!(sha_file(&at), e.sha256, "{}", e.path);
     }
-    assert_eq!(
-        ok(fs::read_link(fx.restore.join(format!("pg_tblspc/{oid}")))),
-        fx.ts_new
-    );
+    assert_eq!(ok(fs::read_link(fx.restore.join(format!("pg_tblspc/{oid}")))), fx.ts_new);
 }
 
 /// Configure recovery to `target` (with a stale target left in postgresql.auto.conf, as
 /// another tool may leave one), start the copy and wait until it has promoted.
 async fn recover(fx: &Fixture, target: Lsn, remap: &BTreeMap<u32, PathBuf>) -> Running {
     let map_path = fx.restore.join("tablespace_map");
-    let map = ok(recovery::rewrite_tablespace_map(
-        &ok(fs::read_to_string(&map_path)),
-        remap,
-    ));
+    let map = ok(recovery::rewrite_tablespace_map(&ok(fs::read_to_string(&map_path)), remap));
     ok(fs::write(&map_path, map));
     let auto = fx.restore.join("postgresql.auto.conf");
     let stale = "recovery_target_time = '2000-01-01 00:00:00+00'\n";
@@ -361,18 +265,11 @@ async fn recover(fx: &Fixture, target: Lsn, remap: &BTreeMap<u32, PathBuf>) -> R
             break;
         }
         let log = fx.restore.with_extension("log");
-        assert!(
-            Instant::now() < deadline,
-            "restored cluster did not promote; see {}",
-            log.display()
-        );
+        assert!(Instant::now() < deadline, "restored cluster did not promote; see {}", log.display());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let log = ok(fs::read_to_string(fx.restore.with_extension("log")));
-    let stopped = format!(
-        "recovery stopping after WAL location (LSN) \"{}\"",
-        recovery::format_lsn(target)
-    );
+    let stopped = format!("recovery stopping after WAL location (LSN) \"{}\"", recovery::format_lsn(target));
     assert!(log.contains(&stopped), "{log}");
     copy
 }
@@ -381,11 +278,7 @@ async fn recover(fx: &Fixture, target: Lsn, remap: &BTreeMap<u32, PathBuf>) -> R
 async fn backup_and_restore_a_real_cluster() {
     let fx = Fixture::new();
     let source = Running::start(&fx.bin, &fx.pgdata);
-    admin(
-        &fx.params,
-        &format!("CREATE TABLESPACE ts LOCATION '{}'", fx.ts.display()),
-    )
-    .await;
+    admin(&fx.params, &format!("CREATE TABLESPACE ts LOCATION '{}'", fx.ts.display())).await;
     admin(
         &fx.params,
         "CREATE TABLE t AS SELECT generate_series(1, 1000) AS i; \
@@ -395,66 +288,33 @@ async fn backup_and_restore_a_real_cluster() {
     .await;
     let server = ok(connect(&fx.params, "walvault-test").await);
     assert!(server.version_num >= 150_000, "{}", server.version_num);
-    assert_eq!(
-        ok(fs::canonicalize(&server.data_directory)),
-        ok(fs::canonicalize(&fx.pgdata))
-    );
-    assert_eq!(
-        (server.wal_segment_size, server.timeline, server.in_recovery),
-        (16 << 20, 1, false)
-    );
+    assert_eq!(ok(fs::canonicalize(&server.data_directory)), ok(fs::canonicalize(&fx.pgdata)));
+    assert_eq!((server.wal_segment_size, server.timeline, server.in_recovery), (16 << 20, 1, false));
     assert_ne!(server.system_identifier, 0);
     let spaces = ok(server.tablespaces().await);
-    let named: Vec<_> = spaces
-        .iter()
-        .map(|t| (t.name.as_str(), t.location.as_path()))
-        .collect();
+    let named: Vec<_> = spaces.iter().map(|t| (t.name.as_str(), t.location.as_path())).collect();
     assert_eq!(named, [("ts", fx.ts.as_path())]);
     let oid = spaces[0].oid;
 
     let (tars, entries) = take_backup(&fx, &server, oid).await;
-    admin(
-        &fx.params,
-        "INSERT INTO t SELECT generate_series(1501, 1600)",
-    )
-    .await;
-    let target = ok(parse_lsn(&ok(server
-        .query_one_string("SELECT pg_current_wal_lsn()::text")
-        .await)));
+    admin(&fx.params, "INSERT INTO t SELECT generate_series(1501, 1600)").await;
+    let target = ok(parse_lsn(&ok(server.query_one_string("SELECT pg_current_wal_lsn()::text").await)));
     let end = ok(server.switch_wal().await);
     wait_archived(&server, end).await;
     drop(server);
     drop(source);
 
     let location = fx.ts.display().to_string();
-    let manifest = Manifest::new(
-        entries,
-        vec![ManifestTablespace {
-            oid,
-            name: "ts".into(),
-            location,
-        }],
-    );
+    let manifest = Manifest::new(entries, vec![ManifestTablespace { oid, name: "ts".into(), location }]);
     ok(manifest.validate());
     let remap = BTreeMap::from([(oid, fx.ts_new.clone())]);
     extract_and_verify(&fx, &tars, &manifest, &remap, oid);
     let _copy = recover(&fx, target, &remap).await;
     assert_eq!(count(&fx.params, "t").await, "1600");
     assert_eq!(count(&fx.params, "t2").await, "100");
-    assert_eq!(
-        count(&fx.params, "u").await,
-        "0",
-        "unlogged tables come back empty"
-    );
+    assert_eq!(count(&fx.params, "u").await, "0", "unlogged tables come back empty");
     let sock = fx.root.to_string_lossy();
-    let check = run(
-        &fx.bin.join("pg_amcheck"),
-        &["-h", &sock, "-U", "postgres", "--install-missing", "--all"],
-    );
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let check = run(&fx.bin.join("pg_amcheck"), &["-h", &sock, "-U", "postgres", "--install-missing", "--all"]);
+    let out = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
     assert!(check.status.success(), "pg_amcheck: {out}");
 }

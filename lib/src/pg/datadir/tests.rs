@@ -67,8 +67,7 @@ fn fake_cluster() -> tempfile::TempDir {
         touch(&d, f, 10);
     }
     touch(tmp.path(), "stat_elsewhere/global.stat", 5);
-    symlink(tmp.path().join("stat_elsewhere"), d.join("pg_stat_tmp"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    symlink(tmp.path().join("stat_elsewhere"), d.join("pg_stat_tmp")).unwrap_or_else(|e| panic!("{e}"));
     symlink("/etc/hostname", d.join("postgresql.conf")).unwrap_or_else(|e| panic!("{e}"));
     let ts = tmp.path().join("ts");
     touch(&ts, &format!("{VERSION_DIR}/5/16390"), 8192);
@@ -128,18 +127,9 @@ fn walk_applies_postgresql_exclusions() {
     assert_eq!(paths(&files), want);
     let by = |p: &str| files.iter().find(|f| f.rel_path == p).cloned();
     let link = by("pg_tblspc/16384").map(|f| f.kind);
-    assert_eq!(
-        link,
-        Some(FileKind::Symlink(
-            tmp.path().join("ts").display().to_string()
-        ))
-    );
+    assert_eq!(link, Some(FileKind::Symlink(tmp.path().join("ts").display().to_string())));
     let stat = by("pg_stat_tmp").map(|f| (f.kind, f.mode));
-    assert_eq!(
-        stat,
-        Some((FileKind::Dir, 0o700)),
-        "a symlinked excluded dir is stored as a dir"
-    );
+    assert_eq!(stat, Some((FileKind::Dir, 0o700)), "a symlinked excluded dir is stored as a dir");
     let rel = by("pg_tblspc/16384/PG_15_202209061/5/16390").map(|f| (f.size, f.abs_path));
     let abs = tmp.path().join("ts").join(VERSION_DIR).join("5/16390");
     assert_eq!(rel, Some((8192, abs)));
@@ -149,10 +139,7 @@ fn walk_applies_postgresql_exclusions() {
 fn walk_without_version_dir_stores_whole_tablespace() {
     let tmp = fake_cluster();
     let files = walk(&tmp.path().join("data"), None).unwrap_or_else(|e| panic!("{e}"));
-    let ts: Vec<&str> = paths(&files)
-        .into_iter()
-        .filter(|p| p.starts_with("pg_tblspc/16384/"))
-        .collect();
+    let ts: Vec<&str> = paths(&files).into_iter().filter(|p| p.starts_with("pg_tblspc/16384/")).collect();
     assert_eq!(
         ts,
         [
@@ -170,40 +157,17 @@ fn walk_without_version_dir_stores_whole_tablespace() {
 fn walk_refuses_a_missing_pgdata_naming_it() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let missing = tmp.path().join("nope");
-    let err = walk(&missing, None)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert_eq!(
-        err,
-        format!(
-            "{}: No such file or directory (os error 2)",
-            missing.display()
-        )
-    );
+    let err = walk(&missing, None).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(err, format!("{}: No such file or directory (os error 2)", missing.display()));
 }
 
 #[test]
 fn relation_names() {
     assert_eq!(parse_relation_file("16384"), Some(("16384", None)));
-    assert_eq!(
-        parse_relation_file("16384_init"),
-        Some(("16384", Some("init")))
-    );
-    assert_eq!(
-        parse_relation_file("16384_vm.3"),
-        Some(("16384", Some("vm")))
-    );
+    assert_eq!(parse_relation_file("16384_init"), Some(("16384", Some("init"))));
+    assert_eq!(parse_relation_file("16384_vm.3"), Some(("16384", Some("vm"))));
     assert_eq!(parse_relation_file("16384.12"), Some(("16384", None)));
-    for bad in [
-        "",
-        "x1",
-        "16384_main",
-        "16384.",
-        "16384.a",
-        "12345678901",
-        "pg_filenode.map",
-    ] {
+    for bad in ["", "x1", "16384_main", "16384.", "16384.a", "12345678901", "pg_filenode.map"] {
         assert_eq!(parse_relation_file(bad), None, "{bad}");
     }
     for temp in ["t3_16400", "t3_16400_fsm", "t12_1.4", "t1_2_init.1"] {
@@ -215,14 +179,7 @@ fn relation_names() {
 }
 
 fn df(path: &str, kind: FileKind, size: u64) -> DataFile {
-    DataFile {
-        rel_path: path.into(),
-        abs_path: path.into(),
-        kind,
-        size,
-        mode: 0o600,
-        mtime: 0,
-    }
+    DataFile { rel_path: path.into(), abs_path: path.into(), kind, size, mode: 0o600, mtime: 0 }
 }
 
 #[test]
@@ -239,16 +196,7 @@ fn split_parts_bounds_bytes_and_isolates_big_files() {
     ];
     let parts = split_parts(files, 100);
     let names: Vec<Vec<&str>> = parts.iter().map(|p| paths(p)).collect();
-    assert_eq!(
-        names,
-        vec![
-            vec!["a", "a/1", "a/2"],
-            vec!["a/3"],
-            vec!["big"],
-            vec!["c", "c/1"],
-            vec!["d"]
-        ]
-    );
+    assert_eq!(names, vec![vec!["a", "a/1", "a/2"], vec!["a/3"], vec!["big"], vec!["c", "c/1"], vec!["d"]]);
     assert!(split_parts(Vec::new(), 100).is_empty());
 }
 
@@ -257,8 +205,7 @@ fn walk_follows_a_symlinked_pgdata() {
     let tmp = fake_cluster();
     let link = tmp.path().join("data-link");
     symlink(tmp.path().join("data"), &link).unwrap_or_else(|e| panic!("{e}"));
-    let direct =
-        walk(&tmp.path().join("data"), Some(VERSION_DIR)).unwrap_or_else(|e| panic!("{e}"));
+    let direct = walk(&tmp.path().join("data"), Some(VERSION_DIR)).unwrap_or_else(|e| panic!("{e}"));
     let linked = walk(&link, Some(VERSION_DIR)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(paths(&direct), paths(&linked));
 }
