@@ -1,9 +1,12 @@
 //! Operations: the one place where WAL parsing, layout, codec and storage meet. Each binary
 //! calls one function here.
 
+pub mod base_backup;
+pub mod catalog;
 pub mod decrypt;
 pub mod identity;
 pub mod objects;
+pub mod pitr_prepare;
 pub mod wal_fetch;
 pub mod wal_index;
 pub mod wal_push;

@@ -155,6 +155,34 @@ impl WalIndex {
         Ok(self.lookup(repo, name))
     }
 
+    /// List every day partition (each once, open days again) and return every WAL name
+    /// with its object key.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn load_everything(&mut self, repo: &Repo) -> Result<BTreeMap<String, String>> {
+        let now = Utc::now();
+        self.discover_days(repo, now).await?;
+        for day in self.unlisted_days_in_search_order() {
+            self.list_day(repo, day, now).await?;
+        }
+        for day in self.open_days(now) {
+            self.list_day(repo, day, now).await?;
+        }
+        let mut out = BTreeMap::new();
+        for (day, listing) in &self.data.days {
+            for (name, ext) in &listing.files {
+                out.insert(name.clone(), repo.layout.wal_key(*day, name, ext));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Move the cache to another directory (pitr-prepare hands its listing to wal-fetch).
+    pub fn relocate(&mut self, cache_dir: &Path, repo: &Repo) {
+        self.path = Some(cache_dir.join(cache_file_name(&repo.url, repo.layout.env())));
+    }
+
     /// List `wal/<env>/` by delimiter, three levels deep, to learn which days exist.
     async fn discover_days(&mut self, repo: &Repo, now: DateTime<Utc>) -> Result<()> {
         let mut prefixes = vec![repo.layout.wal_root()];

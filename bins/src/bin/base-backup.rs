@@ -1,0 +1,78 @@
+//! base-backup: an online physical backup of a running cluster into the repository.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use walvault::ops::base_backup::{BackupOptions, DEFAULT_PART_SIZE};
+use walvault::pg::backup_api::ConnParams;
+
+#[path = "../common.rs"]
+mod common;
+
+/// Take an online, consistent physical backup (non-exclusive backup API, PGDATA read
+/// locally, compressed and encrypted tar parts, manifest). Complete only once the WAL that
+/// makes it consistent is archived; then `latest.json` points at it.
+#[derive(Parser)]
+#[command(version, after_help = "Examples:\n  PGHOST=/var/run/postgresql PGDATA=/var/lib/postgresql/data base-backup\n  base-backup --host /tmp --port 5433 --pgdata /srv/pg --json")]
+struct Cli {
+    /// Server host or socket directory (PGHOST)
+    #[arg(long)]
+    host: Option<String>,
+    /// Server port (PGPORT)
+    #[arg(long)]
+    port: Option<u16>,
+    /// User name (PGUSER)
+    #[arg(long)]
+    user: Option<String>,
+    /// Database to connect to (PGDATABASE)
+    #[arg(long)]
+    dbname: Option<String>,
+    /// Data directory of the server, read locally (PGDATA; default: the server's data_directory)
+    #[arg(long, env = "PGDATA")]
+    pgdata: Option<PathBuf>,
+    /// File bytes per tar part before compression
+    #[arg(long, default_value_t = DEFAULT_PART_SIZE)]
+    part_size: u64,
+    /// Parts compressed and uploaded at once
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Seconds to wait for the WAL that makes the backup consistent to be archived
+    #[arg(long, default_value_t = 600)]
+    archive_timeout: u64,
+    /// Where parts are spooled before upload (default: $TMPDIR)
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    #[command(flatten)]
+    common: common::Common,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let run = || -> Result<(), walvault::Error> {
+        let config = cli.common.load("base-backup")?;
+        let conn = ConnParams::from_env_and_flags(cli.host.clone(), cli.port, cli.user.clone(), cli.dbname.clone())?;
+        let opts = BackupOptions {
+            conn,
+            pgdata: cli.pgdata.clone(),
+            part_size: cli.part_size,
+            jobs: cli.jobs,
+            archive_timeout: Duration::from_secs(cli.archive_timeout),
+            spool_dir: cli.spool_dir.clone(),
+            cluster: config.cluster.clone(),
+            progress: common::progress_bar(),
+        };
+        common::runtime()?.block_on(async {
+            let repo = walvault::ops::Repo::open(&config).await?;
+            let meta = walvault::ops::base_backup::base_backup(&repo, &opts).await?;
+            if cli.common.json {
+                common::print_json(&meta);
+            }
+            Ok(())
+        })
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => common::fail("base-backup", &e, e.exit_code().code()),
+    }
+}

@@ -1,0 +1,131 @@
+//! pitr-prepare: restore a base backup into an empty PGDATA and configure recovery.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Parser, ValueEnum};
+use walvault::ops::pitr_prepare::{PrepareOptions, parse_time};
+use walvault::pg::recovery::{RecoveryTarget, TargetAction};
+
+#[path = "../common.rs"]
+mod common;
+
+/// Lay a base backup into an empty data directory and configure recovery to a target.
+///
+/// Before anything is written it checks the backup, the key, and that the archive holds every
+/// WAL file from the backup's start to the target. Then start the server with the printed
+/// command; it replays WAL through wal-fetch up to the target.
+#[derive(Parser)]
+#[command(version, group(ArgGroup::new("target").args(["target_time", "target_lsn", "target_xid", "target_name", "latest", "immediate"])),
+    after_help = "Examples:\n  pitr-prepare --pgdata /var/lib/postgresql/data --target-time '2024-01-15 10:30:00'\n  pitr-prepare --pgdata /srv/restore --latest --backup mykadoo_production_20240115_020000\n  pitr-prepare --pgdata /srv/restore --target-lsn 0/3000060 --target-action pause")]
+struct Cli {
+    /// Data directory to restore into (must be empty unless --force)
+    #[arg(long, env = "PGDATA")]
+    pgdata: PathBuf,
+    /// Recover to this time (PostgreSQL's recovery_target_time forms; no zone = UTC)
+    #[arg(long)]
+    target_time: Option<String>,
+    /// Recover to this LSN (e.g. 0/3000060)
+    #[arg(long)]
+    target_lsn: Option<String>,
+    /// Recover to this transaction id
+    #[arg(long)]
+    target_xid: Option<u64>,
+    /// Recover to this restore point (pg_create_restore_point)
+    #[arg(long)]
+    target_name: Option<String>,
+    /// Replay every archived WAL file (the default)
+    #[arg(long)]
+    latest: bool,
+    /// Stop as soon as the backup is consistent
+    #[arg(long)]
+    immediate: bool,
+    /// Backup name, or latest (default: the newest that finished before the target)
+    #[arg(long)]
+    backup: Option<String>,
+    /// What the server does at the target
+    #[arg(long, value_enum, default_value = "promote")]
+    target_action: Action,
+    /// Delete the contents of a non-empty PGDATA first
+    #[arg(long)]
+    force: bool,
+    /// Restore tablespace OID into DIR instead of its original location (repeatable)
+    #[arg(long, value_name = "OID=DIR")]
+    tablespace_map: Vec<String>,
+    /// Parts restored at once
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    #[command(flatten)]
+    common: common::Common,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Action {
+    Promote,
+    Pause,
+    Shutdown,
+}
+
+fn target(cli: &Cli) -> Result<RecoveryTarget, walvault::Error> {
+    Ok(if let Some(t) = &cli.target_time {
+        RecoveryTarget::Time(parse_time(t)?)
+    } else if let Some(l) = &cli.target_lsn {
+        RecoveryTarget::Lsn(l.parse().map_err(|e| walvault::Error::config("--target-lsn", e))?)
+    } else if let Some(x) = cli.target_xid {
+        RecoveryTarget::Xid(x)
+    } else if let Some(n) = &cli.target_name {
+        RecoveryTarget::Name(n.clone())
+    } else if cli.immediate {
+        RecoveryTarget::Immediate
+    } else {
+        RecoveryTarget::Latest
+    })
+}
+
+fn tablespace_map(items: &[String]) -> Result<BTreeMap<u32, PathBuf>, walvault::Error> {
+    items
+        .iter()
+        .map(|item| {
+            let bad = || walvault::Error::config("--tablespace-map", format!("{item:?} is not OID=DIR"));
+            let (oid, dir) = item.split_once('=').ok_or_else(bad)?;
+            Ok((oid.parse().map_err(|_| bad())?, PathBuf::from(dir)))
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let run = || -> Result<(), walvault::Error> {
+        let config = cli.common.load("pitr-prepare")?;
+        let opts = PrepareOptions {
+            pgdata: std::path::absolute(&cli.pgdata).map_err(|e| walvault::Error::io(&cli.pgdata, e))?,
+            target: target(&cli)?,
+            backup: cli.backup.clone(),
+            action: match cli.target_action {
+                Action::Promote => TargetAction::Promote,
+                Action::Pause => TargetAction::Pause,
+                Action::Shutdown => TargetAction::Shutdown,
+            },
+            force: cli.force,
+            tablespace_map: tablespace_map(&cli.tablespace_map)?,
+            restore_command: common::restore_command(&config),
+            cache_dir: config.cache_dir.clone(),
+            jobs: cli.jobs,
+        };
+        common::runtime()?.block_on(async {
+            let repo = walvault::ops::Repo::open(&config).await?;
+            let out = walvault::ops::pitr_prepare::pitr_prepare(&repo, &opts).await?;
+            if cli.common.json {
+                common::print_json(&out);
+            } else {
+                tracing::info!("restored {} ({} files, {} bytes) in {:.1} s; WAL reaches {}", out.backup, out.files, out.bytes, out.seconds, out.wal.last_lsn);
+                tracing::info!("next: {}", out.next_command);
+            }
+            Ok(())
+        })
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => common::fail("pitr-prepare", &e, e.exit_code().code()),
+    }
+}

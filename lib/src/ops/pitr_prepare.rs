@@ -1,0 +1,311 @@
+//! `pitr-prepare`: lay a base backup into an empty PGDATA and configure recovery to a target
+//! (SPEC section 8). Everything is checked before anything is written: the backup, the WAL
+//! chain from its start to the target (and the timeline history on the way), the key, the
+//! data directory. Then the parts are extracted and verified against the manifest, and
+//! `recovery.signal` plus the recovery settings are written.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use tokio_util::io::SyncIoBridge;
+
+use super::catalog::{self, BackupMetadata, ChainEnd, WalArchive};
+use super::wal_index::WalIndex;
+use super::{Repo, blocking};
+use crate::codec;
+use crate::error::IoContext;
+use crate::manifest::Manifest;
+use crate::pg::recovery::{self, RecoverySettings, RecoveryTarget, TargetAction};
+use crate::{Error, Result, tarball};
+
+/// What to restore and how.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    pub pgdata: PathBuf,
+    pub target: RecoveryTarget,
+    /// A backup name, or `None`/`latest` to pick the newest that fits the target.
+    pub backup: Option<String>,
+    pub action: TargetAction,
+    /// Empty a non-empty PGDATA first.
+    pub force: bool,
+    /// Tablespace oid → new location.
+    pub tablespace_map: BTreeMap<u32, PathBuf>,
+    /// The restore_command to write (without secrets).
+    pub restore_command: String,
+    /// Where wal-fetch will keep its listing cache (the listing made here is handed over).
+    pub cache_dir: Option<PathBuf>,
+    /// Parts restored at once.
+    pub jobs: usize,
+}
+
+/// What pitr-prepare did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PrepareOutcome {
+    pub backup: String,
+    pub backup_stop_time: DateTime<Utc>,
+    pub pgdata: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub wal: ChainEnd,
+    pub next_command: String,
+}
+
+/// Check everything, restore the backup and write the recovery settings.
+///
+/// # Errors
+/// [`Error::NotFound`] for no suitable backup, [`Error::Refused`] for a target the archive
+/// cannot reach (with what is missing and the newest reachable point) or a non-empty data
+/// directory, key and corruption errors from the manifest and parts.
+pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareOutcome> {
+    let began = Instant::now();
+    check_pgdata(&opts.pgdata, opts.force)?;
+    let backup = choose_backup(repo, opts).await?;
+    let mut index = WalIndex::load(None, repo);
+    let archive = WalArchive::load(repo, &mut index, backup.wal_segment_size).await?;
+    let wal = check_wal(repo, &archive, &backup, &opts.target).await?;
+    let manifest = load_manifest(repo, &backup).await?;
+    tracing::info!("restoring {} ({} files, {} bytes) into {}", backup.name, manifest.files.len(), backup.bytes, opts.pgdata.display());
+
+    prepare_dir(&opts.pgdata, opts.force)?;
+    let (files, bytes) = extract_parts(repo, &backup, &manifest, opts).await?;
+    if !opts.tablespace_map.is_empty() {
+        remap_tablespace_map(&opts.pgdata, &opts.tablespace_map)?;
+    }
+    let settings = RecoverySettings {
+        restore_command: opts.restore_command.clone(),
+        target: opts.target.clone(),
+        action: opts.action,
+        timeline: Some("latest".to_string()),
+    };
+    recovery::write_recovery(&opts.pgdata, &settings)?;
+    chown_like_parent(&opts.pgdata)?;
+    hand_over_listing(repo, index, &backup, opts);
+
+    let next_command = format!("pg_ctl -D {} start", opts.pgdata.display());
+    Ok(PrepareOutcome {
+        backup: backup.name.clone(),
+        backup_stop_time: backup.stop_time,
+        pgdata: opts.pgdata.display().to_string(),
+        files,
+        bytes,
+        seconds: began.elapsed().as_secs_f64(),
+        wal,
+        next_command,
+    })
+}
+
+/// PGDATA must be absent or empty (or `--force`), and never hold a running server.
+fn check_pgdata(pgdata: &Path, force: bool) -> Result<()> {
+    if pgdata.join("postmaster.pid").exists() {
+        return Err(Error::Refused(format!(
+            "{} holds postmaster.pid: stop the server first (pg_ctl -D {} stop)",
+            pgdata.display(),
+            pgdata.display()
+        )));
+    }
+    let non_empty = std::fs::read_dir(pgdata).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if non_empty && !force {
+        return Err(Error::Refused(format!(
+            "{} is not empty: refusing to overwrite it\nHINT: restore into an empty directory, or add --force to delete its contents first",
+            pgdata.display()
+        )));
+    }
+    Ok(())
+}
+
+fn prepare_dir(pgdata: &Path, force: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if force && pgdata.is_dir() {
+        for entry in std::fs::read_dir(pgdata).with_path(pgdata)? {
+            let path = entry.with_path(pgdata)?.path();
+            let removed = if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.with_path(&path)?;
+        }
+    }
+    std::fs::create_dir_all(pgdata).with_path(pgdata)?;
+    std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700)).with_path(pgdata)
+}
+
+/// The named backup, or the newest that finished before the target.
+async fn choose_backup(repo: &Repo, opts: &PrepareOptions) -> Result<BackupMetadata> {
+    if let Some(name) = opts.backup.as_deref().filter(|n| *n != "latest" && !n.starts_with("latest.")) {
+        return catalog::backup(repo, name).await;
+    }
+    let all = catalog::backups(repo).await?;
+    let fits = |b: &BackupMetadata| match &opts.target {
+        RecoveryTarget::Time(t) => b.stop_time <= t.with_timezone(&Utc),
+        RecoveryTarget::Lsn(l) => b.stop_lsn <= *l,
+        _ => true,
+    };
+    if let Some(b) = all.iter().rev().find(|b| fits(b)) {
+        return Ok(b.clone());
+    }
+    match all.first() {
+        None => Err(Error::not_found(format!("a complete backup in {} ({})", repo.url, repo.layout.database_root()))),
+        Some(oldest) => Err(Error::Refused(format!(
+            "no backup finished before the target: the earliest restorable point is {} (backup {}, {})",
+            oldest.stop_time.format("%Y-%m-%d %H:%M:%S UTC"),
+            oldest.name,
+            oldest.stop_lsn
+        ))),
+    }
+}
+
+/// The archive must hold every WAL file from the backup's start to the target.
+async fn check_wal(repo: &Repo, archive: &WalArchive, b: &BackupMetadata, target: &RecoveryTarget) -> Result<ChainEnd> {
+    let seg = b.wal_segment_size;
+    let target_tli = archive.newest_timeline_from(repo, b.timeline).await?;
+    let history = archive.history(repo, target_tli).await?;
+    let mut end = archive.chain(b.timeline, b.start_lsn.segment_number(seg), target_tli, &history);
+    if let Some(key) = archive.files.get(&end.last_segment) {
+        end.last_archived_at = repo.storage.head(key).await?.and_then(|m| m.last_modified);
+    }
+    let newest = match end.last_archived_at {
+        Some(t) => format!("{} (segment {}, archived {})", end.last_lsn, end.last_segment, t.format("%Y-%m-%d %H:%M:%S UTC")),
+        None => format!("{} (segment {})", end.last_lsn, end.last_segment),
+    };
+    let missing = end.gap.clone().unwrap_or_else(|| "the next segment (not archived yet)".to_string());
+    let refuse = |what: String| {
+        Error::Refused(format!("{what}: missing {missing}; the newest point the archive reaches is {newest}"))
+    };
+    if end.last_lsn < b.stop_lsn {
+        return Err(refuse(format!("the archive cannot make backup {} consistent (it needs WAL up to {})", b.name, b.stop_lsn)));
+    }
+    match target {
+        RecoveryTarget::Lsn(l) if *l > end.last_lsn => Err(refuse(format!("target LSN {l} is beyond the archive"))),
+        RecoveryTarget::Time(t) if end.last_archived_at.is_some_and(|a| t.with_timezone(&Utc) > a) => {
+            Err(refuse(format!("target time {} is beyond the archive", t.to_rfc3339())))
+        }
+        _ => {
+            if let Some(gap) = &end.gap {
+                tracing::warn!("the archive has a gap at {gap}: recovery can go no further than {newest}");
+            }
+            Ok(end)
+        }
+    }
+}
+
+async fn load_manifest(repo: &Repo, b: &BackupMetadata) -> Result<Manifest> {
+    let body = repo.storage.get_bytes(&b.manifest_key).await?;
+    let object = repo.storage.describe(&b.manifest_key);
+    let keyring = repo.keyring.clone();
+    let obj = object.clone();
+    let json = blocking(move || {
+        let mut out = Vec::new();
+        codec::decode_to(body.as_ref(), &keyring, &obj, false, &mut out, "memory")?;
+        Ok(out)
+    })
+    .await?;
+    let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::corrupt(&object, e))?;
+    manifest.validate().map_err(|e| Error::corrupt(&object, e))?;
+    Ok(manifest)
+}
+
+async fn extract_parts(repo: &Repo, b: &BackupMetadata, manifest: &Manifest, opts: &PrepareOptions) -> Result<(u64, u64)> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let results: Vec<(u32, tarball::ExtractStats)> = futures_util::stream::iter(b.parts.clone())
+        .map(|part| async move {
+            let reader = repo.storage.get(&part.key).await?;
+            let bridge = SyncIoBridge::new(reader);
+            let (object, keyring) = (repo.storage.describe(&part.key), repo.keyring.clone());
+            let (manifest, pgdata, remap) = (manifest.clone(), opts.pgdata.clone(), opts.tablespace_map.clone());
+            let stats = blocking(move || {
+                let input = std::io::BufReader::with_capacity(1 << 20, bridge);
+                let (_, body) = codec::decoder(input, &keyring, &object, false)?;
+                tarball::extract_tar(body, &pgdata, &manifest, &remap).map_err(|e| match e {
+                    Error::Io { path, source } if path == object => codec::error_from_io(source, &object),
+                    other => other,
+                })
+            })
+            .await?;
+            tracing::info!("part {}: {} files, {} bytes", part.index, stats.files, stats.bytes);
+            Ok::<_, Error>((part.index, stats))
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .try_collect()
+        .await?;
+    let mut files = 0;
+    let mut bytes = 0;
+    for (index, stats) in &results {
+        let extracted: HashSet<String> = stats.paths.iter().cloned().collect();
+        if let Some(missing) = manifest.missing(*index, &extracted).first() {
+            return Err(Error::corrupt(
+                repo.storage.describe(&b.parts[*index as usize].key),
+                format!("{} is in the manifest but not in the part", missing.path),
+            ));
+        }
+        files += stats.files;
+        bytes += stats.bytes;
+    }
+    Ok((files, bytes))
+}
+
+fn remap_tablespace_map(pgdata: &Path, remap: &BTreeMap<u32, PathBuf>) -> Result<()> {
+    let path = pgdata.join("tablespace_map");
+    let text = std::fs::read_to_string(&path).with_path(&path)?;
+    let rewritten = recovery::rewrite_tablespace_map(&text, remap)?;
+    crate::fsutil::write_atomic(&path, rewritten.as_bytes(), true)
+}
+
+/// When run as root, give the restored files to the owner of PGDATA's parent directory
+/// (the postgres user in a restore Job), as PostgreSQL refuses a data directory it does
+/// not own.
+fn chown_like_parent(pgdata: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    let parent = pgdata.parent().unwrap_or(Path::new("/"));
+    let owner = std::fs::metadata(parent).with_path(parent)?;
+    if me != 0 || owner.uid() == 0 {
+        return Ok(());
+    }
+    chown_tree(pgdata, owner.uid(), owner.gid())
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).with_path(path)?;
+    let meta = std::fs::symlink_metadata(path).with_path(path)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).with_path(path)? {
+            chown_tree(&entry.with_path(path)?.path(), uid, gid)?;
+        }
+    } else if meta.file_type().is_symlink() {
+        // Tablespace links: their targets are restored directories to chown as well.
+        if let Ok(target) = std::fs::canonicalize(path) {
+            if target.is_dir() {
+                chown_tree(&target, uid, gid)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Save the archive listing where wal-fetch will look, starting at the backup's day.
+fn hand_over_listing(repo: &Repo, mut index: WalIndex, b: &BackupMetadata, opts: &PrepareOptions) {
+    let dir = opts.cache_dir.clone().or_else(|| super::wal_index::default_cache_dir(&opts.pgdata));
+    if let Some(dir) = dir {
+        index.relocate(&dir, repo);
+        index.set_hint_day(b.start_time.date_naive());
+        index.save();
+        // wal-fetch runs as the owner of PGDATA: the cache must be theirs too.
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(owner) = std::fs::metadata(&opts.pgdata) {
+            let top = dir.parent().filter(|p| p.ends_with(".walvault-cache")).unwrap_or(&dir);
+            let _ = chown_tree(top, owner.uid(), owner.gid());
+        }
+    }
+}
+
+/// Parse a `--target-time` value; see [`recovery::parse_target_time`].
+///
+/// # Errors
+/// [`Error::Config`] naming `--target-time` and the accepted forms.
+pub fn parse_time(s: &str) -> Result<DateTime<FixedOffset>> {
+    recovery::parse_target_time(s)
+}
