@@ -150,7 +150,12 @@ pub fn restore_command(config: &Config) -> String {
         .and_then(|p| p.parent().map(|d| d.join("wal-fetch")))
         .filter(|p| p.is_file())
         .map_or_else(|| "wal-fetch".to_string(), |p| p.display().to_string());
-    let mut cmd = format!("{} --repo {} --env {}", shell_quote(&fetch), shell_quote(&config.repo.to_string()), shell_quote(&config.env));
+    let mut cmd = format!(
+        "{} --repo {} --env {}",
+        shell_quote(&fetch),
+        shell_quote(&config.repo.to_string()),
+        shell_quote(&config.env)
+    );
     if let Some(file) = &config.config_file {
         cmd.push_str(&format!(" --config {}", shell_quote(&file.display().to_string())));
     }

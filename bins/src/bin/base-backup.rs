@@ -14,7 +14,10 @@ mod common;
 /// locally, compressed and encrypted tar parts, manifest). Complete only once the WAL that
 /// makes it consistent is archived; then `latest.json` points at it.
 #[derive(Parser)]
-#[command(version, after_help = "Examples:\n  PGHOST=/var/run/postgresql PGDATA=/var/lib/postgresql/data base-backup\n  base-backup --host /tmp --port 5433 --pgdata /srv/pg --json")]
+#[command(
+    version,
+    after_help = "Examples:\n  PGHOST=/var/run/postgresql PGDATA=/var/lib/postgresql/data base-backup\n  base-backup --host /tmp --port 5433 --pgdata /srv/pg --json"
+)]
 struct Cli {
     /// Server host or socket directory (PGHOST)
     #[arg(long)]

@@ -118,7 +118,14 @@ fn main() -> ExitCode {
             if cli.common.json {
                 common::print_json(&out);
             } else {
-                tracing::info!("restored {} ({} files, {} bytes) in {:.1} s; WAL reaches {}", out.backup, out.files, out.bytes, out.seconds, out.wal.last_lsn);
+                tracing::info!(
+                    "restored {} ({} files, {} bytes) in {:.1} s; WAL reaches {}",
+                    out.backup,
+                    out.files,
+                    out.bytes,
+                    out.seconds,
+                    out.wal.last_lsn
+                );
                 tracing::info!("next: {}", out.next_command);
             }
             Ok(())

@@ -12,7 +12,7 @@ mod common;
 #[derive(Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  walvault decrypt wal/production/2024/01/15/000000010000000000000003.zst.enc > seg\n  walvault decrypt - < downloaded.zst.enc > plain"
+    after_help = "Examples:\n  walvault list\n  walvault decrypt wal/production/2024/01/15/000000010000000000000003.zst.enc > seg\n  walvault decrypt - < downloaded.zst.enc > plain"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -23,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Backups and the recoverable window per timeline (table, or --json)
+    #[command(alias = "info")]
+    List,
     /// Write the plaintext of a repository object (a key, a local file, or - for stdin) to stdout
     Decrypt {
         /// Object key in the repository, a path to a local object file, or -
@@ -51,6 +54,14 @@ fn main() -> ExitCode {
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;
             match &cli.command {
+                Command::List => {
+                    let listing = walvault::ops::list::list(&repo).await?;
+                    if cli.common.json {
+                        common::print_json(&listing);
+                    } else {
+                        print!("{}", walvault::ops::list::render(&listing));
+                    }
+                }
                 Command::Decrypt { object } => {
                     let source = match object.as_str() {
                         "-" => Source::Stdin,

@@ -21,6 +21,8 @@ pub fn bin(name: &str) -> PathBuf {
         "wal-push" => PathBuf::from(env!("CARGO_BIN_EXE_wal-push")),
         "wal-fetch" => PathBuf::from(env!("CARGO_BIN_EXE_wal-fetch")),
         "walvault" => PathBuf::from(env!("CARGO_BIN_EXE_walvault")),
+        "base-backup" => PathBuf::from(env!("CARGO_BIN_EXE_base-backup")),
+        "pitr-prepare" => PathBuf::from(env!("CARGO_BIN_EXE_pitr-prepare")),
         other => panic!("unknown binary {other}"),
     }
 }
@@ -41,14 +43,23 @@ pub fn shared_tempdir() -> TempDir {
 }
 
 /// A command that runs as the postgres OS user when we are root (PostgreSQL refuses root).
+/// The process itself changes user (no runuser in between), so its PID is the program's.
 pub fn as_postgres(program: impl AsRef<Path>) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(program.as_ref());
     if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program.as_ref());
-        c
-    } else {
-        Command::new(program.as_ref())
+        let (uid, gid) = postgres_ids();
+        c.uid(uid).gid(gid).env("HOME", "/var/lib/postgresql").env("USER", "postgres");
     }
+    c
+}
+
+/// uid and gid of the postgres OS user, from /etc/passwd.
+pub fn postgres_ids() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    let line = passwd.lines().find(|l| l.starts_with("postgres:")).expect("a postgres OS user: install postgresql-15");
+    let fields: Vec<&str> = line.split(':').collect();
+    (fields[2].parse().expect("uid"), fields[3].parse().expect("gid"))
 }
 
 /// A repository for one test: settings as environment variables.
@@ -111,13 +122,24 @@ impl TestRepo {
 
     pub fn command(&self, name: &str) -> Command {
         let mut c = Command::new(bin(name));
+        self.clean_env(&mut c);
+        c
+    }
+
+    /// Run one of our binaries as the postgres OS user (as on a database host).
+    pub fn command_as_postgres(&self, name: &str) -> Command {
+        let mut c = as_postgres(bin(name));
+        self.clean_env(&mut c);
+        c
+    }
+
+    fn clean_env(&self, c: &mut Command) {
         for (k, _) in std::env::vars() {
             if k.starts_with("WALVAULT_") || k == "BACKUP_ENCRYPTION_KEY" || k.starts_with("AWS_") || k == "PGDATA" {
                 c.env_remove(k);
             }
         }
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
-        c
     }
 
     /// Every object of the repository, raw bytes as stored (through `walvault ls` and

@@ -143,7 +143,13 @@ async fn copy_and_finish(
                 if let Some(p) = &opts.progress {
                     p(now, total);
                 }
-                tracing::info!("part {}/{count}: {} files, {} -> {} bytes", i + 1, info.files, info.bytes, info.stored_bytes);
+                tracing::info!(
+                    "part {}/{count}: {} files, {} -> {} bytes",
+                    i + 1,
+                    info.files,
+                    info.bytes,
+                    info.stored_bytes
+                );
                 Ok::<_, Error>((info, entries))
             }
         })
@@ -211,7 +217,13 @@ enum Part {
 }
 
 /// tar → compress → encrypt into a spool file, then upload it streaming from disk.
-async fn upload_part(repo: &Repo, name: &str, index: u32, part: Part, spool: &Path) -> Result<(PartInfo, Vec<ManifestEntry>)> {
+async fn upload_part(
+    repo: &Repo,
+    name: &str,
+    index: u32,
+    part: Part,
+    spool: &Path,
+) -> Result<(PartInfo, Vec<ManifestEntry>)> {
     let key = repo.layout.backup_object(name, &format!("part_{index:05}.tar{}", repo.object_ext()));
     let path = spool.join(format!("part_{index:05}"));
     let (settings, write_key) = (repo.codec, repo.keyring.write_key().cloned());
@@ -249,7 +261,14 @@ async fn upload_part(repo: &Repo, name: &str, index: u32, part: Part, spool: &Pa
 }
 
 /// Wait until every segment from `first` to `last` on `timeline` is in the archive.
-async fn wait_for_archive(repo: &Repo, timeline: u32, first: u64, last: u64, seg: u64, timeout: Duration) -> Result<()> {
+async fn wait_for_archive(
+    repo: &Repo,
+    timeline: u32,
+    first: u64,
+    last: u64,
+    seg: u64,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut index = WalIndex::load(None, repo);
     let mut next = first;

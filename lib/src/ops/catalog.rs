@@ -100,7 +100,9 @@ pub async fn backup(repo: &Repo, name: &str) -> Result<BackupMetadata> {
     }
     let key = repo.layout.backup_metadata_key(name);
     match read_metadata(repo, &key).await {
-        Err(Error::NotFound { .. }) => Err(Error::not_found(format!("backup {name} ({})", repo.storage.describe(&key)))),
+        Err(Error::NotFound { .. }) => {
+            Err(Error::not_found(format!("backup {name} ({})", repo.storage.describe(&key))))
+        }
         other => other,
     }
 }
@@ -201,9 +203,7 @@ impl WalArchive {
         }
         let missing = WalFileName::from_segno(expected_tli(segno), segno, seg).to_string();
         let later_exists = self.files.keys().filter_map(|n| WalFileName::parse(n).ok()).any(|w| {
-            w.is_segment()
-                && (start_tli..=target_tli).contains(&w.tli())
-                && w.segno(seg).is_some_and(|s| s > segno)
+            w.is_segment() && (start_tli..=target_tli).contains(&w.tli()) && w.segno(seg).is_some_and(|s| s > segno)
         });
         let last_segno = last.unwrap_or(start.saturating_sub(1));
         ChainEnd {

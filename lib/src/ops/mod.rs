@@ -5,6 +5,7 @@ pub mod base_backup;
 pub mod catalog;
 pub mod decrypt;
 pub mod identity;
+pub mod list;
 pub mod objects;
 pub mod pitr_prepare;
 pub mod wal_fetch;

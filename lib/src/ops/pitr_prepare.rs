@@ -67,7 +67,13 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     let archive = WalArchive::load(repo, &mut index, backup.wal_segment_size).await?;
     let wal = check_wal(repo, &archive, &backup, &opts.target).await?;
     let manifest = load_manifest(repo, &backup).await?;
-    tracing::info!("restoring {} ({} files, {} bytes) into {}", backup.name, manifest.files.len(), backup.bytes, opts.pgdata.display());
+    tracing::info!(
+        "restoring {} ({} files, {} bytes) into {}",
+        backup.name,
+        manifest.files.len(),
+        backup.bytes,
+        opts.pgdata.display()
+    );
 
     prepare_dir(&opts.pgdata, opts.force)?;
     let (files, bytes) = extract_parts(repo, &backup, &manifest, opts).await?;
@@ -168,7 +174,9 @@ async fn check_wal(repo: &Repo, archive: &WalArchive, b: &BackupMetadata, target
         end.last_archived_at = repo.storage.head(key).await?.and_then(|m| m.last_modified);
     }
     let newest = match end.last_archived_at {
-        Some(t) => format!("{} (segment {}, archived {})", end.last_lsn, end.last_segment, t.format("%Y-%m-%d %H:%M:%S UTC")),
+        Some(t) => {
+            format!("{} (segment {}, archived {})", end.last_lsn, end.last_segment, t.format("%Y-%m-%d %H:%M:%S UTC"))
+        }
         None => format!("{} (segment {})", end.last_lsn, end.last_segment),
     };
     let missing = end.gap.clone().unwrap_or_else(|| "the next segment (not archived yet)".to_string());
@@ -176,19 +184,21 @@ async fn check_wal(repo: &Repo, archive: &WalArchive, b: &BackupMetadata, target
         Error::Refused(format!("{what}: missing {missing}; the newest point the archive reaches is {newest}"))
     };
     if end.last_lsn < b.stop_lsn {
-        return Err(refuse(format!("the archive cannot make backup {} consistent (it needs WAL up to {})", b.name, b.stop_lsn)));
+        return Err(refuse(format!(
+            "the archive cannot make backup {} consistent (it needs WAL up to {})",
+            b.name, b.stop_lsn
+        )));
     }
     match target {
         RecoveryTarget::Lsn(l) if *l > end.last_lsn => Err(refuse(format!("target LSN {l} is beyond the archive"))),
         RecoveryTarget::Time(t) if end.last_archived_at.is_some_and(|a| t.with_timezone(&Utc) > a) => {
             Err(refuse(format!("target time {} is beyond the archive", t.to_rfc3339())))
         }
-        _ => {
-            if let Some(gap) = &end.gap {
-                tracing::warn!("the archive has a gap at {gap}: recovery can go no further than {newest}");
-            }
-            Ok(end)
-        }
+        RecoveryTarget::Latest | RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) if end.gap.is_some() => Err(refuse(
+            "the archive has a gap: recovery would stop there and promote without the transactions after it"
+                .to_string(),
+        )),
+        _ => Ok(end),
     }
 }
 
@@ -208,7 +218,12 @@ async fn load_manifest(repo: &Repo, b: &BackupMetadata) -> Result<Manifest> {
     Ok(manifest)
 }
 
-async fn extract_parts(repo: &Repo, b: &BackupMetadata, manifest: &Manifest, opts: &PrepareOptions) -> Result<(u64, u64)> {
+async fn extract_parts(
+    repo: &Repo,
+    b: &BackupMetadata,
+    manifest: &Manifest,
+    opts: &PrepareOptions,
+) -> Result<(u64, u64)> {
     use futures_util::{StreamExt, TryStreamExt};
     let results: Vec<(u32, tarball::ExtractStats)> = futures_util::stream::iter(b.parts.clone())
         .map(|part| async move {

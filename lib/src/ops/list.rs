@@ -1,0 +1,125 @@
+//! `walvault list`: backups and the recoverable window per timeline.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::Repo;
+use super::catalog::{self, BackupMetadata, WalArchive};
+use super::wal_index::WalIndex;
+use crate::Result;
+use crate::wal::Lsn;
+
+/// What `walvault list` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    pub backups: Vec<BackupMetadata>,
+    pub windows: Vec<Window>,
+}
+
+/// The span one can restore to on a timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    pub timeline: u32,
+    /// The earliest consistent point: the oldest backup's end whose WAL is all there.
+    pub earliest: DateTime<Utc>,
+    pub earliest_backup: String,
+    /// When the last segment of the unbroken chain was archived (the newest point is before it).
+    pub latest: Option<DateTime<Utc>>,
+    pub wal_ends_at: Lsn,
+    pub last_segment: String,
+    /// The first missing WAL file when later ones exist.
+    pub gap: Option<String>,
+}
+
+/// Backups and windows.
+///
+/// # Errors
+/// Storage failures, unreadable metadata or history files.
+pub async fn list(repo: &Repo) -> Result<Listing> {
+    let backups = catalog::backups(repo).await?;
+    let mut windows: Vec<Window> = Vec::new();
+    if let Some(first) = backups.first() {
+        let mut index = WalIndex::load(None, repo);
+        let archive = WalArchive::load(repo, &mut index, first.wal_segment_size).await?;
+        for b in &backups {
+            let tli = archive.newest_timeline_from(repo, b.timeline).await?;
+            let history = archive.history(repo, tli).await?;
+            let mut end = archive.chain(b.timeline, b.start_lsn.segment_number(b.wal_segment_size), tli, &history);
+            if end.last_lsn < b.stop_lsn {
+                continue;
+            }
+            if windows.iter().any(|w| w.timeline == tli) {
+                continue;
+            }
+            if let Some(key) = archive.files.get(&end.last_segment) {
+                end.last_archived_at = repo.storage.head(key).await?.and_then(|m| m.last_modified);
+            }
+            windows.push(Window {
+                timeline: tli,
+                earliest: b.stop_time,
+                earliest_backup: b.name.clone(),
+                latest: end.last_archived_at,
+                wal_ends_at: end.last_lsn,
+                last_segment: end.last_segment,
+                gap: end.gap,
+            });
+        }
+    }
+    Ok(Listing { backups, windows })
+}
+
+/// Bytes in human units: `1.6 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+/// The listing as tables that fit a terminal.
+pub fn render(l: &Listing) -> String {
+    let mut out = String::new();
+    if l.backups.is_empty() {
+        out.push_str("no complete backups\n");
+    } else {
+        out.push_str(&format!(
+            "{:<40} {:<19} {:<19} {:>3} {:>12} {:>12} {:>10} {:>10}\n",
+            "BACKUP", "STARTED (UTC)", "STOPPED (UTC)", "TL", "START LSN", "STOP LSN", "SIZE", "STORED"
+        ));
+        for b in &l.backups {
+            out.push_str(&format!(
+                "{:<40} {:<19} {:<19} {:>3} {:>12} {:>12} {:>10} {:>10}\n",
+                b.name,
+                b.start_time.format("%Y-%m-%d %H:%M:%S"),
+                b.stop_time.format("%Y-%m-%d %H:%M:%S"),
+                b.timeline,
+                b.start_lsn.to_string(),
+                b.stop_lsn.to_string(),
+                human_bytes(b.bytes),
+                human_bytes(b.stored_bytes)
+            ));
+        }
+    }
+    out.push_str("\nRECOVERABLE WINDOW\n");
+    if l.windows.is_empty() {
+        out.push_str("none: no backup has the WAL it needs to be consistent\n");
+    }
+    for w in &l.windows {
+        let latest = w.latest.map_or("?".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+        out.push_str(&format!(
+            "timeline {}: from {} (backup {}) to about {} UTC (WAL to {}, segment {}){}\n",
+            w.timeline,
+            w.earliest.format("%Y-%m-%d %H:%M:%S"),
+            w.earliest_backup,
+            latest,
+            w.wal_ends_at,
+            w.last_segment,
+            w.gap.as_ref().map_or(String::new(), |g| format!("; GAP: {g} is missing"))
+        ));
+    }
+    out
+}
