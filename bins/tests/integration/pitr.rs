@@ -23,7 +23,8 @@ pub(super) fn base_backup(repo: &TestRepo, c: &Cluster, extra: &[&str]) -> Outpu
         .env("PGPORT", c.port.to_string())
         .env("PGUSER", "postgres")
         .env("PGDATA", &c.pgdata)
-        .args(["--json", "--part-size", "4000000"])
+        .arg("--json")
+        .args(if extra.contains(&"--part-size") { &[][..] } else { &["--part-size", "4000000"][..] })
         .args(extra)
         .output()
         .expect("base-backup")
@@ -258,4 +259,124 @@ fn killed_base_backup_leaves_latest_alone() {
     assert_ne!(first["name"], second["name"]);
     let latest: serde_json::Value = serde_json::from_slice(&std::fs::read(&latest_path).expect("read")).expect("json");
     assert_eq!(latest["backup"], second["name"]);
+}
+
+/// One 512-byte ustar header plus data, with any path (the tar crate refuses to write `..`).
+fn raw_tar_entry(path: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..path.len()].copy_from_slice(path.as_bytes());
+    h[100..107].copy_from_slice(b"0000600");
+    h[108..115].copy_from_slice(b"0000000");
+    h[116..123].copy_from_slice(b"0000000");
+    h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+    h[136..147].copy_from_slice(b"00000000000");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+/// A hostile tar entry in a backup part is refused; nothing lands outside PGDATA and the
+/// half-restored PGDATA is emptied again.
+#[test]
+fn hostile_tar_entry_is_refused() {
+    use walvault::codec::{CodecSettings, Compression, Key, encode_to_vec};
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let mut p = primary(&repo);
+    let out = base_backup(&repo, &p, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    p.stop();
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let part_key = meta["parts"][1]["key"].as_str().expect("part key");
+    let root = repo.fs_root.clone().expect("fs");
+    let key = Key::from_material(TEST_KEY.as_bytes(), "test").expect("key");
+    let settings = CodecSettings { compression: Compression::Zstd, level: 1 };
+    for hostile in ["../escaped-by-walvault-test", "/tmp/absolute-by-walvault-test", "base/../../escaped2"] {
+        let mut tar = raw_tar_entry(hostile, b"owned");
+        tar.extend_from_slice(&[0u8; 1024]);
+        let object = encode_to_vec(&tar, &settings, Some(&key), None).expect("encode");
+        std::fs::write(root.join(part_key), object).expect("plant");
+        let (c, out) = prepare(&repo, &["--immediate"]);
+        assert_eq!(out.status.code(), Some(5), "{hostile}: {}", stderr(&out));
+        assert!(stderr(&out).contains(hostile), "names the entry: {}", stderr(&out));
+        assert!(dir_is_empty(&c.pgdata), "PGDATA emptied again");
+        assert!(!c.pgdata.parent().expect("parent").join("escaped-by-walvault-test").exists());
+        assert!(!Path::new("/tmp/absolute-by-walvault-test").exists());
+    }
+}
+
+/// A database with a tablespace and a few hundred MB of pgbench data restores (tablespace
+/// moved with --tablespace-map), has the source's row counts, and passes pg_amcheck.
+#[test]
+fn tablespace_and_pgbench_restore_passes_amcheck() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let mut p = primary(&repo);
+    let ts = p.dir.path().join("ts1");
+    std::fs::create_dir(&ts).expect("mkdir");
+    let (uid, gid) = super::common::postgres_ids();
+    if super::common::is_root() {
+        std::os::unix::fs::chown(&ts, Some(uid), Some(gid)).expect("chown");
+    }
+    p.psql(&format!("CREATE TABLESPACE ts1 LOCATION '{}'", ts.display()));
+    p.psql("CREATE TABLE tst(id int, v text) TABLESPACE ts1");
+    p.psql("INSERT INTO tst SELECT g, md5(g::text) FROM generate_series(1, 100000) g");
+    p.psql("CREATE INDEX tst_id ON tst(id) TABLESPACE ts1");
+    p.pgbench(&["-i", "-s", "20", "-q"]);
+    let oid = p.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'");
+
+    let out = base_backup(&repo, &p, &["--part-size", "67108864"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    p.pgbench(&["-n", "-t", "300", "-c", "2"]);
+    p.psql("INSERT INTO tst SELECT g, 'after' FROM generate_series(100001, 101000) g");
+    let counts = "SELECT (SELECT count(*) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM pgbench_history) || ' ' || (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM tst)";
+    let expected = p.psql(counts);
+    p.switch_and_wait_archived(Duration::from_secs(120));
+    p.stop();
+
+    let dir = shared_tempdir();
+    let moved = dir.path().join("ts1-restored");
+    let pgdata = dir.path().join("pgdata");
+    let started = Instant::now();
+    let out = repo
+        .command("pitr-prepare")
+        .arg("--pgdata")
+        .arg(&pgdata)
+        .args(["--latest", "--tablespace-map", &format!("{oid}={}", moved.display())])
+        .output()
+        .expect("pitr-prepare");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let prepared = started.elapsed();
+    let mut c = Cluster::at(dir, pgdata, repo.env.clone());
+    recover(&mut c, false);
+    let recovered = started.elapsed();
+    assert_eq!(c.psql(counts), expected, "{}", c.log());
+    assert_eq!(
+        c.psql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"),
+        moved.display().to_string()
+    );
+    let amcheck = super::common::as_postgres(super::common::pg_bin().join("pg_amcheck"))
+        .args(["--install-missing", "--all", "--heapallindexed", "-U", "postgres", "-h"])
+        .arg(&c.socket_dir)
+        .args(["-p", &c.port.to_string()])
+        .output()
+        .expect("pg_amcheck");
+    assert!(amcheck.status.success(), "pg_amcheck: {}{}", String::from_utf8_lossy(&amcheck.stdout), stderr(&amcheck));
+    c.stop();
+    let mb = meta["bytes"].as_f64().expect("bytes") / 1e6;
+    let secs = meta["seconds"].as_f64().expect("seconds");
+    eprintln!(
+        "pgbench -s 20 + tablespace: {mb:.0} MB backed up in {secs:.1} s ({:.0} MB/s, stored {:.0} MB); pitr-prepare {:.1} s ({:.0} MB/s); promoted after {:.1} s",
+        mb / secs,
+        meta["stored_bytes"].as_f64().expect("stored") / 1e6,
+        prepared.as_secs_f64(),
+        mb / prepared.as_secs_f64(),
+        recovered.as_secs_f64()
+    );
 }

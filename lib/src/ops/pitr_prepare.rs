@@ -76,17 +76,15 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     );
 
     prepare_dir(&opts.pgdata, opts.force)?;
-    let (files, bytes) = extract_parts(repo, &backup, &manifest, opts).await?;
-    if !opts.tablespace_map.is_empty() {
-        remap_tablespace_map(&opts.pgdata, &opts.tablespace_map)?;
-    }
-    let settings = RecoverySettings {
-        restore_command: opts.restore_command.clone(),
-        target: opts.target.clone(),
-        action: opts.action,
-        timeline: Some("latest".to_string()),
+    let restored = restore_into(repo, &backup, &manifest, opts).await;
+    let (files, bytes) = match restored {
+        Ok(counts) => counts,
+        Err(e) => {
+            // Never leave half a data directory that someone might start.
+            let _ = prepare_dir(&opts.pgdata, true);
+            return Err(e);
+        }
     };
-    recovery::write_recovery(&opts.pgdata, &settings)?;
     chown_like_parent(&opts.pgdata)?;
     hand_over_listing(repo, index, &backup, opts);
 
@@ -101,6 +99,27 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
         wal,
         next_command,
     })
+}
+
+/// Extract every part, move tablespaces, write the recovery settings.
+async fn restore_into(
+    repo: &Repo,
+    backup: &BackupMetadata,
+    manifest: &Manifest,
+    opts: &PrepareOptions,
+) -> Result<(u64, u64)> {
+    let counts = extract_parts(repo, backup, manifest, opts).await?;
+    if !opts.tablespace_map.is_empty() {
+        remap_tablespace_map(&opts.pgdata, &opts.tablespace_map)?;
+    }
+    let settings = RecoverySettings {
+        restore_command: opts.restore_command.clone(),
+        target: opts.target.clone(),
+        action: opts.action,
+        timeline: Some("latest".to_string()),
+    };
+    recovery::write_recovery(&opts.pgdata, &settings)?;
+    Ok(counts)
 }
 
 /// PGDATA must be absent or empty (or `--force`), and never hold a running server.
@@ -224,7 +243,7 @@ async fn extract_parts(
     manifest: &Manifest,
     opts: &PrepareOptions,
 ) -> Result<(u64, u64)> {
-    use futures_util::{StreamExt, TryStreamExt};
+    use futures_util::StreamExt;
     let results: Vec<(u32, tarball::ExtractStats)> = futures_util::stream::iter(b.parts.clone())
         .map(|part| async move {
             let reader = repo.storage.get(&part.key).await?;
@@ -244,8 +263,12 @@ async fn extract_parts(
             Ok::<_, Error>((part.index, stats))
         })
         .buffer_unordered(opts.jobs.max(1))
-        .try_collect()
-        .await?;
+        // Collect every result (not try_collect): a failed part must not leave others still
+        // writing into PGDATA while the caller cleans it up.
+        .collect::<Vec<Result<_>>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     let mut files = 0;
     let mut bytes = 0;
     for (index, stats) in &results {
