@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::Repo;
 use super::wal_index::WalIndex;
-use crate::codec;
 use crate::manifest::ManifestTablespace;
 use crate::wal::timeline::{HistoryEntry, parse_history};
 use crate::wal::{Lsn, WalFileName};
@@ -150,10 +149,8 @@ impl WalArchive {
         let key = self.files.get(&name).ok_or_else(|| {
             Error::not_found(format!("timeline history file {name} in {} (wal/{}/)", repo.url, repo.layout.env()))
         })?;
-        let body = repo.storage.get_bytes(key).await?;
+        let text = repo.read_object(key, false).await?;
         let object = repo.storage.describe(key);
-        let mut text = Vec::new();
-        codec::decode_to(body.as_ref(), &repo.keyring, &object, false, &mut text, "memory")?;
         parse_history(&String::from_utf8_lossy(&text)).map_err(|e| Error::corrupt(object, e))
     }
 

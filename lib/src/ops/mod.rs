@@ -48,6 +48,23 @@ impl Repo {
         })
     }
 
+    /// Download and decode a small object (manifest, history file, a WAL file to compare)
+    /// into memory. `allow_unencrypted` lets a keyed reader compare with an unencrypted object.
+    ///
+    /// # Errors
+    /// Not found, storage, key and corruption errors naming the object.
+    pub async fn read_object(&self, key: &str, allow_unencrypted: bool) -> Result<Vec<u8>> {
+        let body = self.storage.get_bytes(key).await?;
+        let object = self.storage.describe(key);
+        let keyring = self.keyring.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            crate::codec::decode_to(body.as_ref(), &keyring, &object, allow_unencrypted, &mut out, "memory")?;
+            Ok(out)
+        })
+        .await
+    }
+
     /// The object extension this repository writes with: compression then encryption.
     pub fn object_ext(&self) -> String {
         crate::codec::object_ext(&self.codec, self.keyring.is_encrypted())

@@ -222,16 +222,8 @@ async fn check_wal(repo: &Repo, archive: &WalArchive, b: &BackupMetadata, target
 }
 
 async fn load_manifest(repo: &Repo, b: &BackupMetadata) -> Result<Manifest> {
-    let body = repo.storage.get_bytes(&b.manifest_key).await?;
+    let json = repo.read_object(&b.manifest_key, false).await?;
     let object = repo.storage.describe(&b.manifest_key);
-    let keyring = repo.keyring.clone();
-    let obj = object.clone();
-    let json = blocking(move || {
-        let mut out = Vec::new();
-        codec::decode_to(body.as_ref(), &keyring, &obj, false, &mut out, "memory")?;
-        Ok(out)
-    })
-    .await?;
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::corrupt(&object, e))?;
     manifest.validate().map_err(|e| Error::corrupt(&object, e))?;
     Ok(manifest)

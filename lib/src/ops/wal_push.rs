@@ -177,18 +177,7 @@ async fn compare_existing(repo: &Repo, key: &str, name: &str, data: &Bytes, dige
     let same_key = header.key_fingerprint == repo.keyring.write_key().map(|k| k.fingerprint());
     let identical = match header.digest {
         Some(d) if same_key => d == *digest,
-        _ => {
-            let body = repo.storage.get_bytes(key).await?;
-            let keyring = repo.keyring.clone();
-            let obj = object.clone();
-            let plain = blocking(move || {
-                let mut out = Vec::new();
-                codec::decode_to(body.as_ref(), &keyring, &obj, true, &mut out, "memory")?;
-                Ok(out)
-            })
-            .await?;
-            plain == data.as_ref()
-        }
+        _ => repo.read_object(key, true).await? == data.as_ref(),
     };
     if identical {
         Ok(())
