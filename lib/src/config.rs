@@ -33,6 +33,8 @@ pub const SETTINGS: &[&str] = &[
     "WALVAULT_COMPRESSION",
     "WALVAULT_COMPRESSION_LEVEL",
     "WALVAULT_CACHE_DIR",
+    "WALVAULT_PUSH_PARALLEL",
+    "WALVAULT_FETCH_PREFETCH",
     "WALVAULT_S3_PATH_STYLE",
     "WALVAULT_S3_SSE",
     "WALVAULT_S3_KMS_KEY_ID",
@@ -162,6 +164,10 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// The config file that was read, if any, so `pitr-prepare` can point wal-fetch at it.
     pub config_file: Option<PathBuf>,
+    /// Files wal-push archives at once: the requested one plus `.ready` files read ahead.
+    pub push_parallel: usize,
+    /// Segments wal-fetch downloads ahead of PostgreSQL's requests.
+    pub fetch_prefetch: usize,
 }
 
 impl Config {
@@ -214,7 +220,18 @@ impl Config {
             codec: CodecSettings { compression, level },
             cache_dir: raw.get("WALVAULT_CACHE_DIR").map(PathBuf::from),
             config_file: None,
+            push_parallel: bounded(raw, "WALVAULT_PUSH_PARALLEL", 2, 1..=16)?,
+            fetch_prefetch: bounded(raw, "WALVAULT_FETCH_PREFETCH", 4, 0..=64)?,
         })
+    }
+}
+
+fn bounded(raw: &RawSettings, name: &str, default: usize, range: std::ops::RangeInclusive<usize>) -> Result<usize> {
+    let allowed = format!("an integer from {} to {}", range.start(), range.end());
+    match raw.parse::<usize>(name, &allowed)? {
+        None => Ok(default),
+        Some(n) if range.contains(&n) => Ok(n),
+        Some(n) => Err(Error::config(name, format!("{n} is not allowed; expected {allowed}"))),
     }
 }
 

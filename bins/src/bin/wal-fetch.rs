@@ -23,8 +23,34 @@ struct Cli {
     name: String,
     /// Where to write it (%p), relative to the data directory
     dest: PathBuf,
+    /// Internal: run as the detached prefetch worker for segments after NAME (segment size)
+    #[arg(long, hide = true, value_name = "SEG_SIZE")]
+    prefetch_worker: Option<u64>,
     #[command(flatten)]
     common: common::Common,
+}
+
+/// Start the prefetch worker detached (own process group, no stdio), so that PostgreSQL's
+/// restore_command returns now while the next segments download.
+fn spawn_prefetch_worker(cli: &Cli, seg_size: u64) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--prefetch-worker").arg(seg_size.to_string());
+    if let Some(c) = &cli.common.config {
+        cmd.arg("--config").arg(c);
+    }
+    if let Some(r) = &cli.common.repo {
+        cmd.arg("--repo").arg(r);
+    }
+    if let Some(e) = &cli.common.environment {
+        cmd.arg("--env").arg(e);
+    }
+    cmd.arg(&cli.name).arg("-").process_group(0);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    if let Err(e) = cmd.spawn() {
+        tracing::debug!("prefetch worker not started: {e}");
+    }
 }
 
 fn main() -> ExitCode {
@@ -46,7 +72,17 @@ fn main() -> ExitCode {
         let cache = common::cache_dir(&config);
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;
-            let out = walvault::ops::wal_fetch::wal_fetch(&repo, &cli.name, &cli.dest, cache.as_deref()).await?;
+            if let (Some(seg), Some(dir)) = (cli.prefetch_worker, cache.as_deref()) {
+                let n = walvault::ops::prefetch::fill(&repo, dir, &cli.name, config.fetch_prefetch, seg).await?;
+                tracing::debug!("prefetched {n} segments after {}", cli.name);
+                return Ok(());
+            }
+            let out = walvault::ops::wal_fetch::restore(&repo, &cli.name, &cli.dest, cache.as_deref()).await?;
+            if config.fetch_prefetch > 0 && cache.is_some() {
+                if let Some(seg) = walvault::ops::prefetch::seg_size_of(&cli.dest) {
+                    spawn_prefetch_worker(&cli, seg);
+                }
+            }
             if cli.common.json {
                 common::print_json(&out);
             }

@@ -30,7 +30,8 @@ fn main() -> ExitCode {
         let cache = common::cache_dir(&config);
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;
-            let out = walvault::ops::wal_push::wal_push(&repo, &cli.path, cache.as_deref()).await?;
+            let out =
+                walvault::ops::wal_push::wal_push(&repo, &cli.path, cache.as_deref(), config.push_parallel).await?;
             if cli.common.json {
                 common::print_json(&out);
             } else if !out.duplicate {

@@ -209,7 +209,15 @@ fn sequential_fetch_costs_about_one_request_per_file() {
     for segno in 1..=n + 1 {
         let dest = work.join("restore").join(seg_name(segno));
         std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
-        let out = fetch(&repo, &seg_name(segno), &dest);
+        // Without prefetch: this counts the look-up itself.
+        let out = repo
+            .command("wal-fetch")
+            .env("WALVAULT_LOG", "debug")
+            .env("WALVAULT_FETCH_PREFETCH", "0")
+            .arg(seg_name(segno))
+            .arg(&dest)
+            .output()
+            .expect("wal-fetch");
         let expected = if segno <= n { 0 } else { 1 };
         assert_eq!(out.status.code(), Some(expected), "{}", stderr(&out));
         let r = requests(&out);
@@ -225,4 +233,90 @@ fn sequential_fetch_costs_about_one_request_per_file() {
     // 5 listings find the days (root, year, month... at most 4 levels), 3 list the days,
     // and today's partition is listed once for the miss-free path.
     assert!(list <= 3 + 3 + 2, "listing passes: {list}");
+}
+
+/// With prefetch, later calls are served from the bounded prefetch directory beside the
+/// data directory; every file is still byte-identical and the end of the archive is exit 1.
+#[test]
+fn prefetched_files_are_served_locally_and_bounded() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let work = repo.dir().join("work");
+    let n = 12u64;
+    let mut originals = Vec::new();
+    for segno in 1..=n {
+        let seg = make_segment(&work, SYSID, segno, segno as u8);
+        assert!(push(&repo, &seg).status.success());
+        originals.push(std::fs::read(&seg).expect("read"));
+    }
+    let mut prefetched = 0;
+    for segno in 1..=n {
+        let dest = work.join("restored").join(seg_name(segno));
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        let out = repo
+            .command("wal-fetch")
+            .env("WALVAULT_FETCH_PREFETCH", "3")
+            .arg("--json")
+            .arg(seg_name(segno))
+            .arg(&dest)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(std::fs::read(&dest).expect("read"), originals[segno as usize - 1], "segment {segno} identical");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        if v["object"].as_str().is_some_and(|o| o.ends_with("(prefetched)")) {
+            prefetched += 1;
+        }
+        // Give the detached worker a moment, as PostgreSQL's replay would.
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let dir = super::common::walk(&repo.dir().join("cache"));
+        let files = dir
+            .iter()
+            .filter(|p| {
+                p.parent().is_some_and(|d| d.file_name().is_some_and(|f| f.to_string_lossy().starts_with("prefetch-")))
+            })
+            .filter(|p| !p.ends_with(".lock"))
+            .count();
+        assert!(files <= 3, "prefetch directory bounded: {files} files");
+    }
+    eprintln!("{prefetched} of {n} segments served from the prefetch directory");
+    assert!(prefetched >= n / 2, "most calls were prefetch hits: {prefetched}");
+    let out = fetch(&repo, &seg_name(n + 1), &work.join("x"));
+    assert_eq!(out.status.code(), Some(1), "end of the archive is still not-found: {}", stderr(&out));
+}
+
+/// wal-push reads ahead in archive_status: one call stores the next `.ready` files too, and
+/// PostgreSQL's later calls for them send no request at all; each is byte-identical on fetch.
+#[test]
+fn read_ahead_pushes_the_backlog() {
+    both(|backend| {
+        let repo = TestRepo::new(backend, Some(TEST_KEY));
+        let work = repo.dir().join("work");
+        let status = work.join("pg_wal/archive_status");
+        std::fs::create_dir_all(&status).expect("mkdir");
+        let segs: Vec<PathBuf> = (1..=4).map(|s| make_segment(&work, SYSID, s, s as u8)).collect();
+        for s in &segs {
+            let name = s.file_name().and_then(|n| n.to_str()).expect("name");
+            std::fs::write(status.join(format!("{name}.ready")), "").expect("ready");
+        }
+        let out = repo.command("wal-push").env("WALVAULT_PUSH_PARALLEL", "2").arg(&segs[0]).output().expect("run");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("ahead"), "{backend:?}: {}", stderr(&out));
+        let out = repo.command("wal-push").arg("--json").arg(&segs[1]).output().expect("run");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["object"], "(pushed ahead)", "{v}");
+        let r = &v["requests"];
+        assert_eq!(
+            r["put"].as_u64().unwrap_or(0) + r["get"].as_u64().unwrap_or(0) + r["list"].as_u64().unwrap_or(0),
+            0,
+            "no request: {r}"
+        );
+        for (i, s) in segs.iter().enumerate() {
+            let name = s.file_name().and_then(|n| n.to_str()).expect("name");
+            let dest = work.join(format!("out{i}"));
+            let out = fetch(&repo, name, &dest);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            assert_eq!(std::fs::read(&dest).expect("read"), std::fs::read(s).expect("read"));
+        }
+    });
 }

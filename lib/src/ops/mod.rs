@@ -8,6 +8,7 @@ pub mod identity;
 pub mod list;
 pub mod objects;
 pub mod pitr_prepare;
+pub mod prefetch;
 pub mod wal_fetch;
 pub mod wal_index;
 pub mod wal_push;

@@ -27,7 +27,32 @@ pub struct FetchOutcome {
     pub requests: crate::storage::RequestStats,
 }
 
-/// Fetch WAL file `name` into `dest`.
+/// Fetch WAL file `name` into `dest`: from the prefetch directory when a worker already
+/// downloaded it, else from the archive.
+///
+/// # Errors
+/// As [`wal_fetch`].
+pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Path>) -> Result<FetchOutcome> {
+    let started = Instant::now();
+    if let Some(dir) = cache_dir.map(|c| super::prefetch::dir(c, repo)) {
+        match super::prefetch::take(&dir, name, dest) {
+            Ok(Some(bytes)) => {
+                return Ok(FetchOutcome {
+                    name: name.to_string(),
+                    object: format!("{} (prefetched)", dir.join(name).display()),
+                    bytes,
+                    millis: started.elapsed().as_millis() as u64,
+                    requests: repo.storage.stats(),
+                });
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("prefetched {name} unusable, fetching it again: {e}"),
+        }
+    }
+    wal_fetch(repo, name, dest, cache_dir).await
+}
+
+/// Fetch WAL file `name` into `dest` from the archive.
 ///
 /// # Errors
 /// [`Error::NotFound`] when the archive does not hold `name` (and only then); corruption,
@@ -63,7 +88,7 @@ pub async fn wal_fetch(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&
     })
 }
 
-async fn fetch_object(
+pub(super) async fn fetch_object(
     repo: &Repo,
     key: &str,
     parsed: &WalFileName,

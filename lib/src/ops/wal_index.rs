@@ -21,6 +21,8 @@ use crate::Result;
 /// How long after a day ends its partition may still receive objects (clock skew, slow uploads).
 pub const CLOSE_MARGIN: Duration = Duration::hours(1);
 const CACHE_VERSION: u32 = 1;
+/// At most this many pushed-ahead files are remembered.
+const MAX_PUSHED_AHEAD: usize = 1024;
 
 /// One day partition as last listed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -44,6 +46,9 @@ struct CacheFile {
     hint_day: Option<NaiveDate>,
     /// The verified repository identity, so wal-push need not read it on every call.
     identity: Option<Identity>,
+    /// Files wal-push stored ahead of PostgreSQL's call: name → hex content digest.
+    #[serde(default)]
+    pushed_ahead: BTreeMap<String, String>,
 }
 
 /// Where a name was found.
@@ -98,6 +103,25 @@ impl WalIndex {
     /// Remember a verified identity.
     pub fn set_identity(&mut self, id: Identity) {
         self.data.identity = Some(id);
+    }
+
+    /// Remember a file pushed ahead of PostgreSQL's call for it (bounded: oldest dropped).
+    pub fn mark_pushed_ahead(&mut self, name: &str, digest: &[u8; 32]) {
+        self.data.pushed_ahead.insert(name.to_string(), hex::encode(digest));
+        while self.data.pushed_ahead.len() > MAX_PUSHED_AHEAD {
+            self.data.pushed_ahead.pop_first();
+        }
+    }
+
+    /// True (and forgotten) when `name` was pushed ahead with exactly this content.
+    pub fn take_pushed_ahead(&mut self, name: &str, digest: &[u8; 32]) -> bool {
+        match self.data.pushed_ahead.get(name) {
+            Some(d) if *d == hex::encode(digest) => {
+                self.data.pushed_ahead.remove(name);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Start listing from this day (the base backup's start day).
@@ -250,7 +274,7 @@ fn day_end(day: NaiveDate) -> DateTime<Utc> {
 }
 
 /// One cache file per repository and environment: `wal-index-<hash>.json`.
-fn cache_file_name(url: &str, env: &str) -> String {
+pub(super) fn cache_file_name(url: &str, env: &str) -> String {
     let digest = crate::codec::sha256_hex(format!("{url}\n{env}").as_bytes());
     format!("wal-index-{}.json", &digest[..16])
 }
