@@ -5,5 +5,6 @@ mod integration {
     mod cli_exit_codes;
     pub mod common;
     mod pg_e2e;
+    mod pg_matrix;
     mod wal_push_fetch;
 }
