@@ -384,7 +384,10 @@ impl Cluster {
 
     /// Switch to a new segment and wait until everything up to it is archived.
     pub fn switch_and_wait_archived(&self, timeout: Duration) -> String {
-        let last = self.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+        // The segment holding the last byte written: at a segment boundary (just after a
+        // switch) pg_walfile_name() names the previous segment up to 16 but the next one,
+        // not yet written, from 17 on; `- 1` gives the same answer on 14 through 18.
+        let last = self.psql("SELECT pg_walfile_name(pg_current_wal_lsn() - 1)");
         self.psql("SELECT pg_switch_wal()");
         let deadline = Instant::now() + timeout;
         loop {
