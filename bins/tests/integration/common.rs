@@ -198,9 +198,6 @@ pub fn pg_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
-/// The PostgreSQL major versions walvault supports, oldest first.
-pub const PG_MAJORS: &[u32] = &[14, 15, 16, 17, 18];
-
 /// Binaries of PostgreSQL `major` (14 through 18): `$WALVAULT_TEST_PG_ROOT/<major>/bin`, which
 /// scripts/test.sh fills through scripts/pg-binaries.sh. 15 falls back to Debian's
 /// `/usr/lib/postgresql/15/bin` when the root is unset. Never skipped silently.
