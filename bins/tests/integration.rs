@@ -5,6 +5,7 @@ mod integration {
     mod cli_exit_codes;
     pub mod common;
     mod pg_e2e;
+    mod pg_matrix;
     mod pitr;
     mod wal_push_fetch;
 }

@@ -220,6 +220,33 @@ pub fn pg_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
+/// Binaries of PostgreSQL `major` (14 through 18): `$WALVAULT_TEST_PG_ROOT/<major>/bin`, which
+/// scripts/test.sh fills through scripts/pg-binaries.sh. 15 falls back to Debian's
+/// `/usr/lib/postgresql/15/bin` when the root is unset. Never skipped silently.
+pub fn pg_bin_for(major: u32) -> PathBuf {
+    let debian15 = PathBuf::from("/usr/lib/postgresql/15/bin");
+    match std::env::var_os("WALVAULT_TEST_PG_ROOT") {
+        Some(root) => {
+            let dir = Path::new(&root).join(major.to_string()).join("bin");
+            if dir.join("initdb").is_file() {
+                dir
+            } else if major == 15 && debian15.join("initdb").is_file() {
+                debian15
+            } else {
+                panic!(
+                    "PostgreSQL {major}: {} not found: WALVAULT_TEST_PG_ROOT={} lacks it; run the tests with scripts/test.sh, which fills it with scripts/pg-binaries.sh",
+                    dir.join("initdb").display(),
+                    Path::new(&root).display()
+                )
+            }
+        }
+        None if major == 15 => debian15,
+        None => panic!(
+            "PostgreSQL {major}: WALVAULT_TEST_PG_ROOT is not set: run the tests with scripts/test.sh, or export WALVAULT_TEST_PG_ROOT=$(scripts/pg-binaries.sh)"
+        ),
+    }
+}
+
 /// A real PostgreSQL cluster in a temporary directory, on a private Unix socket (no TCP).
 pub struct Cluster {
     pub dir: TempDir,
@@ -227,6 +254,9 @@ pub struct Cluster {
     pub socket_dir: PathBuf,
     pub port: u16,
     pub env: Vec<(String, String)>,
+    /// The PostgreSQL binaries this cluster runs (initdb, pg_ctl, psql, pgbench): `pg_bin()`
+    /// unless made with [`Cluster::init_with`] or [`Cluster::with_bin`].
+    pub bin: PathBuf,
     running: bool,
 }
 
@@ -245,6 +275,28 @@ impl Cluster {
         Self::at(dir, pgdata, env)
     }
 
+    /// initdb a new cluster with the binaries in `bin` (see [`pg_bin_for`]) and extra initdb
+    /// arguments (e.g. `--wal-segsize=64`); the cluster keeps using `bin`.
+    pub fn init_with(bin: PathBuf, initdb_args: &[&str], env: Vec<(String, String)>) -> Cluster {
+        let dir = shared_tempdir();
+        let pgdata = dir.path().join("pgdata");
+        let out = as_postgres(bin.join("initdb"))
+            .args(["-D"])
+            .arg(&pgdata)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+            .args(initdb_args)
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb {}: {}", bin.display(), stderr(&out));
+        Self::at(dir, pgdata, env).with_bin(bin)
+    }
+
+    /// The same cluster run by the binaries in `bin`.
+    pub fn with_bin(mut self, bin: PathBuf) -> Cluster {
+        self.bin = bin;
+        self
+    }
+
     /// A cluster over an existing data directory inside `dir`.
     pub fn at(dir: TempDir, pgdata: PathBuf, env: Vec<(String, String)>) -> Cluster {
         let socket_dir = dir.path().join("sock");
@@ -252,7 +304,7 @@ impl Cluster {
         if is_root() {
             Command::new("chown").args(["postgres:postgres"]).arg(&socket_dir).status().expect("chown");
         }
-        Cluster { dir, pgdata, socket_dir, port: 5432, env, running: false }
+        Cluster { dir, pgdata, socket_dir, port: 5432, env, bin: pg_bin(), running: false }
     }
 
     pub fn append_conf(&self, lines: &str) {
@@ -272,7 +324,7 @@ impl Cluster {
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Output {
-        let mut c = as_postgres(pg_bin().join("pg_ctl"));
+        let mut c = as_postgres(self.bin.join("pg_ctl"));
         c.arg("-D").arg(&self.pgdata).args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("WALVAULT_")
@@ -320,7 +372,7 @@ impl Cluster {
     }
 
     pub fn try_psql(&self, sql: &str) -> Result<String, String> {
-        let out = as_postgres(pg_bin().join("psql"))
+        let out = as_postgres(self.bin.join("psql"))
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres", "-h"])
             .arg(&self.socket_dir)
             .args(["-p", &self.port.to_string(), "-c", sql])
@@ -338,7 +390,7 @@ impl Cluster {
     }
 
     pub fn pgbench(&self, args: &[&str]) {
-        let out = as_postgres(pg_bin().join("pgbench"))
+        let out = as_postgres(self.bin.join("pgbench"))
             .args(["-h"])
             .arg(&self.socket_dir)
             .args(["-p", &self.port.to_string(), "-U", "postgres"])
@@ -351,7 +403,10 @@ impl Cluster {
 
     /// Switch to a new segment and wait until everything up to it is archived.
     pub fn switch_and_wait_archived(&self, timeout: Duration) -> String {
-        let last = self.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+        // The segment holding the last byte written: at a segment boundary (just after a
+        // switch) pg_walfile_name() names the previous segment up to 16 but the next one,
+        // not yet written, from 17 on; `- 1` gives the same answer on 14 through 18.
+        let last = self.psql("SELECT pg_walfile_name(pg_current_wal_lsn() - 1)");
         self.psql("SELECT pg_switch_wal()");
         let deadline = Instant::now() + timeout;
         loop {

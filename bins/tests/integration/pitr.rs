@@ -10,7 +10,12 @@ use super::common::{Backend, Cluster, TEST_KEY, TestRepo, shared_tempdir, stderr
 
 /// A primary archiving into `repo`.
 pub(super) fn primary(repo: &TestRepo) -> Cluster {
-    let mut c = Cluster::init(repo.env.clone());
+    primary_with(repo, super::common::pg_bin())
+}
+
+/// A primary of the PostgreSQL in `bin` archiving into `repo`.
+pub(super) fn primary_with(repo: &TestRepo, bin: PathBuf) -> Cluster {
+    let mut c = Cluster::init_with(bin, &[], repo.env.clone());
     c.append_conf(&c.archive_conf());
     c.start();
     c
@@ -32,10 +37,15 @@ pub(super) fn base_backup(repo: &TestRepo, c: &Cluster, extra: &[&str]) -> Outpu
 
 /// pitr-prepare into a fresh directory; returns the cluster (not started) and the output.
 pub(super) fn prepare(repo: &TestRepo, args: &[&str]) -> (Cluster, Output) {
+    prepare_with(repo, args, super::common::pg_bin())
+}
+
+/// As [`prepare`], the restored cluster to be run by the PostgreSQL in `bin`.
+pub(super) fn prepare_with(repo: &TestRepo, args: &[&str], bin: PathBuf) -> (Cluster, Output) {
     let dir = shared_tempdir();
     let pgdata = dir.path().join("pgdata");
     let out = repo.command("pitr-prepare").arg("--pgdata").arg(&pgdata).args(args).output().expect("pitr-prepare");
-    (Cluster::at(dir, pgdata, repo.env.clone()), out)
+    (Cluster::at(dir, pgdata, repo.env.clone()).with_bin(bin), out)
 }
 
 /// Start a restored cluster on its own socket, without archiving, and wait for promotion.
@@ -52,9 +62,10 @@ fn count(c: &Cluster) -> i64 {
     c.psql("SELECT count(*) FROM t").parse().expect("count")
 }
 
-fn pitr_drill(backend: Backend) {
+/// The PITR drill on the PostgreSQL in `bin`: every kind of target.
+pub(super) fn pitr_drill_with(backend: Backend, bin: PathBuf) {
     let repo = TestRepo::new(backend, Some(TEST_KEY));
-    let mut p = primary(&repo);
+    let mut p = primary_with(&repo, bin.clone());
     p.psql("CREATE TABLE t(batch int, at timestamptz default clock_timestamp())");
     p.pgbench(&["-i", "-s", "1", "-q"]);
     let out = base_backup(&repo, &p, &[]);
@@ -85,7 +96,7 @@ fn pitr_drill(backend: Backend) {
         (&["--latest"], 500),
     ];
     for (args, expected) in cases {
-        let (mut c, out) = prepare(&repo, args);
+        let (mut c, out) = prepare_with(&repo, args, bin.clone());
         assert!(out.status.success(), "pitr-prepare {args:?}: {}", stderr(&out));
         recover(&mut c, false);
         assert_eq!(count(&c), expected, "{backend:?} {args:?}\n{}", c.log());
@@ -99,12 +110,12 @@ fn pitr_drill(backend: Backend) {
 
 #[test]
 fn pitr_to_every_kind_of_target_local_directory() {
-    pitr_drill(Backend::Fs);
+    pitr_drill_with(Backend::Fs, super::common::pg_bin());
 }
 
 #[test]
 fn pitr_to_every_kind_of_target_s3() {
-    pitr_drill(Backend::S3);
+    pitr_drill_with(Backend::S3, super::common::pg_bin());
 }
 
 fn dir_is_empty(p: &Path) -> bool {
@@ -181,15 +192,20 @@ fn repo_with(repo: &TestRepo, k: &str, v: &str, args: &[&str]) -> (Cluster, Outp
 /// a point on the new timeline.
 #[test]
 fn pitr_on_a_new_timeline() {
+    timeline_switch_with(super::common::pg_bin());
+}
+
+/// The timeline-switch suite on the PostgreSQL in `bin`.
+pub(super) fn timeline_switch_with(bin: PathBuf) {
     let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
-    let mut p = primary(&repo);
+    let mut p = primary_with(&repo, bin.clone());
     p.psql("CREATE TABLE t(batch int)");
     assert!(base_backup(&repo, &p, &[]).status.success());
     p.psql("INSERT INTO t SELECT 1 FROM generate_series(1, 100)");
     p.switch_and_wait_archived(Duration::from_secs(60));
     p.stop();
 
-    let (mut c, out) = prepare(&repo, &["--latest"]);
+    let (mut c, out) = prepare_with(&repo, &["--latest"], bin.clone());
     assert!(out.status.success(), "{}", stderr(&out));
     c.append_conf(&c.archive_conf().replace("port = 5432\n", ""));
     recover(&mut c, true);
@@ -201,7 +217,7 @@ fn pitr_on_a_new_timeline() {
     assert_eq!(c.failed_count(), 0, "{}", c.log());
     c.stop();
 
-    let (mut r, out) = prepare(&repo, &["--target-lsn", &lsn]);
+    let (mut r, out) = prepare_with(&repo, &["--target-lsn", &lsn], bin);
     assert!(out.status.success(), "{}", stderr(&out));
     recover(&mut r, false);
     assert_eq!(count(&r), 200, "{}", r.log());
