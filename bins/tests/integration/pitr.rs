@@ -80,9 +80,10 @@ pub(super) fn pitr_drill_with(backend: Backend, bin: PathBuf) {
     std::thread::sleep(Duration::from_millis(1100));
     batch(2);
     let lsn2 = p.psql("SELECT pg_current_wal_lsn()");
-    let xid3 =
-        p.psql("BEGIN; INSERT INTO t(batch) SELECT 3 FROM generate_series(1, 100); SELECT txid_current(); COMMIT;");
-    let xid3 = xid3.lines().find(|l| l.trim().parse::<u64>().is_ok()).expect("xid").trim().to_string();
+    // One statement, one transaction (psql before 15 prints only the last result of -c).
+    let xid3 = p.psql(
+        "WITH x AS (INSERT INTO t(batch) SELECT 3 FROM generate_series(1, 100) RETURNING 1) SELECT txid_current() FROM (SELECT count(*) FROM x) s",
+    );
     batch(4);
     p.psql("SELECT pg_create_restore_point('before_batch5')");
     batch(5);
