@@ -188,6 +188,25 @@ impl<W: Write> Write for Sink<W> {
     }
 }
 
+/// Encode a whole plaintext in memory whose digest the caller computed from this very slice
+/// with [`content_digest`] (wal-push: it needs the digest first, to compare with an archived
+/// copy). The slice cannot change, so the digest is not computed a second time: that pass
+/// over 16 MiB is a fifth of wal-push's CPU.
+///
+/// # Errors
+/// As [`Encoder::new`] and [`Encoder::finish`].
+pub fn encode_slice_with_digest(
+    plaintext: &[u8],
+    settings: &CodecSettings,
+    key: Option<&Key>,
+    digest: [u8; 32],
+) -> Result<Vec<u8>> {
+    let mut enc = Encoder::new(Vec::with_capacity(plaintext.len() / 2 + 128), settings, key, Some(digest))?;
+    enc.check = None;
+    enc.write_all(plaintext).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+    enc.finish()
+}
+
 /// Encode a whole plaintext in memory (small objects: history files, manifests, metadata).
 ///
 /// # Errors

@@ -200,7 +200,7 @@ async fn push_one(
     let object_key = repo.layout.wal_key(today, name, &ext);
     let settings = repo.codec;
     let plain = data.clone();
-    let encoded = blocking(move || codec::encode_to_vec(&plain, &settings, key.as_ref(), Some(digest))).await?;
+    let encoded = blocking(move || codec::encode_slice_with_digest(&plain, &settings, key.as_ref(), digest)).await?;
     outcome.bytes_out = encoded.len() as u64;
     outcome.object = repo.storage.describe(&object_key);
     match repo.storage.put_if_absent(&object_key, Bytes::from(encoded)).await {
