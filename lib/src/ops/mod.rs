@@ -4,10 +4,18 @@
 pub mod base_backup;
 pub mod catalog;
 pub mod decrypt;
+pub mod files;
+pub mod human;
 pub mod identity;
 pub mod list;
 pub mod objects;
 pub mod pitr_prepare;
+pub mod prune;
+pub mod restore_test;
+mod restore_test_sql;
+pub mod status;
+pub mod verify;
+pub mod verify_wal;
 pub mod wal_fetch;
 pub mod wal_index;
 pub mod wal_push;

@@ -221,7 +221,7 @@ async fn check_wal(repo: &Repo, archive: &WalArchive, b: &BackupMetadata, target
     }
 }
 
-async fn load_manifest(repo: &Repo, b: &BackupMetadata) -> Result<Manifest> {
+pub(crate) async fn load_manifest(repo: &Repo, b: &BackupMetadata) -> Result<Manifest> {
     let body = repo.storage.get_bytes(&b.manifest_key).await?;
     let object = repo.storage.describe(&b.manifest_key);
     let keyring = repo.keyring.clone();
