@@ -10,6 +10,7 @@ mod common;
 #[path = "../walvault_cli.rs"]
 mod walvault_cli;
 
+use walvault::ops::list::human_bytes;
 use walvault::ops::{files, prune, status, verify};
 use walvault_cli::{FilesBackupArgs, FilesRestoreArgs, PruneArgs, StatusArgs, VerifyArgs};
 
@@ -96,7 +97,8 @@ fn main() -> ExitCode {
                 Command::FilesBackup(a) => {
                     let meta = files::files_backup(&repo, a.kind.name(), &a.dir, a.spool_dir.clone()).await?;
                     show(json, &meta, || {
-                        format!("{}: {} files, {} bytes stored\n", meta.name, meta.files, meta.stored_bytes)
+                        let (size, stored) = (human_bytes(meta.bytes), human_bytes(meta.stored_bytes));
+                        format!("{}: {} files, {size} ({stored} stored)\n", meta.name, meta.files)
                     });
                     true
                 }

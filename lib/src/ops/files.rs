@@ -158,7 +158,7 @@ pub async fn files_backups(repo: &Repo, kind: &str) -> Result<Vec<FilesMetadata>
             out.push(meta);
         }
     }
-    out.sort_by(|a, b| a.created.cmp(&b.created));
+    out.sort_by_key(|a| a.created);
     Ok(out)
 }
 

@@ -11,6 +11,7 @@ pub mod list;
 pub mod objects;
 pub mod pitr_prepare;
 pub mod prune;
+mod prune_plan;
 pub mod restore_test;
 mod restore_test_sql;
 pub mod status;

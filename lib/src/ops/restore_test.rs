@@ -96,7 +96,8 @@ impl RestoreTestResult {
             (None, None) => out.push(Check::failed(name, "did not finish", self.backup.clone(), now)),
         }
         if let (Some(t), Some(max)) = (self.time_to_recover_seconds, self.rto_objective_seconds) {
-            let detail = format!("time to recover {t:.1} s, objective {max:.0} s");
+            let objective = super::human::human_duration(chrono::TimeDelta::seconds(max as i64));
+            let detail = format!("time to recover {t:.1} s, objective {objective}");
             out.push(if t <= max {
                 Check::passed("rto", detail, now)
             } else {

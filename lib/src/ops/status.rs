@@ -279,12 +279,14 @@ pub fn render(s: &Status) -> String {
         None => out.push_str("VERIFY  no report yet\n"),
     }
     if let Some(r) = &s.ready {
-        out.push_str(&format!(
-            "READY   {} files waiting in {}, oldest {} old\n",
-            r.files,
-            r.pgdata,
-            ago(r.oldest_age_seconds)
-        ));
+        match r.files {
+            0 => out.push_str(&format!("READY   no WAL files waiting in {}\n", r.pgdata)),
+            n => out.push_str(&format!(
+                "READY   {n} WAL files waiting in {}, the oldest {} old\n",
+                r.pgdata,
+                ago(r.oldest_age_seconds)
+            )),
+        }
     }
     for p in &s.problems {
         out.push_str(&format!("PROBLEM {p}\n"));

@@ -122,7 +122,7 @@ fn prune_keeps_what_the_policy_says() {
         assert!(runs < 60, "prune does not converge");
     }
     assert!(runs >= 5, "the prune was interrupted at several points ({runs})");
-    assert_eq!(backup_names(&repo), [b.clone(), c.clone()]);
+    assert_eq!(backup_names(&repo), [b.as_str(), c.as_str()]);
     assert!(walk(&root.join("database/production").join(&a)).is_empty(), "A's parts and manifest are gone");
     assert_wal_from(&root, &all_wal, &b_start);
     assert!(!reports.join("verification_20200101_000000.json").exists());
@@ -132,14 +132,14 @@ fn prune_keeps_what_the_policy_says() {
     let out = repo.run("walvault", &["prune", "--json", "--now", &later]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out)["complete"], true);
-    assert_eq!(backup_names(&repo), [c.clone()]);
+    assert_eq!(backup_names(&repo), [c.as_str()]);
     assert_wal_from(&root, &all_wal, &c_start);
     assert_verifies(&repo, "after prune");
 
     // The only backup is never deleted, nor the WAL it needs, however old.
     let out = repo.run("walvault", &["prune", "--json", "--now", &time_from_now("+1000 days")]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(backup_names(&repo), [c.clone()]);
+    assert_eq!(backup_names(&repo), [c.as_str()]);
     assert_wal_from(&root, &all_wal, &c_start);
     let latest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("database/production/latest.json")).expect("latest"))
