@@ -40,6 +40,9 @@ pub struct VerifyArgs {
     /// Database user for the checks (the restored cluster's superuser)
     #[arg(long, value_name = "NAME", default_value = "postgres")]
     pub check_user: String,
+    /// Extra setting for the scratch server, e.g. shared_buffers=256MB (repeatable)
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub pg_setting: Vec<String>,
     /// Largest tables counted per database when no --check-sql is given
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub check_tables: usize,
@@ -62,6 +65,9 @@ pub struct VerifyArgs {
 
 impl VerifyArgs {
     pub fn options(&self, config: &Config) -> Result<VerifyOptions, Error> {
+        if let Some(bad) = self.pg_setting.iter().find(|s| s.split_once('=').is_none_or(|(k, _)| k.trim().is_empty())) {
+            return Err(Error::config("--pg-setting", format!("{bad:?} is not NAME=VALUE")));
+        }
         let restore_test = if self.restore_test {
             Some(RestoreTestOptions {
                 pg_bin: self.pg_bin.clone(),
@@ -71,6 +77,7 @@ impl VerifyArgs {
                 check_db: self.check_db.clone(),
                 check_user: self.check_user.clone(),
                 tables: self.check_tables,
+                settings: self.pg_setting.clone(),
                 timeout: seconds("--restore-timeout", &self.restore_timeout)?,
                 max_rto: parse_limit("--max-rto", &self.max_rto)?.map(|d| d.to_std().unwrap_or(Duration::ZERO)),
                 jobs: self.jobs,

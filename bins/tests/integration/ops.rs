@@ -141,10 +141,14 @@ fn verify_finds_and_names_damage() {
             "verify",
             "--json",
             "--restore-test",
+            "--pg-setting",
+            "work_mem=7MB",
             "--check-sql",
             "SELECT count(*) FROM t",
             "--check-sql",
             "SELECT timeline_id FROM pg_control_checkpoint()",
+            "--check-sql",
+            "SHOW work_mem",
         ],
     );
     assert!(out.status.success(), "restored: {}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
@@ -152,6 +156,7 @@ fn verify_finds_and_names_damage() {
     assert_eq!(rt["status"], "passed", "{rt:#}");
     assert_eq!(rt["queries"][0]["rows"][0][0], "3500", "{rt:#}");
     assert_eq!(rt["queries"][1]["rows"][0][0], "3", "promoted onto a new timeline after 2: {rt:#}");
+    assert_eq!(rt["queries"][2]["rows"][0][0], "7MB", "--pg-setting reaches the scratch server: {rt:#}");
 }
 
 /// The restore test on S3: the default checks count the largest tables, the time to recover

@@ -13,6 +13,7 @@ pub mod pitr_prepare;
 pub mod prune;
 mod prune_plan;
 pub mod restore_test;
+mod restore_test_server;
 mod restore_test_sql;
 pub mod status;
 pub mod verify;
