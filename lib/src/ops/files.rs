@@ -207,6 +207,21 @@ pub async fn files_restore(repo: &Repo, kind: &str, backup: Option<&str>, dir: &
     })
 }
 
+/// Read a file backup in full against its manifest (for `verify`); errors come with the key
+/// of the object they are about.
+///
+/// # Errors
+/// The manifest or archive missing, undecodable, or not matching.
+pub async fn verify_files_backup(
+    repo: &Repo,
+    meta: &FilesMetadata,
+) -> std::result::Result<tarball::VerifyStats, (Error, String)> {
+    let manifest = load_manifest(repo, meta).await.map_err(|e| (e, meta.manifest_key.clone()))?;
+    super::verify_backups::verify_part(repo, &meta.archive_key, 0, std::sync::Arc::new(manifest))
+        .await
+        .map_err(|e| (e, meta.archive_key.clone()))
+}
+
 async fn load_manifest(repo: &Repo, meta: &FilesMetadata) -> Result<Manifest> {
     let body = repo.storage.get_bytes(&meta.manifest_key).await?;
     let object = repo.storage.describe(&meta.manifest_key);

@@ -17,6 +17,7 @@ mod restore_test_server;
 mod restore_test_sql;
 pub mod status;
 pub mod verify;
+mod verify_backups;
 pub mod verify_wal;
 pub mod wal_fetch;
 pub mod wal_index;

@@ -204,8 +204,12 @@ async fn last_verification(repo: &Repo, now: DateTime<Utc>) -> Result<Option<Ver
         .max();
     let Some((_, key)) = newest else { return Ok(None) };
     let bytes = repo.storage.get_bytes(&key).await?;
-    let summary: ReportSummary =
-        serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(repo.storage.describe(&key), e))?;
+    let Ok(summary) = serde_json::from_slice::<ReportSummary>(&bytes) else {
+        let timestamp = repo.layout.parse_verification_report_key(&key).unwrap_or(now);
+        let status = "unreadable".to_string();
+        let age_seconds = seconds(now - timestamp);
+        return Ok(Some(VerificationHealth { key, timestamp, status, age_seconds, time_to_recover_seconds: None }));
+    };
     Ok(Some(VerificationHealth {
         key,
         timestamp: summary.timestamp,

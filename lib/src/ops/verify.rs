@@ -1,8 +1,8 @@
 //! `walvault verify`: the runbook's weekly backup verification.
 //!
-//! Every complete backup is read in full (manifest, then each part decrypted, decompressed and
-//! every tar entry hashed against the manifest, nothing written), the WAL archive is checked
-//! ([`super::verify_wal`]), and with a restore test ([`super::restore_test`]) the newest
+//! Every complete backup, database and file storage, is read in full (manifest, then each part
+//! decrypted, decompressed and every tar entry hashed against the manifest, nothing written:
+//! `verify_backups`), the WAL archive is checked ([`super::verify_wal`]), and with a restore test ([`super::restore_test`]) the newest
 //! backup is restored, replayed and queried. The report is written to
 //! `verification_reports/<env>/verification_YYYYMMDD_HHMMSS.json`. Problems in the repository
 //! are failed checks in the report, never errors; errors are for not being able to look
@@ -11,18 +11,15 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio_util::io::SyncIoBridge;
 
-use super::catalog::{self, BackupMetadata, LatestPointer, WalArchive};
+use super::catalog::{self, WalArchive};
 use super::list::Window;
 use super::restore_test::{self, RestoreTestOptions, RestoreTestResult};
 use super::verify_wal::{self, WalResult};
 use super::wal_index::WalIndex;
-use super::{Repo, blocking, human, identity};
-use crate::manifest::Manifest;
-use crate::{Error, Result, codec, tarball};
+use super::{Repo, files, human, verify_backups};
+use crate::{Error, Result};
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -102,9 +99,12 @@ impl Check {
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupResult {
     pub name: String,
+    /// `database`, or the kind of a file-storage backup.
+    pub kind: String,
     pub status: String,
     pub stop_time: DateTime<Utc>,
-    pub timeline: u32,
+    /// The timeline of a database backup.
+    pub timeline: Option<u32>,
     pub parts: usize,
     pub files: u64,
     /// File bytes read and hashed.
@@ -120,15 +120,22 @@ pub struct BackupResult {
 /// repository); everything found wrong is a failed check in the report instead.
 pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<Report> {
     let began = Instant::now();
-    let mut checks = vec![check_identity(repo).await?];
+    let mut checks = vec![verify_backups::check_identity(repo).await?];
     let backups = catalog::backups(repo).await?;
     let mut results = Vec::new();
     for b in &backups {
-        let (check, result) = check_backup(repo, b, opts.jobs).await?;
+        let (check, result) = verify_backups::check_backup(repo, b, opts.jobs).await?;
         checks.push(check);
         results.push(result);
     }
-    checks.extend(check_folders(repo, &backups).await?);
+    checks.extend(verify_backups::check_folders(repo, &backups).await?);
+    for kind in files::KINDS {
+        for meta in files::files_backups(repo, kind).await? {
+            let (check, result) = verify_backups::check_files_backup(repo, &meta).await?;
+            checks.push(check);
+            results.push(result);
+        }
+    }
     let seg_size = backups.first().map_or(16 << 20, |b| b.wal_segment_size);
     let mut index = WalIndex::load(None, repo);
     let archive = WalArchive::load(repo, &mut index, seg_size).await?;
@@ -172,162 +179,6 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<Report> {
         }
     }
     Ok(report)
-}
-
-async fn check_identity(repo: &Repo) -> Result<Check> {
-    let started = Instant::now();
-    let env = repo.layout.env();
-    Ok(match identity::load(repo).await {
-        Ok(Some(id)) => match id.envs.get(env) {
-            Some(e) => Check::passed(
-                "repository identity",
-                format!("environment {env}: system identifier {}", e.system_identifier),
-                started,
-            ),
-            None => Check::failed(
-                "repository identity",
-                format!("walvault.json does not list environment {env}"),
-                Some(crate::layout::IDENTITY_KEY.into()),
-                started,
-            ),
-        },
-        Ok(None) => Check::failed(
-            "repository identity",
-            "walvault.json not found",
-            Some(crate::layout::IDENTITY_KEY.into()),
-            started,
-        ),
-        Err(e @ Error::Storage { .. }) => return Err(e),
-        Err(e) => {
-            Check::failed("repository identity", e.to_string(), Some(crate::layout::IDENTITY_KEY.into()), started)
-        }
-    })
-}
-
-/// The manifest, then every part read to its end against it.
-async fn check_backup(repo: &Repo, b: &BackupMetadata, jobs: usize) -> Result<(Check, BackupResult)> {
-    let started = Instant::now();
-    let name = format!("backup {}", b.name);
-    let mut result = BackupResult {
-        name: b.name.clone(),
-        status: "failed".to_string(),
-        stop_time: b.stop_time,
-        timeline: b.timeline,
-        parts: b.parts.len(),
-        files: 0,
-        bytes: 0,
-        stored_bytes: b.stored_bytes,
-        seconds: 0.0,
-    };
-    let outcome = read_backup(repo, b, jobs, &mut result).await;
-    result.seconds = started.elapsed().as_secs_f64();
-    let check = match outcome {
-        Ok(()) => {
-            result.status = "passed".to_string();
-            let detail = format!(
-                "manifest and {} parts: {} files, {} read and matched their checksums",
-                b.parts.len(),
-                result.files,
-                super::list::human_bytes(result.bytes)
-            );
-            Check::passed(&name, detail, started)
-        }
-        Err((e @ Error::Storage { permanent: false, .. }, _)) => return Err(e),
-        Err((e, key)) => Check::failed(&name, e.to_string(), Some(key), started),
-    };
-    Ok((check, result))
-}
-
-/// Errors come with the key of the object they are about.
-async fn read_backup(
-    repo: &Repo,
-    b: &BackupMetadata,
-    jobs: usize,
-    result: &mut BackupResult,
-) -> std::result::Result<(), (Error, String)> {
-    let manifest = match super::pitr_prepare::load_manifest(repo, b).await {
-        Err(Error::NotFound { .. }) => {
-            let e = Error::not_found(format!("manifest {}", repo.storage.describe(&b.manifest_key)));
-            return Err((e, b.manifest_key.clone()));
-        }
-        other => other.map_err(|e| (e, b.manifest_key.clone()))?,
-    };
-    let indices: Vec<u32> = b.parts.iter().map(|p| p.index).collect();
-    if let Some(stray) = manifest.files.iter().find(|e| !indices.contains(&e.part)) {
-        let why = format!("{} is listed in part {}, which the backup does not have", stray.path, stray.part);
-        return Err((Error::corrupt(repo.storage.describe(&b.manifest_key), why), b.manifest_key.clone()));
-    }
-    let stats: Vec<std::result::Result<tarball::VerifyStats, (Error, String)>> =
-        futures_util::stream::iter(b.parts.clone())
-            .map(|part| {
-                let manifest = manifest.clone();
-                async move { verify_part(repo, &part.key, part.index, manifest).await.map_err(|e| (e, part.key)) }
-            })
-            .buffer_unordered(jobs.max(1))
-            .collect()
-            .await;
-    for s in stats {
-        let s = s?;
-        result.files += s.files;
-        result.bytes += s.bytes;
-    }
-    Ok(())
-}
-
-async fn verify_part(repo: &Repo, key: &str, index: u32, manifest: Manifest) -> Result<tarball::VerifyStats> {
-    let reader = repo.storage.get(key).await?;
-    let bridge = SyncIoBridge::new(reader);
-    let (object, keyring) = (repo.storage.describe(key), repo.keyring.clone());
-    blocking(move || {
-        let input = std::io::BufReader::with_capacity(1 << 20, bridge);
-        let (_, body) = codec::decoder(input, &keyring, &object, false)?;
-        tarball::verify_tar(body, &manifest, index).map_err(|e| match e {
-            // An entry's problem, named inside the part.
-            Error::Corrupt { object: entry, reason } if entry != object && !reason.contains(&object) => {
-                Error::corrupt(&object, format!("{entry}: {reason}"))
-            }
-            Error::Refused(why) => Error::corrupt(&object, why),
-            other => other,
-        })
-    })
-    .await
-}
-
-/// Folders without a metadata object (an interrupted base-backup or prune), and latest.json.
-async fn check_folders(repo: &Repo, backups: &[BackupMetadata]) -> Result<Vec<Check>> {
-    let started = Instant::now();
-    let mut checks = Vec::new();
-    let root = repo.layout.database_root();
-    let listing = repo.storage.list(&root, Some("/"), None).await?;
-    for prefix in &listing.prefixes {
-        let name = prefix.trim_start_matches(&root).trim_end_matches('/');
-        if !backups.iter().any(|b| b.name == name) {
-            let why = format!(
-                "{prefix} has no metadata object: an interrupted base-backup or prune (prune removes it once it is older than the oldest kept backup)"
-            );
-            checks.push(Check::warning("incomplete backup", why, Some(prefix.clone()), started));
-        }
-    }
-    let latest_key = repo.layout.latest_backup_key();
-    let pointer = match repo.storage.get_bytes(&latest_key).await {
-        Ok(bytes) => serde_json::from_slice::<LatestPointer>(&bytes).ok(),
-        Err(Error::NotFound { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    let newest = backups.last().map(|b| b.name.as_str());
-    match (pointer, newest) {
-        (Some(p), Some(n)) if p.backup == n => {
-            checks.push(Check::passed("latest.json", format!("points at {n}"), started))
-        }
-        (p, Some(n)) => {
-            let at = p.map_or("nothing readable".to_string(), |p| p.backup);
-            let why =
-                format!("points at {at}, not the newest complete backup {n} (pitr-prepare does not depend on it)");
-            checks.push(Check::warning("latest.json", why, Some(latest_key), started));
-        }
-        _ => {}
-    }
-    Ok(checks)
 }
 
 /// The report as lines that fit a terminal.

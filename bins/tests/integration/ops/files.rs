@@ -86,6 +86,30 @@ fn round_trip(backend: Backend) {
     assert_eq!(std::fs::read(dst.path().join("first/a.txt")).expect("read"), b"hello");
 
     if let Some(root) = &repo.fs_root {
+        // verify reads file backups too, and names a damaged archive.
+        let second = json(&repo.run(
+            "walvault",
+            &["files-restore", "--kind", "uploads", "--json", &dst.path().join("v").display().to_string()],
+        ));
+        let check = |report: &serde_json::Value, name: &str| -> serde_json::Value {
+            let checks = report["checks"].as_array().expect("checks");
+            checks.iter().find(|c| c["name"] == format!("uploads backup {name}")).cloned().expect("file backup check")
+        };
+        let report = json(&repo.run("walvault", &["verify", "--json", "--no-report"]));
+        assert_eq!(check(&report, &first_name)["status"], "passed", "{report:#}");
+        let second_name = second["backup"].as_str().expect("name").to_string();
+        let archive_key = format!("files/production/uploads/{second_name}/archive.tar.zst.enc");
+        let saved = std::fs::read(root.join(&archive_key)).expect("archive");
+        let mut flipped = saved.clone();
+        let at = flipped.len() / 2;
+        flipped[at] ^= 1;
+        std::fs::write(root.join(&archive_key), flipped).expect("flip");
+        let out = repo.run("walvault", &["verify", "--json", "--no-report"]);
+        assert_eq!(out.status.code(), Some(8));
+        let c = check(&json(&out), &second_name);
+        assert_eq!((c["status"].as_str(), c["object"].as_str()), (Some("failed"), Some(archive_key.as_str())), "{c:#}");
+        std::fs::write(root.join(&archive_key), saved).expect("put back");
+
         // 40 days old: past the 30-day retention; the newer one stays, as does latest.json.
         let meta_path = root.join(format!("files/production/uploads/{first_name}_metadata.json"));
         let mut meta: serde_json::Value =
