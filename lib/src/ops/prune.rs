@@ -150,9 +150,11 @@ pub async fn prune(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
 pub fn render(plan: &PrunePlan) -> String {
     let mode = if plan.dry_run { " (dry run: nothing deleted)" } else { "" };
     let mut out = format!("prune at {} UTC{mode}\npolicy: {}\n\n", human_time(plan.now), plan.policy);
+    let width = plan.backups.iter().chain(&plan.files).map(|d| d.name.len()).max().unwrap_or(0);
     for d in plan.backups.iter().chain(&plan.files) {
         let verdict = if d.keep { "keep  " } else { "DELETE" };
-        out.push_str(&format!("{verdict} {:<8} {:<40} {}  {}\n", d.kind, d.name, human_time(d.time), d.reason));
+        let time = human_time(d.time);
+        out.push_str(&format!("{verdict} {:<8} {:<width$} {time}  {}\n", d.kind, d.name, d.reason));
     }
     for prefix in &plan.incomplete {
         out.push_str(&format!("DELETE incomplete {prefix} (no metadata object)\n"));

@@ -162,10 +162,12 @@ async fn run(repo: &Repo, opts: &RestoreTestOptions, r: &mut RestoreTestResult) 
     let parent = opts.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = tempfile::Builder::new().prefix("walvault-restore-test-").tempdir_in(&parent).with_path(&parent)?;
     let root = scratch.path().to_path_buf();
+    // Only the server's user (and root) may reach the trust-authenticated socket.
     for dir in [root.clone(), root.join("sock"), root.join("tblspc")] {
         if dir != root {
             std::fs::create_dir(&dir).with_path(&dir)?;
         }
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).with_path(&dir)?;
         chown(&dir, owner)?;
     }
     let began = Instant::now();
