@@ -78,6 +78,8 @@ pub enum ExitCode {
     Refused = 5,
     Io = 6,
     Postgres = 7,
+    /// `verify` found a problem, or `status` is past a threshold (the check itself ran).
+    Unhealthy = 8,
 }
 
 /// Offset added to every wal-fetch failure other than "not found".

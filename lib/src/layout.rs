@@ -7,7 +7,9 @@
 //! database/<env>/<cluster>_<env>_YYYYMMDD_HHMMSS/ one base backup: parts and manifest
 //! database/<env>/<cluster>_<env>_YYYYMMDD_HHMMSS_metadata.json
 //! database/<env>/latest.json                      newest complete backup
-//! files/<env>/<kind>/...                          file-storage backups
+//! files/<env>/<kind>/<kind>_<env>_YYYYMMDD_HHMMSS/ one file-storage backup: archive and manifest
+//! files/<env>/<kind>/<kind>_<env>_YYYYMMDD_HHMMSS_metadata.json
+//! files/<env>/<kind>/latest.json                  newest complete file-storage backup
 //! verification_reports/<env>/verification_YYYYMMDD_HHMMSS.json
 //! ```
 
@@ -124,10 +126,54 @@ impl Layout {
         format!("files/{}/{kind}/", self.env)
     }
 
+    /// A file-storage backup's name: `<kind>_<env>_YYYYMMDD_HHMMSS` (UTC).
+    pub fn files_backup_name(&self, kind: &str, at: DateTime<Utc>) -> String {
+        format!("{kind}_{}_{}", self.env, at.format("%Y%m%d_%H%M%S"))
+    }
+
+    /// `files/<env>/<kind>/<backup>/<file>`: the archive and manifest of one file backup.
+    pub fn files_object(&self, kind: &str, backup: &str, file: &str) -> String {
+        format!("{}{backup}/{file}", self.files_root(kind))
+    }
+
+    /// `files/<env>/<kind>/<backup>_metadata.json`: written last; makes the backup complete.
+    pub fn files_metadata_key(&self, kind: &str, backup: &str) -> String {
+        format!("{}{backup}_metadata.json", self.files_root(kind))
+    }
+
+    /// The backup name of a file-backup metadata key of `kind`, if it is one.
+    pub fn parse_files_metadata_key(&self, kind: &str, key: &str) -> Option<String> {
+        let name = key.strip_prefix(&self.files_root(kind))?.strip_suffix("_metadata.json")?;
+        (!name.is_empty() && !name.contains('/')).then(|| name.to_string())
+    }
+
+    /// `files/<env>/<kind>/latest.json`.
+    pub fn files_latest_key(&self, kind: &str) -> String {
+        format!("{}latest.json", self.files_root(kind))
+    }
+
+    /// `verification_reports/<env>/`.
+    pub fn verification_reports_root(&self) -> String {
+        format!("verification_reports/{}/", self.env)
+    }
+
     /// `verification_reports/<env>/verification_YYYYMMDD_HHMMSS.json`.
     pub fn verification_report_key(&self, at: DateTime<Utc>) -> String {
-        format!("verification_reports/{}/verification_{}.json", self.env, at.format("%Y%m%d_%H%M%S"))
+        format!("{}verification_{}.json", self.verification_reports_root(), at.format("%Y%m%d_%H%M%S"))
     }
+
+    /// When a report was written, from its key; `None` for other keys.
+    pub fn parse_verification_report_key(&self, key: &str) -> Option<DateTime<Utc>> {
+        let stamp = key.strip_prefix(&self.verification_reports_root())?.strip_prefix("verification_")?;
+        name_time(stamp.strip_suffix(".json")?)
+    }
+}
+
+/// The UTC time at the end of a name ending in `YYYYMMDD_HHMMSS` (backup, file-backup and
+/// report names), or `None`.
+pub fn name_time(name: &str) -> Option<DateTime<Utc>> {
+    let stamp = name.get(name.len().checked_sub(15)?..)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d_%H%M%S").ok().map(|t| t.and_utc())
 }
 
 /// Split `000000010000000000000003.zst.enc` into the PostgreSQL name and the extension.
@@ -200,5 +246,16 @@ mod tests {
         assert_eq!(l.latest_backup_key(), "database/production/latest.json");
         assert_eq!(l.verification_report_key(t), "verification_reports/production/verification_20240105_020007.json");
         assert_eq!(l.files_root("uploads"), "files/production/uploads/");
+        assert_eq!(l.parse_verification_report_key(&l.verification_report_key(t)), Some(t));
+        assert_eq!(name_time(&name), Some(t));
+        assert_eq!(name_time("x"), None);
+        let files = l.files_backup_name("uploads", t);
+        assert_eq!(files, "uploads_production_20240105_020007");
+        assert_eq!(
+            l.files_object("uploads", &files, "archive.tar"),
+            format!("files/production/uploads/{files}/archive.tar")
+        );
+        assert_eq!(l.parse_files_metadata_key("uploads", &l.files_metadata_key("uploads", &files)), Some(files));
+        assert_eq!(l.files_latest_key("config"), "files/production/config/latest.json");
     }
 }

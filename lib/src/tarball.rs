@@ -24,8 +24,10 @@ use crate::pg::datadir::{DataFile, FileKind};
 use crate::{Error, Result};
 
 mod extract;
+mod verify;
 
 pub use extract::{ExtractStats, extract_tar};
+pub use verify::{VerifyStats, verify_tar};
 
 /// Read size for files streamed into a tar part.
 pub const READ_CHUNK: usize = 1 << 20;

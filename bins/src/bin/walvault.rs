@@ -7,12 +7,18 @@ use walvault::ops::decrypt::Source;
 
 #[path = "../common.rs"]
 mod common;
+#[path = "../walvault_cli.rs"]
+mod walvault_cli;
 
-/// Operate a walvault repository: inspect, verify, prune, decrypt.
+use walvault::ops::list::human_bytes;
+use walvault::ops::{files, prune, status, verify};
+use walvault_cli::{FilesBackupArgs, FilesRestoreArgs, PruneArgs, StatusArgs, VerifyArgs};
+
+/// Operate a walvault repository: inspect, verify, prune, monitor, back up files, decrypt.
 #[derive(Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  walvault list\n  walvault decrypt wal/production/2024/01/15/000000010000000000000003.zst.enc > seg\n  walvault decrypt - < downloaded.zst.enc > plain"
+    after_help = "Examples:\n  walvault list\n  walvault verify --restore-test --check-db mykadoo --check-sql 'SELECT count(*) FROM \"User\"'\n  walvault prune --dry-run\n  walvault status --max-wal-age 1h --prometheus > /var/lib/node_exporter/walvault.prom.tmp\n  walvault files-backup --kind uploads /app/uploads\n  walvault decrypt - < downloaded.zst.enc > plain\n\nExit codes: 0 ok, 8 verify failed or status unhealthy; 1-7 as for every walvault binary"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +43,16 @@ enum Command {
         #[arg(default_value = "")]
         prefix: String,
     },
+    /// Check every backup and the WAL chain; write the verification report (exit 8 when a check fails)
+    Verify(VerifyArgs),
+    /// Delete what the retention policy no longer keeps (--dry-run shows the plan)
+    Prune(PruneArgs),
+    /// Archive health for monitoring: WAL and backup age, gaps, last verification (exit 8 when unhealthy)
+    Status(StatusArgs),
+    /// Back up a file-storage directory (uploads, assets, config) as one streamed archive
+    FilesBackup(FilesBackupArgs),
+    /// Restore a file-storage backup into an empty directory
+    FilesRestore(FilesRestoreArgs),
     /// Write an object's stored bytes (undecoded) to stdout
     Get {
         /// Object key
@@ -49,18 +65,47 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let run = || -> Result<(), walvault::Error> {
+    let json = cli.common.json;
+    let run = || -> Result<walvault::ExitCode, walvault::Error> {
         let config = cli.common.load("walvault")?;
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;
-            match &cli.command {
+            let healthy = match &cli.command {
                 Command::List => {
                     let listing = walvault::ops::list::list(&repo).await?;
-                    if cli.common.json {
-                        common::print_json(&listing);
-                    } else {
-                        print!("{}", walvault::ops::list::render(&listing));
+                    show(json, &listing, || walvault::ops::list::render(&listing));
+                    true
+                }
+                Command::Verify(args) => {
+                    let report = verify::verify(&repo, &args.options(&config)?).await?;
+                    show(json, &report, || verify::render(&report));
+                    report.status == "passed"
+                }
+                Command::Prune(args) => {
+                    let plan = prune::prune(&repo, &args.options()?).await?;
+                    show(json, &plan, || prune::render(&plan));
+                    true
+                }
+                Command::Status(args) => {
+                    let s = status::status(&repo, &args.options()?).await?;
+                    match args.prometheus {
+                        true => print!("{}", status::prometheus(&s)),
+                        false => show(json, &s, || status::render(&s)),
                     }
+                    s.healthy
+                }
+                Command::FilesBackup(a) => {
+                    let meta = files::files_backup(&repo, a.kind.name(), &a.dir, a.spool_dir.clone()).await?;
+                    show(json, &meta, || {
+                        let (size, stored) = (human_bytes(meta.bytes), human_bytes(meta.stored_bytes));
+                        format!("{}: {} files, {size} ({stored} stored)\n", meta.name, meta.files)
+                    });
+                    true
+                }
+                Command::FilesRestore(a) => {
+                    let done = files::files_restore(&repo, a.kind.name(), Some(&a.backup), &a.dir).await?;
+                    show(json, &done, || format!("restored {} into {}: {} files\n", done.backup, done.dir, done.files));
+                    true
                 }
                 Command::Decrypt { object } => {
                     let source = match object.as_str() {
@@ -69,26 +114,33 @@ fn main() -> ExitCode {
                         o => Source::Key(o.to_string()),
                     };
                     walvault::ops::decrypt::decrypt(&repo, source, std::io::stdout()).await?;
+                    true
                 }
                 Command::Ls { prefix } => {
                     let objects = walvault::ops::objects::list(&repo, prefix).await?;
-                    if cli.common.json {
-                        common::print_json(&objects);
-                    } else {
-                        for o in objects {
-                            println!("{:>12}  {}", o.size, o.key);
-                        }
-                    }
+                    let table = || objects.iter().map(|o| format!("{:>12}  {}\n", o.size, o.key)).collect();
+                    show(json, &objects, table);
+                    true
                 }
                 Command::Get { key, .. } => {
                     walvault::ops::objects::get_raw(&repo, key).await?;
+                    true
                 }
-            }
-            Ok(())
+            };
+            Ok(if healthy { walvault::ExitCode::Success } else { walvault::ExitCode::Unhealthy })
         })
     };
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.code()),
         Err(e) => common::fail("walvault", &e, e.exit_code().code()),
+    }
+}
+
+/// JSON on stdout with --json, else the human table.
+fn show(json: bool, value: &impl serde::Serialize, human: impl FnOnce() -> String) {
+    if json {
+        common::print_json(value);
+    } else {
+        print!("{}", human());
     }
 }

@@ -279,7 +279,7 @@ fn killed_base_backup_leaves_latest_alone() {
 }
 
 /// One 512-byte ustar header plus data, with any path (the tar crate refuses to write `..`).
-fn raw_tar_entry(path: &str, data: &[u8]) -> Vec<u8> {
+pub(super) fn raw_tar_entry(path: &str, data: &[u8]) -> Vec<u8> {
     let mut h = [0u8; 512];
     h[..path.len()].copy_from_slice(path.as_bytes());
     h[100..107].copy_from_slice(b"0000600");

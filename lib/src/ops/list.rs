@@ -37,35 +37,46 @@ pub struct Window {
 /// Storage failures, unreadable metadata or history files.
 pub async fn list(repo: &Repo) -> Result<Listing> {
     let backups = catalog::backups(repo).await?;
-    let mut windows: Vec<Window> = Vec::new();
+    let mut windows = Vec::new();
     if let Some(first) = backups.first() {
         let mut index = WalIndex::load(None, repo);
         let archive = WalArchive::load(repo, &mut index, first.wal_segment_size).await?;
-        for b in &backups {
-            let tli = archive.newest_timeline_from(repo, b.timeline).await?;
-            let history = archive.history(repo, tli).await?;
-            let mut end = archive.chain(b.timeline, b.start_lsn.segment_number(b.wal_segment_size), tli, &history);
-            if end.last_lsn < b.stop_lsn {
-                continue;
-            }
-            if windows.iter().any(|w| w.timeline == tli) {
-                continue;
-            }
-            if let Some(key) = archive.files.get(&end.last_segment) {
-                end.last_archived_at = repo.storage.head(key).await?.and_then(|m| m.last_modified);
-            }
-            windows.push(Window {
-                timeline: tli,
-                earliest: b.stop_time,
-                earliest_backup: b.name.clone(),
-                latest: end.last_archived_at,
-                wal_ends_at: end.last_lsn,
-                last_segment: end.last_segment,
-                gap: end.gap,
-            });
-        }
+        windows = self::windows(repo, &backups, &archive).await?;
     }
     Ok(Listing { backups, windows })
+}
+
+/// The recoverable window per timeline: from the oldest backup that the archive makes
+/// consistent to the end of its unbroken chain.
+///
+/// # Errors
+/// Storage failures, missing or unreadable history files.
+pub async fn windows(repo: &Repo, backups: &[BackupMetadata], archive: &WalArchive) -> Result<Vec<Window>> {
+    let mut windows: Vec<Window> = Vec::new();
+    for b in backups {
+        let tli = archive.newest_timeline_from(repo, b.timeline).await?;
+        let history = archive.history(repo, tli).await?;
+        let mut end = archive.chain(b.timeline, b.start_lsn.segment_number(b.wal_segment_size), tli, &history);
+        if end.last_lsn < b.stop_lsn {
+            continue;
+        }
+        if windows.iter().any(|w| w.timeline == tli) {
+            continue;
+        }
+        if let Some(key) = archive.files.get(&end.last_segment) {
+            end.last_archived_at = repo.storage.head(key).await?.and_then(|m| m.last_modified);
+        }
+        windows.push(Window {
+            timeline: tli,
+            earliest: b.stop_time,
+            earliest_backup: b.name.clone(),
+            latest: end.last_archived_at,
+            wal_ends_at: end.last_lsn,
+            last_segment: end.last_segment,
+            gap: end.gap,
+        });
+    }
+    Ok(windows)
 }
 
 /// Bytes in human units: `1.6 GiB`.

@@ -221,7 +221,7 @@ async fn check_wal(repo: &Repo, archive: &WalArchive, b: &BackupMetadata, target
     }
 }
 
-async fn load_manifest(repo: &Repo, b: &BackupMetadata) -> Result<Manifest> {
+pub(crate) async fn load_manifest(repo: &Repo, b: &BackupMetadata) -> Result<Manifest> {
     let json = repo.read_object(&b.manifest_key, false).await?;
     let object = repo.storage.describe(&b.manifest_key);
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::corrupt(&object, e))?;

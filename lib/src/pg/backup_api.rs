@@ -68,7 +68,7 @@ pub struct Tablespace {
 
 /// Turn a tokio-postgres error into [`Error::Postgres`] with `context`, keeping the server's
 /// message, detail and hint on one line.
-fn pg_error(context: &str, e: &tokio_postgres::Error) -> Error {
+pub(crate) fn pg_error(context: &str, e: &tokio_postgres::Error) -> Error {
     let msg = match e.as_db_error() {
         Some(db) => {
             let mut m = db.message().to_owned();

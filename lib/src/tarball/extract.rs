@@ -84,7 +84,7 @@ fn refused(path: &str, what: impl std::fmt::Display) -> Error {
     Error::Refused(format!("tar entry {path:?} {what}"))
 }
 
-fn kind_name(kind: EntryKind) -> &'static str {
+pub(super) fn kind_name(kind: EntryKind) -> &'static str {
     match kind {
         EntryKind::File => "file",
         EntryKind::Dir => "directory",
@@ -93,7 +93,7 @@ fn kind_name(kind: EntryKind) -> &'static str {
 }
 
 /// The entry's kind, or why it is refused.
-fn entry_kind(t: tar::EntryType) -> std::result::Result<EntryKind, &'static str> {
+pub(super) fn entry_kind(t: tar::EntryType) -> std::result::Result<EntryKind, &'static str> {
     match t {
         t if t.is_file() => Ok(EntryKind::File),
         t if t.is_dir() => Ok(EntryKind::Dir),

@@ -1,0 +1,208 @@
+//! The backup half of `walvault verify`: the repository identity, every database and file
+//! backup read in full against its manifest (nothing written), incomplete folders and
+//! `latest.json`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use tokio_util::io::SyncIoBridge;
+
+use super::catalog::{BackupMetadata, LatestPointer};
+use super::verify::{BackupResult, Check};
+use super::{Repo, blocking, files, identity};
+use crate::manifest::Manifest;
+use crate::{Error, Result, codec, tarball};
+
+pub(super) async fn check_identity(repo: &Repo) -> Result<Check> {
+    let started = Instant::now();
+    let env = repo.layout.env();
+    Ok(match identity::load(repo).await {
+        Ok(Some(id)) => match id.envs.get(env) {
+            Some(e) => Check::passed(
+                "repository identity",
+                format!("environment {env}: system identifier {}", e.system_identifier),
+                started,
+            ),
+            None => Check::failed(
+                "repository identity",
+                format!("walvault.json does not list environment {env}"),
+                Some(crate::layout::IDENTITY_KEY.into()),
+                started,
+            ),
+        },
+        Ok(None) => Check::failed(
+            "repository identity",
+            "walvault.json not found",
+            Some(crate::layout::IDENTITY_KEY.into()),
+            started,
+        ),
+        Err(e @ Error::Storage { .. }) => return Err(e),
+        Err(e) => {
+            Check::failed("repository identity", e.to_string(), Some(crate::layout::IDENTITY_KEY.into()), started)
+        }
+    })
+}
+
+/// The manifest, then every part read to its end against it.
+pub(super) async fn check_backup(repo: &Repo, b: &BackupMetadata, jobs: usize) -> Result<(Check, BackupResult)> {
+    let started = Instant::now();
+    let name = format!("backup {}", b.name);
+    let mut result = BackupResult {
+        name: b.name.clone(),
+        kind: "database".to_string(),
+        status: "failed".to_string(),
+        stop_time: b.stop_time,
+        timeline: Some(b.timeline),
+        parts: b.parts.len(),
+        files: 0,
+        bytes: 0,
+        stored_bytes: b.stored_bytes,
+        seconds: 0.0,
+    };
+    let outcome = read_backup(repo, b, jobs, &mut result).await;
+    result.seconds = started.elapsed().as_secs_f64();
+    let check = match outcome {
+        Ok(()) => {
+            result.status = "passed".to_string();
+            let detail = format!(
+                "manifest and {} parts: {} files, {} read and matched their checksums",
+                b.parts.len(),
+                result.files,
+                super::list::human_bytes(result.bytes)
+            );
+            Check::passed(&name, detail, started)
+        }
+        Err((e @ Error::Storage { permanent: false, .. }, _)) => return Err(e),
+        Err((e, key)) => Check::failed(&name, e.to_string(), Some(key), started),
+    };
+    Ok((check, result))
+}
+
+/// A file-storage backup: manifest and archive, read to the end.
+pub(super) async fn check_files_backup(repo: &Repo, meta: &files::FilesMetadata) -> Result<(Check, BackupResult)> {
+    let started = Instant::now();
+    let name = format!("{} backup {}", meta.kind, meta.name);
+    let mut result = BackupResult {
+        name: meta.name.clone(),
+        kind: meta.kind.clone(),
+        status: "failed".to_string(),
+        stop_time: meta.created,
+        timeline: None,
+        parts: 1,
+        files: 0,
+        bytes: 0,
+        stored_bytes: meta.stored_bytes,
+        seconds: 0.0,
+    };
+    let outcome = files::verify_files_backup(repo, meta).await;
+    result.seconds = started.elapsed().as_secs_f64();
+    let check = match outcome {
+        Ok(stats) => {
+            (result.files, result.bytes, result.status) = (stats.files, stats.bytes, "passed".to_string());
+            let size = super::list::human_bytes(stats.bytes);
+            Check::passed(&name, format!("{} files, {size} read and matched their checksums", stats.files), started)
+        }
+        Err((e @ Error::Storage { permanent: false, .. }, _)) => return Err(e),
+        Err((e, key)) => Check::failed(&name, e.to_string(), Some(key), started),
+    };
+    Ok((check, result))
+}
+
+/// Errors come with the key of the object they are about.
+async fn read_backup(
+    repo: &Repo,
+    b: &BackupMetadata,
+    jobs: usize,
+    result: &mut BackupResult,
+) -> std::result::Result<(), (Error, String)> {
+    let manifest = match super::pitr_prepare::load_manifest(repo, b).await {
+        Err(Error::NotFound { .. }) => {
+            let e = Error::not_found(format!("manifest {}", repo.storage.describe(&b.manifest_key)));
+            return Err((e, b.manifest_key.clone()));
+        }
+        other => other.map_err(|e| (e, b.manifest_key.clone()))?,
+    };
+    let indices: Vec<u32> = b.parts.iter().map(|p| p.index).collect();
+    if let Some(stray) = manifest.files.iter().find(|e| !indices.contains(&e.part)) {
+        let why = format!("{} is listed in part {}, which the backup does not have", stray.path, stray.part);
+        return Err((Error::corrupt(repo.storage.describe(&b.manifest_key), why), b.manifest_key.clone()));
+    }
+    let manifest = Arc::new(manifest);
+    let stats: Vec<std::result::Result<tarball::VerifyStats, (Error, String)>> =
+        futures_util::stream::iter(b.parts.clone())
+            .map(|part| {
+                let manifest = Arc::clone(&manifest);
+                async move { verify_part(repo, &part.key, part.index, manifest).await.map_err(|e| (e, part.key)) }
+            })
+            .buffer_unordered(jobs.max(1))
+            .collect()
+            .await;
+    for s in stats {
+        let s = s?;
+        result.files += s.files;
+        result.bytes += s.bytes;
+    }
+    Ok(())
+}
+
+pub(crate) async fn verify_part(
+    repo: &Repo,
+    key: &str,
+    index: u32,
+    manifest: Arc<Manifest>,
+) -> Result<tarball::VerifyStats> {
+    let reader = repo.storage.get(key).await?;
+    let bridge = SyncIoBridge::new(reader);
+    let (object, keyring) = (repo.storage.describe(key), repo.keyring.clone());
+    blocking(move || {
+        let input = std::io::BufReader::with_capacity(1 << 20, bridge);
+        let (_, body) = codec::decoder(input, &keyring, &object, false)?;
+        tarball::verify_tar(body, &manifest, index).map_err(|e| match e {
+            // An entry's problem, named inside the part.
+            Error::Corrupt { object: entry, reason } if entry != object && !reason.contains(&object) => {
+                Error::corrupt(&object, format!("{entry}: {reason}"))
+            }
+            Error::Refused(why) => Error::corrupt(&object, why),
+            other => other,
+        })
+    })
+    .await
+}
+
+/// Folders without a metadata object (an interrupted base-backup or prune), and latest.json.
+pub(super) async fn check_folders(repo: &Repo, backups: &[BackupMetadata]) -> Result<Vec<Check>> {
+    let started = Instant::now();
+    let mut checks = Vec::new();
+    let root = repo.layout.database_root();
+    let listing = repo.storage.list(&root, Some("/"), None).await?;
+    for prefix in &listing.prefixes {
+        let name = prefix.trim_start_matches(&root).trim_end_matches('/');
+        if !backups.iter().any(|b| b.name == name) {
+            let why = format!(
+                "{prefix} has no metadata object: an interrupted base-backup or prune (prune removes it once it is older than the oldest kept backup)"
+            );
+            checks.push(Check::warning("incomplete backup", why, Some(prefix.clone()), started));
+        }
+    }
+    let latest_key = repo.layout.latest_backup_key();
+    let pointer = match repo.storage.get_bytes(&latest_key).await {
+        Ok(bytes) => serde_json::from_slice::<LatestPointer>(&bytes).ok(),
+        Err(Error::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let newest = backups.last().map(|b| b.name.as_str());
+    match (pointer, newest) {
+        (Some(p), Some(n)) if p.backup == n => {
+            checks.push(Check::passed("latest.json", format!("points at {n}"), started))
+        }
+        (p, Some(n)) => {
+            let at = p.map_or("nothing readable".to_string(), |p| p.backup);
+            let why =
+                format!("points at {at}, not the newest complete backup {n} (pitr-prepare does not depend on it)");
+            checks.push(Check::warning("latest.json", why, Some(latest_key), started));
+        }
+        _ => {}
+    }
+    Ok(checks)
+}
