@@ -180,32 +180,42 @@ impl WalArchive {
     /// `target_tli` as far as it is unbroken.
     pub fn chain(&self, start_tli: u32, start: u64, target_tli: u32, history: &[HistoryEntry]) -> ChainEnd {
         let seg = self.seg_size;
-        let expected_tli = |segno: u64| -> u32 {
-            // A segment belongs to the first timeline on the path that had not yet ended when
-            // it began; the segment holding a switch point is read from the newer timeline.
-            history
-                .iter()
-                .find(|e| e.tli >= start_tli && segno < e.switchpoint.segment_number(seg))
-                .map_or(target_tli, |e| e.tli)
+        // Each timeline on the path with the segment where its WAL begins: the first at 0,
+        // each later one at its parent's switchpoint, `target_tli` at the last one.
+        let mut path: Vec<(u32, u64)> = Vec::with_capacity(history.len() + 1);
+        let mut begin = 0;
+        for e in history {
+            path.push((e.tli, begin));
+            begin = e.switchpoint.segment_number(seg);
+        }
+        path.push((target_tli, begin));
+        let _ = start_tli;
+        // PostgreSQL's XLogFileReadAnyTLI: the newest timeline begun by this segment whose
+        // file exists; for messages, the newest one begun by it.
+        let candidates = |segno: u64| path.iter().rev().filter(move |(_, b)| *b <= segno).map(|(t, _)| *t);
+        let present = |segno: u64| {
+            candidates(segno).find(|t| self.files.contains_key(&WalFileName::from_segno(*t, segno, seg).to_string()))
         };
+        let expected_tli = |segno: u64| candidates(segno).next().unwrap_or(target_tli);
         let mut segno = start;
         let mut last = None;
-        loop {
-            let name = WalFileName::from_segno(expected_tli(segno), segno, seg).to_string();
-            if !self.files.contains_key(&name) {
-                break;
-            }
+        let mut last_tli = expected_tli(start);
+        while let Some(t) = present(segno) {
             last = Some(segno);
+            last_tli = t;
             segno += 1;
         }
         let missing = WalFileName::from_segno(expected_tli(segno), segno, seg).to_string();
-        let later_exists = self.files.keys().filter_map(|n| WalFileName::parse(n).ok()).any(|w| {
-            w.is_segment() && (start_tli..=target_tli).contains(&w.tli()) && w.segno(seg).is_some_and(|s| s > segno)
-        });
+        let on_path = |t: u32| path.iter().any(|(p, _)| *p == t);
+        let later_exists = self
+            .files
+            .keys()
+            .filter_map(|n| WalFileName::parse(n).ok())
+            .any(|w| w.is_segment() && on_path(w.tli()) && w.segno(seg).is_some_and(|s| s > segno));
         let last_segno = last.unwrap_or(start.saturating_sub(1));
         ChainEnd {
             timeline: target_tli,
-            last_segment: WalFileName::from_segno(expected_tli(last_segno), last_segno, seg).to_string(),
+            last_segment: WalFileName::from_segno(last_tli, last_segno, seg).to_string(),
             last_lsn: Lsn::from_segment(last_segno.saturating_add(1), 0, seg),
             gap: later_exists.then_some(missing),
             last_archived_at: None,
