@@ -6,5 +6,6 @@ mod integration {
     pub mod common;
     mod pg_e2e;
     mod pitr;
+    mod scripts;
     mod wal_push_fetch;
 }
