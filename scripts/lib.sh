@@ -189,7 +189,7 @@ restore_cleanup() {
 # The restored server's lines that say where recovery ended.
 recovery_log_lines() {
     grep -E 'recovery stopping|last completed transaction|selected new timeline ID|redo done at|archive recovery complete' "$1" 2>/dev/null \
-        | sed -E 's/^.*(LOG|INFO): +//' || true
+        | sed -E 's/^.*(LOG|INFO): +//; s/ system usage: .*//' || true
 }
 
 # restore_main BACKUP_DESC TARGET_DESC PITR_PREPARE_ARGS...
@@ -229,7 +229,7 @@ restore_main() {
     RESTORE_WORK=$(scratch_dir restore)
     trap restore_cleanup EXIT
     local out=$RESTORE_WORK/pitr-prepare.json rc=0 t0 t1
-    log "restoring backup $backup_desc into $pgdata, recovery target: $target_desc"
+    log "restoring into $pgdata; backup: $backup_desc; recovery target: $target_desc"
     log "running pitr-prepare ${args[*]}"
     t0=$(now)
     set +e
@@ -283,12 +283,14 @@ restore_main() {
         start >/dev/null || fail 7 "pg_ctl start failed: $(tail -n 5 "$logf" 2>/dev/null)"
     RESTORE_STARTED=true
 
-    # Promoted = the control file says "in production". A server that exits on the way
-    # (wal-fetch failed, bad target) is noticed within a second.
+    # Promoted = recovery.signal is gone (the server removes it when recovery ends) and the
+    # control file says "in production" (the copy restored from the backup says so from the
+    # start). Neither needs a login. A server that exits on the way (wal-fetch failed, bad
+    # target) is noticed within a second.
     local deadline=$((SECONDS + timeout)) state down=0 last_report=$SECONDS
     while :; do
         state=$(as_pg "$PG_BIN/pg_controldata" -D "$pgdata" 2>/dev/null | sed -n 's/^Database cluster state: *//p')
-        [ "$state" = "in production" ] && break
+        if [ ! -e "$pgdata/recovery.signal" ] && [ "$state" = "in production" ]; then break; fi
         if as_pg "$PG_BIN/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
             down=0
         else
@@ -323,7 +325,8 @@ restore_main() {
     replayed=$("${psql[@]}" -c 'SELECT pg_last_wal_replay_lsn()') || fail 7 "cannot query the restored server"
     timeline=$("${psql[@]}" -c 'SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)') || fail 7 "cannot query the restored server"
     log "verifying: $verify_sql"
-    result=$("${psql[@]}" -c "$verify_sql" 2>&1) || fail 7 "verification query failed: $result"
+    result=$("${psql[@]}" -c "$verify_sql" 2>"$RESTORE_WORK/verify.err") \
+        || fail 7 "verification query failed: $(cat "$RESTORE_WORK/verify.err")"
 
     local server
     if [ "$keep" = true ]; then
