@@ -33,8 +33,8 @@ if [ -z "$summary" ]; then
     trap 'rm -f "$summary"' EXIT
 fi
 
-log "start: base backup of ${PGHOST:-the local socket}${PGPORT:+ port $PGPORT} (PGDATA ${PGDATA:-from the server}) into ${WALVAULT_REPO:-the configured repository}, env ${WALVAULT_ENV:-production}"
-log "running $BASE_BACKUP --json $*"
+log "start: base backup of ${PGHOST:-the local socket}${PGPORT:+ port $PGPORT} (PGDATA ${PGDATA:-from the server}) into ${WALVAULT_REPO:-the configured repository}${WALVAULT_ENV:+, env $WALVAULT_ENV}"
+log "running $BASE_BACKUP --json${*:+ $*}"
 set +e
 "$BASE_BACKUP" --json "$@" 2>&1 >"$summary" | stamp_lines
 rc=${PIPESTATUS[0]}
