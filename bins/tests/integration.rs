@@ -8,5 +8,6 @@ mod integration {
     mod pg_e2e;
     mod pg_matrix;
     mod pitr;
+    mod scripts;
     mod wal_push_fetch;
 }
