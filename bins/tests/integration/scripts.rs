@@ -235,9 +235,8 @@ fn backup_then_restore_latest_and_point_in_time() {
     assert!(!pgdata.join("postmaster.pid").exists(), "not started");
 
     // Procedure 2: to the time recorded between batches 2 and 3, on timeline 1 before the
-    // branch the restore above made (timeline 2). Last: the history file PostgreSQL then
-    // writes for timeline 3 has a switchpoint below timeline 2's, which walvault's history
-    // parser refuses as corrupt (exit 4) for every later pitr-prepare.
+    // branch the restore above made (timeline 2). The history file PostgreSQL then writes for
+    // timeline 3 has a switchpoint below timeline 2's; later restores must still follow it.
     let dir = shared_tempdir();
     let pgdata = dir.path().join("pgdata");
     let out = script(&repo, "postgresql-pitr-restore.sh", false)
@@ -252,4 +251,18 @@ fn backup_then_restore_latest_and_point_in_time() {
     assert_eq!(verification(&out), ["200"], "{}", stdout(&out));
     assert!(stdout(&out).contains("recovery stopping before commit"), "{}", stdout(&out));
     assert!(!pgdata.join("postmaster.pid").exists(), "server stopped after verification");
+
+    // Regression: a restore after that follows timeline 3 (whose history has a decreasing
+    // switchpoint) to its end: the 200 rows of the branch.
+    let dir = shared_tempdir();
+    let pgdata = dir.path().join("pgdata");
+    let out = script(&repo, "restore-postgresql.sh", false)
+        .env("SKIP_CONFIRMATION", "true")
+        .env("START_SERVER", "true")
+        .env("PGDATA", &pgdata)
+        .env("VERIFY_SQL", "SELECT count(*) FROM t")
+        .output()
+        .expect("restore-postgresql.sh");
+    assert!(out.status.success(), "restore after a branch: {}\n{}", stderr(&out), stdout(&out));
+    assert_eq!(verification(&out), ["200"], "{}", stdout(&out));
 }
