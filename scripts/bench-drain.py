@@ -27,7 +27,9 @@ def as_pg(cmd, **kw):
 
 
 def chown(path):
-    if ROOT:
+    if ROOT and os.path.isfile(path):
+        os.chown(path, PG.pw_uid, PG.pw_gid)
+    elif ROOT:
         for d, dirs, files in os.walk(path):
             os.chown(d, PG.pw_uid, PG.pw_gid)
             for f in files:
