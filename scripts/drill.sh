@@ -20,10 +20,11 @@ PORT=${DRILL_PORT:-54329}
 PRIMARY=$WORK/primary
 COPY=$WORK/restored
 REPO_DIR=$WORK/repo
-PIDS=()
 cleanup() {
     for d in "$PRIMARY" "$COPY"; do
-        [ -f "$d/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
+        if [ -f "$d/postmaster.pid" ]; then
+            as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
+        fi
     done
     [ "${KEEP:-}" = 1 ] || rm -rf "$WORK"
 }
