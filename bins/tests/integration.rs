@@ -4,6 +4,7 @@
 mod integration {
     mod cli_exit_codes;
     pub mod common;
+    mod deploy;
     mod pg_e2e;
     mod pitr;
     mod wal_push_fetch;
