@@ -27,12 +27,19 @@ q "SELECT txid_current()" >/dev/null
 LAST=$(q "SELECT pg_walfile_name(pg_current_wal_lsn())")
 q "SELECT pg_switch_wal()" >/dev/null
 DEADLINE=$(( $(date +%s) + TIMEOUT ))
+# Archived: PostgreSQL has renamed the segment's .ready status file to .done (the .done file
+# goes at a later checkpoint; then a later segment's name in pg_stat_archiver says it). The
+# archiver's last name alone is not enough: a base backup's history file sorts after its segment.
+DONE_SQL="SELECT pg_stat_file('pg_wal/archive_status/$LAST.ready', true) IS NULL
+    AND (pg_stat_file('pg_wal/archive_status/$LAST.done', true) IS NOT NULL
+         OR (length(last_archived_wal) = 24 AND last_archived_wal >= '$LAST'))
+    FROM pg_stat_archiver"
 while :; do
-    IFS='|' read -r archived failed last_failed <<<"$(q "SELECT coalesce(last_archived_wal, ''), failed_count, coalesce(last_failed_wal, '') FROM pg_stat_archiver")"
-    if [[ "$archived" > "$LAST" || "$archived" == "$LAST" ]]; then
-        echo "archived $LAST (archiver: last archived $archived, $failed failures since stats reset)"
+    if [ "$(q "$DONE_SQL")" = t ]; then
+        echo "archived $LAST"
         exit 0
     fi
+    IFS='|' read -r archived failed last_failed <<<"$(q "SELECT coalesce(last_archived_wal, ''), failed_count, coalesce(last_failed_wal, '') FROM pg_stat_archiver")"
     if [ "$(date +%s)" -ge "$DEADLINE" ]; then
         echo "not archived in ${TIMEOUT}s: $LAST (archiver: last archived ${archived:-none}, $failed failures, last failed ${last_failed:-none}; see the server log for wal-push's error)" >&2
         exit 1

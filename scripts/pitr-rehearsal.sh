@@ -43,10 +43,15 @@ WORK=$(mktemp -d "$SCRATCH/walvault-rehearsal.XXXXXX")
 chmod 700 "$WORK"
 if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$WORK"; fi
 PGDATA_COPY=$WORK/pgdata
+# A socket path must fit in 107 bytes: the socket gets a short directory of its own.
+SOCK=$(mktemp -d /tmp/walvault-sock.XXXXXX)
+chmod 700 "$SOCK"
+if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$SOCK"; fi
 cleanup() {
     if [ -f "$PGDATA_COPY/postmaster.pid" ]; then
         as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_COPY" -m immediate -w stop >/dev/null 2>&1 || true
     fi
+    rm -rf "$SOCK"
     if [ -z "$KEEP" ]; then rm -rf "$WORK"; else log "kept the copy in $WORK"; fi
 }
 trap cleanup EXIT
@@ -64,7 +69,7 @@ as_pg "${prepare[@]}" || rc=$?
 printf 'local all all trust\n' > "$WORK/pg_hba.conf"
 : > "$WORK/pg_ident.conf"
 if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$WORK/pg_hba.conf" "$WORK/pg_ident.conf"; fi
-OPTS="-c listen_addresses='' -c unix_socket_directories='$WORK' -c port=5432 -c archive_mode=off"
+OPTS="-c listen_addresses='' -c unix_socket_directories='$SOCK' -c port=5432 -c archive_mode=off"
 OPTS="$OPTS -c hba_file='$WORK/pg_hba.conf' -c ident_file='$WORK/pg_ident.conf'"
 log "starting the copy; it replays the archive through wal-fetch up to the target"
 if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_COPY" -l "$WORK/server.log" -o "$OPTS" -w -t "$TIMEOUT" start >/dev/null; then
@@ -72,7 +77,7 @@ if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_COPY" -l "$WORK/server.log" -o "$OPTS" -
     tail -n 30 "$WORK/server.log" >&2 || true
     exit 7
 fi
-q() { PGTZ=UTC as_pg "$PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -h "$WORK" -p 5432 -U "$DB_USER" "$@"; }
+q() { PGTZ=UTC as_pg "$PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -h "$SOCK" -p 5432 -U "$DB_USER" "$@"; }
 DEADLINE=$(( $(date +%s) + TIMEOUT ))
 until [ "$(q -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; do
     if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_COPY" status >/dev/null 2>&1 || [ "$(date +%s)" -gt "$DEADLINE" ]; then

@@ -13,7 +13,7 @@ import yaml
 
 SECRETS = {"mykadoo-backup-secrets", "mykadoo-backup-encryption-key", "mykadoo-db-credentials"}
 SCHEDULES = {  # the runbook's schedule, UTC
-    "mykadoo-db-backup": ("0 2 * * *", "base-backup"),
+    "mykadoo-db-backup": ("0 2 * * *", "backup-postgresql.sh"),
     "mykadoo-backup-verify": ("0 3 * * 0", "walvault verify --restore-test"),
     "mykadoo-files-backup": ("0 3 * * *", "backup-files.sh"),
     "mykadoo-backup-prune": (None, "walvault prune"),
