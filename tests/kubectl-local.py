@@ -87,6 +87,10 @@ def manifests():
 
 
 def relocate(value, mounts):
+    """A path under a volume's mount path, alone or as --flag=PATH, moved to the local directory."""
+    if value.startswith("--") and "=" in value:
+        flag, _, rest = value.partition("=")
+        return flag + "=" + relocate(rest, mounts)
     for mount, local in mounts:
         if value == mount or value.startswith(mount + "/"):
             return local + value[len(mount):]
@@ -117,8 +121,11 @@ def run_pod(job_name, pod_spec):
                 fail(f"job {job_name}: no local directory for volume claim {claim} (KUBECTL_LOCAL_VOLUMES)")
             local = claims[claim]
         else:
-            local = os.path.join(STATE, "volumes", job_name, m["name"])
-            os.makedirs(local, exist_ok=True)
+            # Short paths: a PostgreSQL socket under a scratch volume must fit in 107 bytes.
+            base = os.path.join(STATE, "v")
+            os.makedirs(base, exist_ok=True)
+            local = os.path.join(base, str(len(os.listdir(base))))
+            os.makedirs(local)
         mounts.append((m["mountPath"].rstrip("/"), local))
     mounts.sort(key=lambda m: -len(m[0]))
     env = dict(os.environ)

@@ -278,10 +278,12 @@ fn runbook_drill(backend: Backend) {
     let runnable: Vec<_> = blocks.iter().filter(|b| b.0.as_deref() == Some("run")).collect();
     for must in [
         "5. Check that archiving works",
-        "6. Take the first base backup",
+        "6. Take the first backups",
+        "7. Run the first verification",
         "8. Rehearse a point-in-time recovery",
         "Procedure 1: Full Database Restore (Latest Backup) > Steps",
         "Procedure 2: Point-in-Time Recovery (PITR) > Steps",
+        "Procedure 3: File Storage Restore > Steps",
         "Health Checks",
         "Manual Backup Trigger",
         "Backup Encryption Key",
@@ -335,8 +337,27 @@ fn runbook_drill(backend: Backend) {
         .expect("psql");
     assert!(out.status.success(), "schema: {}", stderr(&out));
 
-    let state = work.path().join("kubectl-state");
-    let volumes = serde_json::json!({ "mykadoo-postgresql-data": db.dir.path() });
+    // The application's file-storage volumes.
+    let files = work.path().join("files");
+    let sample = [
+        ("uploads/doc.txt", "an uploaded document\n"),
+        ("uploads/avatars/u1.png", "\u{89}PNG not really\n"),
+        ("assets/app.css", "body { margin: 0 }\n"),
+        ("config/app.json", "{\"feature\": true}\n"),
+    ];
+    for (path, text) in sample {
+        let p = files.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+    }
+    std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(&files).status().expect("chown");
+    let state = work.path().join("k");
+    let volumes = serde_json::json!({
+        "mykadoo-postgresql-data": db.dir.path(),
+        "mykadoo-uploads": files.join("uploads"),
+        "mykadoo-assets": files.join("assets"),
+        "mykadoo-config": files.join("config"),
+    });
     let mut env: Vec<(String, String)> = repo.env.clone();
     env.extend(
         [
@@ -396,6 +417,12 @@ fn runbook_drill(backend: Backend) {
             text = text.replace(example, &format!("TARGET_TIME=\"{target}\""));
             expect_after = Some(before);
         }
+        let files_restore = heading.starts_with("Procedure 3") && text.contains("deploy/jobs/files-restore.yaml");
+        if files_restore {
+            // Lose one upload and damage another; the restore brings both back.
+            std::fs::remove_file(files.join("uploads/doc.txt")).expect("rm");
+            std::fs::write(files.join("uploads/avatars/u1.png"), "damaged").expect("damage");
+        }
         std::fs::write(&file, &text).expect("write block");
         let started = Instant::now();
         let out = as_postgres("timeout")
@@ -425,6 +452,17 @@ fn runbook_drill(backend: Backend) {
                 stderr(&out),
                 db.log()
             );
+        }
+        if files_restore {
+            for (path, text) in sample.iter().filter(|(p, _)| p.starts_with("uploads/")) {
+                assert_eq!(std::fs::read_to_string(files.join(path)).expect("restored"), *text, "{path} restored");
+            }
+            let previous = std::fs::read_dir(files.join("uploads"))
+                .expect("uploads")
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".walvault-previous-"))
+                .count();
+            assert_eq!(previous, 1, "the previous uploads are kept beside the restored ones");
         }
         if let Some(expected) = expect_after {
             assert_eq!(mykadoo(counts), expected, "rows after the runbook block under \"{heading}\"\n{}", db.log());
