@@ -87,8 +87,8 @@ def manifests():
 
 
 def relocate(value, mounts):
-    """A path under a volume's mount path, alone or as --flag=PATH, moved to the local directory."""
-    if value.startswith("--") and "=" in value:
+    """A path under a volume's mount path, alone or as --flag=PATH or KIND=PATH, moved to the local directory."""
+    if "=" in value and not value.startswith("/"):
         flag, _, rest = value.partition("=")
         return flag + "=" + relocate(rest, mounts)
     for mount, local in mounts:
