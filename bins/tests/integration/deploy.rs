@@ -27,9 +27,8 @@ fn stdout(o: &Output) -> String {
 
 /// Run a validator; a missing one is a failure that says how to install it.
 fn tool(program: &str, install: &str) -> Command {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false);
     assert!(found, "{program} is not installed: {install} (scripts/test.sh does this)");
     let mut c = Command::new(program);
     c.current_dir(root());
@@ -89,7 +88,10 @@ fn manifests_validate_against_the_kubernetes_schemas() {
 /// bins/src/walvault_cli.rs); once a subcommand is in the binary, its own parser checks the
 /// manifests' flags instead.
 const ANNOUNCED: &[(&str, &[&str])] = &[
-    ("verify", &["--restore-test", "--json", "--scratch-dir", "--check-user", "--check-db", "--check-sql", "--max-rto"]),
+    (
+        "verify",
+        &["--restore-test", "--json", "--scratch-dir", "--check-user", "--check-db", "--check-sql", "--max-rto"],
+    ),
     ("prune", &["--dry-run", "--keep"]),
     ("status", &["--max-wal-age", "--prometheus"]),
     ("files-backup", &["--kind"]),
@@ -103,7 +105,8 @@ const SCRIPTS_IN_FLIGHT: &[&str] = &["restore-postgresql.sh", "postgresql-pitr-r
 /// Check one container command: a walvault binary must accept its flags (`--help` after them
 /// parses everything first), a script must exist in scripts/.
 fn check_command(where_: &str, cmd: &[String], notes: &mut Vec<String>) {
-    let args: Vec<String> = cmd.iter().map(|a| if a.starts_with("$(") { "2024-01-15 10:30:00".into() } else { a.clone() }).collect();
+    let args: Vec<String> =
+        cmd.iter().map(|a| if a.starts_with("$(") { "2024-01-15 10:30:00".into() } else { a.clone() }).collect();
     let program = args[0].as_str();
     match program {
         "walvault-status.sh" => {
@@ -128,14 +131,18 @@ fn check_command(where_: &str, cmd: &[String], notes: &mut Vec<String>) {
                         .iter()
                         .find(|(s, _)| s == sub)
                         .unwrap_or_else(|| panic!("{where_}: walvault has no subcommand {sub}"));
-                    for flag in args[2..].iter().filter(|a| a.starts_with("--")).map(|a| a.split('=').next().unwrap_or(a)) {
+                    for flag in
+                        args[2..].iter().filter(|a| a.starts_with("--")).map(|a| a.split('=').next().unwrap_or(a))
+                    {
                         assert!(allowed.contains(&flag), "{where_}: walvault {sub} {flag} is not an announced flag");
                     }
                     if *sub == "files-backup" || *sub == "files-restore" {
                         let kind = &args[args.iter().position(|a| a == "--kind").expect("--kind") + 1];
                         assert!(["uploads", "assets", "config"].contains(&kind.as_str()), "{where_}: kind {kind}");
                     }
-                    notes.push(format!("{where_}: walvault {sub} is not in this build; flags checked against the announced ones"));
+                    notes.push(format!(
+                        "{where_}: walvault {sub} is not in this build; flags checked against the announced ones"
+                    ));
                     return;
                 }
             }
@@ -149,7 +156,10 @@ fn check_command(where_: &str, cmd: &[String], notes: &mut Vec<String>) {
                 return;
             }
             let meta = std::fs::metadata(&path).unwrap_or_else(|_| panic!("{where_}: runs {script}, not in scripts/"));
-            assert!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0, "{script} is executable");
+            assert!(
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0,
+                "{script} is executable"
+            );
         }
     }
 }
@@ -165,7 +175,8 @@ fn manifests_follow_the_runbook_and_their_commands_parse() {
     let commands: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
     let mut notes = Vec::new();
     for (where_, cmd) in &commands {
-        let cmd: Vec<String> = cmd.as_array().expect("array").iter().map(|a| a.as_str().expect("str").to_string()).collect();
+        let cmd: Vec<String> =
+            cmd.as_array().expect("array").iter().map(|a| a.as_str().expect("str").to_string()).collect();
         check_command(where_, &cmd, &mut notes);
     }
     for n in notes {
@@ -256,8 +267,14 @@ fn image_recipes_pass_hadolint_and_label_the_version() {
     }
     let debian = std::fs::read_to_string(root().join(recipes[0])).expect("read");
     let alpine = std::fs::read_to_string(root().join(recipes[1])).expect("read");
-    assert!(debian.contains("FROM rust:${RUST_VERSION}-bookworm AS builder") && debian.contains("FROM postgres:${PG_MAJOR}-bookworm"));
-    assert!(alpine.contains("FROM rust:${RUST_VERSION}-alpine AS builder") && alpine.contains("FROM postgres:${PG_MAJOR}-alpine"));
+    assert!(
+        debian.contains("FROM rust:${RUST_VERSION}-bookworm AS builder")
+            && debian.contains("FROM postgres:${PG_MAJOR}-bookworm")
+    );
+    assert!(
+        alpine.contains("FROM rust:${RUST_VERSION}-alpine AS builder")
+            && alpine.contains("FROM postgres:${PG_MAJOR}-alpine")
+    );
 }
 
 /// The runbook's tables, in the database the runbook's checks name.
@@ -305,8 +322,11 @@ fn runbook_drill(backend: Backend) {
     std::fs::create_dir_all(&shim_dir).expect("mkdir");
     let shim = shim_dir.join("kubectl");
     std::fs::copy(root().join("tests/kubectl-local.py"), shim_dir.join("kubectl-local.py")).expect("copy shim");
-    std::fs::write(&shim, format!("#!/bin/sh\nexec /usr/bin/python3 {} \"$@\"\n", shim_dir.join("kubectl-local.py").display()))
-        .expect("write shim");
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\nexec /usr/bin/python3 {} \"$@\"\n", shim_dir.join("kubectl-local.py").display()),
+    )
+    .expect("write shim");
     std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&shim_dir).status().expect("chmod");
     std::process::Command::new("chmod").args(["755"]).arg(&shim).status().expect("chmod");
     let bins = bin("walvault").parent().expect("bin dir").to_path_buf();
