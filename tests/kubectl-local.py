@@ -135,7 +135,11 @@ def run_pod(job_name, pod_spec):
     cmd = [relocate(expand(a, env), mounts) for a in c["command"] + c.get("args", [])]
     log_path = os.path.join(JOBS, job_name + ".log")
     with open(log_path, "wb") as log:
-        rc = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=STATE)
+        try:
+            rc = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=STATE)
+        except OSError as e:  # as a container runtime reports a command it cannot start
+            log.write(f"exec {cmd[0]}: {e.strerror}\n".encode())
+            rc = 127
     with open(os.path.join(JOBS, job_name + ".json"), "w") as f:
         json.dump({"name": job_name, "command": cmd, "exit": rc, "at": time.time()}, f)
 
