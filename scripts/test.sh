@@ -49,6 +49,9 @@ if ! command -v hadolint >/dev/null 2>&1; then
 fi
 command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck || die "cannot install shellcheck"
 /usr/bin/python3 -c 'import yaml' 2>/dev/null || apt_install python3 python3-yaml || die "cannot install python3-yaml"
+# pip's console scripts (kubernetes-validate, hadolint) on PATH even without a pyenv rehash.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
