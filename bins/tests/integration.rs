@@ -4,6 +4,7 @@
 mod integration {
     mod cli_exit_codes;
     pub mod common;
+    mod deploy;
     mod ops;
     mod pg_e2e;
     mod pg_matrix;
