@@ -73,10 +73,9 @@ def make_corpus(work, kind):
             as_pg(psql + ["-c", OLTP], stdout=subprocess.DEVNULL)
     as_pg(psql + ["-c", "SELECT pg_switch_wal()"], stdout=subprocess.DEVNULL)
     as_pg([f"{PG_BIN}/pg_ctl", "-D", pgdata, "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL)
+    # The first SEGMENTS completed segments are the backlog; later ones stay (the server needs
+    # them to start again for pgBackRest's stanza-create).
     segs = sorted(n for n in os.listdir(wal) if len(n) == 24)[:SEGMENTS]
-    for n in os.listdir(wal):
-        if len(n) == 24 and n not in segs:
-            os.unlink(os.path.join(wal, n))
     return pgdata, segs
 
 
@@ -170,7 +169,7 @@ def main():
                     as_pg(["pgbackrest", f"--config={conf}", "--stanza=bench", "stanza-create"], stdout=subprocess.DEVNULL)
                     as_pg([f"{PG_BIN}/pg_ctl", "-D", pgdata, "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL)
                     command = command.replace("{c}", conf)
-                    segs_now = sorted(n for n in os.listdir(os.path.join(pgdata, "pg_wal")) if len(n) == 24)[:SEGMENTS]
+                    segs_now = segs
                 else:
                     command = command.replace("{r}", r)
                     segs_now = segs
