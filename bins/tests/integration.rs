@@ -4,7 +4,9 @@
 mod integration {
     mod cli_exit_codes;
     pub mod common;
+    mod faults;
     mod pg_e2e;
     mod pitr;
+    mod security;
     mod wal_push_fetch;
 }

@@ -107,6 +107,13 @@ fn check_segment(name: &str, data: &[u8]) -> Result<ClusterInfo> {
             known_majors()
         ))
     })?;
+    let named = WalFileName::parse(name).ok().and_then(|n| n.segno(u64::from(header.seg_size)));
+    if named != Some(header.segno()) {
+        return Err(Error::Invalid(format!(
+            "{name}: the page header says this is the segment at {}; a file archived under another segment's name could never be restored",
+            header.page_addr
+        )));
+    }
     if data.len() as u64 != u64::from(header.seg_size) {
         return Err(Error::Invalid(format!(
             "{name}: file is {} bytes but its page header says the segment size is {}",
