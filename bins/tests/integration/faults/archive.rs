@@ -91,14 +91,19 @@ fn archiving_under_each_fault_kind_loses_nothing() {
     let mut p = primary(&repo);
     p.pgbench(&["-i", "-s", "1", "-q"]);
     let all: Vec<Fault> = ARCHIVE_FAULTS.iter().map(|(f, _)| *f).collect();
-    proxy.set_plan(Plan::mixed(99, 0.05, &all, &[]));
+    proxy.set_plan(Plan::mixed(99, 0.04, &all, &[]).transient(2));
     let out = base_backup(&repo, &p, &[]);
     assert!(out.status.success(), "base-backup under mixed faults: {}", stderr(&out));
     let mut report = vec![format!("base-backup under mixed faults: ok, proxy {:?}", proxy.counts())];
 
     let mut phases: Vec<(String, Plan)> = Vec::new();
     for (i, (fault, methods)) in ARCHIVE_FAULTS.iter().enumerate() {
-        let rate = if matches!(fault, Fault::Delay(_)) { 1.0 } else { 0.35 };
+        let rate = match fault {
+            Fault::Delay(_) => 1.0,
+            // Each stall costs an attempt timeout: fewer, or the phase takes minutes.
+            Fault::Stall { .. } => 0.25,
+            _ => 0.5,
+        };
         for seed in 0..SEEDS {
             phases.push((fault.label().to_string(), Plan::one(seed * 100 + i as u64, rate, *fault, methods)));
         }
@@ -107,6 +112,7 @@ fn archiving_under_each_fault_kind_loses_nothing() {
         phases.push(("mixed".to_string(), Plan::mixed(500 + seed, 0.06, &all, &[])));
     }
     let mut last = String::new();
+    let mut per_kind = std::collections::BTreeMap::<String, u64>::new();
     for (label, plan) in phases {
         let seed = plan.seed;
         let injected_before = proxy.counts();
@@ -124,25 +130,30 @@ fn archiving_under_each_fault_kind_loses_nothing() {
             .filter(|(k, _)| *k != "requests")
             .map(|(k, v)| v - injected_before.get(k).copied().unwrap_or(0))
             .sum();
-        if label != "mixed" {
-            assert!(injected > 0, "{label} seed {seed}: the fault was injected");
-        }
+        *per_kind.entry(label.clone()).or_default() += injected;
         report.push(format!(
             "archive {label} seed {seed}: {injected} faults injected, failed_count +{}, {:.1} s",
             p.failed_count() - failed_before,
             t.elapsed().as_secs_f64()
         ));
+        eprintln!("{}", report.last().expect("line"));
+    }
+    for (label, injected) in &per_kind {
+        assert!(*injected > 0, "{label} was injected: {per_kind:?}");
     }
     proxy.set_plan(Plan::clean());
     let failed = p.failed_count();
     let names = segments_up_to(&p.pgdata, &last);
     assert!(names.len() >= 20, "many segments: {}", names.len());
 
-    // Each download fault in turn (a new seed per file), then a clean read straight from S3.
+    // Each download fault in turn, a new seed per file, on two files per kind (spread over
+    // the archive); then every file, read straight from S3.
     let fetched = repo.dir().join("fetched");
-    fetch_identical(&repo, &p.pgdata, &names, &fetched, true, |i| {
+    let step = (names.len() / (2 * FETCH_FAULTS.len())).max(1);
+    let sample: Vec<String> = names.iter().step_by(step).take(2 * FETCH_FAULTS.len()).cloned().collect();
+    fetch_identical(&repo, &p.pgdata, &sample, &fetched, true, |i| {
         let fault = FETCH_FAULTS[i % FETCH_FAULTS.len()];
-        proxy.set_plan(Plan::one(1000 + i as u64, 0.5, fault, &["GET"]));
+        proxy.set_plan(Plan::one(1000 + i as u64, 0.5, fault, &["GET"]).transient(2));
     });
     let counts = proxy.counts();
     for f in FETCH_FAULTS {
@@ -151,8 +162,9 @@ fn archiving_under_each_fault_kind_loses_nothing() {
     proxy.set_plan(Plan::clean());
     fetch_identical(&repo, &p.pgdata, &names, &fetched, false, |_| {});
     report.push(format!(
-        "{} segments archived, none missing, all byte-identical on fetch under download faults and straight from S3; failed_count {failed}; proxy {counts:?}",
-        names.len()
+        "{} segments archived, none missing, all byte-identical straight from S3 and {} of them through download faults; failed_count {failed}; proxy {counts:?}",
+        names.len(),
+        sample.len()
     ));
     p.stop();
     eprintln!("archiving under faults ({:.0} s):\n  {}", started.elapsed().as_secs_f64(), report.join("\n  "));
@@ -214,13 +226,13 @@ fn recovery_stops_on_permanent_fault_and_completes_through_transient_ones() {
     p.stop();
 
     let download_faults: Vec<Fault> = FETCH_FAULTS.to_vec();
-    proxy.set_plan(Plan::mixed(7, 0.08, &download_faults, &["GET"]));
+    proxy.set_plan(Plan::mixed(7, 0.08, &download_faults, &["GET"]).transient(2));
     let (mut c, out) = prepare(&repo, &["--latest"]);
     assert!(out.status.success(), "pitr-prepare under download faults: {}", stderr(&out));
     c.append_conf(&format!("unix_socket_directories = '{}'\narchive_mode = off\n", c.socket_dir.display()));
 
     // Every request after the first few fails with 500: a permanent fault mid-recovery.
-    proxy.set_plan(Plan { seed: 8, faults: vec![(1.0, Fault::InternalError)], methods: vec![], after: 6 });
+    proxy.set_plan(Plan { after: 6, ..Plan::one(8, 1.0, Fault::InternalError, &[]) });
     let _ = try_start(&c);
     assert!(postmaster_gone(&c.pgdata, Duration::from_secs(120)), "the server stopped by itself\n{}", c.log());
     let log = c.log();
@@ -235,7 +247,7 @@ fn recovery_stops_on_permanent_fault_and_completes_through_transient_ones() {
     assert!(state.contains("in archive recovery"), "{state}");
 
     // S3 back, transient faults only: recovery resumes and ends with every row.
-    proxy.set_plan(Plan::mixed(9, 0.08, &download_faults, &["GET"]));
+    proxy.set_plan(Plan::mixed(9, 0.08, &download_faults, &["GET"]).transient(2));
     c.start_and_wait_promoted(Duration::from_secs(180));
     assert_eq!(
         c.psql("SELECT count(*) || ' ' || (SELECT count(*) FROM pgbench_history) FROM t"),

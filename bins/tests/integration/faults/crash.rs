@@ -217,7 +217,7 @@ fn killed_base_backup_and_pitr_prepare_leave_no_usable_half_state() {
     let (_, out) = prepare(&repo, &["--latest"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let prep_span = t.elapsed();
-    let (mut prep_killed, mut half, mut tried_start) = (0, 0, 0);
+    let (mut prep_killed, mut half) = (0, 0);
     for i in 0..SLOW_RUNS {
         let dir = shared_tempdir();
         let pgdata = dir.path().join("pgdata");
@@ -234,7 +234,7 @@ fn killed_base_backup_and_pitr_prepare_leave_no_usable_half_state() {
             continue;
         }
         half += 1;
-        // A half-restored directory is refused as-is, and never starts as a database.
+        // A half-restored directory is refused as-is; --force restores over it.
         let out = repo
             .command_as_postgres("pitr-prepare")
             .arg("--pgdata")
@@ -243,18 +243,6 @@ fn killed_base_backup_and_pitr_prepare_leave_no_usable_half_state() {
             .output()
             .expect("run");
         assert_eq!(out.status.code(), Some(5), "run {i}: not empty: {}", stderr(&out));
-        if pgdata.join("global/pg_control").exists() && tried_start < 3 {
-            tried_start += 1;
-            let c = super::super::common::Cluster::at(dir, pgdata.clone(), repo.env.clone());
-            c.append_conf(&format!("unix_socket_directories = '{}'\narchive_mode = off\n", c.socket_dir.display()));
-            let out = super::archive::try_start(&c);
-            let running = pgdata.join("postmaster.pid").exists();
-            if running {
-                let _ = super::archive::pg_ctl(&c, &["-m", "immediate", "stop"]);
-            }
-            assert!(!out.status.success() && !running, "run {i}: a half-restored PGDATA started\n{}", c.log());
-            continue;
-        }
         let out = repo
             .command_as_postgres("pitr-prepare")
             .arg("--pgdata")
@@ -265,6 +253,28 @@ fn killed_base_backup_and_pitr_prepare_leave_no_usable_half_state() {
         assert!(out.status.success(), "run {i}: --force over a half restore: {}", stderr(&out));
         assert_eq!(walk(&pgdata).len(), full);
     }
+    // The worst places to die: everything extracted but recovery.signal not yet written,
+    // with and without backup_label. PostgreSQL must refuse to start either (the WAL its
+    // checkpoint needs is not in pg_wal), never come up as a primary with half a history.
+    for drop in [&["recovery.signal"][..], &["recovery.signal", "backup_label"][..]] {
+        let dir = shared_tempdir();
+        let pgdata = dir.path().join("pgdata");
+        let cp = Command::new("cp").arg("-a").arg(&reference.pgdata).arg(&pgdata).status().expect("cp");
+        assert!(cp.success());
+        for f in drop {
+            std::fs::remove_file(pgdata.join(f)).expect("rm");
+        }
+        let c = super::super::common::Cluster::at(dir, pgdata.clone(), repo.env.clone());
+        c.append_conf(&format!("unix_socket_directories = '{}'\narchive_mode = off\n", c.socket_dir.display()));
+        let out = super::archive::try_start(&c);
+        let running = pgdata.join("postmaster.pid").exists();
+        if running {
+            let _ = super::archive::pg_ctl(&c, &["-m", "immediate", "stop"]);
+        }
+        assert!(!out.status.success() && !running, "without {drop:?} the restored PGDATA started\n{}", c.log());
+        let log = c.log();
+        assert!(log.contains("checkpoint record"), "refused for the missing checkpoint WAL: {log}");
+    }
     let after: Vec<(String, usize)> = repo.raw_objects().into_iter().map(|(k, b)| (k, b.len())).collect();
     assert_eq!(before, after, "pitr-prepare never writes to the repository");
 
@@ -274,7 +284,7 @@ fn killed_base_backup_and_pitr_prepare_leave_no_usable_half_state() {
     assert_eq!(c.psql("SELECT count(*) FROM t"), expected, "{}", c.log());
     c.stop();
     eprintln!(
-        "base-backup: {SLOW_RUNS} runs, {killed} killed (span {:.1} s), {complete} complete backups listed, latest.json always complete, {spool_left} spool files left in TMPDIR\npitr-prepare: {SLOW_RUNS} runs, {prep_killed} killed (span {:.1} s), {half} half-restored dirs: refused without --force, {tried_start} tried with pg_ctl start and refused by PostgreSQL; repository untouched; final restore recovered every row",
+        "base-backup: {SLOW_RUNS} runs, {killed} killed (span {:.1} s), {complete} complete backups listed, latest.json always complete, {spool_left} spool files left in TMPDIR\npitr-prepare: {SLOW_RUNS} runs, {prep_killed} killed (span {:.1} s), {half} half-restored dirs: refused without --force, restored with it; a complete restore without recovery.signal (and without backup_label) refused by PostgreSQL; repository untouched; final restore recovered every row",
         span.as_secs_f64(),
         prep_span.as_secs_f64()
     );

@@ -73,6 +73,9 @@ pub struct Plan {
     pub methods: Vec<&'static str>,
     /// Let this many eligible requests through untouched first (a fault that starts mid-run).
     pub after: u64,
+    /// At most this many faults in a row; the next eligible request passes. With fewer than
+    /// the client's attempts, every request succeeds in the end: a transient fault.
+    pub max_run: Option<u64>,
 }
 
 impl Plan {
@@ -83,12 +86,23 @@ impl Plan {
 
     /// `fault` on a fraction `rate` of requests (of `methods`, or all when empty).
     pub fn one(seed: u64, rate: f64, fault: Fault, methods: &[&'static str]) -> Plan {
-        Plan { seed, faults: vec![(rate, fault)], methods: methods.to_vec(), after: 0 }
+        Plan { seed, faults: vec![(rate, fault)], methods: methods.to_vec(), after: 0, max_run: None }
+    }
+
+    /// The same plan with at most `n` faults in a row.
+    pub fn transient(self, n: u64) -> Plan {
+        Plan { max_run: Some(n), ..self }
     }
 
     /// Every fault of `faults`, each on a fraction `rate` of requests.
     pub fn mixed(seed: u64, rate: f64, faults: &[Fault], methods: &[&'static str]) -> Plan {
-        Plan { seed, faults: faults.iter().map(|f| (rate, *f)).collect(), methods: methods.to_vec(), after: 0 }
+        Plan {
+            seed,
+            faults: faults.iter().map(|f| (rate, *f)).collect(),
+            methods: methods.to_vec(),
+            after: 0,
+            max_run: None,
+        }
     }
 }
 
@@ -110,10 +124,17 @@ impl Rng {
     }
 }
 
+/// What a plan has seen so far.
+#[derive(Default)]
+struct Seen {
+    eligible: u64,
+    faults_in_a_row: u64,
+}
+
 struct Shared {
     upstream: SocketAddr,
-    /// The plan, its RNG, and the eligible requests seen under it.
-    plan: Mutex<(Plan, Rng, u64)>,
+    /// The plan, its RNG, and its counters.
+    plan: Mutex<(Plan, Rng, Seen)>,
     counts: Mutex<BTreeMap<String, u64>>,
     /// Bumped by `down`: every connection and the accept loop of an older generation ends.
     generation: watch::Sender<u64>,
@@ -130,18 +151,32 @@ impl Shared {
         if !plan.methods.is_empty() && !plan.methods.contains(&method) {
             return None;
         }
-        *seen += 1;
-        if *seen <= plan.after {
+        seen.eligible += 1;
+        if seen.eligible <= plan.after {
             return None;
         }
         let mut u = rng.unit();
-        for (p, fault) in &plan.faults {
+        let drawn = plan.faults.iter().find_map(|(p, fault)| {
             if u < *p {
                 return Some(*fault);
             }
             u -= p;
+            None
+        });
+        match drawn {
+            Some(_) if plan.max_run.is_some_and(|n| seen.faults_in_a_row >= n) => {
+                seen.faults_in_a_row = 0;
+                None
+            }
+            Some(f) => {
+                seen.faults_in_a_row += 1;
+                Some(f)
+            }
+            None => {
+                seen.faults_in_a_row = 0;
+                None
+            }
         }
-        None
     }
 }
 
@@ -171,7 +206,7 @@ impl Proxy {
         let seed = plan.seed;
         let shared = Arc::new(Shared {
             upstream,
-            plan: Mutex::new((plan, Rng(seed), 0)),
+            plan: Mutex::new((plan, Rng(seed), Seen::default())),
             counts: Mutex::new(BTreeMap::new()),
             generation: watch::channel(0).0,
         });
@@ -184,7 +219,7 @@ impl Proxy {
     /// Replace the plan (and restart its RNG from the new seed).
     pub fn set_plan(&self, plan: Plan) {
         let seed = plan.seed;
-        *self.shared.plan.lock().expect("plan") = (plan, Rng(seed), 0);
+        *self.shared.plan.lock().expect("plan") = (plan, Rng(seed), Seen::default());
     }
 
     /// Faults injected so far by label, plus `requests` (every request head read).
