@@ -117,3 +117,28 @@ fn config_file_with_a_key_readable_by_others_is_warned_about() {
     let quiet = run(0o600);
     assert!(!quiet.contains("readable by group or others"), "{quiet}");
 }
+
+/// A damaged copy already in the archive (here: truncated on disk) is never taken for an
+/// identical duplicate: wal-push fails (exit 4, PostgreSQL keeps its file and retries), and
+/// once the damaged object is removed the push stores a good copy.
+#[test]
+fn damaged_duplicate_is_not_accepted_as_identical() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let seg = segment(&repo.dir().join("work"), 12, 12);
+    let seg_s = seg.to_str().expect("utf8");
+    assert!(repo.run("wal-push", &[seg_s]).status.success());
+    let root = repo.fs_root.clone().expect("fs");
+    let object = walk(&root.join("wal")).into_iter().find(|p| name(p).starts_with(&name(&seg))).expect("object");
+    let bytes = std::fs::read(&object).expect("read");
+    std::fs::write(&object, &bytes[..bytes.len() / 2]).expect("truncate");
+    let out = repo.run("wal-push", &[seg_s]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the archived copy of"), "{}", stderr(&out));
+    std::fs::remove_file(&object).expect("rm");
+    let out = repo.run("wal-push", &[seg_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = repo.dir().join("restored");
+    let out = repo.run("wal-fetch", &[&name(&seg), dest.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).expect("read"), std::fs::read(&seg).expect("read"));
+}

@@ -66,8 +66,21 @@ pub async fn wal_push(repo: &Repo, path: &Path, cache_dir: Option<&Path>) -> Res
         requests: Default::default(),
     };
     let data = Bytes::from(data);
-    if let Some(found) = index.find(repo, &name, true).await? {
-        compare_existing(repo, &found.key, &name, &data, &digest).await?;
+    let mut existing = None;
+    for attempt in 1..=2 {
+        let Some(found) = index.find(repo, &name, true).await? else { break };
+        match compare_existing(repo, &found.key, &name, &data, &digest).await {
+            Ok(()) => existing = Some(found),
+            // A stale cache entry (the object was deleted or pruned): forget it, look again.
+            Err(Error::NotFound { .. }) if attempt == 1 => {
+                index.forget(found.day, &name);
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        break;
+    }
+    if let Some(found) = existing {
         outcome.object = repo.storage.describe(&found.key);
         outcome.duplicate = true;
     } else {
@@ -183,7 +196,10 @@ async fn compare_existing(repo: &Repo, key: &str, name: &str, data: &Bytes, dige
     let header = codec::read_header(&mut head.as_slice(), &object)?;
     let same_key = header.key_fingerprint == repo.keyring.write_key().map(|k| k.fingerprint());
     let identical = match header.digest {
-        Some(d) if same_key => d == *digest,
+        // Different content is told by the header alone.
+        Some(d) if same_key && d != *digest => false,
+        // "Identical" is only said of a copy that is complete: PostgreSQL deletes its file
+        // after exit 0, so a damaged copy accepted here would be the only one left.
         _ => {
             let body = repo.storage.get_bytes(key).await?;
             let keyring = repo.keyring.clone();
@@ -193,7 +209,16 @@ async fn compare_existing(repo: &Repo, key: &str, name: &str, data: &Bytes, dige
                 codec::decode_to(body.as_ref(), &keyring, &obj, true, &mut out, "memory")?;
                 Ok(out)
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                Error::Corrupt { object, reason } => Error::Corrupt {
+                    object,
+                    reason: format!(
+                        "{reason}\nHINT: the archived copy of {name} is damaged and PostgreSQL still has the file: delete the object and the next wal-push stores it again"
+                    ),
+                },
+                other => other,
+            })?;
             plain == data.as_ref()
         }
     };
