@@ -103,7 +103,20 @@ impl Download {
         tokio::time::sleep(Duration::from_millis(100u64 << self.requests.min(5))).await;
         self.requests += 1;
         let etag = self.etag.clone().unwrap_or_default();
-        let out = self.storage.get_object(&self.key, Some((self.offset, &etag))).await.map_err(io::Error::other)?;
+        let out = self.storage.get_object(&self.key, Some((self.offset, &etag))).await.map_err(|e| {
+            // The object was there a moment ago: gone now is a failure, never "not found"
+            // (which wal-fetch would report as the end of the archive).
+            let e = match e {
+                Error::NotFound { .. } => Error::Storage {
+                    op: "get",
+                    key: describe.clone(),
+                    reason: format!("the object disappeared after {} bytes were read", self.offset),
+                    permanent: true,
+                },
+                other => other,
+            };
+            io::Error::other(e)
+        })?;
         // A server that ignores Range sends the whole object again: drop what we have.
         let ranged = out.content_range().is_some_and(|r| r.starts_with(&format!("bytes {}-", self.offset)));
         self.skip = if ranged { 0 } else { self.offset };

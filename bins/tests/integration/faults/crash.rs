@@ -24,12 +24,16 @@ const RUNS: u64 = 30;
 /// Kill runs for base-backup and pitr-prepare (each run costs a second or two).
 const SLOW_RUNS: u64 = 16;
 
-/// Start `cmd` and SIGKILL it after `delay` unless it exits first. True when it was killed.
+/// Start `cmd` and SIGKILL it after `delay` unless it exits first. True when it was killed;
+/// a run that ended by itself must have succeeded.
 fn run_and_kill(cmd: &mut Command, delay: Duration) -> bool {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
     let deadline = Instant::now() + delay;
     loop {
-        if child.try_wait().expect("try_wait").is_some() {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
+            assert!(status.success(), "a run that was not killed failed: {status}\n{err}");
             return false;
         }
         if Instant::now() >= deadline {
