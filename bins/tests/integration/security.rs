@@ -71,7 +71,8 @@ fn secrets_never_reach_logs_or_errors() {
     let seg_name = name(&seg);
     let pgdata = work.join("pgdata");
     let pgdata_s = pgdata.to_str().expect("utf8");
-    let runs: Vec<(&str, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    type Run<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let runs: Vec<Run> = vec![
         ("wal-push", vec![], vec![seg_s]),
         ("wal-fetch", vec![], vec![&seg_name, dest_s]),
         ("wal-fetch", vec![("BACKUP_ENCRYPTION_KEY", PASSPHRASE)], vec![&seg_name, dest_s]),

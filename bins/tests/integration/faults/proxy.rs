@@ -393,7 +393,10 @@ async fn serve(mut client: TcpStream, shared: &Shared) {
     }
 }
 
-fn split_cut(dir: Dir, cut: Cut, after: u64) -> (Option<(u64, Cut)>, Option<(u64, Cut)>) {
+/// Where a direction is cut: after how many bytes, and how.
+type CutAt = Option<(u64, Cut)>;
+
+fn split_cut(dir: Dir, cut: Cut, after: u64) -> (CutAt, CutAt) {
     match dir {
         Dir::Request => (Some((after, cut)), None),
         Dir::Response => (None, Some((after, cut))),
@@ -411,7 +414,7 @@ enum Cut {
 }
 
 /// Copy `prefix` then `from` into `to`, applying `cut` once `after` bytes went through.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, prefix: Vec<u8>, cut: Option<(u64, Cut)>) {
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, prefix: Vec<u8>, cut: CutAt) {
     let limit = cut.map(|(after, _)| after);
     let mut sent = 0u64;
     let mut buf = vec![0u8; 16 * 1024];
