@@ -5,10 +5,12 @@ mod integration {
     mod cli_exit_codes;
     pub mod common;
     mod deploy;
+    mod faults;
     mod ops;
     mod pg_e2e;
     mod pg_matrix;
     mod pitr;
     mod scripts;
+    mod security;
     mod wal_push_fetch;
 }

@@ -41,11 +41,17 @@ pub const SETTINGS: &[&str] = &[
     "WALVAULT_S3_STORAGE_CLASS",
     "WALVAULT_S3_MAX_ATTEMPTS",
     "WALVAULT_S3_TIMEOUT",
+    "WALVAULT_S3_ATTEMPT_TIMEOUT",
+    "WALVAULT_S3_CONNECT_TIMEOUT",
+    "WALVAULT_S3_STALL_TIMEOUT",
     "WALVAULT_LOG",
     "AWS_REGION",
     "AWS_ENDPOINT_URL",
     "PGDATA",
 ];
+
+/// Settings that hold key material: a config file with one of them should be mode 0600.
+const SECRET_SETTINGS: &[&str] = &["BACKUP_ENCRYPTION_KEY", "WALVAULT_READ_KEYS"];
 
 /// Flag values that override everything else, keyed by setting name.
 pub type Overrides = BTreeMap<String, String>;
@@ -84,7 +90,11 @@ impl RawSettings {
         };
         if let Some(path) = file {
             let text = std::fs::read_to_string(&path).with_path(&path)?;
-            values.extend(parse_config_file(&text, &path)?);
+            let parsed = parse_config_file(&text, &path)?;
+            if SECRET_SETTINGS.iter().any(|s| parsed.contains_key(*s)) {
+                warn_if_readable_by_others(&path);
+            }
+            values.extend(parsed);
         }
         for name in SETTINGS {
             if let Some(v) = env(name).filter(|v| !v.is_empty()) {
@@ -338,9 +348,18 @@ fn s3_options(raw: &RawSettings) -> Result<S3Options> {
         }
         s3.max_attempts = n;
     }
-    if let Some(secs) = raw.parse::<u64>("WALVAULT_S3_TIMEOUT", "whole seconds, e.g. 60")? {
-        s3.operation_timeout = Duration::from_secs(secs.max(1));
-    }
+    let seconds = |name: &str, into: &mut Duration| -> Result<()> {
+        match raw.parse::<u64>(name, "whole seconds from 1 to 86400, e.g. 60")? {
+            Some(secs @ 1..=86_400) => *into = Duration::from_secs(secs),
+            Some(secs) => return Err(Error::config(name, format!("{secs} is not allowed; expected 1-86400 seconds"))),
+            None => {}
+        }
+        Ok(())
+    };
+    seconds("WALVAULT_S3_TIMEOUT", &mut s3.operation_timeout)?;
+    seconds("WALVAULT_S3_ATTEMPT_TIMEOUT", &mut s3.attempt_timeout)?;
+    seconds("WALVAULT_S3_CONNECT_TIMEOUT", &mut s3.connect_timeout)?;
+    seconds("WALVAULT_S3_STALL_TIMEOUT", &mut s3.stall_timeout)?;
     Ok(s3)
 }
 
@@ -375,6 +394,33 @@ mod tests {
         assert!(err(&[repo, ("WALVAULT_S3_SSE", "rot13")]).starts_with("setting WALVAULT_S3_SSE:"));
         assert!(err(&[repo, ("WALVAULT_S3_PATH_STYLE", "maybe")]).starts_with("setting WALVAULT_S3_PATH_STYLE:"));
         assert!(err(&[repo, ("WALVAULT_KEY_FILE", "/nonexistent/key")]).starts_with("setting WALVAULT_KEY_FILE:"));
+        assert!(err(&[repo, ("WALVAULT_S3_ATTEMPT_TIMEOUT", "0")]).starts_with("setting WALVAULT_S3_ATTEMPT_TIMEOUT:"));
+        assert!(err(&[repo, ("WALVAULT_S3_STALL_TIMEOUT", "2.5")]).starts_with("setting WALVAULT_S3_STALL_TIMEOUT:"));
+    }
+
+    #[test]
+    fn s3_timeouts_have_documented_defaults_and_can_be_set() {
+        use crate::storage::S3Options;
+        let cfg = Config::from_raw(&raw(&[("WALVAULT_REPO", "s3://bucket/p")])).expect("config");
+        assert_eq!(cfg.s3.max_attempts, 5);
+        assert_eq!(cfg.s3.connect_timeout, S3Options::DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(cfg.s3.attempt_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.s3.operation_timeout, Duration::from_secs(900));
+        assert_eq!(cfg.s3.stall_timeout, Duration::from_secs(20));
+        let cfg = Config::from_raw(&raw(&[
+            ("WALVAULT_REPO", "s3://bucket/p"),
+            ("WALVAULT_S3_MAX_ATTEMPTS", "3"),
+            ("WALVAULT_S3_CONNECT_TIMEOUT", "2"),
+            ("WALVAULT_S3_ATTEMPT_TIMEOUT", "7"),
+            ("WALVAULT_S3_TIMEOUT", "30"),
+            ("WALVAULT_S3_STALL_TIMEOUT", "3"),
+        ]))
+        .expect("config");
+        assert_eq!(cfg.s3.max_attempts, 3);
+        assert_eq!(cfg.s3.connect_timeout, Duration::from_secs(2));
+        assert_eq!(cfg.s3.attempt_timeout, Duration::from_secs(7));
+        assert_eq!(cfg.s3.operation_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.s3.stall_timeout, Duration::from_secs(3));
     }
 
     #[test]

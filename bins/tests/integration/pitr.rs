@@ -65,7 +65,7 @@ fn count(c: &Cluster) -> i64 {
 /// The PITR drill on the PostgreSQL in `bin`: every kind of target.
 pub(super) fn pitr_drill_with(backend: Backend, bin: PathBuf) {
     let repo = TestRepo::new(backend, Some(TEST_KEY));
-    let mut p = primary_with(&repo, bin.clone());
+    let p = primary_with(&repo, bin.clone());
     p.psql("CREATE TABLE t(batch int, at timestamptz default clock_timestamp())");
     p.pgbench(&["-i", "-s", "1", "-q"]);
     let out = base_backup(&repo, &p, &[]);

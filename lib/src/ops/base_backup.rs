@@ -7,6 +7,7 @@
 //! the metadata object (whose presence makes the backup complete) and `latest.json`.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -229,7 +230,13 @@ async fn upload_part(
     let (settings, write_key) = (repo.codec, repo.keyring.write_key().cloned());
     let spool_path = path.clone();
     let mut entries = blocking(move || {
-        let file = std::fs::File::create(&spool_path).with_path(&spool_path)?;
+        // 0600 whatever the umask: without a key the spool holds plain database files.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&spool_path)
+            .with_path(&spool_path)?;
         let out = std::io::BufWriter::with_capacity(1 << 20, file);
         let encoder = Encoder::new(out, &settings, write_key.as_ref(), None)?;
         let (encoder, entries) = match &part {

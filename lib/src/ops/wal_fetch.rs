@@ -100,13 +100,13 @@ pub(super) async fn fetch_object(
     let object = repo.storage.describe(key);
     let keyring = repo.keyring.clone();
     let dest = dest.to_path_buf();
-    let check_header = parsed.has_page_header();
+    let check_header = parsed.has_page_header().then(|| parsed.clone());
     blocking(move || {
         let mut bytes = 0;
         crate::fsutil::write_atomic_with(&dest, true, |file| {
             bytes = decode_checked(bridge, &keyring, &object, file)?;
-            if check_header {
-                check_segment_header(file, &object, expected_sysid)?;
+            if let Some(name) = &check_header {
+                check_segment_header(file, &object, name, expected_sysid)?;
             }
             Ok(())
         })?;
@@ -122,13 +122,27 @@ fn decode_checked(input: impl Read + Send, keyring: &Keyring, object: &str, file
     Ok(len)
 }
 
-/// A segment must carry a valid long page header of this repository's cluster.
-fn check_segment_header(file: &mut std::fs::File, object: &str, expected_sysid: Option<u64>) -> Result<()> {
+/// A segment must carry a valid long page header of this repository's cluster, for the
+/// segment it is named after: an object copied or renamed to another name in the repository
+/// decodes fine (names are not part of the authenticated data), and PostgreSQL would read its
+/// wrong page address as the end of WAL and end recovery early.
+fn check_segment_header(
+    file: &mut std::fs::File,
+    object: &str,
+    name: &WalFileName,
+    expected_sysid: Option<u64>,
+) -> Result<()> {
     let mut head = vec![0u8; wal::header::LONG_HEADER_LEN];
     let io = |e: std::io::Error| Error::corrupt(object, format!("cannot read back the restored file: {e}"));
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     file.read_exact(&mut head).map_err(|_| Error::corrupt(object, "restored segment is shorter than a page header"))?;
     let header = wal::parse_long_header(&head).map_err(|e| Error::corrupt(object, e))?;
+    if name.segno(u64::from(header.seg_size)) != Some(header.segno()) {
+        return Err(Error::corrupt(
+            object,
+            format!("it holds the segment at {}, not {name}: the object was renamed or copied", header.page_addr),
+        ));
+    }
     if let Some(sysid) = expected_sysid {
         if header.system_id != sysid {
             return Err(Error::Refused(format!(

@@ -190,10 +190,16 @@ async fn push_one(
         requests: Default::default(),
     };
     if let Some(found) = found {
-        compare_existing(repo, &found.key, name, &data, &digest).await?;
-        outcome.object = repo.storage.describe(&found.key);
-        outcome.duplicate = true;
-        return Ok(Pushed { outcome, digest, stored_at: None });
+        match compare_existing(repo, &found.key, name, &data, &digest).await {
+            Ok(()) => {
+                outcome.object = repo.storage.describe(&found.key);
+                outcome.duplicate = true;
+                return Ok(Pushed { outcome, digest, stored_at: None });
+            }
+            // A stale cache entry (the object was deleted or pruned): archive it again.
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     let today = Utc::now().date_naive();
     let ext = repo.object_ext();
@@ -224,6 +230,13 @@ fn check_segment(name: &str, data: &[u8]) -> Result<ClusterInfo> {
             known_majors()
         ))
     })?;
+    let named = WalFileName::parse(name).ok().and_then(|n| n.segno(u64::from(header.seg_size)));
+    if named != Some(header.segno()) {
+        return Err(Error::Invalid(format!(
+            "{name}: the page header says this is the segment at {}; a file archived under another segment's name could never be restored",
+            header.page_addr
+        )));
+    }
     if data.len() as u64 != u64::from(header.seg_size) {
         return Err(Error::Invalid(format!(
             "{name}: file is {} bytes but its page header says the segment size is {}",
@@ -293,8 +306,23 @@ async fn compare_existing(repo: &Repo, key: &str, name: &str, data: &Bytes, dige
     let header = codec::read_header(&mut head.as_slice(), &object)?;
     let same_key = header.key_fingerprint == repo.keyring.write_key().map(|k| k.fingerprint());
     let identical = match header.digest {
-        Some(d) if same_key => d == *digest,
-        _ => repo.read_object(key, true).await? == data.as_ref(),
+        // Different content is told by the header alone.
+        Some(d) if same_key && d != *digest => false,
+        // "Identical" is only said of a copy that is complete: PostgreSQL deletes its file
+        // after exit 0, so a damaged copy accepted here would be the only one left.
+        _ => {
+            let plain = repo.read_object(key, true).await.map_err(|e| match e {
+                Error::Corrupt { object, reason } => Error::Corrupt {
+                    object,
+                    reason: format!(
+                        "{reason}
+HINT: the archived copy of {name} is damaged and PostgreSQL still has the file: delete the object and the next wal-push stores it again"
+                    ),
+                },
+                other => other,
+            })?;
+            plain == data.as_ref()
+        }
     };
     if identical {
         Ok(())

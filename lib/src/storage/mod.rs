@@ -18,6 +18,7 @@ pub mod fs;
 mod fs_list;
 pub mod s3;
 mod s3_config;
+mod s3_resume;
 
 pub use s3_config::FALLBACK_REGION;
 
@@ -138,6 +139,9 @@ pub struct S3Options {
     pub operation_timeout: Duration,
     /// Limit for one attempt (sending the whole body, or receiving the response headers).
     pub attempt_timeout: Duration,
+    /// A request or response body that moves no data for this long fails its attempt (the
+    /// SDK's stalled-stream protection); a download is then resumed where it stopped.
+    pub stall_timeout: Duration,
 }
 
 impl S3Options {
@@ -149,18 +153,22 @@ impl S3Options {
     pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
     /// Default per-operation timeout (all attempts and back-offs).
     pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(900);
+    /// Default stall limit: the SDK's own grace period.
+    pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
-    /// Documented defaults: 5 attempts, connect 10 s, attempt 300 s, operation 900 s, no
-    /// region/endpoint override, virtual-hosted style, no SSE or storage class.
+    /// Documented defaults: 5 attempts, connect 10 s, attempt 300 s, operation 900 s, stall
+    /// 20 s, no region/endpoint override, virtual-hosted style, no SSE or storage class.
     ///
-    /// Response bodies are additionally guarded by the SDK's stalled-stream protection (a
-    /// download that delivers nothing for its grace period fails instead of hanging).
+    /// Bodies are guarded by the SDK's stalled-stream protection (a transfer that moves
+    /// nothing for `stall_timeout` fails instead of hanging); a download that fails
+    /// mid-body is resumed from where it stopped, up to `max_attempts` times in all.
     pub fn defaults() -> Self {
         S3Options {
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             attempt_timeout: Self::DEFAULT_ATTEMPT_TIMEOUT,
+            stall_timeout: Self::DEFAULT_STALL_TIMEOUT,
             ..S3Options::default()
         }
     }

@@ -14,6 +14,9 @@
 //!   the service code and message;
 //! - anything else, after the SDK's retries => [`Error::Storage`] permanent, reason
 //!   `failed after N attempts: <cause>`.
+//!
+//! The SDK retries a request until its response headers arrive; a body that fails after that
+//! (reset, early close, stall) is resumed by [`super::s3_resume`] with a ranged GET.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -171,8 +174,19 @@ impl S3Storage {
     }
 
     /// See [`super::Storage::get`]. The body is streamed; stalls are cut off by the SDK's
-    /// stalled-stream protection.
+    /// stalled-stream protection, and a body that fails mid-way is resumed where it stopped
+    /// (up to `max_attempts` requests for the body in all).
     pub async fn get(&self, key: &str) -> Result<ByteReader> {
+        let out = self.get_object(key, None).await?;
+        Ok(super::s3_resume::reader(self.clone(), key, out, self.inner.max_attempts))
+    }
+
+    /// One GetObject, whole or from `resume = (offset, etag)`, with the error mapping of `get`.
+    pub(super) async fn get_object(
+        &self,
+        key: &str,
+        resume: Option<(u64, &str)>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
         validate_key(key)?;
         let inner = &self.inner;
         inner.counters.count(Op::Get);
@@ -182,12 +196,14 @@ impl S3Storage {
             .get_object()
             .bucket(&inner.bucket)
             .key(self.full_key(key))
+            .set_range(resume.map(|(offset, _)| format!("bytes={offset}-")))
+            .set_if_match(resume.map(|(_, etag)| etag.to_string()))
             .customize()
             .interceptor(attempts.clone())
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Box::pin(out.body.into_async_read())),
+            Ok(out) => Ok(out),
             Err(err) => {
                 let (status, code) = status_and_code(&err);
                 let missing_key = err.as_service_error().is_some_and(|e| e.is_no_such_key())
@@ -412,7 +428,7 @@ fn service_reason(status: Option<u16>, code: Option<&str>, message: Option<&str>
 
 /// `error: source: source ...`, as `DisplayErrorContext` prints it but without the Debug dump
 /// it appends (which repeats everything and can be long).
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -5,7 +5,8 @@
 //! Credentials follow the standard chain (env, profile, web identity / IRSA, ECS, IMDS), which
 //! stops at the first source that has them, so env credentials never touch IMDS. The HTTP
 //! client is hyper + rustls with ring crypto (the SDK's lean features bring none of their own).
-//! Retries are the SDK's standard mode with `max_attempts`; timeouts come from [`S3Options`].
+//! Retries are the SDK's standard mode with `max_attempts`; timeouts and the stalled-stream
+//! grace period come from [`S3Options`].
 
 use aws_config::BehaviorVersion;
 use aws_config::environment::region::EnvironmentVariableRegionProvider;
@@ -14,7 +15,7 @@ use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::Region;
+use aws_sdk_s3::config::{Region, StalledStreamProtectionConfig};
 use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
@@ -37,6 +38,7 @@ pub(super) async fn build_client(opts: &S3Options, max_attempts: u32) -> Result<
         .region(region)
         .http_client(http_client)
         .timeout_config(timeouts)
+        .stalled_stream_protection(StalledStreamProtectionConfig::enabled().grace_period(opts.stall_timeout).build())
         .retry_config(RetryConfig::standard().with_max_attempts(max_attempts));
     if let Some(endpoint) = opts.endpoint.as_deref().filter(|e| !e.is_empty()) {
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
