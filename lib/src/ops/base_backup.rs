@@ -76,7 +76,7 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         wal_segment_size: server.wal_segment_size,
     };
     identity::ensure(repo, &cluster).await?;
-    let name = repo.layout.backup_name(&opts.cluster, Utc::now());
+    let name = fresh_backup_name(repo, &opts.cluster).await?;
     let start = server.backup_start(&name, true).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
     let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start).await;
@@ -97,6 +97,21 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         meta.seconds
     );
     Ok(meta)
+}
+
+/// A backup name nothing in the repository uses yet: names have one-second resolution, and a
+/// backup must never write into another's folder (a complete one, or one still running).
+async fn fresh_backup_name(repo: &Repo, cluster: &str) -> Result<String> {
+    for _ in 0..5 {
+        let name = repo.layout.backup_name(cluster, Utc::now());
+        let taken = repo.storage.head(&repo.layout.backup_metadata_key(&name)).await?.is_some()
+            || !repo.storage.list(&repo.layout.backup_prefix(&name), None, None).await?.objects.is_empty();
+        if !taken {
+            return Ok(name);
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    Err(Error::Refused(format!("no free backup name for cluster {cluster}: another backup is starting every second")))
 }
 
 fn check_pgdata(given: Option<&Path>, server: &Server) -> Result<PathBuf> {
