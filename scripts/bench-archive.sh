@@ -24,6 +24,7 @@ as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
 as_pg "$PG_BIN/pgbench" -h "$WORK" -p 54331 -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 as_pg "$PG_BIN/pgbench" -h "$WORK" -p 54331 -U postgres -n -t 2000 -c 2 postgres >/dev/null 2>&1
 SEG=$(find "$WORK/pg/pg_wal" -maxdepth 1 -name '0000000100000000000000*' | sort | sed -n 3p)
+NAME=$(basename "$SEG")
 cp "$SEG" "$WORK/segment"
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -m fast -w stop >/dev/null
 SEG=$WORK/segment
@@ -48,14 +49,15 @@ with open(sys.argv[1], "a") as f:
     f.write("%f %f %f\n" % (wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime))
 sys.exit(rc)' "$WORK/$name.times" "$@" 2>"$WORK/$name.err" || { cat "$WORK/$name.err" >&2; die "$name failed"; }
 }
+cp "$SEG" "$WORK/pg_wal/$NAME"
 for i in $(seq 1 "$RUNS"); do
-    name=$(printf '0000000100000000000000%02X' "$i")
-    cp "$SEG" "$WORK/pg_wal/$name"
+    # A new repository per run: the segment keeps its real name (its page header must match).
+    export WALVAULT_REPO="file://$WORK/repo$i" WALVAULT_CACHE_DIR="$WORK/cache$i"
     measure cp sh -c "cp '$SEG' '$WORK/out/cp.$i' && sync '$WORK/out/cp.$i'"
     measure zstd_openssl sh -c "zstd -3 -q -c '$SEG' | openssl enc -aes-256-cbc -pbkdf2 -pass file:'$WORK/key' > '$WORK/out/z.$i' && sync '$WORK/out/z.$i'"
-    measure wal_push "$BIN/wal-push" "$WORK/pg_wal/$name"
-    measure wal_fetch "$BIN/wal-fetch" "$name" "$WORK/out/fetched.$i"
-    cmp -s "$SEG" "$WORK/out/fetched.$i" || die "fetched segment $name differs"
+    measure wal_push "$BIN/wal-push" "$WORK/pg_wal/$NAME"
+    measure wal_fetch "$BIN/wal-fetch" "$NAME" "$WORK/out/fetched.$i"
+    cmp -s "$SEG" "$WORK/out/fetched.$i" || die "fetched segment $NAME differs"
 done
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
@@ -67,7 +69,7 @@ for t in cp zstd_openssl wal_push wal_fetch; do
     case $t in
         cp) size=$(stat -c %s "$WORK/out/cp.1") ;;
         zstd_openssl) size=$(stat -c %s "$WORK/out/z.1") ;;
-        wal_push) size=$(find "$WORK/repo/wal" -type f -name '*01.zst.enc' -printf '%s\n' | head -1) ;;
+        wal_push) size=$(find "$WORK/repo1/wal" -type f -name '*.zst.enc' -printf '%s\n' | head -1) ;;
         *) size=- ;;
     esac
     printf '%-14s %10s %10s %12s\n' "$t" "$wall" "$cpu" "$size"

@@ -320,3 +320,18 @@ fn read_ahead_pushes_the_backlog() {
         }
     });
 }
+
+/// A history file may be the first thing pushed into a brand-new local repository.
+#[test]
+fn history_file_first_into_a_new_repository() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let work = repo.dir().join("work/pg_wal");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let history = work.join("00000002.history");
+    std::fs::write(&history, "1\t0/3000000\tno recovery target specified\n").expect("write");
+    let out = push(&repo, &history);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = repo.dir().join("restored.history");
+    assert_eq!(fetch(&repo, "00000002.history", &dest).status.code(), Some(0));
+    assert_eq!(std::fs::read(&dest).expect("read"), std::fs::read(&history).expect("read"));
+}

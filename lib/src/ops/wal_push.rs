@@ -271,6 +271,8 @@ async fn verify_identity(repo: &Repo, index: &mut WalIndex, cluster: Option<&Clu
         // History and backup-label files carry no system identifier; the encryption check
         // still applies.
         None => {
+            // A writer may be the first to touch a new local repository.
+            repo.storage.prepare_for_writes().await?;
             if let Some(id) = identity::load(repo).await? {
                 identity::check_encryption(repo, &id)?;
             }
