@@ -176,9 +176,24 @@ impl WalArchive {
         Ok(from)
     }
 
+    /// Where the WAL chain from backup `b` ends along the newest timeline descending from
+    /// its own, with the time its last segment was archived (one HEAD request).
+    ///
+    /// # Errors
+    /// Storage failures; missing or unreadable history files.
+    pub async fn end_from_backup(&self, repo: &Repo, b: &BackupMetadata) -> Result<ChainEnd> {
+        let tli = self.newest_timeline_from(repo, b.timeline).await?;
+        let history = self.history(repo, tli).await?;
+        let mut end = self.chain(b.start_lsn.segment_number(b.wal_segment_size), tli, &history);
+        if let Some(key) = self.files.get(&end.last_segment) {
+            end.last_archived_at = repo.storage.head(key).await?.and_then(|m| m.last_modified);
+        }
+        Ok(end)
+    }
+
     /// Walk the chain from segment `start` (on timeline `start_tli`) along the history of
     /// `target_tli` as far as it is unbroken.
-    pub fn chain(&self, start_tli: u32, start: u64, target_tli: u32, history: &[HistoryEntry]) -> ChainEnd {
+    pub fn chain(&self, start: u64, target_tli: u32, history: &[HistoryEntry]) -> ChainEnd {
         let seg = self.seg_size;
         // Each timeline on the path with the segment where its WAL begins: the first at 0,
         // each later one at its parent's switchpoint, `target_tli` at the last one.
@@ -189,7 +204,6 @@ impl WalArchive {
             begin = e.switchpoint.segment_number(seg);
         }
         path.push((target_tli, begin));
-        let _ = start_tli;
         // PostgreSQL's XLogFileReadAnyTLI: the newest timeline begun by this segment whose
         // file exists; for messages, the newest one begun by it.
         let candidates = |segno: u64| path.iter().rev().filter(move |(_, b)| *b <= segno).map(|(t, _)| *t);

@@ -54,17 +54,10 @@ pub async fn list(repo: &Repo) -> Result<Listing> {
 pub async fn windows(repo: &Repo, backups: &[BackupMetadata], archive: &WalArchive) -> Result<Vec<Window>> {
     let mut windows: Vec<Window> = Vec::new();
     for b in backups {
-        let tli = archive.newest_timeline_from(repo, b.timeline).await?;
-        let history = archive.history(repo, tli).await?;
-        let mut end = archive.chain(b.timeline, b.start_lsn.segment_number(b.wal_segment_size), tli, &history);
-        if end.last_lsn < b.stop_lsn {
+        let end = archive.end_from_backup(repo, b).await?;
+        let tli = end.timeline;
+        if end.last_lsn < b.stop_lsn || windows.iter().any(|w| w.timeline == tli) {
             continue;
-        }
-        if windows.iter().any(|w| w.timeline == tli) {
-            continue;
-        }
-        if let Some(key) = archive.files.get(&end.last_segment) {
-            end.last_archived_at = repo.storage.head(key).await?.and_then(|m| m.last_modified);
         }
         windows.push(Window {
             timeline: tli,

@@ -185,13 +185,7 @@ async fn choose_backup(repo: &Repo, opts: &PrepareOptions) -> Result<BackupMetad
 
 /// The archive must hold every WAL file from the backup's start to the target.
 async fn check_wal(repo: &Repo, archive: &WalArchive, b: &BackupMetadata, target: &RecoveryTarget) -> Result<ChainEnd> {
-    let seg = b.wal_segment_size;
-    let target_tli = archive.newest_timeline_from(repo, b.timeline).await?;
-    let history = archive.history(repo, target_tli).await?;
-    let mut end = archive.chain(b.timeline, b.start_lsn.segment_number(seg), target_tli, &history);
-    if let Some(key) = archive.files.get(&end.last_segment) {
-        end.last_archived_at = repo.storage.head(key).await?.and_then(|m| m.last_modified);
-    }
+    let end = archive.end_from_backup(repo, b).await?;
     let newest = match end.last_archived_at {
         Some(t) => {
             format!("{} (segment {}, archived {})", end.last_lsn, end.last_segment, t.format("%Y-%m-%d %H:%M:%S UTC"))

@@ -152,7 +152,7 @@ async fn check_chain(repo: &Repo, archive: &WalArchive, b: &BackupMetadata, resu
     let followed = async {
         let tli = archive.newest_timeline_from(repo, b.timeline).await?;
         let history = archive.history(repo, tli).await?;
-        Ok::<_, crate::Error>(archive.chain(b.timeline, b.start_lsn.segment_number(seg), tli, &history))
+        Ok::<_, crate::Error>(archive.chain(b.start_lsn.segment_number(seg), tli, &history))
     };
     let end = match followed.await {
         Ok(end) => end,
