@@ -73,8 +73,10 @@ pub struct Plan {
     pub methods: Vec<&'static str>,
     /// Let this many eligible requests through untouched first (a fault that starts mid-run).
     pub after: u64,
-    /// At most this many faults in a row; the next eligible request passes. With fewer than
-    /// the client's attempts, every request succeeds in the end: a transient fault.
+    /// At most this many faults in a row on one request target (method and path); the next
+    /// eligible request for it passes. With fewer than the client's attempts, every request
+    /// succeeds in the end: a transient fault. Counted per target so that concurrent requests
+    /// (wal-fetch's prefetch workers) cannot use up another request's pass.
     pub max_run: Option<u64>,
 }
 
@@ -128,7 +130,8 @@ impl Rng {
 #[derive(Default)]
 struct Seen {
     eligible: u64,
-    faults_in_a_row: u64,
+    /// Faults in a row, per `METHOD path`.
+    faults_in_a_row: std::collections::HashMap<String, u64>,
 }
 
 struct Shared {
@@ -145,7 +148,7 @@ impl Shared {
         *self.counts.lock().expect("counts").entry(what.to_string()).or_default() += 1;
     }
 
-    fn draw(&self, method: &str) -> Option<Fault> {
+    fn draw(&self, method: &str, target: &str) -> Option<Fault> {
         let mut guard = self.plan.lock().expect("plan");
         let (plan, rng, seen) = &mut *guard;
         if !plan.methods.is_empty() && !plan.methods.contains(&method) {
@@ -163,17 +166,19 @@ impl Shared {
             u -= p;
             None
         });
+        let key = format!("{method} {}", target.split('?').next().unwrap_or(target));
+        let run = seen.faults_in_a_row.entry(key).or_default();
         match drawn {
-            Some(_) if plan.max_run.is_some_and(|n| seen.faults_in_a_row >= n) => {
-                seen.faults_in_a_row = 0;
+            Some(_) if plan.max_run.is_some_and(|n| *run >= n) => {
+                *run = 0;
                 None
             }
             Some(f) => {
-                seen.faults_in_a_row += 1;
+                *run += 1;
                 Some(f)
             }
             None => {
-                seen.faults_in_a_row = 0;
+                *run = 0;
                 None
             }
         }
@@ -287,6 +292,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// The parts of a request head the proxy needs.
 struct Head {
     method: String,
+    /// The request target (path and query).
+    target: String,
     content_length: Option<u64>,
     /// The head rewritten for upstream: `Connection: close`, no keep-alive.
     forward: Vec<u8>,
@@ -296,7 +303,9 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
     let text = std::str::from_utf8(raw).ok()?;
     let mut lines = text.split("\r\n");
     let request_line = lines.next()?;
-    let method = request_line.split(' ').next()?.to_string();
+    let mut words = request_line.split(' ');
+    let method = words.next()?.to_string();
+    let target = words.next()?.to_string();
     let mut forward = format!("{request_line}\r\n");
     let mut content_length = None;
     for line in lines.filter(|l| !l.is_empty()) {
@@ -312,7 +321,7 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
         forward.push_str("\r\n");
     }
     forward.push_str("Connection: close\r\n\r\n");
-    Some(Head { method, content_length, forward: forward.into_bytes() })
+    Some(Head { method, target, content_length, forward: forward.into_bytes() })
 }
 
 /// Read until the end of the request head; returns the head and the body bytes read with it.
@@ -339,7 +348,7 @@ async fn serve(mut client: TcpStream, shared: &Shared) {
     let Some((raw, rest)) = read_head(&mut client).await else { return };
     let Some(head) = parse_head(&raw) else { return };
     shared.count("requests");
-    let fault = shared.draw(&head.method);
+    let fault = shared.draw(&head.method, &head.target);
     if let Some(f) = &fault {
         shared.count(f.label());
     }
