@@ -10,6 +10,7 @@ mod integration {
     mod pg_e2e;
     mod pg_matrix;
     mod pitr;
+    mod push_ahead;
     mod scripts;
     mod security;
     mod wal_push_fetch;

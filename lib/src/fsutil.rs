@@ -71,9 +71,87 @@ fn temp_name(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.walvault.{}.{nanos}.tmp", std::process::id()))
 }
 
+/// A file naming the process that owns something (a worker's lock, a claim on one WAL file):
+/// its pid and start time, so that a file left by a process that died -- or whose pid was
+/// reused since -- is recognised as stale and taken over. Removed when dropped.
+#[derive(Debug)]
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    /// Create `path` for this process, unless a live process holds it. A stale file is
+    /// replaced.
+    pub fn acquire(path: &Path) -> Option<PidFile> {
+        for _ in 0..3 {
+            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+                Ok(mut f) => {
+                    let me = std::process::id();
+                    let _ = write!(f, "{me} {}", start_time(me).unwrap_or_default());
+                    return Some(PidFile(path.to_path_buf()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if PidFile::held(path) {
+                        return None;
+                    }
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// True when `path` exists and names a process that is still running.
+    pub fn held(path: &Path) -> bool {
+        let Ok(text) = std::fs::read_to_string(path) else { return false };
+        let mut words = text.split_whitespace();
+        let Some(pid) = words.next().and_then(|p| p.parse::<u32>().ok()) else {
+            // Being written this very moment: count it as held.
+            return text.is_empty();
+        };
+        match (words.next().and_then(|t| t.parse::<u64>().ok()), start_time(pid)) {
+            (Some(recorded), Some(now)) => recorded == now,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pid_file_is_exclusive_and_stale_ones_are_taken_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lock");
+        let held = PidFile::acquire(&path).expect("first");
+        assert!(PidFile::held(&path));
+        assert!(PidFile::acquire(&path).is_none(), "held by a live process");
+        drop(held);
+        assert!(!path.exists(), "removed on drop");
+        // A process that is gone (pid 2^22 + 1 is above pid_max's ceiling), or this pid with
+        // another start time (a reused pid): stale.
+        for stale in ["4194305 12".to_string(), format!("{} 1", std::process::id())] {
+            std::fs::write(&path, stale).expect("write");
+            assert!(!PidFile::held(&path));
+            let taken = PidFile::acquire(&path).expect("stale file taken over");
+            drop(taken);
+        }
+    }
 
     #[test]
     fn writes_atomically_and_cleans_up_on_error() {

@@ -284,43 +284,6 @@ fn prefetched_files_are_served_locally_and_bounded() {
     assert_eq!(out.status.code(), Some(1), "end of the archive is still not-found: {}", stderr(&out));
 }
 
-/// wal-push reads ahead in archive_status: one call stores the next `.ready` files too, and
-/// PostgreSQL's later calls for them send no request at all; each is byte-identical on fetch.
-#[test]
-fn read_ahead_pushes_the_backlog() {
-    both(|backend| {
-        let repo = TestRepo::new(backend, Some(TEST_KEY));
-        let work = repo.dir().join("work");
-        let status = work.join("pg_wal/archive_status");
-        std::fs::create_dir_all(&status).expect("mkdir");
-        let segs: Vec<PathBuf> = (1..=4).map(|s| make_segment(&work, SYSID, s, s as u8)).collect();
-        for s in &segs {
-            let name = s.file_name().and_then(|n| n.to_str()).expect("name");
-            std::fs::write(status.join(format!("{name}.ready")), "").expect("ready");
-        }
-        let out = repo.command("wal-push").env("WALVAULT_PUSH_PARALLEL", "2").arg(&segs[0]).output().expect("run");
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stderr(&out).contains("ahead"), "{backend:?}: {}", stderr(&out));
-        let out = repo.command("wal-push").arg("--json").arg(&segs[1]).output().expect("run");
-        assert!(out.status.success(), "{}", stderr(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        assert_eq!(v["object"], "(pushed ahead)", "{v}");
-        let r = &v["requests"];
-        assert_eq!(
-            r["put"].as_u64().unwrap_or(0) + r["get"].as_u64().unwrap_or(0) + r["list"].as_u64().unwrap_or(0),
-            0,
-            "no request: {r}"
-        );
-        for (i, s) in segs.iter().enumerate() {
-            let name = s.file_name().and_then(|n| n.to_str()).expect("name");
-            let dest = work.join(format!("out{i}"));
-            let out = fetch(&repo, name, &dest);
-            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-            assert_eq!(std::fs::read(&dest).expect("read"), std::fs::read(s).expect("read"));
-        }
-    });
-}
-
 /// A history file may be the first thing pushed into a brand-new local repository.
 #[test]
 fn history_file_first_into_a_new_repository() {

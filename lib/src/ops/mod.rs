@@ -13,6 +13,7 @@ pub mod pitr_prepare;
 pub mod prefetch;
 pub mod prune;
 mod prune_plan;
+pub mod push_ahead;
 pub mod restore_test;
 mod restore_test_server;
 mod restore_test_sql;

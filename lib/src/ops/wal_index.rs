@@ -6,7 +6,9 @@
 //! listed is closed: its listing is final. Open days (today, and yesterday just after
 //! midnight) are re-listed with `StartAfter` the last key seen, which returns only new keys.
 //! In a sequential recovery this costs one GET per file, one listing pass per day partition
-//! and one small LIST per miss; see `tests` for the counted requests.
+//! and one small LIST per miss, plus a listing of the exact name per open day before a name
+//! is declared missing (parallel writers store names out of order); see `tests` for the
+//! counted requests.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,8 +23,6 @@ use crate::Result;
 /// How long after a day ends its partition may still receive objects (clock skew, slow uploads).
 pub const CLOSE_MARGIN: Duration = Duration::hours(1);
 const CACHE_VERSION: u32 = 1;
-/// At most this many pushed-ahead files are remembered.
-const MAX_PUSHED_AHEAD: usize = 1024;
 
 /// One day partition as last listed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -46,9 +46,6 @@ struct CacheFile {
     hint_day: Option<NaiveDate>,
     /// The verified repository identity, so wal-push need not read it on every call.
     identity: Option<Identity>,
-    /// Files wal-push stored ahead of PostgreSQL's call: name → hex content digest.
-    #[serde(default)]
-    pushed_ahead: BTreeMap<String, String>,
 }
 
 /// Where a name was found.
@@ -105,25 +102,6 @@ impl WalIndex {
         self.data.identity = Some(id);
     }
 
-    /// Remember a file pushed ahead of PostgreSQL's call for it (bounded: oldest dropped).
-    pub fn mark_pushed_ahead(&mut self, name: &str, digest: &[u8; 32]) {
-        self.data.pushed_ahead.insert(name.to_string(), hex::encode(digest));
-        while self.data.pushed_ahead.len() > MAX_PUSHED_AHEAD {
-            self.data.pushed_ahead.pop_first();
-        }
-    }
-
-    /// True (and forgotten) when `name` was pushed ahead with exactly this content.
-    pub fn take_pushed_ahead(&mut self, name: &str, digest: &[u8; 32]) -> bool {
-        match self.data.pushed_ahead.get(name) {
-            Some(d) if *d == hex::encode(digest) => {
-                self.data.pushed_ahead.remove(name);
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Start listing from this day (the base backup's start day).
     pub fn set_hint_day(&mut self, day: NaiveDate) {
         self.data.hint_day = Some(day);
@@ -170,13 +148,34 @@ impl WalIndex {
             }
         }
         let today = now.date_naive();
-        for day in self.open_days(now) {
-            if skip_today && day == today {
-                continue;
-            }
-            self.list_day(repo, day, now).await?;
+        let open: Vec<NaiveDate> = self.open_days(now).into_iter().filter(|d| !(skip_today && *d == today)).collect();
+        for day in &open {
+            self.list_day(repo, *day, now).await?;
+        }
+        if let Some(found) = self.lookup(repo, name) {
+            return Ok(Some(found));
+        }
+        // Parallel writers finish out of name order: a listing "after the last key seen" can
+        // pass over a name stored after a later one was listed. Before saying "not found"
+        // (which ends a recovery), ask each open day for this very name.
+        for day in open {
+            self.probe(repo, day, name).await?;
         }
         Ok(self.lookup(repo, name))
+    }
+
+    /// List `name`'s own objects in `day` (a prefix listing of the exact name).
+    async fn probe(&mut self, repo: &Repo, day: NaiveDate, name: &str) -> Result<()> {
+        let prefix = format!("{}{name}", repo.layout.wal_day_prefix(day));
+        let listing = repo.storage.list(&prefix, None, None).await?;
+        for object in listing.objects {
+            if let Some(k) = repo.layout.parse_wal_key(&object.key)
+                && k.name == name
+            {
+                self.data.days.entry(day).or_default().files.insert(k.name, k.ext);
+            }
+        }
+        Ok(())
     }
 
     /// List every day partition (each once, open days again) and return every WAL name

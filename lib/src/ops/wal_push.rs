@@ -1,7 +1,7 @@
 //! `wal-push %p`: archive one WAL file (SPEC section 5).
 //!
-//! Order: read and check the file (name, page header, system identifier), hash the
-//! plaintext, look for the name in earlier day partitions, compress and encrypt, then
+//! Order: read and check the file (name, page header, system identifier), look for the name
+//! in earlier day partitions, hash the plaintext (once), compress and encrypt, then
 //! put-if-absent under today's day partition. An identical duplicate is success; the same
 //! name with other content is refused and nothing is overwritten.
 
@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
-use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::identity::{self, ClusterInfo, Identity};
@@ -35,95 +34,72 @@ pub struct PushOutcome {
     pub requests: crate::storage::RequestStats,
 }
 
-/// Archive the WAL file at `path`; with `parallel` > 1, also push the next `.ready` files
-/// PostgreSQL is waiting to archive (read-ahead), so that a backlog drains on every core.
-/// A file pushed ahead is remembered (name and digest) in the cache; when PostgreSQL asks
-/// for it, its digest is compared with the one pushed and no request is sent.
+/// Archive the WAL file at `path`. With a push-ahead directory (`ahead`, see
+/// [`super::push_ahead`]), the file is first claimed there: when the push-ahead helper
+/// stored it meanwhile, nothing more is done; while another process pushes it, this call
+/// waits for that push.
 ///
 /// # Errors
 /// [`Error::Invalid`] for a name that is not a WAL file name or a malformed segment,
 /// [`Error::Refused`] for another cluster's WAL, an unknown page magic, an encryption
-/// mismatch or the same name with different content; storage and I/O failures. Failures
-/// of read-ahead files are logged and left for PostgreSQL's own call.
-pub async fn wal_push(repo: &Repo, path: &Path, cache_dir: Option<&Path>, parallel: usize) -> Result<PushOutcome> {
+/// mismatch or the same name with different content; storage and I/O failures.
+pub async fn wal_push(repo: &Repo, path: &Path, cache_dir: Option<&Path>, ahead: Option<&Path>) -> Result<PushOutcome> {
     let started = Instant::now();
     let name = file_name(path)?;
     let parsed = WalFileName::parse(&name)?;
+    let _claim = match ahead {
+        Some(dir) => match super::push_ahead::claim_or_wait(dir, path).await {
+            super::push_ahead::Turn::Done => return Ok(pushed_ahead(repo, &name, started)),
+            super::push_ahead::Turn::Claimed(c) => Some(c),
+            super::push_ahead::Turn::Unclaimed => None,
+        },
+        None => None,
+    };
     let data = tokio::fs::read(path).await.with_path(path)?;
     let cluster = if parsed.has_page_header() { Some(check_segment(&name, &data)?) } else { None };
 
     let mut index = WalIndex::load(cache_dir, repo);
-    let key = repo.keyring.write_key().cloned();
-    let digest = codec::content_digest(&data, key.as_ref());
-    if index.take_pushed_ahead(&name, &digest) {
-        index.save();
-        tracing::debug!("{name} was pushed ahead by an earlier call");
-        return Ok(PushOutcome {
-            name,
-            object: "(pushed ahead)".to_string(),
-            bytes_in: data.len() as u64,
-            bytes_out: 0,
-            duplicate: false,
-            millis: started.elapsed().as_millis() as u64,
-            requests: repo.storage.stats(),
-        });
-    }
     verify_identity(repo, &mut index, cluster.as_ref()).await?;
-
-    // Look every file of the batch up first (cheap, cached), then push them concurrently.
-    let mut batch = vec![(path.to_path_buf(), name.clone(), index.find(repo, &name, true).await?)];
-    for ahead in read_ahead(path, &name, parallel.saturating_mul(2).saturating_sub(1)) {
-        let ahead_name = file_name(&ahead)?;
-        let found = index.find(repo, &ahead_name, true).await?;
-        batch.push((ahead, ahead_name, found));
-    }
-    let first = Bytes::from(data);
-    let results: Vec<Result<Pushed>> = futures_util::stream::iter(batch.into_iter().enumerate())
-        .map(|(i, (p, n, found))| {
-            let data = (i == 0).then(|| first.clone());
-            let expected = cluster;
-            async move { push_one(repo, &p, &n, data, found, expected).await }
-        })
-        .buffered(parallel.max(1))
-        .collect()
-        .await;
-    let mut results = results.into_iter();
-    let requested = results.next().unwrap_or_else(|| Err(Error::Invalid("empty batch".into())));
-    for (i, r) in results.enumerate() {
-        match r {
-            Ok(p) => {
-                if let Some((day, ext)) = &p.stored_at {
-                    index.record(*day, &p.outcome.name, ext);
-                }
-                index.mark_pushed_ahead(&p.outcome.name, &p.digest);
-                tracing::info!(
-                    "archived {} ahead ({} -> {} bytes)",
-                    p.outcome.name,
-                    p.outcome.bytes_in,
-                    p.outcome.bytes_out
-                );
-            }
-            Err(e) => tracing::warn!("read-ahead file {} not pushed: {e}", i + 1),
-        }
-    }
-    let pushed = match requested {
-        Ok(p) => p,
-        Err(e) => {
-            index.save();
-            return Err(e);
-        }
-    };
-    if let Some((day, ext)) = &pushed.stored_at {
+    let found = index.find(repo, &name, true).await?;
+    let pushed = push_one(repo, path, &name, Some(Bytes::from(data)), None, found, cluster).await;
+    if let Ok(Pushed { stored_at: Some((day, ext)), .. }) = &pushed {
         index.record(*day, &name, ext);
     }
     index.save();
-    let mut outcome = pushed.outcome;
+    let mut outcome = pushed?.outcome;
     if outcome.duplicate {
         tracing::warn!("{name} was already archived with identical content as {}; nothing written", outcome.object);
     }
     outcome.millis = started.elapsed().as_millis() as u64;
     outcome.requests = repo.storage.stats();
     Ok(outcome)
+}
+
+/// The outcome of a call whose file the push-ahead helper had already stored.
+pub fn pushed_ahead(repo: &Repo, name: &str, started: Instant) -> PushOutcome {
+    tracing::debug!("{name} was pushed ahead by the push-ahead helper");
+    PushOutcome {
+        name: name.to_string(),
+        object: "(pushed ahead)".to_string(),
+        bytes_in: 0,
+        bytes_out: 0,
+        duplicate: false,
+        millis: started.elapsed().as_millis() as u64,
+        requests: repo.storage.stats(),
+    }
+}
+
+/// The cluster the cached repository identity accepts from this writer (its environment's
+/// system identifier, with the write key registered), if an earlier call verified it.
+pub(super) fn cached_cluster(repo: &Repo, index: &WalIndex) -> Option<ClusterInfo> {
+    let id = index.identity()?;
+    let env = id.envs.get(repo.layout.env())?;
+    let cluster = ClusterInfo {
+        system_identifier: env.system_identifier.parse().ok()?,
+        pg_major: env.pg_major,
+        wal_segment_size: env.wal_segment_size,
+    };
+    accepts(repo, id, Some(&cluster)).then_some(cluster)
 }
 
 fn file_name(path: &Path) -> Result<String> {
@@ -133,53 +109,45 @@ fn file_name(path: &Path) -> Result<String> {
         .ok_or_else(|| Error::Invalid(format!("{}: not a wal file name", path.display())))
 }
 
-/// The next `.ready` files after `name` in `pg_wal/archive_status`, oldest first.
-fn read_ahead(path: &Path, name: &str, n: usize) -> Vec<std::path::PathBuf> {
-    let Some(dir) = path.parent() else { return Vec::new() };
-    let Ok(entries) = std::fs::read_dir(dir.join("archive_status")) else { return Vec::new() };
-    let mut ready: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|f| f.strip_suffix(".ready")).map(str::to_string))
-        .filter(|f| f.as_str() != name && WalFileName::parse(f).is_ok())
-        .collect();
-    ready.sort_by_key(|f| WalFileName::parse(f).map(|w| w.sort_key()).ok());
-    ready.into_iter().take(n).map(|f| dir.join(f)).filter(|p| p.is_file()).collect()
-}
-
 /// One file's push result.
-struct Pushed {
-    outcome: PushOutcome,
-    digest: [u8; 32],
+pub(super) struct Pushed {
+    pub outcome: PushOutcome,
     /// Where it was stored, when this call stored it.
-    stored_at: Option<(chrono::NaiveDate, String)>,
+    pub stored_at: Option<(chrono::NaiveDate, String)>,
 }
 
-/// Push one file whose earlier copy (if any) is `found`. `data` is given for the requested
-/// file (already read and checked); read-ahead files are read and checked here, and must
-/// belong to the same cluster as the requested one.
-async fn push_one(
+/// Push one file whose earlier copy (if any) is `found`. `data` is the file's content when
+/// the caller read it already (else it is read here); a segment is checked here (name, page
+/// header, size) and must belong to the `expected` cluster. `digest`, when given, is the
+/// content digest of `data` under the write key.
+pub(super) async fn push_one(
     repo: &Repo,
     path: &Path,
     name: &str,
     data: Option<Bytes>,
+    digest: Option<[u8; 32]>,
     found: Option<super::wal_index::Found>,
     expected: Option<ClusterInfo>,
 ) -> Result<Pushed> {
     let data = match data {
         Some(d) => d,
+        None => Bytes::from(tokio::fs::read(path).await.with_path(path)?),
+    };
+    if WalFileName::parse(name)?.has_page_header() {
+        let c = check_segment(name, &data)?;
+        if expected.is_some_and(|e| e.system_identifier != c.system_identifier) {
+            return Err(Error::Refused(format!("{name}: system identifier {} differs", c.system_identifier)));
+        }
+    }
+    let key = repo.keyring.write_key().cloned();
+    let digest = match digest {
+        Some(d) => d,
         None => {
-            let d = tokio::fs::read(path).await.with_path(path)?;
-            if WalFileName::parse(name)?.has_page_header() {
-                let c = check_segment(name, &d)?;
-                if expected.is_some_and(|e| e.system_identifier != c.system_identifier) {
-                    return Err(Error::Refused(format!("{name}: system identifier {} differs", c.system_identifier)));
-                }
-            }
-            Bytes::from(d)
+            let plain = data.clone();
+            let key = key.clone();
+            blocking(move || Ok(codec::content_digest(&plain, key.as_ref()))).await?
         }
     };
-    let key = repo.keyring.write_key().cloned();
-    let digest = codec::content_digest(&data, key.as_ref());
     let mut outcome = PushOutcome {
         name: name.to_string(),
         object: String::new(),
@@ -194,7 +162,7 @@ async fn push_one(
             Ok(()) => {
                 outcome.object = repo.storage.describe(&found.key);
                 outcome.duplicate = true;
-                return Ok(Pushed { outcome, digest, stored_at: None });
+                return Ok(Pushed { outcome, stored_at: None });
             }
             // A stale cache entry (the object was deleted or pruned): archive it again.
             Err(Error::NotFound { .. }) => {}
@@ -210,11 +178,11 @@ async fn push_one(
     outcome.bytes_out = encoded.len() as u64;
     outcome.object = repo.storage.describe(&object_key);
     match repo.storage.put_if_absent(&object_key, Bytes::from(encoded)).await {
-        Ok(()) => Ok(Pushed { outcome, digest, stored_at: Some((today, ext)) }),
+        Ok(()) => Ok(Pushed { outcome, stored_at: Some((today, ext)) }),
         Err(Error::AlreadyExists { .. }) => {
             compare_existing(repo, &object_key, name, &data, &digest).await?;
             outcome.duplicate = true;
-            Ok(Pushed { outcome, digest, stored_at: None })
+            Ok(Pushed { outcome, stored_at: None })
         }
         Err(e) => Err(e),
     }

@@ -9,7 +9,7 @@
 
 mod archive;
 mod crash;
-mod proxy;
+pub(super) mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
