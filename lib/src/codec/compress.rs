@@ -164,6 +164,14 @@ impl<W: Write> Write for Compressor<W> {
     }
 }
 
+/// One zstd frame of all of `data` at `level`, with its content size and checksum, compressed
+/// in one call from the slice.
+pub(crate) fn zstd_frame(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    let mut c = zstd::bulk::Compressor::new(level)?;
+    c.include_checksum(true)?;
+    c.compress(data)
+}
+
 /// A decompressing reader: compressed bytes from `R`, plaintext out.
 pub(crate) enum Decompressor<R: BufRead> {
     None(R),

@@ -99,18 +99,12 @@ impl<W: Write> Encoder<W> {
     /// [`Error::Config`] for a level the algorithm does not accept; [`Error::Io`] (or the
     /// typed error `inner` carried) when writing the header fails.
     pub fn new(inner: W, settings: &CodecSettings, key: Option<&Key>, digest: Option<[u8; 32]>) -> Result<Self> {
-        let mut salt = [0u8; 32];
-        if key.is_some() {
-            SystemRandom::new().fill(&mut salt).map_err(|_| {
-                Error::io("system random number generator", io::Error::other("no random bytes available"))
-            })?;
-        }
-        Encoder::with_params(inner, settings, key, digest, salt, DEFAULT_CHUNK_SIZE)
+        Encoder::with_params(inner, settings, key, digest, fresh_salt(key)?, DEFAULT_CHUNK_SIZE)
     }
 
     /// [`Encoder::new`] with a given salt and chunk size (known-answer vectors and tests).
     pub(crate) fn with_params(
-        mut inner: W,
+        inner: W,
         settings: &CodecSettings,
         key: Option<&Key>,
         digest: Option<[u8; 32]>,
@@ -118,16 +112,7 @@ impl<W: Write> Encoder<W> {
         chunk_size: u32,
     ) -> Result<Self> {
         let level = settings.compression.check_level(settings.level)?;
-        let crypto = key.map(|k| (k.fingerprint(), salt, chunk_size.clamp(1, MAX_CHUNK_SIZE)));
-        let header = Header::new(settings.compression, crypto, digest);
-        let bytes = header.encode();
-        inner.write_all(&bytes).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
-        let sink = match (key, crypto) {
-            (Some(k), Some((_, salt, chunk))) => {
-                Sink::Sealed(Box::new(ChunkSealer::new(inner, k.object_key(&salt)?, &bytes, chunk)))
-            }
-            _ => Sink::Plain(inner),
-        };
+        let sink = Sink::start(inner, settings, key, digest, salt, chunk_size)?;
         let stream =
             Compressor::new(sink, settings.compression, level).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         let check = digest.map(|d| (DigestWriter::new(key), d));
@@ -150,11 +135,38 @@ impl<W: Write> Encoder<W> {
             ));
         }
         let sink = self.stream.finish().map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
-        let inner = match sink {
-            Sink::Plain(w) => w,
-            Sink::Sealed(sealer) => sealer.finish().map_err(|e| error_from_io(e, ENCODER_OUTPUT))?,
-        };
-        Ok(inner)
+        sink.finish()
+    }
+}
+
+impl<W: Write> Sink<W> {
+    /// Write the header into `inner` and return where the compressed body goes.
+    fn start(
+        mut inner: W,
+        settings: &CodecSettings,
+        key: Option<&Key>,
+        digest: Option<[u8; 32]>,
+        salt: [u8; 32],
+        chunk_size: u32,
+    ) -> Result<Self> {
+        let crypto = key.map(|k| (k.fingerprint(), salt, chunk_size.clamp(1, MAX_CHUNK_SIZE)));
+        let header = Header::new(settings.compression, crypto, digest);
+        let bytes = header.encode();
+        inner.write_all(&bytes).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+        Ok(match (key, crypto) {
+            (Some(k), Some((_, salt, chunk))) => {
+                Sink::Sealed(Box::new(ChunkSealer::new(inner, k.object_key(&salt)?, &bytes, chunk)))
+            }
+            _ => Sink::Plain(inner),
+        })
+    }
+
+    /// Seal the last chunk and return the inner writer.
+    fn finish(self) -> Result<W> {
+        match self {
+            Sink::Plain(w) => Ok(w),
+            Sink::Sealed(sealer) => sealer.finish().map_err(|e| error_from_io(e, ENCODER_OUTPUT)),
+        }
     }
 }
 
@@ -188,6 +200,17 @@ impl<W: Write> Write for Sink<W> {
     }
 }
 
+/// A random salt for an encrypted object's key; zeros (unused) without a key.
+fn fresh_salt(key: Option<&Key>) -> Result<[u8; 32]> {
+    let mut salt = [0u8; 32];
+    if key.is_some() {
+        SystemRandom::new()
+            .fill(&mut salt)
+            .map_err(|_| Error::io("system random number generator", io::Error::other("no random bytes available")))?;
+    }
+    Ok(salt)
+}
+
 /// Encode a whole plaintext in memory whose digest the caller computed from this very slice
 /// with [`content_digest`] (wal-push: it needs the digest first, to compare with an archived
 /// copy). The slice cannot change, so the digest is not computed a second time: that pass
@@ -201,7 +224,18 @@ pub fn encode_slice_with_digest(
     key: Option<&Key>,
     digest: [u8; 32],
 ) -> Result<Vec<u8>> {
-    let mut enc = Encoder::new(Vec::with_capacity(plaintext.len() / 2 + 128), settings, key, Some(digest))?;
+    if settings.compression == Compression::Zstd {
+        // The whole input at once: one zstd frame compressed straight from the slice (the
+        // streaming writer copies it through a window buffer first). Same frame format,
+        // content checksum included; the decoder cannot tell the difference.
+        let level = settings.compression.check_level(settings.level)?;
+        let frame = compress::zstd_frame(plaintext, level).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+        let out = Vec::with_capacity(frame.len() + frame.len() / 64 + 1024);
+        let mut sink = Sink::start(out, settings, key, Some(digest), fresh_salt(key)?, DEFAULT_CHUNK_SIZE)?;
+        sink.write_all(&frame).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+        return sink.finish();
+    }
+    let mut enc = Encoder::new(Vec::with_capacity(plaintext.len() / 8 + 128), settings, key, Some(digest))?;
     enc.check = None;
     enc.write_all(plaintext).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
     enc.finish()
