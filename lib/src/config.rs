@@ -318,10 +318,10 @@ fn key_from_file(path: &Path, setting: &str) -> Result<Key> {
 /// Key files and config files holding keys should be 0600; say so once when they are not.
 pub fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!("{} is readable by group or others; chmod 600 it", path.display());
-        }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!("{} is readable by group or others; chmod 600 it", path.display());
     }
 }
 

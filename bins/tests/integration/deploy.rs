@@ -112,7 +112,7 @@ fn check_command(where_: &str, cmd: &[String], notes: &mut Vec<String>) {
         "walvault-status.sh" => {
             let mut forwarded = vec!["walvault".to_string(), "status".into(), "--prometheus".into()];
             forwarded.extend(args[1..].iter().cloned());
-            return check_command(where_, &forwarded, notes);
+            check_command(where_, &forwarded, notes)
         }
         "backup-files.sh" => {
             for spec in &args[1..] {

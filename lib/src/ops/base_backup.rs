@@ -314,12 +314,11 @@ async fn wait_for_archive(
 /// Point `latest.json` at `meta` unless a newer complete backup is already there.
 async fn update_latest(repo: &Repo, meta: &BackupMetadata) -> Result<()> {
     let key = repo.layout.latest_backup_key();
-    if let Ok(bytes) = repo.storage.get_bytes(&key).await {
-        if let Ok(current) = serde_json::from_slice::<LatestPointer>(&bytes) {
-            if current.stop_time > meta.stop_time {
-                return Ok(());
-            }
-        }
+    if let Ok(bytes) = repo.storage.get_bytes(&key).await
+        && let Ok(current) = serde_json::from_slice::<LatestPointer>(&bytes)
+        && current.stop_time > meta.stop_time
+    {
+        return Ok(());
     }
     let pointer = LatestPointer {
         backup: meta.name.clone(),

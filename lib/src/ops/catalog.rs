@@ -78,7 +78,7 @@ pub async fn backups(repo: &Repo) -> Result<Vec<BackupMetadata>> {
             out.push(read_metadata(repo, &object.key).await?);
         }
     }
-    out.sort_by(|a, b| a.stop_time.cmp(&b.stop_time));
+    out.sort_by_key(|m| m.stop_time);
     Ok(out)
 }
 

@@ -45,10 +45,10 @@ pub fn parse_history(text: &str) -> Result<Vec<HistoryEntry>> {
         if entry.tli == 0 {
             return Err(invalid("timeline 0 does not exist"));
         }
-        if let Some(last) = entries.last() {
-            if entry.tli <= last.tli {
-                return Err(invalid("timeline ids must be in increasing sequence"));
-            }
+        if let Some(last) = entries.last()
+            && entry.tli <= last.tli
+        {
+            return Err(invalid("timeline ids must be in increasing sequence"));
         }
         entries.push(entry);
     }
