@@ -211,18 +211,17 @@ fn fresh_salt(key: Option<&Key>) -> Result<[u8; 32]> {
     Ok(salt)
 }
 
-/// Encode a whole plaintext in memory whose digest the caller computed from this very slice
-/// with [`content_digest`] (wal-push: it needs the digest first, to compare with an archived
-/// copy). The slice cannot change, so the digest is not computed a second time: that pass
-/// over 16 MiB is a fifth of wal-push's CPU.
+/// Encode a whole plaintext in memory (wal-push). `digest`, if given, is the caller's
+/// [`content_digest`] of this very slice; the slice cannot change, so it is not computed a
+/// second time (a pass over 16 MiB is a fifth of wal-push's CPU).
 ///
 /// # Errors
 /// As [`Encoder::new`] and [`Encoder::finish`].
-pub fn encode_slice_with_digest(
+pub fn encode_slice(
     plaintext: &[u8],
     settings: &CodecSettings,
     key: Option<&Key>,
-    digest: [u8; 32],
+    digest: Option<[u8; 32]>,
 ) -> Result<Vec<u8>> {
     if settings.compression == Compression::Zstd {
         // The whole input at once: one zstd frame compressed straight from the slice (the
@@ -231,11 +230,11 @@ pub fn encode_slice_with_digest(
         let level = settings.compression.check_level(settings.level)?;
         let frame = compress::zstd_frame(plaintext, level).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         let out = Vec::with_capacity(frame.len() + frame.len() / 64 + 1024);
-        let mut sink = Sink::start(out, settings, key, Some(digest), fresh_salt(key)?, DEFAULT_CHUNK_SIZE)?;
+        let mut sink = Sink::start(out, settings, key, digest, fresh_salt(key)?, DEFAULT_CHUNK_SIZE)?;
         sink.write_all(&frame).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         return sink.finish();
     }
-    let mut enc = Encoder::new(Vec::with_capacity(plaintext.len() / 8 + 128), settings, key, Some(digest))?;
+    let mut enc = Encoder::new(Vec::with_capacity(plaintext.len() / 8 + 128), settings, key, digest)?;
     enc.check = None;
     enc.write_all(plaintext).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
     enc.finish()

@@ -268,14 +268,23 @@ fn whole_slice_encoding_round_trips_and_is_checked() {
     for compression in Compression::ALL {
         for key in [None, Some(&a)] {
             let digest = content_digest(&data, key);
-            let object = encode_slice_with_digest(&data, &settings(compression), key, digest).unwrap();
+            let object = encode_slice(&data, &settings(compression), key, Some(digest)).unwrap();
             assert_eq!(read_header(&mut object.as_slice(), OBJ).unwrap().digest, Some(digest));
+            let bare = encode_slice(&data, &settings(compression), key, None).unwrap();
+            assert_eq!(read_header(&mut bare.as_slice(), OBJ).unwrap().digest, None);
+            assert_eq!(decode(&bare, &ring_for(key), false).unwrap(), data, "{compression:?} without digest");
+            if compression != Compression::None || key.is_some() {
+                let mut bad = bare.clone();
+                let at = bad.len() - 40;
+                bad[at] ^= 0x01;
+                assert!(decode(&bad, &ring_for(key), false).is_err(), "{compression:?}: caught without digest");
+            }
             assert_eq!(decode(&object, &ring_for(key), false).unwrap(), data, "{compression:?} {}", key.is_some());
             let mut bad = object.clone();
             let at = bad.len() - 40;
             bad[at] ^= 0x01;
             assert!(decode(&bad, &ring_for(key), false).is_err(), "{compression:?}: flipped byte caught");
-            let wrong = encode_slice_with_digest(&data, &settings(compression), key, [7; 32]).unwrap();
+            let wrong = encode_slice(&data, &settings(compression), key, Some([7; 32])).unwrap();
             assert!(decode(&wrong, &ring_for(key), false).is_err(), "{compression:?}: wrong digest caught");
         }
     }
