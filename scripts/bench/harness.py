@@ -49,6 +49,7 @@ BIN = os.path.abspath(os.environ.get("WALVAULT_BIN_DIR", os.path.join(REPO_ROOT,
 ROOT = os.geteuid() == 0
 PG = pwd.getpwnam("postgres") if ROOT else None
 SEG = 16 * 1024 * 1024
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 PGBR_PASS = "benchmarkbenchmarkbenchmark"
 STAGES = ["corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3"]
 PORTS = {"pgbench": 54340, "oltp": 54341, "live": 54342, "bb": 54343}
@@ -91,6 +92,15 @@ def measure(cmd, env=None, cwd=None, pg=True, shell=False, timeout=900, capture=
     """Run one command; wall seconds, CPU seconds (user+sys of it and the children it waited
     for) and max RSS (KiB) from wait4, exit code, stdout when `capture`."""
     err = tempfile.TemporaryFile()
+    rss_fd, rss_file = tempfile.mkstemp(prefix="walvault-bench-rss.")
+    os.close(rss_fd)
+    if pg and ROOT:
+        os.chown(rss_file, PG.pw_uid, PG.pw_gid)
+    # Max RSS from GNU time: wait4's ru_maxrss of a child forked from this Python process
+    # would count the interpreter's RSS the child had before exec (about 12 MiB).
+    if TIME:
+        cmd = [TIME, "-f", "%M", "-o", rss_file] + (["sh", "-c", cmd] if shell else list(cmd))
+        shell = False
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, cwd=cwd, shell=shell, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
                          stderr=err, start_new_session=True, **(pg_kw() if pg else {}))
@@ -102,7 +112,14 @@ def measure(cmd, env=None, cwd=None, pg=True, shell=False, timeout=900, capture=
     timer.cancel()
     p.returncode = os.waitstatus_to_exitcode(status)
     err.seek(0)
-    r = {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_kib": ru.ru_maxrss, "rc": p.returncode,
+    maxrss = ru.ru_maxrss
+    try:
+        with open(rss_file) as fh:
+            maxrss = int(fh.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    os.unlink(rss_file)
+    r = {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_kib": maxrss, "rc": p.returncode,
          "stderr": err.read().decode(errors="replace")[-800:]}
     if capture:
         r["stdout"] = out.decode(errors="replace")
@@ -218,6 +235,7 @@ class Cluster:
 
 
 OLTP = """
+SET client_min_messages = warning;
 CREATE TABLE IF NOT EXISTS orders(id bigserial primary key, customer int, note text, doc jsonb, at timestamptz default now());
 CREATE INDEX IF NOT EXISTS orders_customer ON orders(customer);
 CREATE INDEX IF NOT EXISTS orders_note ON orders(note);

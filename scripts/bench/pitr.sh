@@ -76,6 +76,7 @@ wal_level = replica
 archive_mode = on
 archive_command = '$archive_cmd'
 max_wal_size = 4GB
+synchronous_commit = off
 EOF
 psql_src() { as_pg "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" -U postgres -d postgres -c "$1"; }
 as_pg "$PG_BIN/pg_ctl" -D "$SRC" -l "$WORK/src.log" -w -t 120 start >/dev/null
@@ -99,14 +100,20 @@ until [ -z "$(find "$SRC/pg_wal/archive_status" -name '*.ready' -print -quit)" ]
     sleep 0.2
 done
 as_pg "$PG_BIN/pg_ctl" -D "$SRC" -m fast -w -t 300 stop >/dev/null
-replayed=$(find "$ARCH" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' | wc -l)
-log "PITR bench: $replayed archived segments to replay"
+# Segments replayed: from the backup's start segment to the last archived one.
+first=$(sed -n 's/^START WAL LOCATION: .*(file \([0-9A-F]\{24\}\))$/\1/p' "$WORK/base/backup_label")
+[ -n "$first" ] || die "no start segment in the base backup's backup_label"
+replayed=$(find "$ARCH" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' -printf '%f\n' | awk -v f="$first" '$0 >= f' | wc -l)
+log "PITR bench: $replayed archived segments to replay, from $first"
 
 # recover NAME RESTORE_COMMAND: restore the base backup into DST, start, time to promoted.
 # An empty RESTORE_COMMAND is the floor: the archived WAL copied into pg_wal beforehand.
 results=()
+run=0
 recover() {
-    local name=$1 cmd=$2 t0 t1 state deadline
+    local name=$1 cmd=$2 t0 t1 state deadline logf
+    run=$((run + 1))
+    logf=$WORK/dst-$run.log
     rm -rf "$DST"
     cp -a "$WORK/base" "$DST"
     rm -rf "$WORK/pgbr-spool/archive"
@@ -120,12 +127,18 @@ recover() {
     printf "archive_mode = off\n" >>"$DST/postgresql.conf"
     sync
     t0=$(now)
-    as_pg "$PG_BIN/pg_ctl" -D "$DST" -l "$WORK/dst-$name.log" -W start >/dev/null
+    as_pg "$PG_BIN/pg_ctl" -D "$DST" -l "$logf" -W start >/dev/null
+    # Done = the server accepts connections and is out of recovery (the control file copied
+    # from the backup says "in production" from the start, so it cannot tell).
     deadline=$((SECONDS + 1800))
+    local tries=0
     while :; do
-        state=$(as_pg "$PG_BIN/pg_controldata" -D "$DST" 2>/dev/null | sed -n 's/^Database cluster state: *//p')
-        if [ "$state" = "in production" ] && [ ! -e "$DST/recovery.signal" ]; then break; fi
-        [ -f "$DST/postmaster.pid" ] || die "$name: the server stopped during recovery: $(tail -n 5 "$WORK/dst-$name.log")"
+        state=$(as_pg "$PG_BIN/psql" -X -A -t -h "$WORK" -p "$PORT" -U postgres -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null || true)
+        [ "$state" = f ] && break
+        tries=$((tries + 1))
+        if [ $((tries % 50)) = 0 ] && ! as_pg "$PG_BIN/pg_ctl" -D "$DST" status >/dev/null 2>&1; then
+            die "$name: the server stopped during recovery: $(tail -n 5 "$logf")"
+        fi
         [ "$SECONDS" -lt "$deadline" ] || die "$name: recovery did not finish in time"
         sleep 0.02
     done
