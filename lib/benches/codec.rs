@@ -8,6 +8,8 @@
 //!
 //!   cargo bench -p walvault --bench codec -- --quick
 //!   WALVAULT_BENCH_SEGMENT=/path/to/000000010000000000000042 cargo bench -p walvault --bench codec
+//!
+//! `WALVAULT_BENCH_LABEL` names the group (`codec/LABEL`, results in `target/criterion/codec_LABEL/`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
@@ -72,12 +74,15 @@ fn synthetic_segment() -> Vec<u8> {
     out
 }
 
-fn segment() -> (Vec<u8>, &'static str) {
+/// The segment and its label in the benchmark names (`WALVAULT_BENCH_LABEL`, else `real` or
+/// `synthetic`).
+fn segment() -> (Vec<u8>, String) {
+    let label = std::env::var("WALVAULT_BENCH_LABEL").ok().filter(|l| !l.is_empty());
     if let Some(path) = std::env::var_os("WALVAULT_BENCH_SEGMENT") {
         let data = std::fs::read(&path).unwrap_or_else(|e| panic!("WALVAULT_BENCH_SEGMENT={path:?}: {e}"));
-        return (data, "real");
+        return (data, label.unwrap_or_else(|| "real".into()));
     }
-    (synthetic_segment(), "synthetic")
+    (synthetic_segment(), label.unwrap_or_else(|| "synthetic".into()))
 }
 
 fn codec(c: &mut Criterion) {

@@ -19,6 +19,8 @@ Stages (in this order; --stages picks some):
                  zst + aes) vs pg_basebackup -Ft: MB/s, CPU, max RSS
   s3             drain and single cold calls against the S3 test server (moto on loopback):
                  wal-push vs curl PUT (storage floor), requests per segment (client and server)
+  codec          the Criterion codec benches (lib/benches/codec.rs) on a real segment of
+                 each corpus: encode/decode MiB/s, zstd 1/3, gzip 6, with and without AES
 
 Run by scripts/bench.sh (which builds release binaries and installs pgBackRest); by hand:
   WALVAULT_BIN_DIR=target/release python3 scripts/bench/harness.py [--quick] [--stages a,b]
@@ -51,7 +53,7 @@ PG = pwd.getpwnam("postgres") if ROOT else None
 SEG = 16 * 1024 * 1024
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 PGBR_PASS = "benchmarkbenchmarkbenchmark"
-STAGES = ["corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3"]
+STAGES = ["corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3", "codec"]
 PORTS = {"pgbench": 54340, "oltp": 54341, "live": 54342, "bb": 54343}
 
 
@@ -178,7 +180,7 @@ def du(path):
 def version(cmd):
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
+        return (out.stdout or out.stderr).strip().splitlines()[0].strip("* ")
     except (OSError, IndexError, subprocess.SubprocessError):
         return None
 
@@ -745,6 +747,38 @@ def stage_s3(ctx):
             pass
     finally:
         subprocess.run([server, "stop", port_file], timeout=60, capture_output=True)
+    return out
+
+
+def stage_codec(ctx):
+    corpora = need_corpora(ctx)
+    cargo = shutil.which("cargo")
+    if not cargo:
+        raise RuntimeError("cargo not found: the codec stage runs `cargo bench -p walvault --bench codec`")
+    out = {"command": "cargo bench -p walvault --bench codec" + (" -- --quick" if ctx.quick else ""), "corpora": {}}
+    for kind, (cluster, segs) in corpora.items():
+        seg = os.path.join(ctx.work, f"codec-{kind}")
+        shutil.copyfile(os.path.join(cluster.pgdata, "pg_wal", segs[len(segs) // 2]), seg)
+        env = dict(os.environ, WALVAULT_BENCH_SEGMENT=seg, WALVAULT_BENCH_LABEL=kind)
+        cmd = [cargo, "bench", "-q", "-p", "walvault", "--bench", "codec", "--"] + (["--quick"] if ctx.quick else [])
+        r = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3600)
+        if r.returncode != 0:
+            raise RuntimeError(f"cargo bench: exit {r.returncode}: {r.stderr[-1000:]}")
+        ratios = dict(re.findall(r"segment, (\S+): \d+ -> \d+ bytes \(ratio ([0-9.]+)\)", r.stderr + r.stdout))
+        rows = []
+        base = os.path.join(REPO_ROOT, "target", "criterion", f"codec_{kind}")
+        for op in ("encode", "decode"):
+            for label in ("zstd-1", "zstd-1+aes256gcm", "zstd-3", "zstd-3+aes256gcm", "gzip-6", "gzip-6+aes256gcm"):
+                try:
+                    with open(os.path.join(base, op, label, "new", "estimates.json")) as fh:
+                        mean_ns = json.load(fh)["mean"]["point_estimate"]
+                except (OSError, KeyError, ValueError):
+                    continue
+                rows.append({"op": op, "codec": label, "ms": mean_ns / 1e6, "mib_per_s": SEG / (mean_ns / 1e9) / 2**20,
+                             "ratio": float(ratios[label]) if label in ratios else None})
+        out["corpora"][kind] = {"segment": segs[len(segs) // 2], "rows": rows}
+        os.unlink(seg)
+        log(f"codec {kind}: " + ", ".join(f"{x['op']} {x['codec']} {x['mib_per_s']:.0f} MiB/s" for x in rows[:2]))
     return out
 
 

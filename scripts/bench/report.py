@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+from xml.sax.saxutils import escape
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -26,9 +27,13 @@ def f(x, fmt="{:.1f}"):
     return "-" if x is None else fmt.format(x)
 
 
+def cell(c):
+    return str(c).replace("|", "\\|").replace("\n", " ")
+
+
 def table(headers, rows):
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    out = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
 
@@ -62,13 +67,13 @@ def svg_drain(drain, s3, path):
            f'<text x="10" y="20" font-size="14" font-weight="bold">Backlog drain: segments per second (higher is better)</text>']
     y = 40
     for title, rows, lim in groups:
-        out.append(f'<text x="10" y="{y + 12}" font-weight="bold">{title}</text>')
+        out.append(f'<text x="10" y="{y + 12}" font-weight="bold">{escape(title)}</text>')
         y += 18
         top = y
         for tool, v in rows:
             color = next((c for k, c in colors.items() if tool.startswith(k)), "#666")
             w = max(1, int(width * v / vmax))
-            out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{tool}</text>')
+            out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{escape(tool)}</text>')
             out.append(f'<rect x="{left}" y="{y}" width="{w}" height="{bar_h}" fill="{color}"/>')
             out.append(f'<text x="{left + w + 4}" y="{y + 13}">{v:.1f}</text>')
             y += bar_h + 4
@@ -89,7 +94,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO_ROOT, "docs", "BENCHMARKS.md"))
     a = ap.parse_args()
     d = a.src
-    docs = {s: load(d, s) for s in ("corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3")}
+    docs = {s: load(d, s) for s in ("corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3", "codec")}
     present = [x for x in docs.values() if x]
     if not present:
         sys.exit(f"no benchmark JSON in {d}")
@@ -110,7 +115,9 @@ def main():
     failed = [s for s, x in docs.items() if x and x.get("error")]
     missing = [s for s, x in docs.items() if not x]
     if failed:
-        md.append("Failed stages: " + "; ".join(f"`{s}`: {docs[s]['error']}" for s in failed))
+        md.append("Failed stages:")
+        md.append("")
+        md += [f"- `{s}`: " + docs[s]["error"].replace("\n", " ").replace("`", "'") for s in failed]
         md.append("")
     if missing:
         md.append("Stages not run: " + ", ".join(f"`{s}`" for s in missing) + ".")
@@ -241,7 +248,7 @@ def main():
                 targets.append(target(wf["seconds"] <= cp["seconds"], f"PITR: wal-fetch {wf['seconds']:.2f} s <= cp as restore_command "
                                       f"{cp['seconds']:.2f} s", f"{100 * (wf['seconds'] / cp['seconds'] - 1):.0f}%"))
         else:
-            md.append(f"PITR stage failed: `{res.get('pitr_error')}`")
+            md += ["PITR stage failed:", "", "```", str(res.get("pitr_error")).strip(), "```"]
         md.append("")
 
     # ---- base backup
@@ -289,10 +296,25 @@ def main():
     if targets:
         md = md[:md.index("## Corpora")] + ["## Targets", ""] + targets + [""] + md[md.index("## Corpora"):] \
             if "## Corpora" in md else md + ["## Targets", ""] + targets + [""]
-    md += ["## Codec (Criterion)", "",
-           "`cargo bench -p walvault --bench codec` (add `-- --quick` for a smoke run; set `WALVAULT_BENCH_SEGMENT` to a real "
+    md += ["## Codec (Criterion)", ""]
+    cd = docs.get("codec")
+    if cd and cd.get("results"):
+        md += [machine_line(cd), ""]
+        md.append(f"`{cd['results']['command']}` on one real segment of each corpus (`WALVAULT_BENCH_SEGMENT`), in process: "
+                  "encode includes the content digest, decode verifies it. MiB/s of plaintext, one core.")
+        md.append("")
+        kinds = list(cd["results"]["corpora"])
+        rows = {}
+        for kind in kinds:
+            for r in cd["results"]["corpora"][kind]["rows"]:
+                rows.setdefault((r["codec"], r["op"]), {})[kind] = r
+        md.append(table(["codec", "op"] + [f"{k} MiB/s" for k in kinds] + [f"{k} ratio" for k in kinds],
+                        [[c, op] + [f(v.get(k, {}).get("mib_per_s"), "{:.0f}") for k in kinds]
+                         + [f(v.get(k, {}).get("ratio"), "{:.2f}") for k in kinds] for (c, op), v in rows.items()]))
+        md.append("")
+    md += ["`cargo bench -p walvault --bench codec` (add `-- --quick` for a smoke run; set `WALVAULT_BENCH_SEGMENT` to a real "
            "16 MiB segment, else synthetic WAL-like pages) measures encode and decode throughput of zstd 1, zstd 3 and "
-           "gzip 6, with and without AES-256-GCM; its report is in `target/criterion/`.", ""]
+           "gzip 6, with and without AES-256-GCM; Criterion's own report is in `target/criterion/`.", ""]
     with open(a.out, "w") as fh:
         fh.write("\n".join(md))
     print(f"wrote {a.out}" + (" and " + os.path.join(d, "drain.svg") if svg else ""))
