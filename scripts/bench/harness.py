@@ -283,12 +283,20 @@ def load_corpora(work):
     return {k: (Cluster(work, k, PORTS[k]), v) for k, v in d.items()}
 
 
-def pgbackrest_conf(work, pgdata, port, tag, asynchronous, process_max=2):
+def pgbackrest_conf(work, pgdata, port, tag, asynchronous, process_max=2, s3=None):
+    """A pgBackRest config: zst level 1 + aes-256-cbc, into a local directory, or with
+    `s3` = (port, bucket) into the TLS S3 test server."""
     repo = mkdir_pg(os.path.join(work, f"pgbr-repo-{tag}"))
     spool = mkdir_pg(os.path.join(work, f"pgbr-spool-{tag}"))
     conf = os.path.join(work, f"pgbr-{tag}.conf")
+    if s3:
+        where = (f"repo1-type=s3\nrepo1-path=/{tag}\nrepo1-s3-endpoint=127.0.0.1\nrepo1-storage-port={s3[0]}\n"
+                 f"repo1-s3-bucket={s3[1]}\nrepo1-s3-region=us-east-1\nrepo1-s3-key=bench\nrepo1-s3-key-secret=benchbench\n"
+                 "repo1-s3-uri-style=path\nrepo1-storage-verify-tls=n\n")
+    else:
+        where = f"repo1-path={repo}\n"
     with open(conf, "w") as f:
-        f.write(f"[global]\nrepo1-path={repo}\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={PGBR_PASS}\n"
+        f.write(f"[global]\n{where}repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={PGBR_PASS}\n"
                 f"compress-type=zst\ncompress-level=1\nlog-level-console=warn\nlog-level-file=off\nlock-path={spool}\n"
                 f"spool-path={spool}\narchive-async={'y' if asynchronous else 'n'}\nprocess-max={process_max}\n"
                 f"start-fast=y\narchive-timeout=600\n"
@@ -686,6 +694,48 @@ def moto_requests(logf):
         return 0
 
 
+def start_tls_proxy(w, upstream_port):
+    """TLS (self-signed) in front of the S3 test server for pgBackRest, whose S3 driver speaks
+    only https: scripts/bench/tls_proxy.py, detached (not our child: the Reaper waits for
+    every child of this process), stopped by its PID."""
+    key, cert = os.path.join(w, "tls.key"), os.path.join(w, "tls.crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    import socket
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    logf = os.path.join(w, "tls-proxy.log")
+    pid = int(subprocess.run(["sh", "-c", 'nohup python3 "$1" "$2" "$3" "$4" "$5" >"$6" 2>&1 </dev/null & echo $!', "sh",
+                              os.path.join(HERE, "tls_proxy.py"), str(port), str(upstream_port), cert, key, logf],
+                             check=True, capture_output=True, text=True, timeout=30).stdout)
+    tls = {"pid": pid, "port": port}
+    for _ in range(100):
+        if subprocess.run(["curl", "-kfsS", "-o", "/dev/null", f"https://127.0.0.1:{port}/moto-api/"], capture_output=True).returncode == 0:
+            subprocess.run(["curl", "-kfsS", "-X", "PUT", f"https://127.0.0.1:{port}/pgbr"], check=True, capture_output=True, timeout=30)
+            return tls
+        if not os.path.exists(f"/proc/{pid}"):
+            break
+        time.sleep(0.1)
+    stop_pid(pid)
+    raise RuntimeError(f"TLS proxy did not start: {open(logf).read()[-300:]}")
+
+
+def stop_pid(pid):
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{pid}"):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def stage_s3(ctx):
     corpora = need_corpora(ctx)
     w = ctx.work
@@ -697,7 +747,15 @@ def stage_s3(ctx):
     endpoint = r.stdout.strip().splitlines()[-1]
     logf = port_file + ".log"
     out = {"endpoint": endpoint, "server": "moto (scripts/s3-test-server.sh)", "corpora": {}}
+    tls = None
     try:
+        if ctx.pgbackrest:
+            try:
+                tls = start_tls_proxy(w, int(endpoint.rsplit(":", 1)[1]))
+                out["tls_endpoint"] = f"https://127.0.0.1:{tls['port']}"
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                out["tls_error"] = str(e)
+                log(f"no TLS S3 server for pgBackRest: {e}")
         subprocess.run(["curl", "-fsS", "-X", "PUT", f"{endpoint}/bench"], check=True, timeout=30, capture_output=True)
         base = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="benchbench",
                     AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", WALVAULT_S3_PATH_STYLE="true",
@@ -728,6 +786,19 @@ def stage_s3(ctx):
                        "client_requests_per_seg": {k: v / len(segs) for k, v in client.items()} if outputs else None}
                 rows.append(row)
                 log(f"s3 drain {kind} {name}: {row['seg_per_s']:.1f} seg/s, {row['server_requests_per_seg']:.2f} requests/seg")
+            if tls:
+                for name, asynchronous in (("pgBackRest sync (TLS)", False), ("pgBackRest async (process-max 2, TLS)", True)):
+                    tag = ("async-" if asynchronous else "sync-") + kind
+                    conf, _ = pgbackrest_conf(w, cluster.pgdata, cluster.port, f"s3-{tag}", asynchronous, s3=(tls["port"], "pgbr"))
+                    stanza_create(cluster, conf)
+                    set_ready(cluster.pgdata, segs)
+                    n0 = moto_requests(logf)
+                    wall, cpu, _ = drain(cluster.pgdata, segs, f"pgbackrest --config={conf} --stanza=bench archive-push %p", dict(os.environ))
+                    row = {"tool": name, "segments": len(segs), "wall_s": wall, "seg_per_s": len(segs) / wall,
+                           "cpu_s_per_seg": cpu / len(segs), "server_requests_per_seg": (moto_requests(logf) - n0) / len(segs),
+                           "client_requests_per_seg": None}
+                    rows.append(row)
+                    log(f"s3 drain {kind} {name}: {row['seg_per_s']:.1f} seg/s, {row['server_requests_per_seg']:.2f} requests/seg")
             out["corpora"][kind] = {"rows": rows}
         # Single cold calls on S3.
         cluster, segs = corpora["pgbench"]
@@ -747,6 +818,8 @@ def stage_s3(ctx):
             pass
     finally:
         subprocess.run([server, "stop", port_file], timeout=60, capture_output=True)
+        if tls:
+            stop_pid(tls["pid"])
     return out
 
 

@@ -144,7 +144,8 @@ def main():
                   "the way PostgreSQL's archiver calls `archive_command` (cwd = PGDATA, `%p` = `pg_wal/NAME`), "
                   "into a local directory. CPU is every process's user+sys, detached helpers (pgBackRest's async "
                   "process) included. wal-push and pgBackRest compress and encrypt (zstd 1 + AES-256-GCM; "
-                  "zst 1 + aes-256-cbc); `zstd -1` does not encrypt.")
+                  "zst 1 + aes-256-cbc: pgBackRest runs with `compress-level=1`, the level wal-push uses, not its "
+                  "default 3); `zstd -1` does not encrypt.")
         md.append("")
         if svg:
             md += ["![backlog drain, seg/s](benchmarks/drain.svg)", ""]
@@ -275,7 +276,8 @@ def main():
         md += ["## S3 (moto on loopback)", "", machine_line(s3), ""]
         md.append("The same drain against the S3 test server (`scripts/s3-test-server.sh`); requests per segment counted by "
                   "the server (its request log) and by wal-push (`--json` `requests`). `curl PUT` is an unsigned plain "
-                  "upload of the raw segment: the storage floor. pgBackRest is not run here: its S3 driver needs TLS.")
+                  "upload of the raw segment: the storage floor. pgBackRest's S3 driver speaks only https: it goes through "
+                  "`scripts/bench/tls_proxy.py` (self-signed TLS in front of the same server), which adds latency to its rows.")
         md.append("")
         for kind, cr in s3r["corpora"].items():
             md += [f"### {kind} WAL ({cr['rows'][0]['segments']} segments)", ""]
