@@ -50,7 +50,7 @@ fn synthetic_segment() -> Vec<u8> {
         out.extend_from_slice(&0u64.to_le_bytes());
         while out.len() - page_start < PAGE - 64 {
             let len = 60 + (rng.next() % 340) as usize;
-            xid += u32::from(rng.next() % 4 == 0);
+            xid += u32::from(rng.next().is_multiple_of(4));
             out.extend_from_slice(&(len as u32).to_le_bytes());
             out.extend_from_slice(&xid.to_le_bytes());
             out.extend_from_slice(&(lsn - 120).to_le_bytes());
