@@ -623,6 +623,9 @@ def stage_restore(ctx):
     if r.returncode == 0 and os.path.exists(pitr_json):
         with open(pitr_json) as f:
             res["pitr"] = json.load(f)
+    elif r.returncode == 0:
+        # A swapped-in script that reports in text, not JSON: keep what it printed.
+        res["pitr_text"] = (r.stdout + r.stderr).decode(errors="replace")[-4000:]
     else:
         res["pitr_error"] = f"exit {r.returncode}: {r.stderr.decode(errors='replace')[-1500:]}"
         log(f"pitr stage failed: {res['pitr_error']}")

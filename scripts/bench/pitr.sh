@@ -77,6 +77,7 @@ archive_mode = on
 archive_command = '$archive_cmd'
 max_wal_size = 4GB
 synchronous_commit = off
+checkpoint_timeout = 30s
 EOF
 psql_src() { as_pg "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" -U postgres -d postgres -c "$1"; }
 as_pg "$PG_BIN/pg_ctl" -D "$SRC" -l "$WORK/src.log" -w -t 120 start >/dev/null
@@ -91,7 +92,7 @@ while :; do
     now_lsn=$(psql_src "SELECT pg_current_wal_lsn() - '0/0'")
     [ $(((${now_lsn%.*} - ${start_lsn%.*}) / 16777216)) -ge "$SEGMENTS" ] && break
     [ "$SECONDS" -lt "$deadline" ] || die "WAL generation did not finish in time"
-    as_pg "$PG_BIN/pgbench" -h "$WORK" -p "$PORT" -U postgres -n -c 2 -t 2000 postgres >/dev/null 2>&1
+    as_pg "$PG_BIN/pgbench" -h "$WORK" -p "$PORT" -U postgres -n -T 5 -c 4 -j 2 postgres >/dev/null 2>&1
 done
 psql_src "SELECT pg_switch_wal()" >/dev/null
 deadline=$((SECONDS + 600))

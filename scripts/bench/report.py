@@ -257,6 +257,8 @@ def main():
             if wf and cp:
                 versus.append(compare(wf["seconds"] <= cp["seconds"], f"PITR: wal-fetch {wf['seconds']:.2f} s <= cp as restore_command "
                                       f"{cp['seconds']:.2f} s", f"{100 * (wf['seconds'] / cp['seconds'] - 1):.0f}%"))
+        elif res.get("pitr_text"):
+            md += ["The PITR script wrote no JSON; its output:", "", "```", res["pitr_text"].strip(), "```"]
         else:
             md += ["PITR stage failed:", "", "```", str(res.get("pitr_error")).strip(), "```"]
         md.append("")
