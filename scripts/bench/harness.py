@@ -809,15 +809,25 @@ def stage_s3(ctx):
         # Single cold calls on S3.
         cluster, segs = corpora["pgbench"]
         env = dict(base, WALVAULT_REPO="s3://bench/single", WALVAULT_CACHE_DIR=mkdir_pg(os.path.join(w, "s3cache-single")))
-        push, fetch = [], []
+        push, fetch, pgbr = [], [], []
         dest = mkdir_pg(os.path.join(w, "s3-fetch"))
+        conf = None
+        if tls:
+            conf, _ = pgbackrest_conf(w, cluster.pgdata, cluster.port, "s3-single", False, s3=(tls["port"], "pgbr"))
+            stanza_create(cluster, conf)
         for s in segs[:ctx.runs]:
             push.append(checked(measure([f"{BIN}/wal-push", "--json", os.path.join("pg_wal", s)], env=env, cwd=cluster.pgdata, capture=True), "wal-push s3"))
             fetch.append(checked(measure([f"{BIN}/wal-fetch", s, os.path.join(dest, s)], env=dict(env, WALVAULT_FETCH_PREFETCH="0"), cwd=dest), "wal-fetch s3"))
             os.unlink(os.path.join(dest, s))
+            if conf:
+                pgbr.append(checked(measure(["pgbackrest", f"--config={conf}", "--stanza=bench", "archive-push", os.path.join("pg_wal", s)],
+                                            cwd=cluster.pgdata), "pgbackrest archive-push s3"))
+        singles = [("wal-push (S3)", push), ("wal-fetch (S3, no prefetch)", fetch)]
+        if pgbr:
+            singles.append(("pgBackRest archive-push (sync, TLS)", pgbr))
         out["single"] = [{"tool": name, "runs": len(rs), "wall_ms": 1000 * median([x["wall_s"] for x in rs]),
                           "cpu_ms": 1000 * median([x["cpu_s"] for x in rs]), "maxrss_mib": max(x["maxrss_kib"] for x in rs) / 1024}
-                         for name, rs in (("wal-push (S3)", push), ("wal-fetch (S3, no prefetch)", fetch))]
+                         for name, rs in singles]
         try:
             out["single_requests"] = json.loads(push[-1]["stdout"]).get("requests")
         except (ValueError, KeyError):
