@@ -91,8 +91,9 @@ def mkdir_pg(path):
 
 
 def measure(cmd, env=None, cwd=None, pg=True, shell=False, timeout=900, capture=False):
-    """Run one command; wall seconds, CPU seconds (user+sys of it and the children it waited
-    for) and max RSS (KiB) from wait4, exit code, stdout when `capture`."""
+    """Run one command; wall seconds and CPU seconds (user+sys of it and the children it
+    waited for) from wait4, max RSS (KiB, the largest process) from GNU time when installed,
+    exit code, stdout when `capture`. GNU time itself adds about 1 ms of CPU."""
     err = tempfile.TemporaryFile()
     rss_fd, rss_file = tempfile.mkstemp(prefix="walvault-bench-rss.")
     os.close(rss_fd)
@@ -108,7 +109,10 @@ def measure(cmd, env=None, cwd=None, pg=True, shell=False, timeout=900, capture=
                          stderr=err, start_new_session=True, **(pg_kw() if pg else {}))
     timer = threading.Timer(timeout, lambda: os.killpg(p.pid, signal.SIGKILL))
     timer.start()
-    out = p.stdout.read() if capture else b""
+    out = b""
+    if capture:
+        out = p.stdout.read()
+        p.stdout.close()
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     timer.cancel()
