@@ -199,6 +199,7 @@ def machine():
         "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "versions": {
             "walvault": version([f"{BIN}/wal-push", "--version"]),
+            "walvault_commit": version(["git", "-C", REPO_ROOT, "describe", "--always", "--dirty"]),
             "postgresql": version([f"{PG_BIN}/postgres", "--version"]),
             "pgbackrest": version(["pgbackrest", "version"]) if shutil.which("pgbackrest") else None,
             "zstd": version(["zstd", "--version"]),
