@@ -3,10 +3,10 @@
 # run on this machine, writes raw JSON into docs/benchmarks/, and the report generator writes
 # docs/BENCHMARKS.md (tables, targets met or missed, docs/benchmarks/drain.svg).
 #
-#   scripts/bench.sh [--quick] [--stages corpora,archive-single,drain,live,restore,basebackup,s3]
+#   scripts/bench.sh [--quick] [--stages corpora,archive-single,drain,live,restore,basebackup,s3,codec]
 #                    [--segments N] [--no-build]
 #
-# --quick: few segments and small clusters (a smoke run, about 15 minutes on 2 cores).
+# --quick: few segments and small clusters (a smoke run, about 10 minutes on 2 cores).
 # Stages are in scripts/bench/harness.py; the PITR stage is scripts/bench/pitr.sh (set
 # BENCH_PITR_SCRIPT to swap in another with the same interface). Installs pgBackRest from
 # Debian when missing (as root); the S3 stage needs moto_server (scripts/s3-test-server.sh).
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 args=()
 build=true
 while [ $# -gt 0 ]; do
