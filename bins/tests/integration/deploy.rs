@@ -224,8 +224,10 @@ fn shell_blocks(markdown: &str) -> Vec<(Option<String>, String, String, String)>
 
 #[test]
 fn scripts_and_runbook_blocks_pass_shellcheck() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("scripts"))
-        .expect("scripts")
+    // scripts/*.sh and the benchmark harness's scripts/bench/*.sh.
+    let mut files: Vec<PathBuf> = ["scripts", "scripts/bench"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(root().join(d)).expect("scripts"))
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "sh"))
         .collect();

@@ -68,17 +68,28 @@ fn is_empty_or_absent(p: &Path) -> bool {
 #[test]
 fn shellcheck_passes_on_every_script() {
     let root = repo_root();
-    let mut scripts: Vec<String> = std::fs::read_dir(root.join("scripts"))
-        .expect("scripts/")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".sh"))
-        .map(|n| format!("scripts/{n}"))
+    // scripts/*.sh and the benchmark harness's scripts/bench/*.sh.
+    let mut scripts: Vec<String> = ["scripts", "scripts/bench"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(root.join(d))
+                .expect("scripts/")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".sh"))
+                .map(move |n| format!("{d}/{n}"))
+        })
         .collect();
     scripts.sort();
-    for expected in
-        ["backup-postgresql.sh", "restore-postgresql.sh", "postgresql-pitr-restore.sh", "drill.sh", "lib.sh"]
-    {
+    for expected in [
+        "backup-postgresql.sh",
+        "restore-postgresql.sh",
+        "postgresql-pitr-restore.sh",
+        "drill.sh",
+        "lib.sh",
+        "bench.sh",
+        "bench/pitr.sh",
+    ] {
         assert!(scripts.contains(&format!("scripts/{expected}")), "scripts/{expected} exists: {scripts:?}");
     }
     let out = match Command::new("shellcheck").arg("-x").args(&scripts).current_dir(&root).output() {
