@@ -274,7 +274,9 @@ fn prefetched_files_are_served_locally_and_bounded() {
             .filter(|p| {
                 p.parent().is_some_and(|d| d.file_name().is_some_and(|f| f.to_string_lossy().starts_with("prefetch-")))
             })
-            .filter(|p| !p.ends_with(".lock"))
+            .filter(|p| {
+                p.file_name().and_then(|f| f.to_str()).is_some_and(|f| walvault::wal::WalFileName::parse(f).is_ok())
+            })
             .count();
         assert!(files <= 3, "prefetch directory bounded: {files} files");
     }
