@@ -3,17 +3,20 @@
 # same base backup: the replay floor (every segment already in pg_wal, restore_command
 # failing), `cp` as restore_command, walvault (pitr-prepare writing restore_command =
 # wal-fetch, default prefetch) and, when installed, pgBackRest's archive-get with async.
-# Each is timed from `pg_ctl start` until the server has promoted (hot_standby = off, so
-# pg_ctl -w returns only once recovery has ended).
+# Each is timed from `pg_ctl start` until the server has promoted and accepts connections
+# ("database system is ready to accept connections" in its log, polled every 20 ms).
 #
 # Usage: scripts/bench-pitr.sh [SEGMENTS] [RUNS]   (default 70 segments, 1 run each; builds release binaries)
+#   BENCH_ONLY="floor walvault"   only these variants
+#   BENCH_BEFORE_BIN=DIR           also time the binaries in DIR (variant walvault-before)
+#   BENCH_BIN=DIR                  the binaries to time (default target/release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 SEGMENTS=${1:-70}
 RUNS=${2:-1}
-ONLY=${BENCH_ONLY:-floor cp walvault pgbackrest}
+ONLY=${BENCH_ONLY:-floor cp walvault walvault-before pgbackrest}
 
 ensure_postgres
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --bins -q
@@ -84,7 +87,7 @@ prepare() {
     rm -rf "$WORK/r" "$WORK/.walvault-cache"
     local t0 t1
     t0=$(now)
-    as_pg "$BIN/pitr-prepare" --pgdata "$WORK/r" --latest >/dev/null 2>"$WORK/prepare.err" \
+    as_pg "${PREPARE_BIN:-$BIN}/pitr-prepare" --pgdata "$WORK/r" --latest >/dev/null 2>"$WORK/prepare.err" \
         || { cat "$WORK/prepare.err" >&2; die "pitr-prepare failed"; }
     t1=$(now)
     PREPARE_S=$(elapsed "$t0" "$t1")
@@ -101,7 +104,15 @@ set_restore_command() {
 recover() {
     local t0 t1 secs got
     t0=$(now)
-    as_pg "$PG_BIN/pg_ctl" -D "$WORK/r" -l "$WORK/r.log" -w -t 3600 start >/dev/null
+    as_pg "$PG_BIN/pg_ctl" -D "$WORK/r" -l "$WORK/r.log" -W start >/dev/null
+    # pg_ctl -w returns once recovery starts; the server is ready when recovery has ended
+    # (hot_standby = off: no connections before).
+    local i
+    for i in $(seq 1 180000); do
+        grep -q "database system is ready to accept connections" "$WORK/r.log" 2>/dev/null && break
+        [ -f "$WORK/r/postmaster.pid" ] || [ "$i" -lt 50 ] || { cat "$WORK/r.log" >&2; die "$1: the server stopped"; }
+        sleep 0.02
+    done
     t1=$(now)
     secs=$(elapsed "$t0" "$t1")
     got=$(as_pg "$PG_BIN/psql" -X -A -t -h "$WORK" -p "$RPORT" -U postgres -d postgres -c "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || '/' || (SELECT count(*) FROM pgbench_history)")
@@ -131,6 +142,11 @@ for run in $(seq 1 "$RUNS"); do
             walvault)
                 prepare
                 recover walvault ;;
+            walvault-before)
+                # Another build's binaries (BENCH_BEFORE_BIN) over the same archive.
+                [ -n "${BENCH_BEFORE_BIN:-}" ] || continue
+                PREPARE_BIN=$BENCH_BEFORE_BIN prepare
+                recover walvault-before ;;
             pgbackrest)
                 command -v pgbackrest >/dev/null || { log "pgbackrest not installed: skipped"; continue; }
                 [ -f "$WORK/pgbr.conf" ] || {
@@ -159,7 +175,9 @@ EOF
                     done
                 }
                 prepare
-                set_restore_command "pgbackrest --config=$WORK/pgbr.conf --stanza=bench archive-get %f \"%p\""
+                # archive-get insists that pg1-path is the server's data directory.
+                as_pg sh -c "sed 's|^pg1-path=.*|pg1-path=$WORK/r|' '$WORK/pgbr.conf' > '$WORK/pgbr-get.conf'"
+                set_restore_command "pgbackrest --config=$WORK/pgbr-get.conf --stanza=bench archive-get %f \"%p\""
                 recover pgbackrest ;;
         esac
     done

@@ -105,7 +105,12 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     };
     let (restored, staged) = tokio::join!(restore_into(repo, &backup, &manifest, opts), stage);
     let placed = restored.and_then(|counts| {
-        let staged = staged?;
+        // Staging is a head start only: a segment it could not get, wal-fetch fetches (and
+        // stops recovery with the right exit code if the archive really fails).
+        let staged = staged.unwrap_or_else(|e| {
+            tracing::warn!("WAL not fetched ahead of recovery: {e}");
+            Vec::new()
+        });
         let pg_wal = opts.pgdata.join("pg_wal");
         if let (Some(dir), false) = (&spool, staged.is_empty()) {
             for name in &staged {

@@ -195,6 +195,11 @@ pub fn take(dir: &Path, name: &str, dest: &Path, sysid: Option<u64>) -> Result<O
     if !src.exists() {
         return Ok(None);
     }
+    let Some(sysid) = sysid else {
+        tracing::debug!("not serving the spooled {name}: the cluster's system identifier is not known yet");
+        return Ok(None);
+    };
+    let sysid = Some(sysid);
     let parsed = WalFileName::parse(name)?;
     let len = match verify_segment(&src, &parsed, sysid) {
         Ok(len) => len,
@@ -330,12 +335,22 @@ pub async fn fill(
     let mut index = WalIndex::load(Some(cache_dir), repo);
     let sysid = match target {
         Target::PgWal { plan, .. } => Some(plan.system_identifier),
-        Target::Spool { .. } => identity_sysid(&index, repo),
+        Target::Spool { .. } => match identity_sysid(&index, repo) {
+            Some(s) => Some(s),
+            None => {
+                // Spooled files are served only when checked against the cluster's system
+                // identifier: learn it once (one GET) and leave it where wal-fetch looks.
+                let Some(id) = super::identity::load(repo).await? else { return Ok(0) };
+                index.set_identity(id);
+                index.save();
+                identity_sysid(&index, repo)
+            }
+        },
     };
     if let Target::PgWal { pg_wal, .. } = target {
-        remove_dead_temps(pg_wal);
+        remove_dead_temps(pg_wal, false);
     }
-    remove_dead_temps(dir);
+    remove_dead_temps(dir, true);
     let mut pos = position(dir).unwrap_or(WalFileName::parse(name)?);
     let mut last_change = Instant::now();
     let started = Instant::now();
@@ -457,13 +472,14 @@ fn remove_older(dir: &Path, requested: &WalFileName) {
     }
 }
 
-/// Remove temporary files (ours: `.NAME.walvault.PID.N.tmp`, `NAME.staged`) whose writer is
-/// gone: a worker or wal-fetch killed mid-download. A live writer's file is left alone.
-pub fn remove_dead_temps(dir: &Path) {
+/// Remove temporary files (ours: `.NAME.walvault.PID.N.tmp`, and in the spool `NAME.staged`)
+/// whose writer is gone: a worker or wal-fetch killed mid-download. A live writer's file is
+/// left alone; in pg_wal nothing else is ever removed. Called by the worker holding the lock.
+pub fn remove_dead_temps(dir: &Path, staged_too: bool) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let Some(f) = e.file_name().to_str().map(str::to_string) else { continue };
-        let dead = if f.ends_with(".staged") {
+        let dead = if staged_too && f.ends_with(".staged") {
             true
         } else if f.starts_with('.') && f.ends_with(".tmp") && f.contains(".walvault.") {
             let pid = f.rsplit('.').nth(2).and_then(|p| p.parse::<u32>().ok());
