@@ -125,7 +125,8 @@ recover() {
     mv "$WORK/r.log" "$WORK/r.$1.log"
 }
 
-nseg=$(find "$WORK/plain" -name '0000000*' ! -name '*.*' | wc -l)
+# The range: the segments recovery reads (from the backup's start), as cp restored them.
+nseg=0
 for run in $(seq 1 "$RUNS"); do
     for variant in $ONLY; do
         case $variant in
@@ -183,9 +184,33 @@ EOF
     done
 done
 
+# Latency of one wal-fetch call PostgreSQL makes for a segment already placed in pg_wal
+# (verified, exit 1): pitr-prepare places 16, each is asked for once (no worker started).
+if [[ " $ONLY " == *" walvault "* ]]; then
+    WALVAULT_FETCH_PREFETCH=16 prepare
+    as_pg python3 -c '
+import subprocess, sys, time, os
+os.chdir(sys.argv[1])
+names = sorted(n for n in os.listdir("pg_wal") if len(n) == 24)
+times = []
+for n in names:
+    t0 = time.perf_counter()
+    rc = subprocess.call([sys.argv[2], n, "pg_wal/RECOVERYXLOG"], env=dict(os.environ, WALVAULT_FETCH_PREFETCH="0"))
+    times.append((time.perf_counter() - t0) * 1000)
+    if rc != 1:
+        sys.exit("wal-fetch %s: exit %d, expected 1 (in pg_wal)" % (n, rc))
+times.sort()
+print("wal-fetch for a segment in pg_wal: median %.1f ms, max %.1f ms over %d calls" % (times[len(times) // 2], times[-1], len(times)))
+' "$WORK/r" "$BIN/wal-fetch" | tee -a "$WORK/latency"
+fi
+
 floor=$(awk '$1 == "floor" { s += $2; n++ } END { if (n) printf "%.2f", s / n }' "$WORK/results")
-printf '\n%d segments (%s); median-free mean of %d run(s)\n' "$nseg" "$(human_bytes $((nseg * 16777216)))" "$RUNS"
+nseg=$(awk '$4 > n { n = $4 } END { print n + 0 }' "$WORK/results")
+[ "$nseg" -gt 0 ] || nseg=$(find "$WORK/plain" -name '0000000*' ! -name '*.*' | wc -l)
+printf '\n%d segments (%s); mean of %d run(s)\n' "$nseg" "$(human_bytes $((nseg * 16777216)))" "$RUNS"
 printf '%-12s %8s %10s %7s %10s %9s\n' variant seconds s/segment ratio prepare_s via_%p
 awk -v n="$nseg" -v f="$floor" '{ s[$1] += $2; p[$1] += $3; r[$1] += $4; c[$1]++ }
     END { for (v in s) printf "%-12s %8.2f %10.4f %7s %10.2f %9d\n", v, s[v]/c[v], s[v]/c[v]/n,
           (f > 0 ? sprintf("%.2fx", s[v]/c[v]/f) : "-"), p[v]/c[v], r[v]/c[v] }' "$WORK/results" | sort
+[ -f "$WORK/latency" ] && cat "$WORK/latency"
+exit 0

@@ -469,11 +469,32 @@ fn planned_recovery_reads_wal_from_pg_wal_across_a_timeline_switch() {
     assert_eq!(c.failed_count(), 0, "{}", c.log());
     c.stop();
 
-    // Back across the switch to a point on timeline 2, with room for the whole range in
-    // pg_wal (so that no segment's way depends on the worker's speed).
-    let (mut r, out) = repo_with(&repo, "WALVAULT_FETCH_PREFETCH", "32", &["--target-lsn", &lsn]);
+    // Back across the switch to a point on timeline 2, restored with --force into the same
+    // data directory, whose spool holds leftovers of the first restore (never used), with room
+    // for the whole range in pg_wal (so that no segment's way depends on the worker's speed).
+    let canonical = std::fs::canonicalize(&c.pgdata).expect("canonical");
+    let spool = walk(&repo.dir().join("cache"))
+        .into_iter()
+        .filter(|p| p.ends_with("plan.json"))
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(&format!("\"{}\"", canonical.display()))))
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .expect("the first restore's spool");
+    let leftover = walvault::wal::synthetic_segment(1, 2, 0x10, 16 << 20, 0xD110, 9);
+    std::fs::write(spool.join("000000020000000000000010"), &leftover).expect("plant");
+    std::fs::write(spool.join("000000020000000000000011.staged"), b"half").expect("plant");
+    let out = repo
+        .command("pitr-prepare")
+        .env("WALVAULT_FETCH_PREFETCH", "32")
+        .arg("--pgdata")
+        .arg(&c.pgdata)
+        .args(["--force", "--target-lsn", &lsn])
+        .output()
+        .expect("pitr-prepare");
     assert!(out.status.success(), "{}", stderr(&out));
-    r.env.push(("WALVAULT_LOG".into(), "debug".into()));
+    assert!(!spool.join("000000020000000000000010").exists(), "the earlier restore's spool is gone");
+    assert!(!spool.join("000000020000000000000011.staged").exists());
+    std::fs::write(c.dir.path().join("server.log"), b"").expect("truncate log");
+    let mut r = c;
     r.env.push(("WALVAULT_FETCH_PREFETCH".into(), "32".into()));
     recover(&mut r, false);
     assert_eq!(count(&r), 16000, "exactly the target: {}", r.log());

@@ -116,10 +116,13 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
             for name in &staged {
                 super::prefetch::place(&dir.join("staged").join(name), &pg_wal, name)?;
             }
-            let _ = std::fs::remove_dir(dir.join("staged"));
         }
         Ok((counts, staged.len()))
     });
+    if let Some(dir) = &spool {
+        // Whatever was not placed (a failed or partial staging) is never used.
+        let _ = std::fs::remove_dir_all(dir.join("staged"));
+    }
     let ((files, bytes), wal_placed) = match placed {
         Ok(done) => done,
         Err(e) => {

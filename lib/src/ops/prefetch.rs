@@ -38,7 +38,7 @@ const PLAN_VERSION: u32 = 1;
 /// A worker with nothing left to do exits after PostgreSQL has asked for nothing new this long.
 const IDLE: Duration = Duration::from_secs(5);
 /// How often an idle worker looks at PostgreSQL's position.
-const POLL: Duration = Duration::from_millis(20);
+const POLL: Duration = Duration::from_millis(50);
 /// Segments one worker downloads at once.
 const PARALLEL: usize = 2;
 /// Hard bound on one worker's life.
@@ -528,5 +528,66 @@ impl Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: u64 = 1 << 20;
+    const SYSID: u64 = 7_000_000_000_000_000_042;
+
+    fn magic() -> u16 {
+        wal::header::KNOWN_MAGICS[1].0
+    }
+
+    fn plan(path: Vec<(u32, u64)>) -> Plan {
+        Plan {
+            version: PLAN_VERSION,
+            repo: "file:///r".into(),
+            env: "production".into(),
+            pgdata: PathBuf::from("/d"),
+            system_identifier: SYSID,
+            seg_size: SEG,
+            path,
+        }
+    }
+
+    #[test]
+    fn the_path_names_the_newest_timeline_begun_by_each_segment() {
+        // Timeline 2 begins in segment 5 (its switchpoint's), timeline 3 in segment 9.
+        let p = plan(vec![(1, 0), (2, 5), (3, 9)]);
+        let name = |s| p.name_for(s).map(|n| n.to_string());
+        assert_eq!(name(4).as_deref(), Some("000000010000000000000004"));
+        assert_eq!(name(5).as_deref(), Some("000000020000000000000005"));
+        assert_eq!(name(8).as_deref(), Some("000000020000000000000008"));
+        assert_eq!(name(9).as_deref(), Some("000000030000000000000009"));
+        assert!(p.on_path(&WalFileName::from_segno(2, 6, SEG)));
+        assert!(!p.on_path(&WalFileName::from_segno(1, 6, SEG)), "timeline 1 after its switch is off the path");
+        assert!(!p.on_path(&WalFileName::from_segno(3, 6, SEG)), "timeline 3 before it began is off the path");
+    }
+
+    #[test]
+    fn only_a_whole_segment_of_this_cluster_for_its_name_verifies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = wal::synthetic_segment(SYSID, 1, 7, SEG as u32, magic(), 7);
+        let name = WalFileName::from_segno(1, 7, SEG);
+        let check = |bytes: &[u8], name: &WalFileName, sysid| {
+            let p = dir.path().join("f");
+            std::fs::write(&p, bytes).expect("write");
+            verify_segment(&p, name, sysid)
+        };
+        assert_eq!(check(&good, &name, Some(SYSID)).expect("good"), SEG);
+        assert!(check(&good[..good.len() - 1], &name, Some(SYSID)).is_err(), "truncated");
+        assert!(check(&good[..20], &name, Some(SYSID)).is_err(), "shorter than a header");
+        assert!(check(&good, &name, Some(SYSID + 1)).is_err(), "another cluster");
+        assert!(check(&good, &WalFileName::from_segno(1, 8, SEG), Some(SYSID)).is_err(), "another segment");
+        let newer = wal::synthetic_segment(SYSID, 2, 7, SEG as u32, magic(), 7);
+        assert!(check(&newer, &name, Some(SYSID)).is_err(), "pages of a newer timeline");
+        // The first segment of timeline 2 starts as a copy of timeline 1's.
+        assert!(check(&good, &WalFileName::from_segno(2, 7, SEG), Some(SYSID)).is_ok());
+        assert!(check(&vec![0u8; SEG as usize], &name, Some(SYSID)).is_err(), "a zero-filled (preallocated) file");
+        assert!(verify_segment(&dir.path().join("absent"), &name, Some(SYSID)).is_err());
     }
 }
