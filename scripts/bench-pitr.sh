@@ -24,6 +24,7 @@ BIN=${BENCH_BIN:-$PWD/target/release}
 WORK=$(scratch_dir bench-pitr)
 PORT=54341
 RPORT=54342
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
     for d in "$WORK/pg" "$WORK/r"; do
         [ -f "$d/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
@@ -127,7 +128,7 @@ recover() {
 
 # The range: the segments recovery reads (from the backup's start), as cp restored them.
 nseg=0
-for run in $(seq 1 "$RUNS"); do
+for _ in $(seq 1 "$RUNS"); do
     for variant in $ONLY; do
         case $variant in
             floor)
@@ -208,9 +209,9 @@ floor=$(awk '$1 == "floor" { s += $2; n++ } END { if (n) printf "%.2f", s / n }'
 nseg=$(awk '$4 > n { n = $4 } END { print n + 0 }' "$WORK/results")
 [ "$nseg" -gt 0 ] || nseg=$(find "$WORK/plain" -name '0000000*' ! -name '*.*' | wc -l)
 printf '\n%d segments (%s); mean of %d run(s)\n' "$nseg" "$(human_bytes $((nseg * 16777216)))" "$RUNS"
-printf '%-12s %8s %10s %7s %10s %9s\n' variant seconds s/segment ratio prepare_s via_%p
-awk -v n="$nseg" -v f="$floor" '{ s[$1] += $2; p[$1] += $3; r[$1] += $4; c[$1]++ }
-    END { for (v in s) printf "%-12s %8.2f %10.4f %7s %10.2f %9d\n", v, s[v]/c[v], s[v]/c[v]/n,
+printf '%-16s %8s %8s %10s %7s %10s %7s\n' variant mean_s min_s s/segment ratio prepare_s via_%p
+awk -v n="$nseg" -v f="$floor" '{ s[$1] += $2; p[$1] += $3; r[$1] += $4; c[$1]++; if (!($1 in m) || $2 < m[$1]) m[$1] = $2 }
+    END { for (v in s) printf "%-16s %8.2f %8.2f %10.4f %7s %10.2f %7d\n", v, s[v]/c[v], m[v], s[v]/c[v]/n,
           (f > 0 ? sprintf("%.2fx", s[v]/c[v]/f) : "-"), p[v]/c[v], r[v]/c[v] }' "$WORK/results" | sort
 [ -f "$WORK/latency" ] && cat "$WORK/latency"
 exit 0

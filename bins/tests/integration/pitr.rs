@@ -451,7 +451,17 @@ fn planned_recovery_reads_wal_from_pg_wal_across_a_timeline_switch() {
     let (mut c, out) = prepare(&repo, &["--latest", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let placed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert!(placed["wal_placed"].as_u64().is_some_and(|n| n >= 1), "pitr-prepare placed WAL: {placed}");
+    assert!(placed["wal_staged"].as_u64().is_some_and(|n| n >= 1), "pitr-prepare fetched WAL ahead: {placed}");
+    let wal_names = |dir: &Path| -> Vec<PathBuf> {
+        walk(dir)
+            .into_iter()
+            .filter(|p| {
+                p.file_name().and_then(|f| f.to_str()).is_some_and(|f| walvault::wal::WalFileName::parse(f).is_ok())
+            })
+            .collect()
+    };
+    // A data directory that someone starts without recovery.signal must find no WAL to run on.
+    assert!(wal_names(&c.pgdata.join("pg_wal")).is_empty(), "nothing in pg_wal before recovery runs");
     c.env.push(("WALVAULT_LOG".into(), "debug".into()));
     c.append_conf(&c.archive_conf().replace("port = 5432\n", ""));
     recover(&mut c, true);

@@ -53,8 +53,8 @@ pub struct PrepareOutcome {
     pub bytes: u64,
     pub seconds: f64,
     pub wal: ChainEnd,
-    /// WAL segments already placed in pg_wal for recovery to read.
-    pub wal_placed: usize,
+    /// WAL segments fetched ahead: wal-fetch places them in pg_wal once recovery runs.
+    pub wal_staged: usize,
     pub next_command: String,
 }
 
@@ -98,33 +98,27 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     let stage = async {
         match (&plan, &spool) {
             (Some(plan), Some(dir)) => {
-                super::prefetch::stage(repo, plan, &archive.files, &dir.join("staged"), first, opts.prefetch).await
+                let staged = super::prefetch::staged_dir(dir);
+                super::prefetch::stage(repo, plan, &archive.files, &staged, first, opts.prefetch).await
             }
             _ => Ok(Vec::new()),
         }
     };
     let (restored, staged) = tokio::join!(restore_into(repo, &backup, &manifest, opts), stage);
-    let placed = restored.and_then(|counts| {
-        // Staging is a head start only: a segment it could not get, wal-fetch fetches (and
-        // stops recovery with the right exit code if the archive really fails).
-        let staged = staged.unwrap_or_else(|e| {
+    // Staging is a head start only: a segment it could not get, wal-fetch fetches (and stops
+    // recovery with the right exit code if the archive really fails).
+    let wal_staged = match staged {
+        Ok(names) => names.len(),
+        Err(e) => {
             tracing::warn!("WAL not fetched ahead of recovery: {e}");
-            Vec::new()
-        });
-        let pg_wal = opts.pgdata.join("pg_wal");
-        if let (Some(dir), false) = (&spool, staged.is_empty()) {
-            for name in &staged {
-                super::prefetch::place(&dir.join("staged").join(name), &pg_wal, name)?;
+            if let Some(dir) = &spool {
+                let _ = std::fs::remove_dir_all(super::prefetch::staged_dir(dir));
             }
+            0
         }
-        Ok((counts, staged.len()))
-    });
-    if let Some(dir) = &spool {
-        // Whatever was not placed (a failed or partial staging) is never used.
-        let _ = std::fs::remove_dir_all(dir.join("staged"));
-    }
-    let ((files, bytes), wal_placed) = match placed {
-        Ok(done) => done,
+    };
+    let (files, bytes) = match restored {
+        Ok(counts) => counts,
         Err(e) => {
             // Never leave half a data directory that someone might start.
             let _ = prepare_dir(&opts.pgdata, true);
@@ -149,7 +143,7 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
         bytes,
         seconds: began.elapsed().as_secs_f64(),
         wal,
-        wal_placed,
+        wal_staged,
         next_command,
     })
 }

@@ -22,6 +22,7 @@
 //! at most a temporary file, never served and removed by the next worker.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -261,7 +262,9 @@ fn mark_done(pg_wal: &Path, name: &str) -> Result<()> {
     let status = pg_wal.join("archive_status");
     std::fs::create_dir_all(&status).with_path(&status)?;
     let done = status.join(format!("{name}.done"));
-    std::fs::write(&done, b"").with_path(&done)
+    // Private, like every file PostgreSQL creates in its data directory.
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&done).with_path(&done)?;
+    Ok(())
 }
 
 /// Place `name` (a verified file at `src`) into `pg_wal`, marked archived.
@@ -275,6 +278,33 @@ pub fn place(src: &Path, pg_wal: &Path, name: &str) -> Result<()> {
         let _ = std::fs::remove_file(pg_wal.join("archive_status").join(format!("{name}.done")));
     }
     moved
+}
+
+/// The directory where pitr-prepare leaves the first segments of a planned recovery.
+pub fn staged_dir(dir: &Path) -> PathBuf {
+    dir.join("staged")
+}
+
+/// Place the segments pitr-prepare staged into pg_wal (each verified and on the plan's path;
+/// anything else is dropped), then remove the staging directory. Best effort: a segment not
+/// placed is fetched through `%p`.
+pub fn adopt_staged(dir: &Path, plan: &Plan) {
+    let staged = staged_dir(dir);
+    let Ok(entries) = std::fs::read_dir(&staged) else { return };
+    let pg_wal = plan.pgdata.join("pg_wal");
+    let mut placed = 0;
+    for e in entries.flatten() {
+        let Some(name) = e.file_name().to_str().and_then(|f| WalFileName::parse(f).ok()) else { continue };
+        let ok = plan.on_path(&name) && verify_segment(&e.path(), &name, Some(plan.system_identifier)).is_ok();
+        if ok && !pg_wal.join(name.to_string()).exists() {
+            match place(&e.path(), &pg_wal, &name.to_string()) {
+                Ok(()) => placed += 1,
+                Err(err) => tracing::warn!("{name} not placed in pg_wal: {err}"),
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&staged);
+    tracing::debug!("{placed} segments fetched by pitr-prepare placed in pg_wal");
 }
 
 /// Download the chain's segments `first..first + count` that the archive holds (in order,
@@ -401,7 +431,13 @@ pub async fn fill(
                 pos = p;
                 last_change = Instant::now();
             }
-            _ if !did && last_change.elapsed() > IDLE => break,
+            _ if !did && last_change.elapsed() > IDLE => {
+                // PostgreSQL stopped asking: what it never asked for is not kept.
+                if let Target::Spool { .. } = target {
+                    remove_spooled(dir);
+                }
+                break;
+            }
             _ if !did => tokio::time::sleep(POLL).await,
             _ => {}
         }
@@ -453,6 +489,16 @@ fn upcoming(pos: &WalFileName, depth: usize, target: &Target) -> Vec<WalFileName
                 next = n;
             }
             out
+        }
+    }
+}
+
+/// Remove every spooled segment.
+fn remove_spooled(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_str().is_some_and(|f| WalFileName::parse(f).is_ok()) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

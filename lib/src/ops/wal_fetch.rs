@@ -50,6 +50,15 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
     let started = Instant::now();
     let parsed = WalFileName::parse(name)?;
     let owner = super::prefetch::owner_of(dest);
+    let plan = cache_dir.and_then(|cache| {
+        super::prefetch::pgdata_of(dest).and_then(|pgdata| super::prefetch::Plan::load(cache, repo, &pgdata))
+    });
+    if let (Some(plan), Some(cache)) = (&plan, cache_dir) {
+        // PostgreSQL runs restore_command: archive recovery has begun, so the segments
+        // pitr-prepare fetched ahead may go into pg_wal now (never before: a data directory
+        // without recovery.signal must not find WAL to start from).
+        super::prefetch::adopt_staged(&super::prefetch::dir(cache, repo, &plan.pgdata), plan);
+    }
     if let (Some(cache), Some(owner), true) = (cache_dir, owner.as_deref(), parsed.is_segment()) {
         let dir = super::prefetch::dir(cache, repo, owner);
         super::prefetch::set_position(&dir, name);
@@ -61,9 +70,7 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
             millis: started.elapsed().as_millis() as u64,
             requests: repo.storage.stats(),
         };
-        let plan =
-            super::prefetch::pgdata_of(dest).and_then(|pgdata| super::prefetch::Plan::load(cache, repo, &pgdata));
-        if let Some(plan) = plan {
+        if let Some(plan) = &plan {
             let pgdata = &plan.pgdata;
             let in_pg_wal = pgdata.join("pg_wal").join(name);
             match super::prefetch::verify_segment(&in_pg_wal, &parsed, Some(plan.system_identifier)) {
