@@ -7,7 +7,7 @@
 #                    [--segments N] [--no-build]
 #
 # --quick: few segments and small clusters (a smoke run, about 10 minutes on 2 cores).
-# Stages are in scripts/bench/harness.py; the PITR stage is scripts/bench/pitr.sh (set
+# Stages are in scripts/bench/harness.py; the PITR stage is scripts/bench-pitr.sh (set
 # BENCH_PITR_SCRIPT to swap in another with the same interface). Installs pgBackRest from
 # Debian when missing (as root); the S3 stage needs moto_server (scripts/s3-test-server.sh).
 # Everything is bounded by BENCH_TIMEOUT seconds (default 4 h); scratch data is removed.

@@ -14,7 +14,7 @@ Stages (in this order; --stages picks some):
   live           a cluster under the fastest WAL generators with archive_command = wal-push
                  (and pgBackRest async): pg_wal/archive_status/*.ready sampled every 100 ms
   restore        wal-fetch of a prefetched file vs a cold fetch vs cp; then the PITR stage
-                 (scripts/bench/pitr.sh, or BENCH_PITR_SCRIPT: a swappable script)
+                 (scripts/bench-pitr.sh, or BENCH_PITR_SCRIPT: a swappable script)
   basebackup     base-backup + pitr-prepare vs pgBackRest backup/restore (process-max 2,
                  zst + aes) vs pg_basebackup -Ft: MB/s, CPU, max RSS
   s3             drain and single cold calls against the S3 test server (moto on loopback):
@@ -618,7 +618,7 @@ def stage_restore(ctx):
            "prefetch_hits": len(hits), "prefetch_calls": len(prefetched)}
     shutil.rmtree(dest, ignore_errors=True)
     # PITR: a separate, swappable script (the restore branch has its own).
-    script = os.environ.get("BENCH_PITR_SCRIPT", os.path.join(HERE, "pitr.sh"))
+    script = os.environ.get("BENCH_PITR_SCRIPT", os.path.join(REPO_ROOT, "scripts", "bench-pitr.sh"))
     pitr_json = os.path.join(w, "pitr.json")
     penv = dict(os.environ, WALVAULT_BIN_DIR=BIN, PG_BIN=PG_BIN, BENCH_SEGMENTS=str(ctx.pitr_segments),
                 BENCH_QUICK="1" if ctx.quick else "0", BENCH_PGBACKREST="1" if ctx.pgbackrest else "0")

@@ -261,7 +261,13 @@ def main():
                             [[x["name"], f(x["seconds"], "{:.2f}"), f(x["s_per_seg"], "{:.3f}"),
                               f(x["seconds"] / floor["seconds"], "{:.2f}") if floor else "-",
                               f(x["seconds"] / cp["seconds"], "{:.2f}") if cp else "-"] for x in p["methods"]]))
+            if p.get("fetch_latency"):
+                md += ["", p["fetch_latency"]]
             wf = next((x for x in p["methods"] if x["name"].startswith("wal-fetch")), None)
+            if wf and floor:
+                ratio = wf["seconds"] / floor["seconds"]
+                targets.append(target(ratio <= 1.2, f"PITR: walvault {wf['seconds']:.2f} s = {ratio:.2f}x the replay floor "
+                                      f"({floor['seconds']:.2f} s; target <= 1.2x)", f"{ratio - 1.2:.2f}x"))
             if wf and cp:
                 versus.append(compare(wf["seconds"] <= cp["seconds"], f"PITR: wal-fetch {wf['seconds']:.2f} s <= cp as restore_command "
                                       f"{cp['seconds']:.2f} s", f"{100 * (wf['seconds'] / cp['seconds'] - 1):.0f}%"))

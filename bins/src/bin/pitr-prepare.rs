@@ -111,6 +111,7 @@ fn main() -> ExitCode {
             restore_command: common::restore_command(&config),
             cache_dir: config.cache_dir.clone(),
             jobs: cli.jobs,
+            prefetch: config.fetch_prefetch,
         };
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use walvault::error::{ExitCode as Code, FETCH_HARD_FAILURE_BASE};
+use walvault::ops::wal_fetch::Source;
 
 #[path = "../common.rs"]
 mod common;
@@ -12,7 +13,9 @@ mod common;
 /// Find, download, verify, decrypt and decompress one WAL file into place.
 ///
 /// Exit status: 0 the file is at DEST, complete and verified; 1 the archive does not hold
-/// it (normal at the end of recovery); 202-207 any other failure (recovery must stop).
+/// it (normal at the end of recovery), or, in a recovery pitr-prepare planned, the segment
+/// is already in pg_wal, complete and verified, for PostgreSQL to read there; 202-207 any
+/// other failure (recovery must stop).
 #[derive(Parser)]
 #[command(
     version,
@@ -35,6 +38,7 @@ struct Cli {
 fn spawn_prefetch_worker(cli: &Cli, seg_size: u64) {
     use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else { return };
+    let Ok(dest) = std::path::absolute(&cli.dest) else { return };
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--prefetch-worker").arg(seg_size.to_string());
     if let Some(c) = &cli.common.config {
@@ -46,7 +50,7 @@ fn spawn_prefetch_worker(cli: &Cli, seg_size: u64) {
     if let Some(e) = &cli.common.environment {
         cmd.arg("--env").arg(e);
     }
-    cmd.arg(&cli.name).arg("-").process_group(0);
+    cmd.arg(&cli.name).arg(dest).process_group(0);
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     if let Err(e) = cmd.spawn() {
         tracing::debug!("prefetch worker not started: {e}");
@@ -67,36 +71,81 @@ fn main() -> ExitCode {
             return ExitCode::from(FETCH_HARD_FAILURE_BASE + Code::Config.code());
         }
     };
-    let run = || -> Result<(), walvault::Error> {
+    let run = || -> Result<Source, walvault::Error> {
         let config = cli.common.load("wal-fetch")?;
         let cache = common::cache_dir(&config);
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;
-            if let (Some(seg), Some(dir)) = (cli.prefetch_worker, cache.as_deref()) {
-                let n = walvault::ops::prefetch::fill(&repo, dir, &cli.name, config.fetch_prefetch, seg).await?;
-                tracing::debug!("prefetched {n} segments after {}", cli.name);
-                return Ok(());
+            if let (Some(seg), Some(cache)) = (cli.prefetch_worker, cache.as_deref()) {
+                return prefetch_worker(&repo, cache, &cli, seg, config.fetch_prefetch).await;
             }
-            let out = walvault::ops::wal_fetch::restore(&repo, &cli.name, &cli.dest, cache.as_deref()).await?;
-            if config.fetch_prefetch > 0 && cache.is_some() {
-                if let Some(seg) = walvault::ops::prefetch::seg_size_of(&cli.dest) {
+            let mut out = walvault::ops::wal_fetch::restore(&repo, &cli.name, &cli.dest, cache.as_deref()).await?;
+            if let (true, Some(cache)) = (config.fetch_prefetch > 0, cache.as_deref()) {
+                let seg = match out.source {
+                    Source::PgWal => Some(out.bytes),
+                    _ => walvault::ops::prefetch::seg_size_of(&cli.dest),
+                };
+                let running = walvault::ops::prefetch::owner_of(&cli.dest).is_some_and(|d| {
+                    walvault::ops::prefetch::worker_running(&walvault::ops::prefetch::dir(cache, &repo, &d))
+                });
+                if let (Some(seg), false) = (seg, running) {
                     spawn_prefetch_worker(&cli, seg);
                 }
+            }
+            // Exit 1 ("read it from pg_wal") only for a file that is there right now.
+            if out.source == Source::PgWal
+                && !walvault::ops::wal_fetch::still_in_pg_wal(&cli.dest, &cli.name, out.bytes)
+            {
+                tracing::warn!("{} left pg_wal after it was verified: fetching it from the archive", cli.name);
+                out = walvault::ops::wal_fetch::wal_fetch(&repo, &cli.name, &cli.dest, cache.as_deref()).await?;
             }
             if cli.common.json {
                 common::print_json(&out);
             }
-            tracing::debug!("fetched {} from {} ({} bytes, {} ms)", out.name, out.object, out.bytes, out.millis);
+            tracing::debug!(
+                "{} {} from {} ({} bytes, {} ms)",
+                if out.source == Source::PgWal { "verified" } else { "fetched" },
+                out.name,
+                out.object,
+                out.bytes,
+                out.millis
+            );
             tracing::debug!("requests: {}", serde_json::to_string(&out.requests).unwrap_or_default());
-            Ok(())
+            Ok(out.source)
         })
     };
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Source::PgWal) => {
+            tracing::debug!("{} is in pg_wal, complete and verified: PostgreSQL reads it there", cli.name);
+            ExitCode::from(Code::NotFound.code())
+        }
+        Ok(_) => ExitCode::SUCCESS,
         Err(walvault::Error::NotFound { what }) => {
             tracing::debug!("{what} not found");
             ExitCode::from(Code::NotFound.code())
         }
         Err(e) => common::fail("wal-fetch", &e, e.exit_code().fetch_code()),
     }
+}
+
+/// The detached worker: follow PostgreSQL's position, keeping the next segments ready (in
+/// pg_wal along pitr-prepare's plan, else in the spool).
+async fn prefetch_worker(
+    repo: &walvault::ops::Repo,
+    cache: &std::path::Path,
+    cli: &Cli,
+    seg: u64,
+    depth: usize,
+) -> Result<Source, walvault::Error> {
+    use walvault::ops::prefetch::{self, Plan, Target};
+    let Some(owner) = prefetch::owner_of(&cli.dest) else { return Ok(Source::Archive) };
+    let dir = prefetch::dir(cache, repo, &owner);
+    let plan = prefetch::pgdata_of(&cli.dest).and_then(|pgdata| Plan::load(cache, repo, &pgdata));
+    let target = match plan {
+        Some(plan) => Target::PgWal { pg_wal: plan.pgdata.join("pg_wal"), plan },
+        None => Target::Spool { seg_size: seg },
+    };
+    let n = prefetch::fill(repo, cache, &dir, &cli.name, depth, &target).await?;
+    tracing::debug!("prefetched {n} segments after {}", cli.name);
+    Ok(Source::Archive)
 }

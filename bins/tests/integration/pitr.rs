@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use super::common::{Backend, Cluster, TEST_KEY, TestRepo, shared_tempdir, stderr};
+use super::common::{Backend, Cluster, TEST_KEY, TestRepo, shared_tempdir, stderr, walk};
 
 /// A primary archiving into `repo`.
 pub(super) fn primary(repo: &TestRepo) -> Cluster {
@@ -396,4 +396,134 @@ fn tablespace_and_pgbench_restore_passes_amcheck() {
         mb / prepared.as_secs_f64(),
         recovered.as_secs_f64()
     );
+}
+
+/// Names of the WAL segments a recovery read, from the server log (wal-fetch logging at
+/// debug): those PostgreSQL restored through `%p`, and those wal-fetch found in pg_wal,
+/// verified, and left for PostgreSQL to read there (exit 1).
+fn segments_read(log: &str) -> (Vec<String>, Vec<String>) {
+    let name_after = |line: &str, marker: &str| -> Option<String> {
+        let rest = &line[line.find(marker)? + marker.len()..];
+        let name: String = rest.chars().take(24).collect();
+        (name.len() == 24 && name.chars().all(|c| c.is_ascii_hexdigit())).then_some(name)
+    };
+    let via_p = log.lines().filter_map(|l| name_after(l, "restored log file \"")).collect();
+    let in_pg_wal = log
+        .lines()
+        .filter(|l| l.contains("is in pg_wal, complete and verified"))
+        .filter_map(|l| name_after(l, "wal-fetch: debug: "))
+        .collect();
+    (via_p, in_pg_wal)
+}
+
+/// Every segment number from the first read to the last was read one way or the other.
+fn assert_contiguous(via_p: &[String], in_pg_wal: &[String], log: &str) {
+    let segno = |n: &String| {
+        u64::from_str_radix(&n[8..16], 16).unwrap_or(0) * 256 + u64::from_str_radix(&n[16..], 16).unwrap_or(0)
+    };
+    let mut all: Vec<u64> = via_p.iter().chain(in_pg_wal).map(segno).collect();
+    all.sort_unstable();
+    all.dedup();
+    let (first, last) = (all[0], all[all.len() - 1]);
+    assert_eq!(all.len() as u64, last - first + 1, "every segment from {first} to {last} was read: {all:?}\n{log}");
+}
+
+/// A recovery pitr-prepare planned reads its WAL straight from pg_wal (placed there, verified,
+/// by pitr-prepare and wal-fetch's worker; PostgreSQL reads it after wal-fetch's exit 1), on
+/// timeline 1 and across a switch to timeline 2, and still stops exactly at the target.
+#[test]
+fn planned_recovery_reads_wal_from_pg_wal_across_a_timeline_switch() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let mut p = primary(&repo);
+    p.psql("CREATE TABLE t(batch int, pad text)");
+    assert!(base_backup(&repo, &p, &[]).status.success());
+    let fill = |c: &Cluster, batch: i32| {
+        for _ in 0..8 {
+            c.psql(&format!("INSERT INTO t SELECT {batch}, repeat('x', 100) FROM generate_series(1, 1000)"));
+            c.psql("SELECT pg_switch_wal()");
+        }
+    };
+    fill(&p, 1);
+    p.switch_and_wait_archived(Duration::from_secs(120));
+    p.stop();
+
+    // Timeline 1 to its end, then promotion to timeline 2 (archiving into the same repository).
+    let (mut c, out) = prepare(&repo, &["--latest", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let placed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(placed["wal_staged"].as_u64().is_some_and(|n| n >= 1), "pitr-prepare fetched WAL ahead: {placed}");
+    let wal_names = |dir: &Path| -> Vec<PathBuf> {
+        walk(dir)
+            .into_iter()
+            .filter(|p| {
+                p.file_name().and_then(|f| f.to_str()).is_some_and(|f| walvault::wal::WalFileName::parse(f).is_ok())
+            })
+            .collect()
+    };
+    // A data directory that someone starts without recovery.signal must find no WAL to run on.
+    assert!(wal_names(&c.pgdata.join("pg_wal")).is_empty(), "nothing in pg_wal before recovery runs");
+    c.env.push(("WALVAULT_LOG".into(), "debug".into()));
+    c.append_conf(&c.archive_conf().replace("port = 5432\n", ""));
+    recover(&mut c, true);
+    assert_eq!(c.psql("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+    assert_eq!(count(&c), 8000, "{}", c.log());
+    let (via_p, in_pg_wal) = segments_read(&c.log());
+    eprintln!("timeline 1: {} segments through %p, {} read from pg_wal", via_p.len(), in_pg_wal.len());
+    assert!(!in_pg_wal.is_empty(), "segments read from pg_wal: {in_pg_wal:?} vs {via_p:?}\n{}", c.log());
+    assert_contiguous(&via_p, &in_pg_wal, &c.log());
+
+    fill(&c, 2);
+    let lsn = c.psql("SELECT pg_current_wal_lsn()");
+    c.psql("INSERT INTO t SELECT 3 FROM generate_series(1, 100)");
+    c.switch_and_wait_archived(Duration::from_secs(120));
+    assert_eq!(c.failed_count(), 0, "{}", c.log());
+    c.stop();
+
+    // Back across the switch to a point on timeline 2, restored with --force into the same
+    // data directory, whose spool holds leftovers of the first restore (never used), with room
+    // for the whole range in pg_wal (so that no segment's way depends on the worker's speed).
+    let canonical = std::fs::canonicalize(&c.pgdata).expect("canonical");
+    let spool = walk(&repo.dir().join("cache"))
+        .into_iter()
+        .filter(|p| p.ends_with("plan.json"))
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(&format!("\"{}\"", canonical.display()))))
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .expect("the first restore's spool");
+    let leftover = walvault::wal::synthetic_segment(1, 2, 0x10, 16 << 20, 0xD110, 9);
+    std::fs::write(spool.join("000000020000000000000010"), &leftover).expect("plant");
+    std::fs::write(spool.join("000000020000000000000011.staged"), b"half").expect("plant");
+    let out = repo
+        .command("pitr-prepare")
+        .env("WALVAULT_FETCH_PREFETCH", "32")
+        .arg("--pgdata")
+        .arg(&c.pgdata)
+        .args(["--force", "--target-lsn", &lsn])
+        .output()
+        .expect("pitr-prepare");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!spool.join("000000020000000000000010").exists(), "the earlier restore's spool is gone");
+    assert!(!spool.join("000000020000000000000011.staged").exists());
+    std::fs::write(c.dir.path().join("server.log"), b"").expect("truncate log");
+    let mut r = c;
+    r.env.push(("WALVAULT_FETCH_PREFETCH".into(), "32".into()));
+    recover(&mut r, false);
+    assert_eq!(count(&r), 16000, "exactly the target: {}", r.log());
+    assert_eq!(r.psql("SELECT count(*) FROM t WHERE batch = 3"), "0");
+    let log = r.log();
+    let (via_p, in_pg_wal) = segments_read(&log);
+    eprintln!("timeline 1 -> 2: {} segments through %p, {} read from pg_wal", via_p.len(), in_pg_wal.len());
+    assert!(in_pg_wal.iter().any(|n| n.starts_with("00000001")), "timeline 1 from pg_wal: {in_pg_wal:?}\n{log}");
+    assert!(in_pg_wal.iter().any(|n| n.starts_with("00000002")), "timeline 2 from pg_wal: {in_pg_wal:?}\n{log}");
+    assert!(
+        in_pg_wal.len() >= 12 && via_p.len() <= 2,
+        "most segments read from pg_wal: {in_pg_wal:?} vs {via_p:?}\n{log}"
+    );
+    assert_contiguous(&via_p, &in_pg_wal, &log);
+    // Nothing PostgreSQL read from pg_wal is archived again after promotion.
+    let status = walk(&r.pgdata.join("pg_wal/archive_status"));
+    assert!(
+        status.iter().all(|p| !p.to_string_lossy().ends_with(".ready") || p.to_string_lossy().contains("00000003")),
+        "{status:?}"
+    );
+    r.stop();
 }

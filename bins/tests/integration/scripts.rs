@@ -88,7 +88,7 @@ fn shellcheck_passes_on_every_script() {
         "drill.sh",
         "lib.sh",
         "bench.sh",
-        "bench/pitr.sh",
+        "bench-pitr.sh",
     ] {
         assert!(scripts.contains(&format!("scripts/{expected}")), "scripts/{expected} exists: {scripts:?}");
     }

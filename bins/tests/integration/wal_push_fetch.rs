@@ -274,7 +274,9 @@ fn prefetched_files_are_served_locally_and_bounded() {
             .filter(|p| {
                 p.parent().is_some_and(|d| d.file_name().is_some_and(|f| f.to_string_lossy().starts_with("prefetch-")))
             })
-            .filter(|p| !p.ends_with(".lock"))
+            .filter(|p| {
+                p.file_name().and_then(|f| f.to_str()).is_some_and(|f| walvault::wal::WalFileName::parse(f).is_ok())
+            })
             .count();
         assert!(files <= 3, "prefetch directory bounded: {files} files");
     }
@@ -297,4 +299,201 @@ fn history_file_first_into_a_new_repository() {
     let dest = repo.dir().join("restored.history");
     assert_eq!(fetch(&repo, "00000002.history", &dest).status.code(), Some(0));
     assert_eq!(std::fs::read(&dest).expect("read"), std::fs::read(&history).expect("read"));
+}
+
+/// The spool directory a data directory's wal-fetch uses (made by a first call).
+fn spool_dir(repo: &TestRepo) -> PathBuf {
+    let cache = repo.dir().join("cache");
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .expect("cache dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with("prefetch-")))
+        .collect();
+    assert_eq!(dirs.len(), 1, "one spool directory: {dirs:?}");
+    dirs[0].clone()
+}
+
+/// Push segments 1..=n of SYSID; returns their bytes (index 0 = segment 1).
+fn push_segments(repo: &TestRepo, n: u64) -> Vec<Vec<u8>> {
+    let work = repo.dir().join("work");
+    (1..=n)
+        .map(|segno| {
+            let seg = make_segment(&work, SYSID, segno, segno as u8);
+            let out = push(repo, &seg);
+            assert!(out.status.success(), "push {segno}: {}", stderr(&out));
+            std::fs::read(&seg).expect("read")
+        })
+        .collect()
+}
+
+/// wal-fetch for PostgreSQL's `%p` of a data directory, with prefetch `depth`; returns the
+/// output and the JSON outcome.
+fn fetch_into(repo: &TestRepo, pgdata: &Path, name: &str, depth: &str) -> (std::process::Output, serde_json::Value) {
+    std::fs::create_dir_all(pgdata.join("pg_wal")).expect("pg_wal");
+    let out = repo
+        .command("wal-fetch")
+        .env("WALVAULT_FETCH_PREFETCH", depth)
+        .env("WALVAULT_LOG", "debug")
+        .arg("--json")
+        .arg(name)
+        .arg(pgdata.join("pg_wal/RECOVERYXLOG"))
+        .output()
+        .expect("wal-fetch");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out, v)
+}
+
+/// A spooled file is served only when it is a complete segment of this cluster for its name:
+/// a truncated file, one of another cluster, one of another (newer) timeline and one holding
+/// another segment are each removed and fetched from the archive instead; a good one is
+/// served. A temporary file left by a killed writer is never served.
+#[test]
+fn spool_files_are_verified_before_they_are_served() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let originals = push_segments(&repo, 7);
+    let pgdata = repo.dir().join("restore/pgdata");
+    let (out, v) = fetch_into(&repo, &pgdata, &seg_name(1), "0");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(v["source"], "archive");
+    let spool = spool_dir(&repo);
+
+    let other_cluster = walvault::wal::synthetic_segment(SYSID + 1, 1, 3, SEG, magic15(), 3);
+    let other_timeline = walvault::wal::synthetic_segment(SYSID, 2, 4, SEG, magic15(), 4);
+    let planted: [(u64, Vec<u8>); 5] = [
+        (2, originals[1][..SEG as usize / 2].to_vec()), // truncated
+        (3, other_cluster),
+        (4, other_timeline),
+        (5, originals[5].clone()), // segment 6 under segment 5's name
+        (6, originals[5].clone()), // good
+    ];
+    for (segno, bytes) in &planted {
+        std::fs::write(spool.join(seg_name(*segno)), bytes).expect("plant");
+    }
+    // What a writer killed mid-download leaves: a temporary file of a process that is gone.
+    let dead_temp = spool.join(format!(".{}.walvault.999999999.1.tmp", seg_name(7)));
+    std::fs::write(&dead_temp, &originals[6][..1000]).expect("plant temp");
+
+    for segno in 2..=7u64 {
+        let (out, v) = fetch_into(&repo, &pgdata, &seg_name(segno), "0");
+        assert_eq!(out.status.code(), Some(0), "segment {segno}: {}", stderr(&out));
+        let got = std::fs::read(pgdata.join("pg_wal/RECOVERYXLOG")).expect("read");
+        assert!(got == originals[segno as usize - 1], "segment {segno} is the archive's");
+        let expected = if segno == 6 { "spool" } else { "archive" };
+        assert_eq!(v["source"], expected, "segment {segno}: {}", stderr(&out));
+        assert!(!spool.join(seg_name(segno)).exists(), "segment {segno}: spooled file consumed or removed");
+        if (2..=5).contains(&segno) {
+            assert!(stderr(&out).contains("not serving the spooled"), "says why: {}", stderr(&out));
+        }
+    }
+    // The next worker removes the dead writer's temporary file.
+    let worker = repo
+        .command("wal-fetch")
+        .args(["--prefetch-worker", &SEG.to_string(), &seg_name(7)])
+        .arg(pgdata.join("pg_wal/RECOVERYXLOG"))
+        .output()
+        .expect("worker");
+    assert!(worker.status.success(), "{}", stderr(&worker));
+    assert!(!dead_temp.exists(), "dead temporary file removed");
+}
+
+/// A prefetch worker killed (SIGKILL) at any point leaves only whole, verified segments under
+/// their names and temporary files that are never served; later calls get the archive's
+/// bytes; the next worker removes the leftovers.
+#[test]
+fn killed_prefetch_worker_leaves_nothing_that_is_served() {
+    let repo = TestRepo::new(Backend::S3, Some(TEST_KEY));
+    let n = 12u64;
+    let originals = push_segments(&repo, n);
+    let pgdata = repo.dir().join("restore/pgdata");
+    let (out, _) = fetch_into(&repo, &pgdata, &seg_name(1), "0");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let spool = spool_dir(&repo);
+    let dest = pgdata.join("pg_wal/RECOVERYXLOG");
+    let mut leftovers = 0;
+    for (round, delay_ms) in [5u64, 15, 30, 60, 120, 250].into_iter().enumerate() {
+        let from = 1 + round as u64;
+        let mut worker = repo
+            .command("wal-fetch")
+            .env("WALVAULT_FETCH_PREFETCH", "8")
+            .args(["--prefetch-worker", &SEG.to_string(), &seg_name(from)])
+            .arg(&dest)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn worker");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        worker.kill().expect("SIGKILL");
+        worker.wait().expect("reap");
+        for p in super::common::walk(&spool) {
+            let f = p.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
+            if let Ok(w) = walvault::wal::WalFileName::parse(&f) {
+                let segno = w.segno(u64::from(SEG)).expect("segno");
+                let bytes = std::fs::read(&p).expect("read");
+                assert!(bytes == originals[segno as usize - 1], "round {round}: {f} under its name is whole");
+            } else if f.ends_with(".tmp") || f.ends_with(".staged") {
+                leftovers += 1;
+            }
+        }
+    }
+    eprintln!("{leftovers} temporary files left by killed workers");
+    // Everything is served right, from the spool or the archive.
+    for segno in 2..=n {
+        let (out, v) = fetch_into(&repo, &pgdata, &seg_name(segno), "0");
+        assert_eq!(out.status.code(), Some(0), "segment {segno}: {}", stderr(&out));
+        assert!(std::fs::read(&dest).expect("read") == originals[segno as usize - 1], "segment {segno}: {v}");
+    }
+    // The next worker (nothing left to fetch: it stops at once) removes the leftovers.
+    let worker = repo
+        .command("wal-fetch")
+        .args(["--prefetch-worker", &SEG.to_string(), &seg_name(n)])
+        .arg(&dest)
+        .output()
+        .expect("worker");
+    assert!(worker.status.success(), "{}", stderr(&worker));
+    let left: Vec<PathBuf> = super::common::walk(&spool)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp") || p.to_string_lossy().ends_with(".staged"))
+        .collect();
+    assert!(left.is_empty(), "temporary files removed: {left:?}");
+}
+
+/// Overlapping wal-fetch calls for one data directory (each starting the prefetch worker)
+/// all succeed with the archive's bytes; one worker runs at a time and it stops when idle.
+#[test]
+fn overlapping_fetches_share_one_worker_and_each_gets_whole_files() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let n = 10u64;
+    let originals = push_segments(&repo, n);
+    let pgdata = repo.dir().join("restore/pgdata");
+    std::fs::create_dir_all(pgdata.join("pg_wal")).expect("pg_wal");
+    for round in 0..2 {
+        let children: Vec<(u64, PathBuf, std::process::Child)> = (1..=n)
+            .map(|segno| {
+                let dest = pgdata.join(format!("pg_wal/RECOVERYXLOG.{segno}"));
+                let child = repo
+                    .command("wal-fetch")
+                    .env("WALVAULT_FETCH_PREFETCH", "4")
+                    .arg(seg_name(segno))
+                    .arg(&dest)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn");
+                (segno, dest, child)
+            })
+            .collect();
+        for (segno, dest, child) in children {
+            let out = child.wait_with_output().expect("wait");
+            assert_eq!(out.status.code(), Some(0), "round {round} segment {segno}: {}", stderr(&out));
+            assert!(std::fs::read(&dest).expect("read") == originals[segno as usize - 1], "segment {segno} whole");
+        }
+    }
+    // The detached worker stops by itself once nobody asks for anything new.
+    let lock = spool_dir(&repo).join(".lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lock.exists() {
+        assert!(std::time::Instant::now() < deadline, "the prefetch worker did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -195,15 +195,7 @@ impl WalArchive {
     /// `target_tli` as far as it is unbroken.
     pub fn chain(&self, start: u64, target_tli: u32, history: &[HistoryEntry]) -> ChainEnd {
         let seg = self.seg_size;
-        // Each timeline on the path with the segment where its WAL begins: the first at 0,
-        // each later one at its parent's switchpoint, `target_tli` at the last one.
-        let mut path: Vec<(u32, u64)> = Vec::with_capacity(history.len() + 1);
-        let mut begin = 0;
-        for e in history {
-            path.push((e.tli, begin));
-            begin = e.switchpoint.segment_number(seg);
-        }
-        path.push((target_tli, begin));
+        let path = timeline_path(history, target_tli, seg);
         // PostgreSQL's XLogFileReadAnyTLI: the newest timeline begun by this segment whose
         // file exists; for messages, the newest one begun by it.
         let candidates = |segno: u64| path.iter().rev().filter(move |(_, b)| *b <= segno).map(|(t, _)| *t);
@@ -235,4 +227,17 @@ impl WalArchive {
             last_archived_at: None,
         }
     }
+}
+
+/// Each timeline on the path to `target_tli` with the segment where its WAL begins: the
+/// first at 0, each later one at its parent's switchpoint, `target_tli` at the last one.
+pub fn timeline_path(history: &[HistoryEntry], target_tli: u32, seg_size: u64) -> Vec<(u32, u64)> {
+    let mut path: Vec<(u32, u64)> = Vec::with_capacity(history.len() + 1);
+    let mut begin = 0;
+    for e in history {
+        path.push((e.tli, begin));
+        begin = e.switchpoint.segment_number(seg_size);
+    }
+    path.push((target_tli, begin));
+    path
 }

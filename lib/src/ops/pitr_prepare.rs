@@ -38,6 +38,9 @@ pub struct PrepareOptions {
     pub cache_dir: Option<PathBuf>,
     /// Parts restored at once.
     pub jobs: usize,
+    /// WAL segments fetched into pg_wal while the parts are extracted (and kept ahead by
+    /// wal-fetch's worker during recovery); 0 turns it off.
+    pub prefetch: usize,
 }
 
 /// What pitr-prepare did.
@@ -50,6 +53,8 @@ pub struct PrepareOutcome {
     pub bytes: u64,
     pub seconds: f64,
     pub wal: ChainEnd,
+    /// WAL segments fetched ahead: wal-fetch places them in pg_wal once recovery runs.
+    pub wal_staged: usize,
     pub next_command: String,
 }
 
@@ -76,15 +81,56 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     );
 
     prepare_dir(&opts.pgdata, opts.force)?;
-    let restored = restore_into(repo, &backup, &manifest, opts).await;
+    let cache = opts.cache_dir.clone().or_else(|| super::wal_index::default_cache_dir(&opts.pgdata));
+    let plan = match &cache {
+        Some(_) if opts.prefetch > 0 => Some(recovery_plan(repo, &archive, &backup, &wal, &opts.pgdata).await?),
+        _ => None,
+    };
+    let spool = cache.as_deref().map(|c| super::prefetch::dir(c, repo, &opts.pgdata));
+    if let Some(dir) = &spool {
+        // Whatever an earlier restore into this directory left is never used.
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_path(dir)?;
+        }
+    }
+    // The first segments of recovery download while the parts are extracted.
+    let first = backup.start_lsn.segment_number(backup.wal_segment_size);
+    let stage = async {
+        match (&plan, &spool) {
+            (Some(plan), Some(dir)) => {
+                let staged = super::prefetch::staged_dir(dir);
+                super::prefetch::stage(repo, plan, &archive.files, &staged, first, opts.prefetch).await
+            }
+            _ => Ok(Vec::new()),
+        }
+    };
+    let (restored, staged) = tokio::join!(restore_into(repo, &backup, &manifest, opts), stage);
+    // Staging is a head start only: a segment it could not get, wal-fetch fetches (and stops
+    // recovery with the right exit code if the archive really fails).
+    let wal_staged = match staged {
+        Ok(names) => names.len(),
+        Err(e) => {
+            tracing::warn!("WAL not fetched ahead of recovery: {e}");
+            if let Some(dir) = &spool {
+                let _ = std::fs::remove_dir_all(super::prefetch::staged_dir(dir));
+            }
+            0
+        }
+    };
     let (files, bytes) = match restored {
         Ok(counts) => counts,
         Err(e) => {
             // Never leave half a data directory that someone might start.
             let _ = prepare_dir(&opts.pgdata, true);
+            if let Some(dir) = &spool {
+                let _ = std::fs::remove_dir_all(dir);
+            }
             return Err(e);
         }
     };
+    if let (Some(plan), Some(cache)) = (&plan, &cache) {
+        plan.save(cache, repo)?;
+    }
     chown_like_parent(&opts.pgdata)?;
     hand_over_listing(repo, index, &backup, opts);
 
@@ -97,8 +143,26 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
         bytes,
         seconds: began.elapsed().as_secs_f64(),
         wal,
+        wal_staged,
         next_command,
     })
+}
+
+/// What wal-fetch needs to place WAL in pg_wal: the cluster and the timeline path to the
+/// timeline recovery follows (the newest, as `recovery_target_timeline = latest`).
+async fn recovery_plan(
+    repo: &Repo,
+    archive: &WalArchive,
+    b: &BackupMetadata,
+    end: &ChainEnd,
+    pgdata: &Path,
+) -> Result<super::prefetch::Plan> {
+    let history = archive.history(repo, end.timeline).await?;
+    let path = catalog::timeline_path(&history, end.timeline, b.wal_segment_size);
+    let sysid = b.system_identifier.parse::<u64>().map_err(|e| {
+        Error::corrupt(format!("backup {}", b.name), format!("system identifier {:?}: {e}", b.system_identifier))
+    })?;
+    Ok(super::prefetch::Plan::new(repo, pgdata, sysid, b.wal_segment_size, path))
 }
 
 /// Extract every part, move tablespaces, write the recovery settings.

@@ -207,6 +207,8 @@ async fn prepare(repo: &Repo, opts: &RestoreTestOptions, backup: &BackupMetadata
         restore_command: opts.restore_command.clone(),
         cache_dir: None,
         jobs: opts.jobs,
+        // The default of WALVAULT_FETCH_PREFETCH: recovery starts with WAL in pg_wal.
+        prefetch: 4,
     };
     pitr_prepare::pitr_prepare(repo, &prepare).await.map(|_| ())
 }

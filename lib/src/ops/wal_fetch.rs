@@ -17,39 +17,90 @@ use crate::codec::{self, crypt::Keyring};
 use crate::wal::{self, WalFileName};
 use crate::{Error, Result};
 
+/// Where the file PostgreSQL asked for came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Downloaded now.
+    Archive,
+    /// Renamed from the prefetch spool.
+    Spool,
+    /// Already in `pg_wal`, complete and verified: PostgreSQL reads it there (exit 1).
+    PgWal,
+}
+
 /// What wal-fetch did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FetchOutcome {
     pub name: String,
     pub object: String,
+    pub source: Source,
     pub bytes: u64,
     pub millis: u64,
     pub requests: crate::storage::RequestStats,
 }
 
-/// Fetch WAL file `name` into `dest`: from the prefetch directory when a worker already
-/// downloaded it, else from the archive.
+/// Fetch WAL file `name` for `dest` (`%p`): [`Source::PgWal`] when a recovery planned by
+/// pitr-prepare already has it in `pg_wal` (verified; nothing is written), else from the
+/// spool when a worker prefetched it (verified), else from the archive.
 ///
 /// # Errors
 /// As [`wal_fetch`].
 pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Path>) -> Result<FetchOutcome> {
     let started = Instant::now();
-    if let Some(dir) = cache_dir.map(|c| super::prefetch::dir(c, repo)) {
-        match super::prefetch::take(&dir, name, dest) {
+    let parsed = WalFileName::parse(name)?;
+    let owner = super::prefetch::owner_of(dest);
+    let plan = cache_dir.and_then(|cache| {
+        super::prefetch::pgdata_of(dest).and_then(|pgdata| super::prefetch::Plan::load(cache, repo, &pgdata))
+    });
+    if let (Some(plan), Some(cache)) = (&plan, cache_dir) {
+        // PostgreSQL runs restore_command: archive recovery has begun, so the segments
+        // pitr-prepare fetched ahead may go into pg_wal now (never before: a data directory
+        // without recovery.signal must not find WAL to start from).
+        super::prefetch::adopt_staged(&super::prefetch::dir(cache, repo, &plan.pgdata), plan);
+    }
+    if let (Some(cache), Some(owner), true) = (cache_dir, owner.as_deref(), parsed.is_segment()) {
+        let dir = super::prefetch::dir(cache, repo, owner);
+        super::prefetch::set_position(&dir, name);
+        let outcome = |source, object: String, bytes| FetchOutcome {
+            name: name.to_string(),
+            object,
+            source,
+            bytes,
+            millis: started.elapsed().as_millis() as u64,
+            requests: repo.storage.stats(),
+        };
+        if let Some(plan) = &plan {
+            let pgdata = &plan.pgdata;
+            let in_pg_wal = pgdata.join("pg_wal").join(name);
+            match super::prefetch::verify_segment(&in_pg_wal, &parsed, Some(plan.system_identifier)) {
+                Ok(bytes) => return Ok(outcome(Source::PgWal, in_pg_wal.display().to_string(), bytes)),
+                Err(e) if in_pg_wal.exists() => tracing::debug!("not reading {name} from pg_wal: {e}"),
+                Err(_) => {}
+            }
+        }
+        let sysid = WalIndex::load(Some(cache), repo).identity().and_then(|id| sysid_of(id, repo));
+        match super::prefetch::take(&dir, name, dest, sysid) {
             Ok(Some(bytes)) => {
-                return Ok(FetchOutcome {
-                    name: name.to_string(),
-                    object: format!("{} (prefetched)", dir.join(name).display()),
-                    bytes,
-                    millis: started.elapsed().as_millis() as u64,
-                    requests: repo.storage.stats(),
-                });
+                return Ok(outcome(Source::Spool, format!("{} (prefetched)", dir.join(name).display()), bytes));
             }
             Ok(None) => {}
             Err(e) => tracing::warn!("prefetched {name} unusable, fetching it again: {e}"),
         }
     }
     wal_fetch(repo, name, dest, cache_dir).await
+}
+
+fn sysid_of(id: &super::identity::Identity, repo: &Repo) -> Option<u64> {
+    id.envs.get(repo.layout.env()).and_then(|e| e.system_identifier.parse::<u64>().ok())
+}
+
+/// True when `pg_wal/name` of `dest`'s data directory is still there, whole: checked right
+/// before wal-fetch answers "read it from pg_wal" (exit 1), which must never be said of a
+/// file that is not there.
+pub fn still_in_pg_wal(dest: &Path, name: &str, bytes: u64) -> bool {
+    let Some(pgdata) = super::prefetch::pgdata_of(dest) else { return false };
+    std::fs::metadata(pgdata.join("pg_wal").join(name)).is_ok_and(|m| m.is_file() && m.len() == bytes && bytes > 0)
 }
 
 /// Fetch WAL file `name` into `dest` from the archive.
@@ -61,10 +112,7 @@ pub async fn wal_fetch(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&
     let started = Instant::now();
     let parsed = WalFileName::parse(name)?;
     let mut index = WalIndex::load(cache_dir, repo);
-    let expected_sysid = index
-        .identity()
-        .and_then(|id| id.envs.get(repo.layout.env()))
-        .and_then(|e| e.system_identifier.parse::<u64>().ok());
+    let expected_sysid = index.identity().and_then(|id| sysid_of(id, repo));
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
@@ -82,6 +130,7 @@ pub async fn wal_fetch(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&
     Ok(FetchOutcome {
         name: name.to_string(),
         object: repo.storage.describe(&key),
+        source: Source::Archive,
         bytes,
         millis: started.elapsed().as_millis() as u64,
         requests: repo.storage.stats(),
