@@ -294,6 +294,9 @@ async fn wait_for_archive(
     let deadline = Instant::now() + timeout;
     let mut index = WalIndex::load(None, repo);
     let mut next = first;
+    // The stop segment is usually archived within a few tens of milliseconds of the switch:
+    // look again soon, then back off to half a second.
+    let mut pause = Duration::from_millis(20);
     while next <= last {
         let name = WalFileName::from_segno(timeline, next, seg).to_string();
         if index.find(repo, &name, false).await?.is_some() {
@@ -306,7 +309,8 @@ async fn wait_for_archive(
                 timeout.as_secs()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
     Ok(())
 }

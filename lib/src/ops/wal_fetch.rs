@@ -73,8 +73,15 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
         if let Some(plan) = &plan {
             let pgdata = &plan.pgdata;
             let in_pg_wal = pgdata.join("pg_wal").join(name);
+            // Only a segment the archive gave (placed by the worker, or restored earlier
+            // through %p: both leave `.done`) is vouched for; a file copied into pg_wal by
+            // hand is left to PostgreSQL's own order, archive first.
+            let from_archive = pgdata.join("pg_wal/archive_status").join(format!("{name}.done")).exists();
             match super::prefetch::verify_segment(&in_pg_wal, &parsed, Some(plan.system_identifier)) {
-                Ok(bytes) => return Ok(outcome(Source::PgWal, in_pg_wal.display().to_string(), bytes)),
+                Ok(bytes) if from_archive => {
+                    return Ok(outcome(Source::PgWal, in_pg_wal.display().to_string(), bytes));
+                }
+                Ok(_) => tracing::debug!("{name} is in pg_wal but was not placed from the archive"),
                 Err(e) if in_pg_wal.exists() => tracing::debug!("not reading {name} from pg_wal: {e}"),
                 Err(_) => {}
             }
