@@ -81,33 +81,46 @@ impl PidFile {
     /// Create `path` for this process, unless a live process holds it. A stale file is
     /// replaced.
     pub fn acquire(path: &Path) -> Option<PidFile> {
+        // Written in full under a temporary name, then linked into place (link fails when the
+        // name exists): the file is never seen empty, even if this process is killed midway.
+        let me = std::process::id();
+        let tmp = temp_name(path);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| write!(f, "{me} {}", start_time(me).unwrap_or_default()));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return None;
+        }
+        let mut acquired = None;
         for _ in 0..3 {
-            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-                Ok(mut f) => {
-                    let me = std::process::id();
-                    let _ = write!(f, "{me} {}", start_time(me).unwrap_or_default());
-                    return Some(PidFile(path.to_path_buf()));
+            match std::fs::hard_link(&tmp, path) {
+                Ok(()) => {
+                    acquired = Some(PidFile(path.to_path_buf()));
+                    break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if PidFile::held(path) {
-                        return None;
+                        break;
                     }
                     let _ = std::fs::remove_file(path);
                 }
-                Err(_) => return None,
+                Err(_) => break,
             }
         }
-        None
+        let _ = std::fs::remove_file(&tmp);
+        acquired
     }
 
     /// True when `path` exists and names a process that is still running.
     pub fn held(path: &Path) -> bool {
         let Ok(text) = std::fs::read_to_string(path) else { return false };
         let mut words = text.split_whitespace();
-        let Some(pid) = words.next().and_then(|p| p.parse::<u32>().ok()) else {
-            // Being written this very moment: count it as held.
-            return text.is_empty();
-        };
+        // Always written whole (see `acquire`): anything else is not a live holder's.
+        let Some(pid) = words.next().and_then(|p| p.parse::<u32>().ok()) else { return false };
         match (words.next().and_then(|t| t.parse::<u64>().ok()), start_time(pid)) {
             (Some(recorded), Some(now)) => recorded == now,
             (None, Some(_)) => true,
@@ -145,7 +158,7 @@ mod tests {
         assert!(!path.exists(), "removed on drop");
         // A process that is gone (pid 2^22 + 1 is above pid_max's ceiling), or this pid with
         // another start time (a reused pid): stale.
-        for stale in ["4194305 12".to_string(), format!("{} 1", std::process::id())] {
+        for stale in ["4194305 12".to_string(), format!("{} 1", std::process::id()), String::new()] {
             std::fs::write(&path, stale).expect("write");
             assert!(!PidFile::held(&path));
             let taken = PidFile::acquire(&path).expect("stale file taken over");
