@@ -39,8 +39,9 @@ pub const IDLE_EXIT: Duration = Duration::from_secs(2);
 /// How often the helper looks at `archive_status` while idle.
 const POLL: Duration = Duration::from_millis(20);
 /// How long a wal-push call waits for another process's claim on its file before pushing
-/// the file itself.
-const CLAIM_WAIT: Duration = Duration::from_secs(600);
+/// the file itself (as pgBackRest's archive-timeout): a helper stuck in retries during an
+/// outage shows up as archive_command failures within a minute.
+const CLAIM_WAIT: Duration = Duration::from_secs(60);
 /// The helper exits after this long even with work left; the next call starts a new one.
 const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 

@@ -298,7 +298,12 @@ fn s3_outage_during_archiving_resumes_by_itself() {
     });
     assert!(resumed > during, "archiving resumed by itself after the outage: {during} -> {resumed}");
     let failed = p.failed_count();
-    assert!(failed > 0, "the outage made archive_command fail");
+    // While S3 was down nothing new was acknowledged: archive_command failed, or it waited
+    // (a wal-push call waits, bounded, while the push-ahead helper retries its file).
+    assert!(
+        failed > 0 || during == before,
+        "the outage stalled archiving: {before} -> {during}, failed_count {failed}"
+    );
     let last = p.switch_and_wait_archived(Duration::from_secs(120));
     let names = segments_up_to(&p.pgdata, &last);
     fetch_identical(&repo, &p.pgdata, &names, &repo.dir().join("fetched"), false, |_| {});
