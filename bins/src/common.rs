@@ -29,6 +29,27 @@ pub struct Common {
 }
 
 impl Common {
+    /// A detached copy of this binary (its own process group, stdin and stdout closed) with
+    /// the flags that name the repository, environment and config file; secrets stay in the
+    /// environment it inherits. The caller adds its own arguments and stderr.
+    #[allow(dead_code)]
+    pub fn detached_self(&self) -> Option<std::process::Command> {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().ok()?;
+        let mut cmd = std::process::Command::new(exe);
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        if let Some(r) = &self.repo {
+            cmd.arg("--repo").arg(r);
+        }
+        if let Some(e) = &self.environment {
+            cmd.arg("--env").arg(e);
+        }
+        cmd.process_group(0).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+        Some(cmd)
+    }
+
     /// Set up logging, then load the configuration.
     pub fn load(&self, bin: &'static str) -> Result<Config, Error> {
         init_logging(bin, self.verbose);

@@ -36,22 +36,10 @@ struct Cli {
 /// Start the prefetch worker detached (own process group, no stdio), so that PostgreSQL's
 /// restore_command returns now while the next segments download.
 fn spawn_prefetch_worker(cli: &Cli, seg_size: u64) {
-    use std::os::unix::process::CommandExt;
-    let Ok(exe) = std::env::current_exe() else { return };
     let Ok(dest) = std::path::absolute(&cli.dest) else { return };
-    let mut cmd = std::process::Command::new(exe);
+    let Some(mut cmd) = cli.common.detached_self() else { return };
     cmd.arg("--prefetch-worker").arg(seg_size.to_string());
-    if let Some(c) = &cli.common.config {
-        cmd.arg("--config").arg(c);
-    }
-    if let Some(r) = &cli.common.repo {
-        cmd.arg("--repo").arg(r);
-    }
-    if let Some(e) = &cli.common.environment {
-        cmd.arg("--env").arg(e);
-    }
-    cmd.arg(&cli.name).arg(dest).process_group(0);
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    cmd.arg(&cli.name).arg(dest).stderr(std::process::Stdio::null());
     if let Err(e) = cmd.spawn() {
         tracing::debug!("prefetch worker not started: {e}");
     }

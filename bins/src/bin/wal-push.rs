@@ -33,8 +33,6 @@ struct Cli {
 /// environment the helper inherits.
 fn spawn_helper(cli: &Cli, dir: &Path, pg_wal: &Path) {
     use std::os::unix::fs::OpenOptionsExt;
-    use std::os::unix::process::CommandExt;
-    let Ok(exe) = std::env::current_exe() else { return };
     let log = dir.join("helper.log");
     // Keep the log small: the last run's lines only once it passes 1 MiB.
     let truncate = std::fs::metadata(&log).is_ok_and(|m| m.len() > 1 << 20);
@@ -46,22 +44,9 @@ fn spawn_helper(cli: &Cli, dir: &Path, pg_wal: &Path) {
         .mode(0o600)
         .open(&log)
         .map_or_else(|_| Stdio::null(), Stdio::from);
-    let mut cmd = std::process::Command::new(exe);
+    let Some(mut cmd) = cli.common.detached_self() else { return };
     cmd.arg("--push-ahead-helper");
-    if let Some(c) = &cli.common.config {
-        cmd.arg("--config").arg(c);
-    }
-    if let Some(r) = &cli.common.repo {
-        cmd.arg("--repo").arg(r);
-    }
-    if let Some(e) = &cli.common.environment {
-        cmd.arg("--env").arg(e);
-    }
-    cmd.arg(std::path::absolute(pg_wal).unwrap_or_else(|_| pg_wal.to_path_buf()))
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr);
+    cmd.arg(std::path::absolute(pg_wal).unwrap_or_else(|_| pg_wal.to_path_buf())).stderr(stderr);
     if let Err(e) = cmd.spawn() {
         tracing::debug!("push-ahead helper not started: {e}");
     }
