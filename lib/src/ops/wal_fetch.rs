@@ -86,7 +86,8 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
                 Err(_) => {}
             }
         }
-        let sysid = WalIndex::load(Some(cache), repo).identity().and_then(|id| sysid_of(id, repo));
+        let index = WalIndex::load(Some(cache), repo);
+        let sysid = index.identity().and_then(|id| sysid_of(id, repo));
         match super::prefetch::take(&dir, name, dest, sysid) {
             Ok(Some(bytes)) => {
                 return Ok(outcome(Source::Spool, format!("{} (prefetched)", dir.join(name).display()), bytes));
@@ -94,6 +95,7 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
             Ok(None) => {}
             Err(e) => tracing::warn!("prefetched {name} unusable, fetching it again: {e}"),
         }
+        return from_archive(repo, name, dest, index).await;
     }
     wal_fetch(repo, name, dest, cache_dir).await
 }
@@ -116,9 +118,13 @@ pub fn still_in_pg_wal(dest: &Path, name: &str, bytes: u64) -> bool {
 /// [`Error::NotFound`] when the archive does not hold `name` (and only then); corruption,
 /// key, storage and I/O errors otherwise.
 pub async fn wal_fetch(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Path>) -> Result<FetchOutcome> {
+    from_archive(repo, name, dest, WalIndex::load(cache_dir, repo)).await
+}
+
+/// [`wal_fetch`] with the listing cache already loaded (a call reads it once).
+async fn from_archive(repo: &Repo, name: &str, dest: &Path, mut index: WalIndex) -> Result<FetchOutcome> {
     let started = Instant::now();
     let parsed = WalFileName::parse(name)?;
-    let mut index = WalIndex::load(cache_dir, repo);
     let expected_sysid = index.identity().and_then(|id| sysid_of(id, repo));
     let mut attempt = 0;
     let result = loop {
