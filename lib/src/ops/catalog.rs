@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::Repo;
 use super::wal_index::WalIndex;
 use crate::manifest::ManifestTablespace;
+use crate::wal::follow::{self, Path, Present, Timelines};
 use crate::wal::timeline::{HistoryEntry, parse_history};
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result};
@@ -106,138 +107,153 @@ pub async fn backup(repo: &Repo, name: &str) -> Result<BackupMetadata> {
     }
 }
 
-/// The WAL archive of one environment, as listed once.
+/// The WAL archive of one environment, as listed once, with its timelines.
 pub struct WalArchive {
     /// Name → object key.
     pub files: BTreeMap<String, String>,
     pub seg_size: u64,
+    /// Every timeline with a readable history file (and timeline 1).
+    pub timelines: Timelines,
+    /// (segment number, timeline) of every full segment.
+    pub present: Present,
+    /// History files that could not be read or parsed: (name, why).
+    pub bad_history: Vec<(String, String)>,
 }
 
 /// Where a WAL chain ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainEnd {
-    /// The timeline followed (the newest reachable from the start).
+    /// The timeline followed.
     pub timeline: u32,
     /// The last segment of an unbroken chain from the start.
     pub last_segment: String,
     pub last_lsn: Lsn,
-    /// The first missing file, if later segments exist (a gap), else `None`.
+    /// The first missing WAL file, if later files of the path exist (a gap), else `None`.
     pub gap: Option<String>,
     /// When the last segment was archived: the newest point the chain can reach is before it.
     pub last_archived_at: Option<DateTime<Utc>>,
 }
 
 impl WalArchive {
-    /// List the whole archive (one listing pass per day partition, through `index`).
+    /// List the whole archive (one listing pass per day partition, through `index`) and read
+    /// every history file.
+    ///
+    /// # Errors
+    /// Storage failures (an unreadable history file is recorded in `bad_history`).
+    pub async fn load(repo: &Repo, index: &mut WalIndex, seg_size: u64) -> Result<Self> {
+        let files = index.load_everything(repo).await?;
+        Self::from_files(repo, files, seg_size).await
+    }
+
+    /// The archive made of `files` (name → key): history files read, segments indexed.
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn load(repo: &Repo, index: &mut WalIndex, seg_size: u64) -> Result<Self> {
-        let files = index.load_everything(repo).await?;
-        Ok(WalArchive { files, seg_size })
+    pub async fn from_files(repo: &Repo, files: BTreeMap<String, String>, seg_size: u64) -> Result<Self> {
+        let mut histories = BTreeMap::new();
+        let mut bad_history = Vec::new();
+        let mut present = Present::new();
+        for (name, key) in &files {
+            match WalFileName::parse(name) {
+                Ok(WalFileName::History { tli }) => match read_history(repo, key, tli).await {
+                    Ok(h) => {
+                        histories.insert(tli, h);
+                    }
+                    Err(e @ Error::Storage { .. }) => return Err(e),
+                    Err(e) => bad_history.push((name.clone(), e.to_string())),
+                },
+                Ok(w @ WalFileName::Segment { .. }) => {
+                    if let Some(s) = w.segno(seg_size) {
+                        present.insert((s, w.tli()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(WalArchive { files, seg_size, timelines: Timelines::new(histories), present, bad_history })
     }
 
     /// The history of timeline `tli` (empty for timeline 1).
     ///
     /// # Errors
     /// A history file that is missing (for `tli` > 1), undecodable or malformed.
-    pub async fn history(&self, repo: &Repo, tli: u32) -> Result<Vec<HistoryEntry>> {
-        if tli <= 1 {
-            return Ok(Vec::new());
+    pub fn history(&self, repo: &Repo, tli: u32) -> Result<Vec<HistoryEntry>> {
+        if let Some(h) = self.timelines.history(tli) {
+            return Ok(h.to_vec());
         }
         let name = WalFileName::History { tli }.to_string();
-        let key = self.files.get(&name).ok_or_else(|| {
-            Error::not_found(format!("timeline history file {name} in {} (wal/{}/)", repo.url, repo.layout.env()))
-        })?;
-        let text = repo.read_object(key, false).await?;
-        let object = repo.storage.describe(key);
-        parse_history(&String::from_utf8_lossy(&text)).map_err(|e| Error::corrupt(object, e))
-    }
-
-    /// The newest timeline whose history descends from `from` (or `from` itself).
-    ///
-    /// # Errors
-    /// As [`WalArchive::history`].
-    pub async fn newest_timeline_from(&self, repo: &Repo, from: u32) -> Result<u32> {
-        let mut tlis: Vec<u32> = self
-            .files
-            .keys()
-            .filter_map(|n| match WalFileName::parse(n) {
-                Ok(WalFileName::History { tli }) if tli > from => Some(tli),
-                _ => None,
-            })
-            .collect();
-        tlis.sort_unstable();
-        for tli in tlis.into_iter().rev() {
-            if self.history(repo, tli).await?.iter().any(|e| e.tli == from) {
-                return Ok(tli);
-            }
+        if let Some((_, why)) = self.bad_history.iter().find(|(n, _)| *n == name) {
+            return Err(Error::corrupt(self.files.get(&name).map_or(name.clone(), |k| repo.storage.describe(k)), why));
         }
-        Ok(from)
+        Err(Error::not_found(format!("timeline history file {name} in {} (wal/{}/)", repo.url, repo.layout.env())))
     }
 
-    /// Where the WAL chain from backup `b` ends along the newest timeline descending from
-    /// its own, with the time its last segment was archived (one HEAD request).
+    /// The timeline `recovery_target_timeline = 'latest'` follows from a backup on `from`.
+    pub fn newest_timeline_from(&self, from: u32) -> u32 {
+        self.timelines.newest_from(from)
+    }
+
+    /// Where the WAL chain from backup `b` ends along `target` (the timeline recovery
+    /// follows), with the time its last segment was archived (one HEAD request).
     ///
     /// # Errors
-    /// Storage failures; missing or unreadable history files.
-    pub async fn end_from_backup(&self, repo: &Repo, b: &BackupMetadata) -> Result<ChainEnd> {
-        let tli = self.newest_timeline_from(repo, b.timeline).await?;
-        let history = self.history(repo, tli).await?;
-        let mut end = self.chain(b.start_lsn.segment_number(b.wal_segment_size), tli, &history);
+    /// [`Error::Refused`] when `target` does not pass through the backup's start; storage
+    /// failures; missing or unreadable history files.
+    pub async fn end_on(&self, repo: &Repo, b: &BackupMetadata, target: u32) -> Result<ChainEnd> {
+        let history = self.history(repo, target)?;
+        let path = Path::new(&history, target, self.seg_size);
+        if !path.contains_point(b.timeline, b.start_lsn) {
+            return Err(Error::Refused(format!(
+                "timeline {target} does not pass through backup {} (timeline {} at {}): it branched off earlier{}",
+                b.name,
+                b.timeline,
+                b.start_lsn,
+                self.timelines.parent(target).map_or(String::new(), |(p, sp)| format!(" (from timeline {p} at {sp})"))
+            )));
+        }
+        let mut end = self.chain(b.start_lsn.segment_number(self.seg_size), &path);
         if let Some(key) = self.files.get(&end.last_segment) {
             end.last_archived_at = repo.storage.head(key).await?.and_then(|m| m.last_modified);
         }
         Ok(end)
     }
 
-    /// Walk the chain from segment `start` (on timeline `start_tli`) along the history of
-    /// `target_tli` as far as it is unbroken.
-    pub fn chain(&self, start: u64, target_tli: u32, history: &[HistoryEntry]) -> ChainEnd {
+    /// The newest timeline that passes through backup `b`'s start (its own at least).
+    pub fn newest_through(&self, b: &BackupMetadata) -> u32 {
+        let through = self.timelines.through_point(b.timeline, b.start_lsn, self.seg_size);
+        through.into_iter().max().unwrap_or(b.timeline)
+    }
+
+    /// [`WalArchive::end_on`] the newest timeline through the backup.
+    ///
+    /// # Errors
+    /// As [`WalArchive::end_on`].
+    pub async fn end_from_backup(&self, repo: &Repo, b: &BackupMetadata) -> Result<ChainEnd> {
+        self.end_on(repo, b, self.newest_through(b)).await
+    }
+
+    /// Walk the chain from segment `start` along `path` as far as it is unbroken
+    /// ([`follow::reach`]).
+    pub fn chain(&self, start: u64, path: &Path) -> ChainEnd {
         let seg = self.seg_size;
-        let path = timeline_path(history, target_tli, seg);
-        // PostgreSQL's XLogFileReadAnyTLI: the newest timeline begun by this segment whose
-        // file exists; for messages, the newest one begun by it.
-        let candidates = |segno: u64| path.iter().rev().filter(move |(_, b)| *b <= segno).map(|(t, _)| *t);
-        let present = |segno: u64| {
-            candidates(segno).find(|t| self.files.contains_key(&WalFileName::from_segno(*t, segno, seg).to_string()))
-        };
-        let expected_tli = |segno: u64| candidates(segno).next().unwrap_or(target_tli);
-        let mut segno = start;
-        let mut last = None;
-        let mut last_tli = expected_tli(start);
-        while let Some(t) = present(segno) {
-            last = Some(segno);
-            last_tli = t;
-            segno += 1;
-        }
-        let missing = WalFileName::from_segno(expected_tli(segno), segno, seg).to_string();
-        let on_path = |t: u32| path.iter().any(|(p, _)| *p == t);
-        let later_exists = self
-            .files
-            .keys()
-            .filter_map(|n| WalFileName::parse(n).ok())
-            .any(|w| w.is_segment() && on_path(w.tli()) && w.segno(seg).is_some_and(|s| s > segno));
-        let last_segno = last.unwrap_or(start.saturating_sub(1));
+        let r = follow::reach(path, &self.present, start);
+        let (last_segno, last_tli) = r.last.unwrap_or((start.saturating_sub(1), path.reader(start)));
         ChainEnd {
-            timeline: target_tli,
+            timeline: path.target(),
             last_segment: WalFileName::from_segno(last_tli, last_segno, seg).to_string(),
             last_lsn: Lsn::from_segment(last_segno.saturating_add(1), 0, seg),
-            gap: later_exists.then_some(missing),
+            gap: r.hole.then(|| WalFileName::from_segno(r.missing.1, r.missing.0, seg).to_string()),
             last_archived_at: None,
         }
     }
 }
 
-/// Each timeline on the path to `target_tli` with the segment where its WAL begins: the
-/// first at 0, each later one at its parent's switchpoint, `target_tli` at the last one.
-pub fn timeline_path(history: &[HistoryEntry], target_tli: u32, seg_size: u64) -> Vec<(u32, u64)> {
-    let mut path: Vec<(u32, u64)> = Vec::with_capacity(history.len() + 1);
-    let mut begin = 0;
-    for e in history {
-        path.push((e.tli, begin));
-        begin = e.switchpoint.segment_number(seg_size);
+async fn read_history(repo: &Repo, key: &str, tli: u32) -> Result<Vec<HistoryEntry>> {
+    let text = repo.read_object(key, false).await?;
+    let object = repo.storage.describe(key);
+    let entries = parse_history(&String::from_utf8_lossy(&text)).map_err(|e| Error::corrupt(&object, e))?;
+    if entries.last().is_some_and(|e| e.tli >= tli) || (tli > 1 && entries.is_empty()) {
+        return Err(Error::corrupt(object, format!("not the history of timeline {tli}")));
     }
-    path.push((target_tli, begin));
-    path
+    Ok(entries)
 }

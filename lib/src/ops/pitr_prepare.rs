@@ -157,12 +157,11 @@ async fn recovery_plan(
     end: &ChainEnd,
     pgdata: &Path,
 ) -> Result<super::prefetch::Plan> {
-    let history = archive.history(repo, end.timeline).await?;
-    let path = catalog::timeline_path(&history, end.timeline, b.wal_segment_size);
+    let history = archive.history(repo, end.timeline)?;
     let sysid = b.system_identifier.parse::<u64>().map_err(|e| {
         Error::corrupt(format!("backup {}", b.name), format!("system identifier {:?}: {e}", b.system_identifier))
     })?;
-    Ok(super::prefetch::Plan::new(repo, pgdata, sysid, b.wal_segment_size, path))
+    Ok(super::prefetch::Plan::new(repo, pgdata, sysid, b.wal_segment_size, end.timeline, history))
 }
 
 /// Extract every part, move tablespaces, write the recovery settings.

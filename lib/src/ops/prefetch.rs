@@ -32,10 +32,11 @@ use super::Repo;
 use super::wal_fetch::fetch_object;
 use super::wal_index::WalIndex;
 use crate::error::IoContext;
-use crate::wal::{self, WalFileName};
+use crate::wal::timeline::HistoryEntry;
+use crate::wal::{self, WalFileName, follow};
 use crate::{Error, Result};
 
-const PLAN_VERSION: u32 = 1;
+const PLAN_VERSION: u32 = 2;
 /// A worker with nothing left to do exits after PostgreSQL has asked for nothing new this long.
 const IDLE: Duration = Duration::from_secs(5);
 /// How often an idle worker looks at PostgreSQL's position.
@@ -94,14 +95,21 @@ pub struct Plan {
     pub pgdata: PathBuf,
     pub system_identifier: u64,
     pub seg_size: u64,
-    /// Each timeline on the path to the recovery target with the segment its WAL begins
-    /// in, oldest first.
-    pub path: Vec<(u32, u64)>,
+    /// The timeline recovery follows and its history: the path PostgreSQL reads.
+    pub target_timeline: u32,
+    pub history: Vec<HistoryEntry>,
 }
 
 impl Plan {
     /// A plan for `pgdata`.
-    pub fn new(repo: &Repo, pgdata: &Path, system_identifier: u64, seg_size: u64, path: Vec<(u32, u64)>) -> Plan {
+    pub fn new(
+        repo: &Repo,
+        pgdata: &Path,
+        system_identifier: u64,
+        seg_size: u64,
+        target_timeline: u32,
+        history: Vec<HistoryEntry>,
+    ) -> Plan {
         Plan {
             version: PLAN_VERSION,
             repo: repo.url.clone(),
@@ -109,7 +117,8 @@ impl Plan {
             pgdata: canonical_pgdata(pgdata),
             system_identifier,
             seg_size,
-            path,
+            target_timeline,
+            history,
         }
     }
 
@@ -127,7 +136,7 @@ impl Plan {
             && plan.env == repo.layout.env()
             && plan.pgdata == pgdata
             && wal::is_valid_seg_size(plan.seg_size)
-            && !plan.path.is_empty();
+            && plan.target_timeline > 0;
         ok.then_some(plan)
     }
 
@@ -143,8 +152,12 @@ impl Plan {
     /// The file PostgreSQL reads for segment `segno`: the newest timeline on the path begun
     /// by it (`XLogFileReadAnyTLI`).
     pub fn name_for(&self, segno: u64) -> Option<WalFileName> {
-        let tli = self.path.iter().rev().find(|(_, begin)| *begin <= segno).map(|(t, _)| *t)?;
-        Some(WalFileName::from_segno(tli, segno, self.seg_size))
+        Some(WalFileName::from_segno(self.path().reader(segno), segno, self.seg_size))
+    }
+
+    /// The timelines PostgreSQL follows in this recovery.
+    pub fn path(&self) -> follow::Path {
+        follow::Path::new(&self.history, self.target_timeline, self.seg_size)
     }
 
     /// True when `name` is the file of its segment on the path.
@@ -589,6 +602,11 @@ mod tests {
     }
 
     fn plan(path: Vec<(u32, u64)>) -> Plan {
+        // Switchpoints in the middle of each begin segment.
+        let history = path
+            .windows(2)
+            .map(|w| HistoryEntry { tli: w[0].0, switchpoint: wal::Lsn(w[1].1 * SEG + 100), reason: String::new() })
+            .collect();
         Plan {
             version: PLAN_VERSION,
             repo: "file:///r".into(),
@@ -596,7 +614,8 @@ mod tests {
             pgdata: PathBuf::from("/d"),
             system_identifier: SYSID,
             seg_size: SEG,
-            path,
+            target_timeline: path.last().map_or(1, |p| p.0),
+            history,
         }
     }
 

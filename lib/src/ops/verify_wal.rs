@@ -124,7 +124,7 @@ async fn check_history(
             problems.push((format!("timeline {tli} needs the history file {name}, which is missing"), Some(name)));
             continue;
         }
-        match archive.history(repo, tli).await {
+        match archive.history(repo, tli) {
             Ok(entries) => wanted.extend(entries.iter().map(|e| e.tli).filter(|t| *t > 1 && !checked.contains(t))),
             Err(e @ crate::Error::Storage { .. }) => return Err(e),
             Err(e) => problems.push((e.to_string(), archive.files.get(&name).cloned())),
@@ -149,12 +149,7 @@ async fn check_chain(repo: &Repo, archive: &WalArchive, b: &BackupMetadata, resu
     let started = Instant::now();
     let name = format!("wal chain from {}", b.name);
     let seg = b.wal_segment_size;
-    let followed = async {
-        let tli = archive.newest_timeline_from(repo, b.timeline).await?;
-        let history = archive.history(repo, tli).await?;
-        Ok::<_, crate::Error>(archive.chain(b.start_lsn.segment_number(seg), tli, &history))
-    };
-    let end = match followed.await {
+    let end = match archive.end_from_backup(repo, b).await {
         Ok(end) => end,
         Err(e @ crate::Error::Storage { .. }) => return Err(e),
         Err(e) => return Ok(Check::failed(&name, e.to_string(), None, started)),
