@@ -102,7 +102,9 @@ fn secrets_never_reach_logs_or_errors() {
 /// the file (the README asks for mode 0600); a private one does not.
 #[test]
 fn config_file_with_a_key_readable_by_others_is_warned_about() {
-    let repo = TestRepo::new(Backend::Fs, None);
+    let mut repo = TestRepo::new(Backend::Fs, None);
+    // The key comes from the config file only.
+    repo.env.retain(|(k, _)| k != "WALVAULT_ENCRYPTION");
     let conf = repo.dir().join("walvault.conf");
     std::fs::write(&conf, format!("BACKUP_ENCRYPTION_KEY={TEST_KEY}\n")).expect("write");
     let seg = segment(&repo.dir().join("work"), 4, 4);

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod decrypt;
 pub mod files;
 pub mod human;
+pub mod keys;
 pub mod identity;
 pub mod list;
 pub mod objects;
