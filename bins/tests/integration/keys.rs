@@ -47,6 +47,7 @@ fn no_key_or_an_empty_key_is_a_configuration_error() {
     let seg_s = seg.to_str().expect("utf8");
     let empty = work.join("empty.key");
     std::fs::write(&empty, "\n").expect("write");
+    std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let empty_s = empty.to_str().expect("utf8");
     let cases: [(&[(&str, &str)], &str); 6] = [
         (&[], "setting BACKUP_ENCRYPTION_KEY: not set: walvault encrypts every object; set BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE to a random key (openssl rand -base64 32), or WALVAULT_ENCRYPTION=none to store objects unencrypted"),
@@ -218,5 +219,36 @@ fn history_files_are_parsed_and_checked_against_their_name_before_archiving() {
         std::fs::write(&path, content).expect("write");
         let out = repo.run("wal-push", &[path.to_str().expect("utf8")]);
         assert!(out.status.success(), "{file}: {}", stderr(&out));
+    }
+}
+
+/// The runbook's `scripts/key-fingerprint.sh` reads key material exactly as walvault does:
+/// the same fingerprint for every form, and no fingerprint for what is not a key.
+#[test]
+fn key_fingerprint_script_agrees_with_walvault() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/key-fingerprint.sh");
+    let run = |material: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("key-fingerprint.sh");
+        child.stdin.take().expect("stdin").write_all(material.as_bytes()).expect("write");
+        child.wait_with_output().expect("wait")
+    };
+    let hex64 = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    for material in [TEST_KEY, OTHER_KEY, hex64, "passphrase:walvault test passphrase", "passphrase: two words \n"] {
+        let out = run(material);
+        assert!(out.status.success(), "{material:?}: {}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fingerprint(material), "{material:?}");
+    }
+    for material in ["walvault test passphrase", &hex64[1..], "passphrase:", &TEST_KEY[..40], "passphrase:it's", "x\"y"] {
+        let out = run(material);
+        assert_eq!(out.status.code(), Some(2), "{material:?}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(out.stdout.is_empty(), "{material:?}");
     }
 }

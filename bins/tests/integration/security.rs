@@ -71,11 +71,14 @@ fn secrets_never_reach_logs_or_errors() {
     let seg_name = name(&seg);
     let pgdata = work.join("pgdata");
     let pgdata_s = pgdata.to_str().expect("utf8");
+    let declared = format!("passphrase:{PASSPHRASE}");
     type Run<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>);
     let runs: Vec<Run> = vec![
         ("wal-push", vec![], vec![seg_s]),
         ("wal-fetch", vec![], vec![&seg_name, dest_s]),
         ("wal-fetch", vec![("BACKUP_ENCRYPTION_KEY", PASSPHRASE)], vec![&seg_name, dest_s]),
+        ("wal-fetch", vec![("BACKUP_ENCRYPTION_KEY", &declared)], vec![&seg_name, dest_s]),
+        ("wal-push", vec![("BACKUP_ENCRYPTION_KEY", &declared)], vec![seg_s]),
         ("wal-push", vec![("AWS_ENDPOINT_URL", unreachable), ("WALVAULT_S3_MAX_ATTEMPTS", "1")], vec![seg_s]),
         ("wal-fetch", vec![("WALVAULT_COMPRESSION_LEVEL", "99")], vec![&seg_name, dest_s]),
         ("walvault", vec![("BACKUP_ENCRYPTION_KEY", PASSPHRASE)], vec!["ls"]),
