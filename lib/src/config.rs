@@ -18,8 +18,8 @@ use crate::storage::{RepoLocation, S3Options};
 use crate::{Error, Result};
 
 mod keys;
-pub use keys::{MAX_KEY_FILE, NO_KEY, warn_if_readable_by_others};
 use keys::keyring;
+pub use keys::{MAX_KEY_FILE, NO_KEY, warn_if_readable_by_others};
 
 /// Default config file, read when present and no other is named.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/walvault/walvault.conf";
@@ -159,8 +159,9 @@ fn read_config_file(path: &Path) -> Result<String> {
         }
         Err(e) => return Err(Error::io(path, e)),
     };
-    String::from_utf8(bytes)
-        .map_err(|_| Error::Invalid(format!("config file {}: not UTF-8 text; expected NAME=value lines", path.display())))
+    String::from_utf8(bytes).map_err(|_| {
+        Error::Invalid(format!("config file {}: not UTF-8 text; expected NAME=value lines", path.display()))
+    })
 }
 
 /// Parse `NAME=value` lines; unknown names are refused so a typo is not silently ignored.

@@ -56,14 +56,18 @@ fn fifos_devices_and_directories_are_refused_without_hanging() {
     std::fs::create_dir(&dir).expect("mkdir");
     let history = wal.join("00000002.history");
     mkfifo(&history);
-    for (path, what) in [(&fifo, "a FIFO"), (&zero, "a character device"), (&dir, "a directory"), (&history, "a FIFO")] {
+    for (path, what) in [(&fifo, "a FIFO"), (&zero, "a character device"), (&dir, "a directory"), (&history, "a FIFO")]
+    {
         let mut c = repo.command("wal-push");
         c.arg(path);
         let out = bounded(c);
         assert_eq!(out.status.code(), Some(2), "{}: {}", path.display(), stderr(&out));
         assert_eq!(
             stderr(&out).trim(),
-            format!("wal-push: error: {}: not a regular file ({what}); wal-push archives regular files only", path.display())
+            format!(
+                "wal-push: error: {}: not a regular file ({what}); wal-push archives regular files only",
+                path.display()
+            )
         );
     }
 
@@ -239,7 +243,11 @@ fn tablespace_map_is_checked_before_pgdata_is_touched() {
         (format!("{oid}=relative/ts"), 2, format!("{oid}=relative/ts: the new location must be an absolute path")),
         (format!("{oid}={}/ts", pgdata.display()), 2, "a tablespace must be outside the data directory".to_string()),
         // Not moved: the original directory still holds the tablespace.
-        (String::new(), 5, format!("tablespace {oid} would be restored into {}, which already holds PG_", ts.display())),
+        (
+            String::new(),
+            5,
+            format!("tablespace {oid} would be restored into {}, which already holds PG_", ts.display()),
+        ),
         (format!("{oid}={}", ts.display()), 5, "refusing to overwrite it".to_string()),
     ];
     for (map, code, want) in cases {

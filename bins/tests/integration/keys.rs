@@ -50,12 +50,18 @@ fn no_key_or_an_empty_key_is_a_configuration_error() {
     std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let empty_s = empty.to_str().expect("utf8");
     let cases: [(&[(&str, &str)], &str); 6] = [
-        (&[], "setting BACKUP_ENCRYPTION_KEY: not set: walvault encrypts every object; set BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE to a random key (openssl rand -base64 32), or WALVAULT_ENCRYPTION=none to store objects unencrypted"),
+        (
+            &[],
+            "setting BACKUP_ENCRYPTION_KEY: not set: walvault encrypts every object; set BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE to a random key (openssl rand -base64 32), or WALVAULT_ENCRYPTION=none to store objects unencrypted",
+        ),
         (&[("BACKUP_ENCRYPTION_KEY", "")], "setting BACKUP_ENCRYPTION_KEY: key material is empty"),
         (&[("BACKUP_ENCRYPTION_KEY", " \t ")], "setting BACKUP_ENCRYPTION_KEY: key material is empty"),
         (&[("WALVAULT_KEY_FILE", empty_s)], "setting WALVAULT_KEY_FILE: key material is empty"),
         (&[("WALVAULT_KEY_FILE", "")], "setting WALVAULT_KEY_FILE: is set but empty"),
-        (&[("WALVAULT_ENCRYPTION", "none"), ("BACKUP_ENCRYPTION_KEY", TEST_KEY)], "setting WALVAULT_ENCRYPTION: is none but a key is configured"),
+        (
+            &[("WALVAULT_ENCRYPTION", "none"), ("BACKUP_ENCRYPTION_KEY", TEST_KEY)],
+            "setting WALVAULT_ENCRYPTION: is none but a key is configured",
+        ),
     ];
     for (env, want) in cases {
         let out = without_key(&repo, "wal-push", env, &[seg_s]);
@@ -98,7 +104,8 @@ fn malformed_key_material_is_refused_and_never_registered() {
         ("hunter2!".to_string(), "key material is neither hex nor base64"),
     ];
     for (material, why) in &bad {
-        let out = without_key(&repo, "wal-push", &[("BACKUP_ENCRYPTION_KEY", material)], &[seg2.to_str().expect("utf8")]);
+        let out =
+            without_key(&repo, "wal-push", &[("BACKUP_ENCRYPTION_KEY", material)], &[seg2.to_str().expect("utf8")]);
         assert_eq!(out.status.code(), Some(2), "{material:?}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(err.starts_with(&format!("wal-push: error: setting BACKUP_ENCRYPTION_KEY: {why}")), "{err}");
@@ -139,7 +146,10 @@ fn a_new_write_key_joins_only_through_key_add() {
             err.contains(&format!("walvault.json: write key {new_fp} is not registered in this repository (registered: {old_fp}); a new key joins only through `walvault key add`")),
             "{err}"
         );
-        assert!(err.contains("HINT: if this is the new key of a rotation, register it once with `walvault key add`"), "{err}");
+        assert!(
+            err.contains("HINT: if this is the new key of a rotation, register it once with `walvault key add`"),
+            "{err}"
+        );
         let dest = work.join("restored");
         let out = repo.run("wal-fetch", &[&name(&seg2), dest.to_str().expect("utf8")]);
         assert_eq!(out.status.code(), Some(1), "not archived: {}", stderr(&out));
@@ -152,7 +162,10 @@ fn a_new_write_key_joins_only_through_key_add() {
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(String::from_utf8_lossy(&out.stdout), format!("registered key {new_fp} in {}\n", repo.url));
         let out = with_new("walvault", &["key", "add"]);
-        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("key {new_fp} is already registered in {}\n", repo.url));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("key {new_fp} is already registered in {}\n", repo.url)
+        );
         let out = with_new("walvault", &["key", "list"]);
         assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{old_fp}  read\n{new_fp}  write\n"));
 
@@ -181,7 +194,12 @@ fn a_passphrase_is_declared_and_matches_the_undeclared_one_of_before() {
     let out = repo.run("walvault", &["key", "list"]);
     let want = include_str!("../../../testdata/codec/passphrase.fingerprint").trim();
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{want}  write\n"), "{}", stderr(&out));
-    let out = without_key(&repo, "wal-push", &[("BACKUP_ENCRYPTION_KEY", "walvault test passphrase")], &[seg.to_str().expect("utf8")]);
+    let out = without_key(
+        &repo,
+        "wal-push",
+        &[("BACKUP_ENCRYPTION_KEY", "walvault test passphrase")],
+        &[seg.to_str().expect("utf8")],
+    );
     assert_eq!(out.status.code(), Some(2), "undeclared: {}", stderr(&out));
 }
 
@@ -191,12 +209,24 @@ fn history_files_are_parsed_and_checked_against_their_name_before_archiving() {
     let wal = repo.dir().join("work/pg_wal");
     std::fs::create_dir_all(&wal).expect("mkdir");
     let cases: [(&str, &[u8], &str); 7] = [
-        ("00000002.history", b"garbage\n", r#"syntax error in history file: "garbage": expected a numeric timeline id"#),
+        (
+            "00000002.history",
+            b"garbage\n",
+            r#"syntax error in history file: "garbage": expected a numeric timeline id"#,
+        ),
         ("00000002.history", b"1\t0/30000X0\tr\n", "syntax error in history file"),
         ("00000002.history", b"", "it lists no parent timeline, but timeline 2 has one"),
         ("00000002.history", b"# a comment only\n", "it lists no parent timeline, but timeline 2 has one"),
-        ("00000002.history", b"2\t0/3000000\tself\n", "it lists timeline 2, but the history of timeline 2 lists only timelines below 2"),
-        ("00000003.history", b"1\t0/3000000\ta\n\n4\t0/5000000\tb\n", "it lists timeline 4, but the history of timeline 3 lists only timelines below 3"),
+        (
+            "00000002.history",
+            b"2\t0/3000000\tself\n",
+            "it lists timeline 2, but the history of timeline 2 lists only timelines below 2",
+        ),
+        (
+            "00000003.history",
+            b"1\t0/3000000\ta\n\n4\t0/5000000\tb\n",
+            "it lists timeline 4, but the history of timeline 3 lists only timelines below 3",
+        ),
         ("00000002.history", b"\xff\xfe1\t0/3000000\n", "not UTF-8 text"),
     ];
     for (file, content, why) in cases {
@@ -206,7 +236,10 @@ fn history_files_are_parsed_and_checked_against_their_name_before_archiving() {
         assert_eq!(out.status.code(), Some(2), "{file} {content:?}: {}", stderr(&out));
         let err = stderr(&out);
         assert_eq!(err.lines().count(), 1, "one line: {err}");
-        assert!(err.starts_with(&format!("wal-push: error: {file}: not a valid timeline history file: {why}")), "{err}");
+        assert!(
+            err.starts_with(&format!("wal-push: error: {file}: not a valid timeline history file: {why}")),
+            "{err}"
+        );
     }
     assert!(stored(&repo).iter().all(|p| !name(p).contains(".history")), "nothing archived");
     let good = [
@@ -246,7 +279,8 @@ fn key_fingerprint_script_agrees_with_walvault() {
         assert!(out.status.success(), "{material:?}: {}", stderr(&out));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), fingerprint(material), "{material:?}");
     }
-    for material in ["walvault test passphrase", &hex64[1..], "passphrase:", &TEST_KEY[..40], "passphrase:it's", "x\"y"] {
+    for material in ["walvault test passphrase", &hex64[1..], "passphrase:", &TEST_KEY[..40], "passphrase:it's", "x\"y"]
+    {
         let out = run(material);
         assert_eq!(out.status.code(), Some(2), "{material:?}: {}", String::from_utf8_lossy(&out.stdout));
         assert!(out.stdout.is_empty(), "{material:?}");

@@ -25,7 +25,9 @@ pub(super) fn keyring(raw: &RawSettings) -> Result<Keyring> {
         Some(v) => {
             return Err(Error::config(
                 "WALVAULT_ENCRYPTION",
-                format!("{v:?} is not allowed; expected required (the default: a key must be configured) or none (objects are stored unencrypted)"),
+                format!(
+                    "{v:?} is not allowed; expected required (the default: a key must be configured) or none (objects are stored unencrypted)"
+                ),
             ));
         }
     };
@@ -98,7 +100,10 @@ mod tests {
 
     #[test]
     fn a_key_is_required_unless_none_is_chosen() {
-        assert_eq!(err(&[REPO, ("WALVAULT_ENCRYPTION", "required")]), format!("setting BACKUP_ENCRYPTION_KEY: {}", super::NO_KEY));
+        assert_eq!(
+            err(&[REPO, ("WALVAULT_ENCRYPTION", "required")]),
+            format!("setting BACKUP_ENCRYPTION_KEY: {}", super::NO_KEY)
+        );
         let cfg = Config::from_raw(&raw(&[REPO, ("WALVAULT_ENCRYPTION", "none")])).expect("config");
         assert!(cfg.keyring.unencrypted_by_choice() && !cfg.keyring.is_encrypted());
         let cfg = Config::from_raw(&raw(&[REPO, ("BACKUP_ENCRYPTION_KEY", KEY)])).expect("config");
@@ -115,11 +120,12 @@ mod tests {
     #[test]
     fn empty_key_settings_are_errors_not_unencrypted() {
         // An empty environment variable counts as set for the key settings.
-        for (name, value) in [("BACKUP_ENCRYPTION_KEY", ""), ("BACKUP_ENCRYPTION_KEY", " \n"), ("WALVAULT_KEY_FILE", "")]
+        for (name, value) in
+            [("BACKUP_ENCRYPTION_KEY", ""), ("BACKUP_ENCRYPTION_KEY", " \n"), ("WALVAULT_KEY_FILE", "")]
         {
             let env: BTreeMap<&str, &str> = BTreeMap::from([REPO, (name, value)]);
-            let r = RawSettings::load_from(None, &Overrides::new(), |n| env.get(n).map(|v| v.to_string()))
-                .expect("load");
+            let r =
+                RawSettings::load_from(None, &Overrides::new(), |n| env.get(n).map(|v| v.to_string())).expect("load");
             let e = Config::from_raw(&r).expect_err("refused").to_string();
             assert!(e.starts_with(&format!("setting {name}: ")), "{e}");
             assert!(e.contains("empty"), "{e}");

@@ -235,9 +235,9 @@ fn check_history(name: &str, tli: u32, data: &[u8]) -> Result<()> {
     let entries = wal::timeline::parse_history(text).map_err(|e| bad(e.to_string()))?;
     match entries.iter().map(|e| e.tli).max() {
         None if tli > 1 => Err(bad(format!("it lists no parent timeline, but timeline {tli} has one"))),
-        Some(max) if max >= tli => {
-            Err(bad(format!("it lists timeline {max}, but the history of timeline {tli} lists only timelines below {tli}")))
-        }
+        Some(max) if max >= tli => Err(bad(format!(
+            "it lists timeline {max}, but the history of timeline {tli} lists only timelines below {tli}"
+        ))),
         _ => Ok(()),
     }
 }

@@ -135,7 +135,10 @@ mod tests {
             ("deadbeef", "key material is 8 hex digits, not 64"),
             (&format!("\"{B64}"), "key material contains a quote (\")"),
             (&format!("{HEX}'"), "key material contains a quote (')"),
-            (&format!("{} {}", &HEX[..32], &HEX[32..]), "key material contains whitespace or a control character inside"),
+            (
+                &format!("{} {}", &HEX[..32], &HEX[32..]),
+                "key material contains whitespace or a control character inside",
+            ),
             (&B64[4..], "key material looks like base64 but is not the encoding of exactly 32 bytes (40 characters"),
             ("correct-horse-battery-staple", "key material looks like base64 but is not"),
             ("correct horse battery staple", "key material contains whitespace"),
