@@ -6,7 +6,8 @@
 # Usage: backup-postgresql.sh [--config FILE] [base-backup flags, e.g. --jobs 4]
 #
 # Environment (the CronJob's envFrom secrets), passed to base-backup as given:
-#   WALVAULT_REPO, WALVAULT_ENV, WALVAULT_CLUSTER, BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE,
+#   WALVAULT_REPO, WALVAULT_ENV, WALVAULT_CLUSTER, BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE (a key is required;
+#   WALVAULT_ENCRYPTION=none for an unencrypted repository),
 #   AWS_*, ...          the repository, as for every walvault binary (or WALVAULT_CONFIG)
 #   PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE
 #                       the connection, as for psql (default: the local socket)

@@ -7,11 +7,12 @@
 # Usage: key-fingerprint.sh            the key in $BACKUP_ENCRYPTION_KEY, else the file $WALVAULT_KEY_FILE
 #        key-fingerprint.sh FILE       the key in FILE (- reads standard input)
 #
-# Key material as walvault reads it (surrounding whitespace ignored): 64 hex digits, base64 of
-# 32 bytes (what `openssl rand -base64 32` prints), or else a passphrase (PBKDF2-HMAC-SHA256,
-# 10,000 iterations). Needs OpenSSL 3. The derived key is on openssl's command line for a
-# moment: run this in the database container or on your own workstation, not on a shared host.
-# Exit status: 0 printed, 2 no key given.
+# Key material as walvault reads it (surrounding whitespace ignored, docs/FORMAT.md 2.1): 64 hex
+# digits, base64 of 32 bytes (what `openssl rand -base64 32` prints), or a declared passphrase
+# `passphrase:<text>` (PBKDF2-HMAC-SHA256, 10,000 iterations); anything else is not a key.
+# Needs OpenSSL 3. The derived key is on openssl's command line for a moment: run this in the
+# database container or on your own workstation, not on a shared host.
+# Exit status: 0 printed, 2 no key given or not a key.
 set -euo pipefail
 
 if [ $# -gt 0 ]; then
@@ -44,10 +45,21 @@ elif [[ $material =~ ^[A-Za-z0-9+/]{43}=?$ || $material =~ ^[A-Za-z0-9_-]{43}=?$
         [ "$again" = "$std" ] && master=$decoded
     fi
 fi
-if [ -z "$master" ]; then
+if [[ $material == passphrase:* ]]; then
+    pass=${material#passphrase:}
+    pass="${pass#"${pass%%[![:space:]]*}"}"
+    pass="${pass%"${pass##*[![:space:]]}"}"
+    [ -n "$pass" ] || { echo "key-fingerprint.sh: error: the passphrase after passphrase: is empty" >&2; exit 2; }
+    if [[ $pass == *[\"\'\`[:cntrl:]]* ]]; then
+        echo "key-fingerprint.sh: error: the passphrase contains a quote or a control character" >&2
+        exit 2
+    fi
     echo "key-fingerprint.sh: the key is a passphrase (a random 32-byte key is recommended)" >&2
-    master=$(openssl kdf -keylen 32 -kdfopt digest:SHA256 -kdfopt "pass:$material" \
+    master=$(openssl kdf -keylen 32 -kdfopt digest:SHA256 -kdfopt "pass:$pass" \
         -kdfopt salt:walvault/v1/passphrase -kdfopt iter:10000 PBKDF2 | tr -d ':\n' | tr 'A-F' 'a-f')
+elif [ -z "$master" ]; then
+    echo "key-fingerprint.sh: error: not a key: expected 64 hex digits, base64 of 32 bytes, or passphrase:<text>" >&2
+    exit 2
 fi
 printf '%s' walvault/v1/key-fingerprint \
     | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$master" \

@@ -5,7 +5,7 @@
 # Usage: restore-postgresql.sh [--config FILE]
 #
 # Environment (a restore Job's envFrom secrets and env):
-#   WALVAULT_REPO, WALVAULT_ENV, BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE, AWS_*, ...
+#   WALVAULT_REPO, WALVAULT_ENV, BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE (or WALVAULT_ENCRYPTION=none), AWS_*, ...
 #                       the repository, as for every walvault binary (or --config FILE /
 #                       WALVAULT_CONFIG)
 #   PGDATA              data directory to restore into (required; must be empty unless FORCE)

@@ -163,7 +163,8 @@ pub fn progress_bar() -> Option<walvault::ops::base_backup::ProgressFn> {
 }
 
 /// The restore_command pitr-prepare writes: wal-fetch beside this binary, with the
-/// repository, environment and config file named -- never a key.
+/// repository, environment and config file named (and `WALVAULT_ENCRYPTION=none` when that
+/// was chosen) -- never a key.
 #[allow(dead_code)]
 pub fn restore_command(config: &Config) -> String {
     let fetch = std::env::current_exe()
@@ -182,6 +183,10 @@ pub fn restore_command(config: &Config) -> String {
     }
     if let Some(dir) = &config.cache_dir {
         cmd = format!("WALVAULT_CACHE_DIR={} {cmd}", shell_quote(&dir.display().to_string()));
+    }
+    // The choice to run without a key is carried over (it is not a secret; a key is).
+    if config.keyring.unencrypted_by_choice() {
+        cmd = format!("WALVAULT_ENCRYPTION=none {cmd}");
     }
     cmd + " %f %p"
 }

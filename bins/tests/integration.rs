@@ -6,6 +6,8 @@ mod integration {
     pub mod common;
     mod deploy;
     mod faults;
+    mod hardening;
+    mod keys;
     mod ops;
     mod pg_e2e;
     mod pg_matrix;

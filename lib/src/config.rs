@@ -13,10 +13,13 @@ use std::time::Duration;
 
 use crate::codec::CodecSettings;
 use crate::codec::compress::Compression;
-use crate::codec::crypt::{Key, Keyring};
-use crate::error::IoContext;
+use crate::codec::crypt::Keyring;
 use crate::storage::{RepoLocation, S3Options};
 use crate::{Error, Result};
+
+mod keys;
+use keys::keyring;
+pub use keys::{MAX_KEY_FILE, NO_KEY, warn_if_readable_by_others};
 
 /// Default config file, read when present and no other is named.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/walvault/walvault.conf";
@@ -28,6 +31,7 @@ pub const SETTINGS: &[&str] = &[
     "WALVAULT_CLUSTER",
     "BACKUP_ENCRYPTION_KEY",
     "WALVAULT_KEY_FILE",
+    "WALVAULT_ENCRYPTION",
     "WALVAULT_READ_KEYS",
     "WALVAULT_READ_KEY_FILES",
     "WALVAULT_COMPRESSION",
@@ -52,6 +56,13 @@ pub const SETTINGS: &[&str] = &[
 
 /// Settings that hold key material: a config file with one of them should be mode 0600.
 const SECRET_SETTINGS: &[&str] = &["BACKUP_ENCRYPTION_KEY", "WALVAULT_READ_KEYS"];
+
+/// Settings whose empty value in the environment is an error rather than "not set": an
+/// empty key must never mean "no encryption".
+const EMPTY_IS_AN_ERROR: &[&str] = &["BACKUP_ENCRYPTION_KEY", "WALVAULT_KEY_FILE", "WALVAULT_ENCRYPTION"];
+
+/// Largest config file read (it holds a few dozen `NAME=value` lines).
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
 
 /// Flag values that override everything else, keyed by setting name.
 pub type Overrides = BTreeMap<String, String>;
@@ -89,7 +100,7 @@ impl RawSettings {
             },
         };
         if let Some(path) = file {
-            let text = std::fs::read_to_string(&path).with_path(&path)?;
+            let text = read_config_file(&path)?;
             let parsed = parse_config_file(&text, &path)?;
             if SECRET_SETTINGS.iter().any(|s| parsed.contains_key(*s)) {
                 warn_if_readable_by_others(&path);
@@ -97,7 +108,7 @@ impl RawSettings {
             values.extend(parsed);
         }
         for name in SETTINGS {
-            if let Some(v) = env(name).filter(|v| !v.is_empty()) {
+            if let Some(v) = env(name).filter(|v| !v.is_empty() || EMPTY_IS_AN_ERROR.contains(name)) {
                 values.insert((*name).to_string(), v);
             }
         }
@@ -129,6 +140,28 @@ impl RawSettings {
             Some(v) => Err(Error::config(name, format!("{v:?} is not allowed; expected true or false"))),
         }
     }
+}
+
+/// The config file's text: a regular file of at most [`MAX_CONFIG_FILE`] bytes, UTF-8 (a
+/// FIFO or a device such as `/dev/zero` is refused, never read without bound), or
+/// `/dev/null`, the conventional "no config file".
+fn read_config_file(path: &Path) -> Result<String> {
+    if path == Path::new("/dev/null") {
+        return Ok(String::new());
+    }
+    let bytes = match crate::fsutil::read_regular(path, MAX_CONFIG_FILE) {
+        Ok((bytes, _)) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(Error::Invalid(format!(
+                "config file {}: {e}; expected a file of NAME=value lines",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    String::from_utf8(bytes).map_err(|_| {
+        Error::Invalid(format!("config file {}: not UTF-8 text; expected NAME=value lines", path.display()))
+    })
 }
 
 /// Parse `NAME=value` lines; unknown names are refused so a typo is not silently ignored.
@@ -282,49 +315,6 @@ fn default_cluster(repo: &RepoLocation) -> String {
     last.filter(|s| check_name("", s).is_ok()).unwrap_or_else(|| "postgres".to_string())
 }
 
-fn keyring(raw: &RawSettings) -> Result<Keyring> {
-    let write = match (raw.get("BACKUP_ENCRYPTION_KEY"), raw.get("WALVAULT_KEY_FILE")) {
-        (Some(_), Some(_)) => {
-            return Err(Error::config(
-                "WALVAULT_KEY_FILE",
-                "set either BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE, not both",
-            ));
-        }
-        (Some(material), None) => Some(Key::from_material(material.as_bytes(), "BACKUP_ENCRYPTION_KEY")?),
-        (None, Some(path)) => Some(key_from_file(Path::new(path), "WALVAULT_KEY_FILE")?),
-        (None, None) => None,
-    };
-    let mut read = Vec::new();
-    for material in list_setting(raw.get("WALVAULT_READ_KEYS")) {
-        read.push(Key::from_material(material.as_bytes(), "WALVAULT_READ_KEYS")?);
-    }
-    for path in list_setting(raw.get("WALVAULT_READ_KEY_FILES")) {
-        read.push(key_from_file(Path::new(path), "WALVAULT_READ_KEY_FILES")?);
-    }
-    Ok(Keyring::new(write, read))
-}
-
-fn list_setting(value: Option<&str>) -> impl Iterator<Item = &str> {
-    value.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty())
-}
-
-fn key_from_file(path: &Path, setting: &str) -> Result<Key> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::config(setting, format!("cannot read key file {}: {e}", path.display())))?;
-    warn_if_readable_by_others(path);
-    Key::from_material(&bytes, setting)
-}
-
-/// Key files and config files holding keys should be 0600; say so once when they are not.
-pub fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!("{} is readable by group or others; chmod 600 it", path.display());
-    }
-}
-
 fn s3_options(raw: &RawSettings) -> Result<S3Options> {
     let mut s3 = S3Options::defaults();
     s3.region = raw.get("AWS_REGION").map(str::to_string);
@@ -364,15 +354,26 @@ fn s3_options(raw: &RawSettings) -> Result<S3Options> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn raw(pairs: &[(&str, &str)]) -> RawSettings {
-        let env: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    /// Settings from `pairs`; without any key setting, unencrypted by explicit choice.
+    pub(super) fn raw(pairs: &[(&str, &str)]) -> RawSettings {
+        let mut env: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        const KEYS: [&str; 5] = [
+            "BACKUP_ENCRYPTION_KEY",
+            "WALVAULT_KEY_FILE",
+            "WALVAULT_READ_KEYS",
+            "WALVAULT_READ_KEY_FILES",
+            "WALVAULT_ENCRYPTION",
+        ];
+        if !KEYS.iter().any(|k| env.contains_key(*k)) {
+            env.insert("WALVAULT_ENCRYPTION".into(), "none".into());
+        }
         RawSettings::load_from(None, &Overrides::new(), |n| env.get(n).cloned()).expect("load")
     }
 
-    fn err(pairs: &[(&str, &str)]) -> String {
+    pub(super) fn err(pairs: &[(&str, &str)]) -> String {
         match Config::from_raw(&raw(pairs)) {
             Ok(_) => panic!("expected an error for {pairs:?}"),
             Err(e) => e.to_string(),

@@ -117,6 +117,9 @@ impl Error {
     /// Operator advice for this error, if there is any.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
+            Error::Key { reason, .. } if reason.contains(crate::ops::identity::UNREGISTERED) => Some(
+                "if this is the new key of a rotation, register it once with `walvault key add` (with this key configured); otherwise check BACKUP_ENCRYPTION_KEY / WALVAULT_KEY_FILE",
+            ),
             Error::Key { .. } => {
                 Some("check BACKUP_ENCRYPTION_KEY / WALVAULT_KEY_FILE; WALVAULT_READ_KEYS may list older keys")
             }

@@ -12,20 +12,22 @@ use crate::error::IoContext;
 
 /// Write `path` atomically with the bytes produced by `fill`. With `durable`, the file and
 /// its directory are fsynced (wal-fetch's `%p`, repository objects); without, only the
-/// rename is atomic (caches). The file is created 0600.
+/// rename is atomic (caches). The file is created 0600, missing directories 0700.
 ///
 /// # Errors
 /// [`Error::Io`] naming the file for any failure to create, write, sync or rename;
 /// `fill`'s own error. The temporary file is removed on every error.
 pub fn write_atomic_with(path: &Path, durable: bool, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
     let dir = parent_dir(path);
-    std::fs::create_dir_all(&dir).with_path(&dir)?;
+    create_private_dir_all(&dir).with_path(&dir)?;
     let tmp = temp_name(path);
-    let mut file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&tmp).with_path(&tmp)?;
+    // Errors name `path`, the file the caller asked for (wal-fetch's `%p`), not the
+    // temporary name nobody knows.
+    let mut file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&tmp).with_path(path)?;
     let result = fill(&mut file).and_then(|()| {
-        file.flush().with_path(&tmp)?;
+        file.flush().with_path(path)?;
         if durable {
-            file.sync_all().with_path(&tmp)?;
+            file.sync_all().with_path(path)?;
         }
         drop(file);
         std::fs::rename(&tmp, path).with_path(path)?;
@@ -46,6 +48,63 @@ pub fn write_atomic_with(path: &Path, durable: bool, fill: impl FnOnce(&mut File
 /// As [`write_atomic_with`].
 pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     write_atomic_with(path, durable, |f| f.write_all(bytes).with_path(path))
+}
+
+/// Read a whole regular file of at most `limit` bytes, never blocking on what is not one: a
+/// FIFO, a device such as `/dev/zero`, a socket or a directory is refused before it is read
+/// (checked before opening, and again on the opened handle, opened with `O_NONBLOCK` so that
+/// opening a FIFO cannot wait for a writer). Returns the bytes and the metadata of the handle.
+///
+/// # Errors
+/// [`io::ErrorKind::InvalidInput`] saying what the file is instead, or that it is larger than
+/// `limit`; the error of the failed open or read otherwise.
+pub fn read_regular(path: &Path, limit: u64) -> io::Result<(Vec<u8>, std::fs::Metadata)> {
+    use std::io::Read;
+    check_regular(&std::fs::metadata(path)?)?;
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    let meta = file.metadata()?;
+    check_regular(&meta)?;
+    let too_large = || io::Error::new(io::ErrorKind::InvalidInput, format!("larger than {limit} bytes"));
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limit.saturating_add(1)).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok((data, meta))
+}
+
+fn check_regular(meta: &std::fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not a regular file ({what})")))
+}
+
+/// Create `dir` and any missing parents 0700 whatever the umask (caches, spools, locks:
+/// private to the user walvault runs as). Existing directories are left as they are.
+///
+/// # Errors
+/// The directory cannot be created.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// fsync a directory so a rename or create in it survives a crash.

@@ -40,9 +40,10 @@ struct Cli {
     /// Parts compressed and uploaded at once
     #[arg(long, default_value_t = 2)]
     jobs: usize,
-    /// Seconds to wait for the WAL that makes the backup consistent to be archived
-    #[arg(long, default_value_t = 600)]
-    archive_timeout: u64,
+    /// How long to wait for the WAL that makes the backup consistent to be archived: seconds,
+    /// or a duration such as 10m or 2h (at most 7d)
+    #[arg(long, value_name = "DURATION", default_value = "600")]
+    archive_timeout: String,
     /// Where parts are spooled before upload (default: $TMPDIR)
     #[arg(long)]
     spool_dir: Option<PathBuf>,
@@ -50,17 +51,32 @@ struct Cli {
     common: common::Common,
 }
 
+/// `--archive-timeout`: from 1 second to 7 days (a larger value is a typo, and would
+/// overflow the clock).
+fn archive_timeout(value: &str) -> Result<Duration, walvault::Error> {
+    const MAX: Duration = Duration::from_secs(7 * 86_400);
+    let d = walvault::ops::human::parse_duration("--archive-timeout", value)?.to_std().unwrap_or(Duration::ZERO);
+    if d < Duration::from_secs(1) || d > MAX {
+        return Err(walvault::Error::config(
+            "--archive-timeout",
+            format!("{value:?} is not allowed; expected from 1 second to 7 days (e.g. 600, 10m, 2h)"),
+        ));
+    }
+    Ok(d)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let run = || -> Result<(), walvault::Error> {
         let config = cli.common.load("base-backup")?;
+        let archive_timeout = archive_timeout(&cli.archive_timeout)?;
         let conn = ConnParams::from_env_and_flags(cli.host.clone(), cli.port, cli.user.clone(), cli.dbname.clone())?;
         let opts = BackupOptions {
             conn,
             pgdata: cli.pgdata.clone(),
             part_size: cli.part_size,
             jobs: cli.jobs,
-            archive_timeout: Duration::from_secs(cli.archive_timeout),
+            archive_timeout,
             spool_dir: cli.spool_dir.clone(),
             cluster: config.cluster.clone(),
             progress: common::progress_bar(),

@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             }
             let name = cli.path.file_name().and_then(|n| n.to_str());
             if !push_ahead::ready_files(pg_wal, name).is_empty() && !push_ahead::helper_running(dir) {
-                let _ = std::fs::create_dir_all(dir);
+                let _ = walvault::fsutil::create_private_dir_all(dir);
                 spawn_helper(&cli, dir, pg_wal);
             }
         }

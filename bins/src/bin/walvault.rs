@@ -18,7 +18,7 @@ use walvault_cli::{FilesBackupArgs, FilesRestoreArgs, PruneArgs, StatusArgs, Ver
 #[derive(Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  walvault list\n  walvault verify --restore-test --check-db mykadoo --check-sql 'SELECT count(*) FROM \"User\"'\n  walvault prune --dry-run\n  walvault status --max-wal-age 1h --prometheus > /var/lib/node_exporter/walvault.prom.tmp\n  walvault files-backup --kind uploads /app/uploads\n  walvault decrypt - < downloaded.zst.enc > plain\n\nExit codes: 0 ok, 8 verify failed or status unhealthy; 1-7 as for every walvault binary"
+    after_help = "Examples:\n  walvault list\n  walvault verify --restore-test --check-db mykadoo --check-sql 'SELECT count(*) FROM \"User\"'\n  walvault prune --dry-run\n  walvault status --max-wal-age 1h --prometheus > /var/lib/node_exporter/walvault.prom.tmp\n  walvault files-backup --kind uploads /app/uploads\n  walvault decrypt - < downloaded.zst.enc > plain\n  walvault key add    (after a key rotation: register the new write key)\n\nExit codes: 0 ok, 8 verify failed or status unhealthy; 1-7 as for every walvault binary"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,6 +53,9 @@ enum Command {
     FilesBackup(FilesBackupArgs),
     /// Restore a file-storage backup into an empty directory
     FilesRestore(FilesRestoreArgs),
+    /// The write keys the repository accepts: list them, or register the configured one
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Write an object's stored bytes (undecoded) to stdout
     Get {
         /// Object key
@@ -61,6 +64,15 @@ enum Command {
         #[arg(long, required = true)]
         raw: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Register the configured write key (BACKUP_ENCRYPTION_KEY / WALVAULT_KEY_FILE) in
+    /// walvault.json, so that writers accept it: run once per new key, before writers use it
+    Add,
+    /// The registered key fingerprints, and which of them this process has configured
+    List,
 }
 
 fn main() -> ExitCode {
@@ -120,6 +132,24 @@ fn main() -> ExitCode {
                     let objects = walvault::ops::objects::list(&repo, prefix).await?;
                     let table = || objects.iter().map(|o| format!("{:>12}  {}\n", o.size, o.key)).collect();
                     show(json, &objects, table);
+                    true
+                }
+                Command::Key(KeyCommand::Add) => {
+                    let done = walvault::ops::keys::add(&repo).await?;
+                    show(json, &done, || match done.added {
+                        true => format!("registered key {} in {}\n", done.fingerprint, done.repository),
+                        false => format!("key {} is already registered in {}\n", done.fingerprint, done.repository),
+                    });
+                    true
+                }
+                Command::Key(KeyCommand::List) => {
+                    let keys = walvault::ops::keys::list(&repo).await?;
+                    show(json, &keys, || {
+                        keys.keys
+                            .iter()
+                            .map(|k| format!("{}  {}\n", k.fingerprint, k.configured.unwrap_or("-")))
+                            .collect()
+                    });
                     true
                 }
                 Command::Get { key, .. } => {

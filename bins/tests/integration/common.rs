@@ -81,8 +81,10 @@ impl TestRepo {
     pub fn new(backend: Backend, key: Option<&str>) -> TestRepo {
         let dir = shared_tempdir();
         let mut env = vec![("WALVAULT_CACHE_DIR".to_string(), dir.path().join("cache").display().to_string())];
-        if let Some(k) = key {
-            env.push(("BACKUP_ENCRYPTION_KEY".into(), k.into()));
+        match key {
+            Some(k) => env.push(("BACKUP_ENCRYPTION_KEY".into(), k.into())),
+            // Unencrypted only when asked for explicitly.
+            None => env.push(("WALVAULT_ENCRYPTION".into(), "none".into())),
         }
         let (url, fs_root, kind) = match backend {
             Backend::Fs => {
@@ -122,6 +124,15 @@ impl TestRepo {
 
     pub fn command(&self, name: &str) -> Command {
         let mut c = Command::new(bin(name));
+        self.clean_env(&mut c);
+        c
+    }
+
+    /// One of our binaries run through `sh -c 'PREFIX; exec BINARY ARGS...'`, for shell
+    /// settings a child inherits (`umask 022`, `ulimit -f 1`, an ignored signal).
+    pub fn command_after(&self, prefix: &str, name: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!("{prefix}; exec \"$0\" \"$@\"")).arg(bin(name));
         self.clean_env(&mut c);
         c
     }

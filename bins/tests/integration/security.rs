@@ -71,11 +71,14 @@ fn secrets_never_reach_logs_or_errors() {
     let seg_name = name(&seg);
     let pgdata = work.join("pgdata");
     let pgdata_s = pgdata.to_str().expect("utf8");
+    let declared = format!("passphrase:{PASSPHRASE}");
     type Run<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>);
     let runs: Vec<Run> = vec![
         ("wal-push", vec![], vec![seg_s]),
         ("wal-fetch", vec![], vec![&seg_name, dest_s]),
         ("wal-fetch", vec![("BACKUP_ENCRYPTION_KEY", PASSPHRASE)], vec![&seg_name, dest_s]),
+        ("wal-fetch", vec![("BACKUP_ENCRYPTION_KEY", &declared)], vec![&seg_name, dest_s]),
+        ("wal-push", vec![("BACKUP_ENCRYPTION_KEY", &declared)], vec![seg_s]),
         ("wal-push", vec![("AWS_ENDPOINT_URL", unreachable), ("WALVAULT_S3_MAX_ATTEMPTS", "1")], vec![seg_s]),
         ("wal-fetch", vec![("WALVAULT_COMPRESSION_LEVEL", "99")], vec![&seg_name, dest_s]),
         ("walvault", vec![("BACKUP_ENCRYPTION_KEY", PASSPHRASE)], vec!["ls"]),
@@ -102,7 +105,9 @@ fn secrets_never_reach_logs_or_errors() {
 /// the file (the README asks for mode 0600); a private one does not.
 #[test]
 fn config_file_with_a_key_readable_by_others_is_warned_about() {
-    let repo = TestRepo::new(Backend::Fs, None);
+    let mut repo = TestRepo::new(Backend::Fs, None);
+    // The key comes from the config file only.
+    repo.env.retain(|(k, _)| k != "WALVAULT_ENCRYPTION");
     let conf = repo.dir().join("walvault.conf");
     std::fs::write(&conf, format!("BACKUP_ENCRYPTION_KEY={TEST_KEY}\n")).expect("write");
     let seg = segment(&repo.dir().join("work"), 4, 4);

@@ -144,6 +144,7 @@ fn wrong_or_missing_key_and_mixed_encryption() {
         let out = repo
             .command("wal-fetch")
             .env_remove("BACKUP_ENCRYPTION_KEY")
+            .env("WALVAULT_ENCRYPTION", "none")
             .arg(seg_name(1))
             .arg(&dest)
             .output()
@@ -152,6 +153,7 @@ fn wrong_or_missing_key_and_mixed_encryption() {
         let out = repo
             .command("wal-push")
             .env_remove("BACKUP_ENCRYPTION_KEY")
+            .env("WALVAULT_ENCRYPTION", "none")
             .arg(make_segment(&work, SYSID, 2, 1))
             .output()
             .expect("run");

@@ -6,11 +6,12 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use ring::{aead, hkdf, hmac, pbkdf2};
 
 use crate::{Error, Result};
+
+pub mod material;
+pub use material::PASSPHRASE_PREFIX;
 
 /// Length of a master key and of a per-object key, in bytes.
 pub const KEY_LEN: usize = 32;
@@ -44,26 +45,27 @@ impl Key {
     /// Build a key from configured key material (surrounding whitespace is ignored).
     ///
     /// A random 32-byte key written as 64 hex digits, or as base64 (standard or URL-safe
-    /// alphabet, padded or not, e.g. `openssl rand -base64 32`), is used as is. Anything else
-    /// is a passphrase, stretched with PBKDF2-HMAC-SHA256 ([`PASSPHRASE_ITERATIONS`] rounds,
-    /// fixed salt [`PASSPHRASE_SALT`]): about 2 ms per process, so a passphrase must itself be
-    /// long and random (at least 128 bits: e.g. 22 random letters and digits); prefer a random key.
+    /// alphabet, padded or not, e.g. `openssl rand -base64 32`), is used as is. A passphrase
+    /// must be declared as one, `passphrase:<text>`: the text is stretched with
+    /// PBKDF2-HMAC-SHA256 ([`PASSPHRASE_ITERATIONS`] rounds, fixed salt [`PASSPHRASE_SALT`]):
+    /// about 2 ms per process, so a passphrase must itself be long and random (at least 128
+    /// bits: e.g. 22 random letters and digits); prefer a random key. Anything else is an
+    /// error, so that a typo never becomes a new key.
     ///
     /// # Errors
-    /// [`Error::Config`] naming `setting` when the material is empty.
+    /// [`Error::Config`] naming `setting` and what is allowed (see [`material::classify`]);
+    /// the message never contains the material.
     pub fn from_material(material: &[u8], setting: &str) -> Result<Key> {
-        let material = material.trim_ascii();
-        if material.is_empty() {
-            return Err(Error::config(setting, "key material is empty"));
+        match material::classify(material, setting)? {
+            material::Material::Raw(master) => Ok(Key::from_bytes(master)),
+            material::Material::Passphrase(text) => {
+                let mut master = [0u8; KEY_LEN];
+                pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, ITERATIONS, PASSPHRASE_SALT, text, &mut master);
+                let mut key = Key::from_bytes(master);
+                key.passphrase = true;
+                Ok(key)
+            }
         }
-        if let Some(master) = parse_raw_key(material) {
-            return Ok(Key::from_bytes(master));
-        }
-        let mut master = [0u8; KEY_LEN];
-        pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, ITERATIONS, PASSPHRASE_SALT, material, &mut master);
-        let mut key = Key::from_bytes(master);
-        key.passphrase = true;
-        Ok(key)
     }
 
     /// A key from exactly 32 bytes of key material.
@@ -111,21 +113,6 @@ impl fmt::Debug for Key {
     }
 }
 
-/// 64 hex digits, or base64 of exactly 32 bytes; `None` means "a passphrase".
-fn parse_raw_key(material: &[u8]) -> Option<[u8; KEY_LEN]> {
-    if material.len() == 2 * KEY_LEN {
-        let mut key = [0u8; KEY_LEN];
-        if hex::decode_to_slice(material, &mut key).is_ok() {
-            return Some(key);
-        }
-    }
-    let unpadded = material.strip_suffix(b"=").unwrap_or(material);
-    [STANDARD_NO_PAD, URL_SAFE_NO_PAD]
-        .iter()
-        .filter_map(|engine| engine.decode(unpadded).ok())
-        .find_map(|bytes| <[u8; KEY_LEN]>::try_from(bytes.as_slice()).ok())
-}
-
 /// Copy as much of `src` as fits into `dst`.
 pub(crate) fn copy_prefix(dst: &mut [u8], src: &[u8]) {
     for (d, s) in dst.iter_mut().zip(src) {
@@ -139,13 +126,15 @@ pub(crate) fn copy_prefix(dst: &mut [u8], src: &[u8]) {
 pub struct Keyring {
     write: Option<Key>,
     read: Vec<Key>,
+    /// Unencrypted writes were asked for explicitly (`WALVAULT_ENCRYPTION=none`).
+    unencrypted: bool,
 }
 
 impl Keyring {
     /// A keyring that writes with `write` (if any) and reads with it and every key in `read`.
     /// Keys repeated by fingerprint are kept once.
     pub fn new(write: Option<Key>, read: Vec<Key>) -> Keyring {
-        let mut ring = Keyring { write, read: Vec::with_capacity(read.len()) };
+        let mut ring = Keyring { write, read: Vec::with_capacity(read.len()), unencrypted: false };
         for key in read {
             if ring.find(&key.fingerprint).is_none() {
                 ring.read.push(key);
@@ -157,6 +146,18 @@ impl Keyring {
     /// No keys: objects are written unencrypted and encrypted objects cannot be read.
     pub fn none() -> Keyring {
         Keyring::default()
+    }
+
+    /// No keys, by explicit choice (`WALVAULT_ENCRYPTION=none`): objects are written
+    /// unencrypted, and writers accept that.
+    pub fn unencrypted() -> Keyring {
+        Keyring { unencrypted: true, ..Keyring::default() }
+    }
+
+    /// True when objects may be written unencrypted: no write key, and that was asked for
+    /// explicitly. A writer with neither a write key nor this refuses to write.
+    pub fn unencrypted_by_choice(&self) -> bool {
+        self.unencrypted && self.write.is_none()
     }
 
     /// The key new objects are encrypted with, if encryption is on.
@@ -188,6 +189,8 @@ impl Keyring {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     const HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -232,24 +235,36 @@ mod tests {
     }
 
     #[test]
-    fn other_material_is_a_passphrase() {
-        let a = Key::from_material(b"correct horse battery staple\n", "K").unwrap();
-        let b = Key::from_material(b"correct horse battery staple", "K").unwrap();
-        let c = Key::from_material(b"correct horse battery stapler", "K").unwrap();
+    fn declared_passphrases_are_stretched() {
+        let a = Key::from_material(b"passphrase:correct horse battery staple\n", "K").unwrap();
+        let b = Key::from_material(b"passphrase: correct horse battery staple", "K").unwrap();
+        let c = Key::from_material(b"passphrase:correct horse battery stapler", "K").unwrap();
         assert!(a.is_passphrase());
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
-        // 63 hex digits and base64 of 31 bytes are passphrases too
-        assert!(Key::from_material(&HEX.as_bytes()[1..], "K").unwrap().is_passphrase());
+        // declared, 64 hex digits are a passphrase too (and not the key they spell)
+        let declared = Key::from_material(format!("passphrase:{HEX}").as_bytes(), "K").unwrap();
+        assert!(declared.is_passphrase());
+        assert_ne!(declared.fingerprint(), Key::from_bytes(raw()).fingerprint());
+    }
+
+    #[test]
+    fn undeclared_material_that_is_not_a_key_is_an_error() {
+        // 63 hex digits, base64 of 31 bytes, a bare passphrase: never silently a passphrase
         let short = base64::engine::general_purpose::STANDARD.encode([7u8; 31]);
-        assert!(Key::from_material(short.as_bytes(), "K").unwrap().is_passphrase());
+        for m in [&HEX[1..], short.as_str(), "correct horse battery staple"] {
+            let e = Key::from_material(m.as_bytes(), "WALVAULT_READ_KEYS").unwrap_err();
+            assert!(e.to_string().starts_with("setting WALVAULT_READ_KEYS: key material "), "{e}");
+            assert!(e.to_string().contains("passphrase:<text>"), "{e}");
+        }
     }
 
     #[test]
     fn passphrase_derivation_known_answer() {
         // PBKDF2-HMAC-SHA256("walvault test passphrase", "walvault/v1/passphrase", 10000)
-        // then HMAC-SHA256(key, "walvault/v1/key-fingerprint")[..8]; see testdata/codec/README.md
-        let key = Key::from_material(b"walvault test passphrase", "K").unwrap();
+        // then HMAC-SHA256(key, "walvault/v1/key-fingerprint")[..8]; see testdata/codec/README.md.
+        // The prefix declares the passphrase and is not part of it.
+        let key = Key::from_material(b"passphrase:walvault test passphrase", "K").unwrap();
         assert_eq!(key.fingerprint_hex(), include_str!("../../../testdata/codec/passphrase.fingerprint").trim());
     }
 
@@ -257,7 +272,7 @@ mod tests {
     fn empty_material_names_the_setting() {
         for empty in [&b""[..], b"  \n", b"\t"] {
             let err = Key::from_material(empty, "BACKUP_ENCRYPTION_KEY").unwrap_err();
-            assert_eq!(err.to_string(), "setting BACKUP_ENCRYPTION_KEY: key material is empty");
+            assert!(err.to_string().starts_with("setting BACKUP_ENCRYPTION_KEY: key material is empty; "), "{err}");
         }
     }
 

@@ -78,10 +78,7 @@ pub async fn files_backup(repo: &Repo, kind: &str, dir: &Path, spool_dir: Option
     if !std::fs::metadata(dir).with_path(dir)?.is_dir() {
         return Err(Error::Invalid(format!("{} is not a directory", dir.display())));
     }
-    repo.storage.prepare_for_writes().await?;
-    if let Some(id) = identity::load(repo).await? {
-        identity::check_encryption(repo, &id)?;
-    }
+    identity::check_writer(repo).await?;
     let root = dir.to_path_buf();
     let entries = blocking(move || walk(&root)).await?;
     let created = Utc::now();

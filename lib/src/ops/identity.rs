@@ -69,15 +69,18 @@ pub async fn load(repo: &Repo) -> Result<Option<Identity>> {
 }
 
 /// Make sure the repository accepts writes from `cluster` with the configured key: create the
-/// identity on first use, add this environment or a rotated write key, refuse a different
-/// cluster or an encryption mismatch.
+/// identity on first use (registering the write key), add this environment, refuse a
+/// different cluster, an encryption mismatch or a write key that was never registered.
 ///
 /// # Errors
-/// [`Error::Refused`] naming the mismatch; storage failures.
+/// [`Error::Refused`] naming the mismatch; [`Error::Key`] for an unregistered write key;
+/// [`Error::Config`] for a writer without a write key that did not choose
+/// `WALVAULT_ENCRYPTION=none`; storage failures.
 pub async fn ensure(repo: &Repo, cluster: &ClusterInfo) -> Result<Identity> {
+    check_can_write(repo)?;
     repo.storage.prepare_for_writes().await?;
     if !repo.keyring.is_encrypted() {
-        tracing::info!("no encryption key configured: objects are written unencrypted");
+        tracing::info!("WALVAULT_ENCRYPTION=none: objects are written unencrypted");
     }
     for _ in 0..5 {
         let current = load(repo).await?;
@@ -93,8 +96,7 @@ pub async fn ensure(repo: &Repo, cluster: &ClusterInfo) -> Result<Identity> {
             }
         };
         check_encryption(repo, &id)?;
-        let changed = add_env_and_key(repo, &mut id, cluster)?;
-        if !changed {
+        if !add_env(repo, &mut id, cluster)? {
             return Ok(id);
         }
         // Read-modify-write: re-read afterwards to detect a concurrent writer that won.
@@ -109,49 +111,92 @@ pub async fn ensure(repo: &Repo, cluster: &ClusterInfo) -> Result<Identity> {
     )))
 }
 
+/// For writers that do not create the identity (history files, file-storage backups): the
+/// checks of [`ensure`] against the identity if there is one.
+///
+/// # Errors
+/// As [`ensure`].
+pub async fn check_writer(repo: &Repo) -> Result<Option<Identity>> {
+    check_can_write(repo)?;
+    repo.storage.prepare_for_writes().await?;
+    let id = load(repo).await?;
+    if let Some(id) = &id {
+        check_encryption(repo, id)?;
+    }
+    Ok(id)
+}
+
+/// A writer needs the write key, or `WALVAULT_ENCRYPTION=none`: read keys alone never make
+/// a process write unencrypted objects.
+///
+/// # Errors
+/// [`Error::Config`] naming `BACKUP_ENCRYPTION_KEY`.
+pub fn check_can_write(repo: &Repo) -> Result<()> {
+    if repo.keyring.is_encrypted() || repo.keyring.unencrypted_by_choice() {
+        return Ok(());
+    }
+    Err(Error::config(
+        "BACKUP_ENCRYPTION_KEY",
+        "not set: writing needs the write key (WALVAULT_READ_KEYS and WALVAULT_READ_KEY_FILES only read); set BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE",
+    ))
+}
+
 fn new_identity(repo: &Repo, cluster: &ClusterInfo) -> Identity {
     let mut id = Identity {
         format: FORMAT_VERSION,
         created_at: Utc::now(),
         encrypted: repo.keyring.is_encrypted(),
-        key_fingerprints: Vec::new(),
+        // The first write of a new repository registers its key.
+        key_fingerprints: repo.keyring.write_key().map(|k| vec![k.fingerprint_hex()]).unwrap_or_default(),
         envs: BTreeMap::new(),
     };
-    // Cannot fail on a fresh identity: the environment is absent and the key list empty.
-    let _ = add_env_and_key(repo, &mut id, cluster);
+    // Cannot fail on a fresh identity: the environment is absent.
+    let _ = add_env(repo, &mut id, cluster);
     id
 }
 
-/// Refuse to mix encrypted and unencrypted objects in one repository.
+/// Refuse to mix encrypted and unencrypted objects in one repository, and to write with a
+/// key the repository does not know.
 ///
 /// # Errors
-/// [`Error::Refused`] naming the repository and what to set.
+/// [`Error::Refused`] naming the repository and what to set; [`Error::Key`] for a write key
+/// that is not registered (see [`add_key`]).
 pub fn check_encryption(repo: &Repo, id: &Identity) -> Result<()> {
-    match (id.encrypted, repo.keyring.is_encrypted()) {
-        (true, false) => Err(Error::Refused(format!(
+    match (id.encrypted, repo.keyring.write_key()) {
+        (true, None) => Err(Error::Refused(format!(
             "repository {} is encrypted and no key is configured: refusing to write unencrypted objects\nHINT: set BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE",
             repo.url
         ))),
-        (false, true) => Err(Error::Refused(format!(
+        (false, Some(_)) => Err(Error::Refused(format!(
             "repository {} is unencrypted and a key is configured: refusing to mix encrypted and unencrypted objects\nHINT: use a new repository or prefix for encrypted backups",
             repo.url
         ))),
+        (true, Some(key)) if !id.key_fingerprints.contains(&key.fingerprint_hex()) => Err(Error::Key {
+            object: repo.storage.describe(IDENTITY_KEY),
+            reason: format!(
+                "write key {} {UNREGISTERED} (registered: {}); a new key joins only through `walvault key add`",
+                key.fingerprint_hex(),
+                id.key_fingerprints.join(", ")
+            ),
+        }),
         _ => Ok(()),
     }
 }
 
+/// The words [`Error::hint`] recognises an unregistered write key by.
+pub const UNREGISTERED: &str = "is not registered in this repository";
+
 /// Returns whether `id` changed.
-fn add_env_and_key(repo: &Repo, id: &mut Identity, cluster: &ClusterInfo) -> Result<bool> {
-    let mut changed = false;
+fn add_env(repo: &Repo, id: &mut Identity, cluster: &ClusterInfo) -> Result<bool> {
     let env = repo.layout.env();
     match id.envs.get(env) {
         Some(known) if known.system_identifier != cluster.system_identifier.to_string() => {
-            return Err(Error::Refused(format!(
+            Err(Error::Refused(format!(
                 "WAL from system identifier {} refused: environment {env} of repository {} holds system identifier {}\nHINT: a different cluster needs its own WALVAULT_ENV or repository",
                 cluster.system_identifier, repo.url, known.system_identifier
-            )));
+            )))
         }
-        Some(_) => {}
+        Some(_) => Ok(false),
         None => {
             id.envs.insert(
                 env.to_string(),
@@ -162,17 +207,9 @@ fn add_env_and_key(repo: &Repo, id: &mut Identity, cluster: &ClusterInfo) -> Res
                     created_at: Utc::now(),
                 },
             );
-            changed = true;
+            Ok(true)
         }
     }
-    if let Some(key) = repo.keyring.write_key() {
-        let fp = key.fingerprint_hex();
-        if !id.key_fingerprints.contains(&fp) {
-            id.key_fingerprints.push(fp);
-            changed = true;
-        }
-    }
-    Ok(changed)
 }
 
 fn to_bytes(id: &Identity) -> Result<Bytes> {

@@ -7,6 +7,7 @@ pub mod decrypt;
 pub mod files;
 pub mod human;
 pub mod identity;
+pub mod keys;
 pub mod list;
 pub mod objects;
 pub mod pitr_prepare;

@@ -20,6 +20,8 @@ use crate::manifest::Manifest;
 use crate::pg::recovery::{self, RecoverySettings, RecoveryTarget, TargetAction};
 use crate::{Error, Result, tarball};
 
+mod tablespaces;
+
 /// What to restore and how.
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
@@ -72,6 +74,7 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     let archive = WalArchive::load(repo, &mut index, backup.wal_segment_size).await?;
     let wal = check_wal(repo, &archive, &backup, &opts.target).await?;
     let manifest = load_manifest(repo, &backup).await?;
+    tablespaces::check(&backup.name, &manifest, &opts.tablespace_map, &opts.pgdata)?;
     tracing::info!(
         "restoring {} ({} files, {} bytes) into {}",
         backup.name,

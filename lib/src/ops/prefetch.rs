@@ -255,7 +255,7 @@ pub fn seg_size_of(path: &Path) -> Option<u64> {
 
 /// Record the segment PostgreSQL asked for last (best effort), for the worker to follow.
 pub fn set_position(dir: &Path, name: &str) {
-    if std::fs::create_dir_all(dir).is_ok() {
+    if crate::fsutil::create_private_dir_all(dir).is_ok() {
         let _ = crate::fsutil::write_atomic(&dir.join("position"), name.as_bytes(), false);
     }
 }
@@ -273,7 +273,7 @@ pub fn worker_running(dir: &Path) -> bool {
 /// from the archive, so that it is never archived again after promotion.
 fn mark_done(pg_wal: &Path, name: &str) -> Result<()> {
     let status = pg_wal.join("archive_status");
-    std::fs::create_dir_all(&status).with_path(&status)?;
+    crate::fsutil::create_private_dir_all(&status).with_path(&status)?;
     let done = status.join(format!("{name}.done"));
     // Private, like every file PostgreSQL creates in its data directory.
     std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&done).with_path(&done)?;
@@ -334,7 +334,7 @@ pub async fn stage(
     first: u64,
     count: usize,
 ) -> Result<Vec<String>> {
-    std::fs::create_dir_all(dir).with_path(dir)?;
+    crate::fsutil::create_private_dir_all(dir).with_path(dir)?;
     let mut staged = Vec::new();
     for segno in (first..).take(count) {
         let Some(name) = plan.name_for(segno) else { break };
@@ -373,7 +373,7 @@ pub async fn fill(
     depth: usize,
     target: &Target,
 ) -> Result<usize> {
-    std::fs::create_dir_all(dir).with_path(dir)?;
+    crate::fsutil::create_private_dir_all(dir).with_path(dir)?;
     let Some(_lock) = Lock::acquire(dir) else { return Ok(0) };
     let mut index = WalIndex::load(Some(cache_dir), repo);
     let sysid = match target {
@@ -567,7 +567,7 @@ impl Lock {
     fn acquire(dir: &Path) -> Option<Lock> {
         let path = dir.join(".lock");
         for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
                 Ok(mut f) => {
                     let _ = write!(f, "{}", std::process::id());
                     return Some(Lock(path));

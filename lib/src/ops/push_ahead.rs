@@ -117,7 +117,7 @@ pub struct Claim(#[allow(dead_code)] PidFile);
 pub async fn claim_or_wait(dir: &Path, path: &Path) -> Turn {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return Turn::Unclaimed };
     let claims = dir.join("claim");
-    if std::fs::create_dir_all(&claims).is_err() {
+    if crate::fsutil::create_private_dir_all(&claims).is_err() {
         return Turn::Unclaimed;
     }
     let deadline = Instant::now() + CLAIM_WAIT;
@@ -158,7 +158,7 @@ pub struct HelperStats {
 pub async fn run_helper(repo: &Repo, cache_dir: &Path, pg_wal: &Path, parallel: usize) -> Result<HelperStats> {
     let dir = dir(cache_dir, &repo.url, repo.layout.env());
     for sub in ["claim", "done"] {
-        std::fs::create_dir_all(dir.join(sub)).with_path(dir.join(sub))?;
+        crate::fsutil::create_private_dir_all(&dir.join(sub)).with_path(dir.join(sub))?;
     }
     let mut stats = HelperStats::default();
     let Some(_lock) = PidFile::acquire(&dir.join(".lock")) else { return Ok(stats) };
@@ -262,12 +262,8 @@ async fn push_claimed(
 async fn read_unchanged(path: &Path) -> Result<(Bytes, std::fs::Metadata)> {
     let path = path.to_path_buf();
     super::blocking(move || {
-        use std::io::Read;
-        let mut file = std::fs::File::open(&path).with_path(&path)?;
-        let before = file.metadata().with_path(&path)?;
-        let mut data = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0));
-        file.read_to_end(&mut data).with_path(&path)?;
-        let after = file.metadata().with_path(&path)?;
+        let (data, before) = super::wal_push::read_file(&path)?;
+        let after = std::fs::metadata(&path).with_path(&path)?;
         if file_identity(&before) != file_identity(&after) {
             return Err(Error::Invalid(format!("{}: changed while it was read", path.display())));
         }

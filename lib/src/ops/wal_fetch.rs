@@ -165,8 +165,9 @@ pub(super) async fn fetch_object(
     let check_header = parsed.has_page_header().then(|| parsed.clone());
     blocking(move || {
         let mut bytes = 0;
+        let dest_name = dest.display().to_string();
         crate::fsutil::write_atomic_with(&dest, true, |file| {
-            bytes = decode_checked(bridge, &keyring, &object, file)?;
+            bytes = decode_checked(bridge, &keyring, &object, file, &dest_name)?;
             if let Some(name) = &check_header {
                 check_segment_header(file, &object, name, expected_sysid)?;
             }
@@ -177,10 +178,17 @@ pub(super) async fn fetch_object(
     .await
 }
 
-/// Decode into `file`; the decoder checks the plaintext digest against the header's.
-fn decode_checked(input: impl Read + Send, keyring: &Keyring, object: &str, file: &mut std::fs::File) -> Result<u64> {
+/// Decode into `file` (written for `dest`, `%p`: write errors such as a full disk name it,
+/// read errors the object); the decoder checks the plaintext digest against the header's.
+fn decode_checked(
+    input: impl Read + Send,
+    keyring: &Keyring,
+    object: &str,
+    file: &mut std::fs::File,
+    dest: &str,
+) -> Result<u64> {
     let reader = std::io::BufReader::with_capacity(1 << 20, input);
-    let (_, len) = codec::decode_to(reader, keyring, object, false, file, object)?;
+    let (_, len) = codec::decode_to(reader, keyring, object, false, file, dest)?;
     Ok(len)
 }
 

@@ -16,7 +16,6 @@ use super::identity::{self, ClusterInfo, Identity};
 use super::wal_index::WalIndex;
 use super::{Repo, blocking};
 use crate::codec;
-use crate::error::IoContext;
 use crate::wal::{self, WalFileName};
 use crate::{Error, Result};
 
@@ -55,8 +54,11 @@ pub async fn wal_push(repo: &Repo, path: &Path, cache_dir: Option<&Path>, ahead:
         },
         None => None,
     };
-    let data = tokio::fs::read(path).await.with_path(path)?;
+    let data = read_input(path).await?;
     let cluster = if parsed.has_page_header() { Some(check_segment(&name, &data)?) } else { None };
+    if let WalFileName::History { tli } = parsed {
+        check_history(&name, tli, &data)?;
+    }
 
     let mut index = WalIndex::load(cache_dir, repo);
     verify_identity(repo, &mut index, cluster.as_ref()).await?;
@@ -131,13 +133,17 @@ pub(super) async fn push_one(
 ) -> Result<Pushed> {
     let data = match data {
         Some(d) => d,
-        None => Bytes::from(tokio::fs::read(path).await.with_path(path)?),
+        None => Bytes::from(read_input(path).await?),
     };
-    if WalFileName::parse(name)?.has_page_header() {
+    let parsed = WalFileName::parse(name)?;
+    if parsed.has_page_header() {
         let c = check_segment(name, &data)?;
         if expected.is_some_and(|e| e.system_identifier != c.system_identifier) {
             return Err(Error::Refused(format!("{name}: system identifier {} differs", c.system_identifier)));
         }
+    }
+    if let WalFileName::History { tli } = parsed {
+        check_history(name, tli, &data)?;
     }
     let key = repo.keyring.write_key().cloned();
     // A zstd frame carries its own content checksum of the plaintext (and the chunk tags
@@ -189,6 +195,50 @@ pub(super) async fn push_one(
             Ok(Pushed { outcome, stored_at: None })
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Largest file wal-push reads: a WAL segment is at most 1 GiB.
+const MAX_WAL_FILE: u64 = 1 << 30;
+
+/// Read the file PostgreSQL asked to archive (`%p`), see [`read_file`].
+async fn read_input(path: &Path) -> Result<Vec<u8>> {
+    let path = path.to_path_buf();
+    blocking(move || read_file(&path).map(|(data, _)| data)).await
+}
+
+/// Read a file to archive, with the metadata of the handle it was read through: a regular
+/// file of at most 1 GiB. A FIFO, a device (`/dev/zero`) or a directory is refused as bad
+/// input before it is read, so that a wrong `%p` can never hang or exhaust wal-push.
+///
+/// # Errors
+/// [`Error::Invalid`] for what is not a regular file or is too large; [`Error::Io`] naming
+/// the path otherwise.
+pub(super) fn read_file(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata)> {
+    crate::fsutil::read_regular(path, MAX_WAL_FILE).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => {
+            Error::Invalid(format!("{}: {e}; wal-push archives regular files only", path.display()))
+        }
+        _ => Error::io(path, e),
+    })
+}
+
+/// A timeline history file must parse, and be the history of the timeline it is named
+/// after: timeline N lists only ancestors below N, at least one when N > 1. Anything else
+/// archived would make every later restore that reads it fail.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the file and what is wrong with it.
+fn check_history(name: &str, tli: u32, data: &[u8]) -> Result<()> {
+    let bad = |why: String| Error::Invalid(format!("{name}: not a valid timeline history file: {why}"));
+    let text = std::str::from_utf8(data).map_err(|_| bad("not UTF-8 text".to_string()))?;
+    let entries = wal::timeline::parse_history(text).map_err(|e| bad(e.to_string()))?;
+    match entries.iter().map(|e| e.tli).max() {
+        None if tli > 1 => Err(bad(format!("it lists no parent timeline, but timeline {tli} has one"))),
+        Some(max) if max >= tli => Err(bad(format!(
+            "it lists timeline {max}, but the history of timeline {tli} lists only timelines below {tli}"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -244,10 +294,7 @@ async fn verify_identity(repo: &Repo, index: &mut WalIndex, cluster: Option<&Clu
         // still applies.
         None => {
             // A writer may be the first to touch a new local repository.
-            repo.storage.prepare_for_writes().await?;
-            if let Some(id) = identity::load(repo).await? {
-                identity::check_encryption(repo, &id)?;
-            }
+            identity::check_writer(repo).await?;
         }
     }
     Ok(())
@@ -261,7 +308,7 @@ fn accepts(repo: &Repo, id: &Identity, cluster: Option<&ClusterInfo>) -> bool {
     };
     let key_ok = match repo.keyring.write_key() {
         Some(k) => id.encrypted && id.key_fingerprints.contains(&k.fingerprint_hex()),
-        None => !id.encrypted,
+        None => !id.encrypted && repo.keyring.unencrypted_by_choice(),
     };
     env_ok && key_ok
 }
