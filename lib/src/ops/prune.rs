@@ -2,10 +2,11 @@
 //! 30 days, verification reports 90 days (all configurable), plus keep-last-N and `--keep
 //! NAME`. The newest backup of each sort is never deleted.
 //!
-//! WAL a kept backup needs is never deleted: every file from the oldest kept backup's start
-//! segment onward (all timelines) and every history file stays, so each kept backup can
-//! still reach consistency and the newest point. Older WAL goes once its day partition is
-//! older than the WAL retention.
+//! WAL a kept backup needs is never deleted: for each kept backup, every file PostgreSQL
+//! reads on every timeline path through its start (its own timeline from its start, each
+//! descendant from its switchpoint), to the end of that path (`wal::follow::Needs`); every
+//! history file, and WAL of a timeline whose history is unknown, stays too. A segment number
+//! alone never decides. Other WAL goes once its day partition is older than the WAL retention.
 //!
 //! Order, so that an interrupted prune leaves a consistent repository: for each backup,
 //! oldest first, its metadata object first (the backup stops being complete and listed), then

@@ -12,6 +12,7 @@ use super::prune::{Decision, PruneOptions, PrunePlan, PrunePolicy, Step, WalDeci
 use super::wal_index::WalIndex;
 use crate::layout::name_time;
 use crate::wal::WalFileName;
+use crate::wal::follow::{Anchor, Needs};
 use crate::{Error, Result};
 
 /// [`WalFileName::sort_key`].
@@ -77,7 +78,9 @@ pub(super) async fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> 
         let since = name_time(&b.name).unwrap_or(b.start_time);
         steps.extend(orphans(repo, &repo.layout.database_root(), &names, since, &mut incomplete).await?);
     }
-    let wal = plan_wal(repo, opts, oldest_kept, &mut steps).await?;
+    let kept: Vec<&catalog::BackupMetadata> =
+        backups.iter().zip(&decisions).filter(|(_, d)| d.keep).map(|(b, _)| b).collect();
+    let wal = plan_wal(repo, opts, &kept, &mut steps).await?;
 
     for kind in KINDS {
         let all = files::files_backups(repo, kind).await?;
@@ -160,43 +163,48 @@ async fn orphans(
 async fn plan_wal(
     repo: &Repo,
     opts: &PruneOptions,
-    oldest_kept: Option<&catalog::BackupMetadata>,
+    kept: &[&catalog::BackupMetadata],
     steps: &mut Vec<Step>,
 ) -> Result<WalDecision> {
-    let Some(b) = oldest_kept else {
+    let Some(oldest) = kept.iter().min_by_key(|b| b.start_lsn) else {
         let note = "no complete backup: WAL is left alone".to_string();
         return Ok(WalDecision { note: Some(note), ..WalDecision::default() });
     };
-    let seg = b.wal_segment_size;
-    let needed_from = b.start_lsn.segment_number(seg);
+    let seg = oldest.wal_segment_size;
     let mut index = WalIndex::load(None, repo);
     let archive = WalArchive::load(repo, &mut index, seg).await?;
+    let anchors: Vec<Anchor> = kept.iter().map(|b| Anchor { tli: b.timeline, start_lsn: b.start_lsn }).collect();
+    let needs = Needs::new(&archive.timelines, &anchors, seg);
     let cutoff = opts.now - opts.policy.wal;
     // (segment number, archive order, name, key): lowest segment first.
     let mut doomed: Vec<(u64, WalOrder, String, String)> = Vec::new();
-    let mut kept = 0;
+    let mut kept_files = 0;
     for (name, key) in &archive.files {
         let parsed = WalFileName::parse(name).ok();
-        let segno = parsed.as_ref().filter(|w| !matches!(w, WalFileName::History { .. })).and_then(|w| w.segno(seg));
+        // History files always stay; so does WAL of a timeline whose history is unknown.
+        let place = parsed
+            .as_ref()
+            .filter(|w| !matches!(w, WalFileName::History { .. }) && archive.timelines.knows(w.tli()))
+            .and_then(|w| w.segno(seg).map(|s| (s, w.tli())));
         let day = repo.layout.parse_wal_key(key).map(|k| k.day);
-        match (parsed, segno, day) {
-            (Some(w), Some(s), Some(d)) if s < needed_from && day_end(d) <= cutoff => {
+        match (parsed, place, day) {
+            (Some(w), Some((s, t)), Some(d)) if !needs.needs(s, t) && day_end(d) <= cutoff => {
                 doomed.push((s, w.sort_key(), name.clone(), key.clone()));
             }
-            _ => kept += 1,
+            _ => kept_files += 1,
         }
     }
     doomed.sort();
     let why = format!(
-        "WAL before {} (needed from the start of {}), archived more than {} ago",
-        b.start_wal_file,
-        b.name,
+        "WAL no kept backup reads on any timeline (the oldest starts at {} of {}), archived more than {} ago",
+        oldest.start_wal_file,
+        oldest.name,
         human_duration(opts.policy.wal)
     );
     steps.extend(doomed.iter().map(|(_, _, _, key)| delete(key, why.clone())));
     Ok(WalDecision {
-        needed_from: Some(crate::wal::WalFileName::from_segno(b.timeline, needed_from, seg).to_string()),
-        kept,
+        needed_from: Some(oldest.start_wal_file.clone()),
+        kept: kept_files,
         deleted: doomed.len(),
         first_deleted: doomed.first().map(|d| d.2.clone()),
         last_deleted: doomed.last().map(|d| d.2.clone()),

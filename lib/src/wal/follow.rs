@@ -228,27 +228,37 @@ pub struct Anchor {
     pub start_lsn: Lsn,
 }
 
-/// Every file (segment, timeline) some anchor needs: for each anchor, on every path through
-/// its start point, the file PostgreSQL reads for each segment from its start on.
-/// Files of timelines without a known history are kept by the caller, never decided here.
-pub fn needed(timelines: &Timelines, present: &Present, anchors: &[Anchor], seg_size: u64) -> Present {
-    let mut out = Present::new();
-    let paths: Vec<(Path, u64)> = anchors
-        .iter()
-        .flat_map(|a| {
-            let start = a.start_lsn.segment_number(seg_size);
-            timelines
-                .through_point(a.tli, a.start_lsn, seg_size)
-                .into_iter()
-                .filter_map(move |t| timelines.path(t, seg_size).map(|p| (p, start)))
-        })
-        .collect();
-    for &(segno, tli) in present {
-        if paths.iter().any(|(p, start)| segno >= *start && p.has(tli) && p.reader(segno) == tli) {
-            out.insert((segno, tli));
-        }
+/// What retention must keep: for each anchor, on every path through its start point, the
+/// file PostgreSQL reads for each segment from its start on.
+pub struct Needs {
+    paths: Vec<(Path, u64)>,
+}
+
+impl Needs {
+    pub fn new(timelines: &Timelines, anchors: &[Anchor], seg_size: u64) -> Self {
+        let paths = anchors
+            .iter()
+            .flat_map(|a| {
+                let start = a.start_lsn.segment_number(seg_size);
+                timelines
+                    .through_point(a.tli, a.start_lsn, seg_size)
+                    .into_iter()
+                    .filter_map(move |t| timelines.path(t, seg_size).map(|p| (p, start)))
+            })
+            .collect();
+        Needs { paths }
     }
-    out
+
+    /// Whether some anchor's recovery reads the file of `segno` on `tli`.
+    pub fn needs(&self, segno: u64, tli: u32) -> bool {
+        self.paths.iter().any(|(p, start)| segno >= *start && p.reader(segno) == tli)
+    }
+}
+
+/// Every present file (segment, timeline) some anchor needs ([`Needs`]).
+pub fn needed(timelines: &Timelines, present: &Present, anchors: &[Anchor], seg_size: u64) -> Present {
+    let needs = Needs::new(timelines, anchors, seg_size);
+    present.iter().copied().filter(|&(s, t)| needs.needs(s, t)).collect()
 }
 
 #[cfg(test)]
