@@ -6,6 +6,7 @@ mod integration {
     pub mod common;
     mod deploy;
     mod faults;
+    mod forks;
     mod hardening;
     mod keys;
     mod ops;

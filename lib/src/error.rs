@@ -46,6 +46,11 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 
+    /// A WAL file is missing although later WAL of the recovery's timeline path is
+    /// archived: a hole, never the end (wal-fetch must not answer "not found").
+    #[error("{0}")]
+    Hole(String),
+
     /// A local file operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -108,7 +113,7 @@ impl Error {
             Error::Config { .. } | Error::Invalid(_) => ExitCode::Config,
             Error::Storage { .. } => ExitCode::Storage,
             Error::Corrupt { .. } | Error::Key { .. } => ExitCode::Corrupt,
-            Error::AlreadyExists { .. } | Error::Refused(_) => ExitCode::Refused,
+            Error::AlreadyExists { .. } | Error::Refused(_) | Error::Hole(_) => ExitCode::Refused,
             Error::Io { .. } => ExitCode::Io,
             Error::Postgres(_) => ExitCode::Postgres,
         }
@@ -123,6 +128,9 @@ impl Error {
             Error::Key { .. } => {
                 Some("check BACKUP_ENCRYPTION_KEY / WALVAULT_KEY_FILE; WALVAULT_READ_KEYS may list older keys")
             }
+            Error::Hole(_) => Some(
+                "restore the missing file into the repository (from another copy of the archive or the primary's pg_wal), or choose a target before the hole",
+            ),
             Error::Storage { permanent: true, .. } => {
                 Some("check WALVAULT_REPO, AWS_ENDPOINT_URL, credentials and network")
             }

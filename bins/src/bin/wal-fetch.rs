@@ -112,8 +112,23 @@ fn main() -> ExitCode {
             tracing::debug!("{what} not found");
             ExitCode::from(Code::NotFound.code())
         }
+        Err(e) if standby_retries(&cli.dest, &e) => {
+            // In standby mode "not available" never ends recovery: PostgreSQL retries (or
+            // streams). A storage outage or a hole that later archiving may fill must not
+            // shut the standby down; it stays fatal in archive recovery toward a target.
+            let code = e.exit_code().code();
+            common::fail("wal-fetch", &e, code);
+            eprintln!("wal-fetch: standby mode (standby.signal): answering {code} so that PostgreSQL retries");
+            ExitCode::from(code)
+        }
         Err(e) => common::fail("wal-fetch", &e, e.exit_code().fetch_code()),
     }
+}
+
+/// A failure worth retrying in standby mode: storage, or a hole in the archive.
+fn standby_retries(dest: &std::path::Path, e: &walvault::Error) -> bool {
+    let retryable = matches!(e, walvault::Error::Storage { .. } | walvault::Error::Hole(_));
+    retryable && walvault::ops::prefetch::pgdata_of(dest).is_some_and(|d| d.join("standby.signal").exists())
 }
 
 /// The detached worker: follow PostgreSQL's position, keeping the next segments ready (in

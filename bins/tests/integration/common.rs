@@ -357,6 +357,14 @@ impl Cluster {
         self.running = true;
     }
 
+    /// Start without waiting for connections (a recovery that may stop with FATAL).
+    pub fn start_no_wait(&mut self) {
+        let log = self.dir.path().join("server.log");
+        let out = self.pg_ctl(&["-W", "-l", &log.display().to_string(), "start"]);
+        assert!(out.status.success(), "pg_ctl start: {}", stderr(&out));
+        self.running = true;
+    }
+
     /// Start and wait until recovery ends (a promoted server accepts writes).
     pub fn start_and_wait_promoted(&mut self, timeout: Duration) {
         self.start();

@@ -4,6 +4,7 @@
 pub mod base_backup;
 pub mod catalog;
 pub mod decrypt;
+pub mod fetch_missing;
 pub mod files;
 pub mod human;
 pub mod identity;

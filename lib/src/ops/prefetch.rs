@@ -176,27 +176,11 @@ impl Plan {
 pub fn verify_segment(path: &Path, name: &WalFileName, sysid: Option<u64>) -> Result<u64> {
     use std::io::Read;
     let what = path.display().to_string();
-    let mut f = std::fs::File::open(path).with_path(path)?;
+    let f = std::fs::File::open(path).with_path(path)?;
     let len = f.metadata().with_path(path)?.len();
-    let mut head = vec![0u8; wal::header::LONG_HEADER_LEN];
-    f.read_exact(&mut head).map_err(|_| Error::corrupt(&what, "shorter than a page header"))?;
-    let h = wal::parse_long_header(&head).map_err(|e| Error::corrupt(&what, e))?;
-    let seg = u64::from(h.seg_size);
-    if len != seg {
-        return Err(Error::corrupt(&what, format!("{len} bytes, not the segment size {seg}: truncated")));
-    }
-    if !name.is_segment() || name.segno(seg) != Some(h.segno()) {
-        return Err(Error::corrupt(&what, format!("it holds the segment at {}, not {name}", h.page_addr)));
-    }
-    // The first segment of a timeline starts as a copy of its parent's: its first page may
-    // carry the parent's (older) timeline, never a newer one.
-    if h.tli > name.tli() {
-        return Err(Error::corrupt(&what, format!("its pages are of timeline {}, newer than {name}'s", h.tli)));
-    }
-    if let Some(s) = sysid.filter(|s| *s != h.system_id) {
-        return Err(Error::corrupt(&what, format!("system identifier {} is not this cluster's {s}", h.system_id)));
-    }
-    Ok(len)
+    let mut head = Vec::with_capacity(wal::header::LONG_HEADER_LEN);
+    f.take(wal::header::LONG_HEADER_LEN as u64).read_to_end(&mut head).with_path(path)?;
+    wal::check::check_segment(&head, Some(len), name, sysid).map_err(|f| f.into_error(&what, name))
 }
 
 /// Move a prefetched `name` into `dest` after [`verify_segment`]; `None` if it was not

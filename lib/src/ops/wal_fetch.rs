@@ -53,6 +53,19 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
     let plan = cache_dir.and_then(|cache| {
         super::prefetch::pgdata_of(dest).and_then(|pgdata| super::prefetch::Plan::load(cache, repo, &pgdata))
     });
+    if let Some(plan) = &plan
+        && let Some(reader) = parsed.segno(plan.seg_size).map(|s| plan.path().reader(s))
+        && parsed.is_segment()
+        && plan.path().has(parsed.tli())
+        && reader != parsed.tli()
+    {
+        // PostgreSQL tries an older timeline's file only when the newer one was not found:
+        // past the fork that file holds the parent's WAL, never this recovery's.
+        return Err(Error::not_found(format!(
+            "{name} for this recovery (it follows timeline {} there, whose file is not archived)",
+            reader
+        )));
+    }
     if let (Some(plan), Some(cache)) = (&plan, cache_dir) {
         // PostgreSQL runs restore_command: archive recovery has begun, so the segments
         // pitr-prepare fetched ahead may go into pg_wal now (never before: a data directory
@@ -95,9 +108,9 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
             Ok(None) => {}
             Err(e) => tracing::warn!("prefetched {name} unusable, fetching it again: {e}"),
         }
-        return from_archive(repo, name, dest, index).await;
+        return from_archive(repo, name, dest, index, plan.as_ref()).await;
     }
-    wal_fetch(repo, name, dest, cache_dir).await
+    from_archive(repo, name, dest, WalIndex::load(cache_dir, repo), plan.as_ref()).await
 }
 
 fn sysid_of(id: &super::identity::Identity, repo: &Repo) -> Option<u64> {
@@ -118,19 +131,28 @@ pub fn still_in_pg_wal(dest: &Path, name: &str, bytes: u64) -> bool {
 /// [`Error::NotFound`] when the archive does not hold `name` (and only then); corruption,
 /// key, storage and I/O errors otherwise.
 pub async fn wal_fetch(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Path>) -> Result<FetchOutcome> {
-    from_archive(repo, name, dest, WalIndex::load(cache_dir, repo)).await
+    let plan = cache_dir.and_then(|cache| {
+        super::prefetch::pgdata_of(dest).and_then(|pgdata| super::prefetch::Plan::load(cache, repo, &pgdata))
+    });
+    from_archive(repo, name, dest, WalIndex::load(cache_dir, repo), plan.as_ref()).await
 }
 
 /// [`wal_fetch`] with the listing cache already loaded (a call reads it once).
-async fn from_archive(repo: &Repo, name: &str, dest: &Path, mut index: WalIndex) -> Result<FetchOutcome> {
+async fn from_archive(
+    repo: &Repo,
+    name: &str,
+    dest: &Path,
+    mut index: WalIndex,
+    plan: Option<&super::prefetch::Plan>,
+) -> Result<FetchOutcome> {
     let started = Instant::now();
     let parsed = WalFileName::parse(name)?;
-    let expected_sysid = index.identity().and_then(|id| sysid_of(id, repo));
+    let expected_sysid = known_sysid(repo, &mut index).await?;
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
         let Some(found) = index.find(repo, name, false).await? else {
-            break Err(Error::not_found(format!("{name} in {} (wal/{}/)", repo.url, repo.layout.env())));
+            break Err(super::fetch_missing::missing(repo, &parsed, &mut index, plan).await);
         };
         match fetch_object(repo, &found.key, &parsed, dest, expected_sysid).await {
             // A stale cache entry (the object was pruned): forget it and look again once.
@@ -148,6 +170,23 @@ async fn from_archive(repo: &Repo, name: &str, dest: &Path, mut index: WalIndex)
         millis: started.elapsed().as_millis() as u64,
         requests: repo.storage.stats(),
     })
+}
+
+/// The cluster's system identifier from the repository identity: the cached one, or read
+/// now (a cold cache) and cached. Every segment is checked against it.
+///
+/// # Errors
+/// Storage failures; an unreadable identity.
+async fn known_sysid(repo: &Repo, index: &mut WalIndex) -> Result<Option<u64>> {
+    if let Some(sysid) = index.identity().and_then(|id| sysid_of(id, repo)) {
+        return Ok(Some(sysid));
+    }
+    let Some(id) = super::identity::load(repo).await? else { return Ok(None) };
+    let sysid = sysid_of(&id, repo);
+    if sysid.is_some() {
+        index.set_identity(id);
+    }
+    Ok(sysid)
 }
 
 pub(super) async fn fetch_object(
@@ -193,33 +232,16 @@ fn decode_checked(
 }
 
 /// A segment must carry a valid long page header of this repository's cluster, for the
-/// segment it is named after: an object copied or renamed to another name in the repository
-/// decodes fine (names are not part of the authenticated data), and PostgreSQL would read its
-/// wrong page address as the end of WAL and end recovery early.
+/// segment it is named after ([`wal::check::check_segment`]).
 fn check_segment_header(
     file: &mut std::fs::File,
     object: &str,
     name: &WalFileName,
     expected_sysid: Option<u64>,
 ) -> Result<()> {
-    let mut head = vec![0u8; wal::header::LONG_HEADER_LEN];
+    let mut head = Vec::with_capacity(wal::header::LONG_HEADER_LEN);
     let io = |e: std::io::Error| Error::corrupt(object, format!("cannot read back the restored file: {e}"));
     file.seek(SeekFrom::Start(0)).map_err(io)?;
-    file.read_exact(&mut head).map_err(|_| Error::corrupt(object, "restored segment is shorter than a page header"))?;
-    let header = wal::parse_long_header(&head).map_err(|e| Error::corrupt(object, e))?;
-    if name.segno(u64::from(header.seg_size)) != Some(header.segno()) {
-        return Err(Error::corrupt(
-            object,
-            format!("it holds the segment at {}, not {name}: the object was renamed or copied", header.page_addr),
-        ));
-    }
-    if let Some(sysid) = expected_sysid {
-        if header.system_id != sysid {
-            return Err(Error::Refused(format!(
-                "{object} belongs to system identifier {} but the repository identity says {sysid}",
-                header.system_id
-            )));
-        }
-    }
-    Ok(())
+    file.take(wal::header::LONG_HEADER_LEN as u64).read_to_end(&mut head).map_err(io)?;
+    wal::check::check_segment(&head, None, name, expected_sysid).map(|_| ()).map_err(|f| f.into_error(object, name))
 }

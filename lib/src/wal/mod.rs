@@ -5,6 +5,7 @@
 //! lengths before slicing, never panics, and reports [`crate::Error::Invalid`] naming the
 //! text it refused.
 
+pub mod check;
 pub mod follow;
 pub mod header;
 pub mod lsn;
