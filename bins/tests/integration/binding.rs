@@ -148,7 +148,9 @@ fn clone_segment(backend: Backend) {
     );
     // Bring both to the same segment (the clone resumes in the segment its backup ended in),
     // then both write into it: ours 1000 rows, the clone 7.
-    let current = |c: &Cluster| c.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    // `+ 1`: right after a switch the position is the next segment's first byte, which
+    // pg_walfile_name() would name as the previous segment.
+    let current = |c: &Cluster| c.psql("SELECT pg_walfile_name(pg_current_wal_lsn() + 1)");
     let mut name = current(&p);
     for _ in 0..20 {
         let other = current(&clone);
