@@ -338,7 +338,7 @@ async fn compare_existing(repo: &Repo, key: &str, name: &str, data: &Bytes, dige
         reason: e.to_string(),
         permanent: false,
     })?;
-    let header = codec::read_header(&mut head.as_slice(), &object)?;
+    let header = codec::read_header(&mut head.as_slice(), &object).map_err(|e| damaged(e, name))?;
     let same_key = header.key_fingerprint == repo.keyring.write_key().map(|k| k.fingerprint());
     let identical = match header.digest {
         // Different content is told by the header alone.
@@ -346,16 +346,7 @@ async fn compare_existing(repo: &Repo, key: &str, name: &str, data: &Bytes, dige
         // "Identical" is only said of a copy that is complete: PostgreSQL deletes its file
         // after exit 0, so a damaged copy accepted here would be the only one left.
         _ => {
-            let plain = repo.read_object(key, &Logical::Wal(name), true).await.map_err(|e| match e {
-                Error::Corrupt { object, reason } => Error::Corrupt {
-                    object,
-                    reason: format!(
-                        "{reason}
-HINT: the archived copy of {name} is damaged and PostgreSQL still has the file: delete the object and the next wal-push stores it again"
-                    ),
-                },
-                other => other,
-            })?;
+            let plain = repo.read_object(key, &Logical::Wal(name), true).await.map_err(|e| damaged(e, name))?;
             plain == data.as_ref()
         }
     };
@@ -365,5 +356,19 @@ HINT: the archived copy of {name} is damaged and PostgreSQL still has the file: 
         Err(Error::Refused(format!(
             "{name}: refusing to overwrite {object}: the archived file has different content\nHINT: two clusters may be archiving into one WALVAULT_ENV; nothing was written"
         )))
+    }
+}
+
+/// A corrupt archived copy of `name`, with what to do about it.
+fn damaged(e: Error, name: &str) -> Error {
+    match e {
+        Error::Corrupt { object, reason } => Error::Corrupt {
+            object,
+            reason: format!(
+                "{reason}
+HINT: the archived copy of {name} is damaged and PostgreSQL still has the file: delete the object and the next wal-push stores it again"
+            ),
+        },
+        other => other,
     }
 }
