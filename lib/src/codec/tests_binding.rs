@@ -15,6 +15,9 @@ fn decode_expecting(object: &[u8], ring: &Keyring, expect: &Expect) -> crate::Re
     Ok(out)
 }
 
+/// A change of the place a reader expects.
+type Change = fn(&mut Context);
+
 fn strict() -> Expect {
     Expect::strict(ctx())
 }
@@ -27,7 +30,7 @@ fn an_object_opens_only_in_its_place() {
         let ring = if key.is_some() { ring.clone() } else { Keyring::none() };
         let object = encode_to_vec(b"segment 1", &settings(Compression::Zstd), key, None, &ctx()).unwrap();
         assert_eq!(decode_expecting(&object, &ring, &strict()).unwrap(), b"segment 1");
-        let cases: [(fn(&mut Context), &str); 4] = [
+        let cases: [(Change, &str); 4] = [
             (|c| c.object = "wal/000000010000000000000002".into(), "the object was renamed or copied"),
             (|c| c.env = "staging".into(), "written in environment production, not staging"),
             (|c| c.system_identifier = 42, "system identifier 7300000000000000005, not 42"),
