@@ -340,6 +340,14 @@ fn format1_objects_only_before_the_move() {
     let out = fetch_cold(&repo, &name(5));
     assert_eq!(out.status.code(), Some(204), "{}", stderr(&out));
     assert!(stderr(&out).contains(&format!("archives in format 2 since {}", name(5))), "{}", stderr(&out));
+    // The marks are sealed with the key: widened by hand in the bucket, they read nothing.
+    let mut widened = identity(&repo);
+    widened["format1"]["wal_before"]["production"] = name(6).into();
+    std::fs::write(root.join("walvault.json"), serde_json::to_vec(&widened).expect("json")).expect("write");
+    let out = fetch_cold(&repo, &name(5));
+    assert_eq!(out.status.code(), Some(204), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not sealed by a configured key"), "{}", stderr(&out));
+    assert_eq!(fetch_cold(&repo, &name(4)).status.code(), Some(204), "no format-1 object at all");
 }
 
 /// A data directory at `parent/pgdata` whose `global/pg_control` starts with system

@@ -25,12 +25,12 @@ pub(super) struct Known {
 pub(super) async fn known(repo: &Repo, index: &mut WalIndex) -> Result<Known> {
     if let Some(id) = index.identity().filter(|id| id.repository_id.is_some()) {
         repo.set_place(Some(id));
-        let place = Place::of(Some(id), repo.layout.env());
+        let place = Place::of(Some(id), repo.layout.env(), &repo.keyring);
         return Ok(Known { place, cached: true });
     }
     let id = super::identity::load(repo).await?;
     repo.set_place(id.as_ref());
-    let place = Place::of(id.as_ref(), repo.layout.env());
+    let place = Place::of(id.as_ref(), repo.layout.env(), &repo.keyring);
     if let Some(id) = id {
         index.set_identity(id);
         index.save();
@@ -59,7 +59,7 @@ pub(super) async fn reload(
     spool_dir: Option<&Path>,
 ) -> Result<Reloaded> {
     let id = super::identity::load(repo).await?;
-    let now = Place::of(id.as_ref(), repo.layout.env());
+    let now = Place::of(id.as_ref(), repo.layout.env(), &repo.keyring);
     if now == *was {
         return Ok(Reloaded::Same);
     }

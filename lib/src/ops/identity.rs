@@ -46,6 +46,44 @@ pub struct Format1Marks {
     /// Environment → the first WAL segment it archived in format 2.
     #[serde(default)]
     pub wal_before: BTreeMap<String, String>,
+    /// The marks sealed with the writer's key (hex of an empty format-2 object bound to them):
+    /// without a valid seal, an encrypted repository reads no format-1 object at all, so
+    /// editing these marks in the bucket cannot widen what is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
+}
+
+impl Format1Marks {
+    /// The place a seal of these marks is bound to in repository `repository`.
+    fn context(&self, repository: [u8; 16]) -> crate::codec::Context {
+        let mut text = format!("until={}\n", self.until.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        for (env, name) in &self.wal_before {
+            text.push_str(&format!("wal_before.{env}={name}\n"));
+        }
+        crate::codec::Context {
+            repository,
+            env: "walvault.json".into(),
+            system_identifier: 0,
+            object: format!("format1/{}", crate::codec::sha256_hex(text.as_bytes())),
+        }
+    }
+
+    /// Seal the marks with `key` (an empty object bound to them).
+    fn reseal(&mut self, repository: [u8; 16], key: &crate::codec::Key) -> Result<()> {
+        let settings = crate::codec::CodecSettings { compression: crate::codec::Compression::None, level: 0 };
+        self.seal = None;
+        let sealed = crate::codec::encode_to_vec(b"", &settings, Some(key), None, &self.context(repository))?;
+        self.seal = Some(hex::encode(sealed));
+        Ok(())
+    }
+
+    /// Whether the seal opens with a key of `keyring` and is bound to these very marks.
+    pub fn sealed(&self, repository: [u8; 16], keyring: &crate::codec::Keyring) -> bool {
+        let Some(bytes) = self.seal.as_deref().and_then(|h| hex::decode(h).ok()) else { return false };
+        let expect = crate::codec::Expect::strict(self.context(repository));
+        let mut sink = std::io::sink();
+        crate::codec::decode_to(&bytes[..], keyring, IDENTITY_KEY, Some(&expect), false, &mut sink, "seal").is_ok()
+    }
 }
 
 /// One environment's cluster.
@@ -133,6 +171,7 @@ async fn update(
             repo.set_place(Some(&id));
             return Ok(id);
         }
+        seal(repo, &mut id)?;
         // Read-modify-write: re-read afterwards to detect a concurrent writer that won.
         repo.storage.put(IDENTITY_KEY, to_bytes(&id)?).await?;
         if load(repo).await?.as_ref() == Some(&id) {
@@ -161,8 +200,25 @@ fn upgrade(id: &mut Identity) -> Result<bool> {
     }
     id.format = FORMAT_VERSION;
     id.repository_id = Some(new_repository_id()?);
-    id.format1 = Some(Format1Marks { until: Utc::now(), wal_before: BTreeMap::new() });
+    id.format1 = Some(Format1Marks { until: Utc::now(), wal_before: BTreeMap::new(), seal: None });
     Ok(true)
+}
+
+/// Seal the format-1 marks with the write key (encrypted repositories).
+fn seal(repo: &Repo, id: &mut Identity) -> Result<()> {
+    let repository = id.repository_id.as_deref().and_then(super::place::parse_repository_id);
+    if let (Some(marks), Some(repository), Some(key)) = (id.format1.as_mut(), repository, repo.keyring.write_key()) {
+        marks.reseal(repository, key)?;
+    }
+    Ok(())
+}
+
+/// Seal `id`'s marks with `key` (tests of the rules that read them).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_seal(id: &mut Identity, key: &crate::codec::Key) {
+    let repository = id.repository_id.as_deref().and_then(super::place::parse_repository_id).unwrap();
+    id.format1.as_mut().unwrap().reseal(repository, key).unwrap();
 }
 
 fn new_repository_id() -> Result<String> {

@@ -79,7 +79,7 @@ impl Repo {
         }
         let id = identity::load(self).await?;
         self.set_place(id.as_ref());
-        Ok(place::Place::of(id.as_ref(), self.layout.env()))
+        Ok(place::Place::of(id.as_ref(), self.layout.env(), &self.keyring))
     }
 
     /// The place, if already known.
@@ -90,7 +90,7 @@ impl Repo {
     /// Use identity `id` (`None`: the repository has none) for every object from now on.
     pub fn set_place(&self, id: Option<&identity::Identity>) {
         if let Ok(mut p) = self.place.lock() {
-            *p = Some(place::Place::of(id, self.layout.env()));
+            *p = Some(place::Place::of(id, self.layout.env(), &self.keyring));
         }
     }
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::identity::Identity;
-use crate::codec::{Context, Expect};
+use crate::codec::{Context, Expect, Keyring};
 use crate::wal::WalFileName;
 use crate::{Error, Result};
 
@@ -59,6 +59,8 @@ enum Format1 {
     /// A repository moved to format 2 at `until`; WAL only before `wal_before` (the first
     /// segment this environment archived in format 2), when there is one.
     Before { until: DateTime<Utc>, wal_before: Option<String> },
+    /// Marks whose seal does not open with a configured key: none (they were edited).
+    Unsealed,
 }
 
 /// One environment of one repository: what its objects are bound to.
@@ -74,14 +76,17 @@ pub struct Place {
 
 impl Place {
     /// The place of environment `env` in the repository whose identity is `id` (`None`: a
-    /// repository without `walvault.json`, which can only hold format-1 objects).
-    pub fn of(id: Option<&Identity>, env: &str) -> Place {
+    /// repository without `walvault.json`, which can only hold format-1 objects). In an
+    /// encrypted repository the format-1 marks count only when sealed by a key of `keyring`.
+    pub fn of(id: Option<&Identity>, env: &str, keyring: &Keyring) -> Place {
         let repository = id.and_then(|id| id.repository_id.as_deref()).and_then(parse_repository_id);
         let system_identifier =
             id.and_then(|id| id.envs.get(env)).and_then(|e| e.system_identifier.parse::<u64>().ok()).unwrap_or(0);
+        let encrypted = id.is_some_and(|id| id.encrypted);
         let format1 = match (repository, id.and_then(|id| id.format1.as_ref())) {
             (None, _) => Format1::All,
             (Some(_), None) => Format1::None,
+            (Some(r), Some(f)) if encrypted && !f.sealed(r, keyring) => Format1::Unsealed,
             (Some(_), Some(f)) => Format1::Before { until: f.until, wal_before: f.wal_before.get(env).cloned() },
         };
         Place { repository, env: env.to_string(), system_identifier, format1 }
@@ -139,6 +144,12 @@ impl Place {
                     "repository {} was created in format 2, where every object is bound to its place",
                     self.repository_hex()
                 ));
+            }
+            Format1::Unsealed => {
+                return Err(
+                    "walvault.json's format1 marks are not sealed by a configured key of this repository (edited?)"
+                        .to_string(),
+                );
             }
             Format1::Before { until, wal_before } => (until, wal_before),
         };
@@ -218,7 +229,7 @@ mod tests {
 
     fn identity(format1: Option<Format1Marks>) -> Identity {
         let mut id: Identity = serde_json::from_str(
-            r#"{"format":2,"created_at":"2026-01-01T00:00:00Z","encrypted":true,"repository_id":"00112233445566778899aabbccddeeff"}"#,
+            r#"{"format":2,"created_at":"2026-01-01T00:00:00Z","encrypted":false,"repository_id":"00112233445566778899aabbccddeeff"}"#,
         )
         .unwrap();
         id.envs.insert(
@@ -236,7 +247,7 @@ mod tests {
 
     #[test]
     fn contexts_of_each_kind() {
-        let place = Place::of(Some(&identity(None)), "production");
+        let place = Place::of(Some(&identity(None)), "production", &Keyring::none());
         let seg = place.context(&Logical::Wal("000000010000000000000003")).unwrap();
         assert_eq!(
             (seg.object.as_str(), seg.system_identifier),
@@ -249,23 +260,28 @@ mod tests {
         assert_eq!((files.object.as_str(), files.system_identifier), ("files/uploads/b/archive.tar", 0));
         assert!(place.expect(&Logical::Wal("00000002.history")).cluster_optional);
         assert!(!place.expect(&Logical::Wal("000000010000000000000003")).cluster_optional);
-        assert!(Place::of(None, "production").context(&Logical::Manifest("b")).is_err());
+        assert!(Place::of(None, "production", &Keyring::none()).context(&Logical::Manifest("b")).is_err());
     }
 
     #[test]
     fn format1_rules() {
-        let created_new = Place::of(Some(&identity(None)), "production");
+        let created_new = Place::of(Some(&identity(None)), "production", &Keyring::none());
         assert!(created_new.expect(&Logical::Wal("000000010000000000000003")).format1.is_err());
-        assert!(Place::of(None, "production").expect(&Logical::Wal("000000010000000000000003")).format1.is_ok());
+        assert!(
+            Place::of(None, "production", &Keyring::none())
+                .expect(&Logical::Wal("000000010000000000000003"))
+                .format1
+                .is_ok()
+        );
 
         let until = "2026-06-01T12:00:00Z".parse().unwrap();
-        let pending = Format1Marks { until, wal_before: Default::default() };
-        let place = Place::of(Some(&identity(Some(pending.clone()))), "production");
+        let pending = Format1Marks { until, wal_before: Default::default(), seal: None };
+        let place = Place::of(Some(&identity(Some(pending.clone()))), "production", &Keyring::none());
         assert!(place.first_format2_wal_pending());
         assert!(place.expect(&Logical::Wal("0000000300000000000000FF")).format1.is_ok());
         let mut marked = pending;
         marked.wal_before.insert("production".into(), "000000020000000000000010".into());
-        let place = Place::of(Some(&identity(Some(marked))), "production");
+        let place = Place::of(Some(&identity(Some(marked))), "production", &Keyring::none());
         let ok = |name| place.expect(&Logical::Wal(name)).format1.is_ok();
         assert!(ok("00000001000000000000000F") && ok("00000002000000000000000F") && ok("00000002.history"));
         assert!(ok("00000001000000000000000E.00000028.backup"));
@@ -275,5 +291,33 @@ mod tests {
         let backup = |name| place.expect(&Logical::Part { backup: name, index: 0 }).format1.is_ok();
         assert!(backup("main_production_20260601_115959") && !backup("main_production_20260601_120000"));
         assert!(!backup("no-timestamp"));
+    }
+
+    /// In an encrypted repository the marks count only with a seal of a configured key over
+    /// these very marks: added, widened or copied marks read no format-1 object.
+    #[test]
+    fn format1_marks_need_their_seal() {
+        let key = crate::codec::Key::from_bytes([7; 32]);
+        let ring = Keyring::new(Some(key.clone()), vec![]);
+        let until = "2026-06-01T12:00:00Z".parse().unwrap();
+        let mut marks = Format1Marks { until, wal_before: Default::default(), seal: None };
+        marks.wal_before.insert("production".into(), "000000010000000000000010".into());
+        let mut id = identity(Some(marks));
+        id.encrypted = true;
+        let ok = |id: &Identity, ring: &Keyring| {
+            Place::of(Some(id), "production", ring).expect(&Logical::Wal("00000001000000000000000F")).format1
+        };
+        assert!(ok(&id, &ring).unwrap_err().contains("not sealed"), "no seal");
+        super::super::identity::test_seal(&mut id, &key);
+        assert!(ok(&id, &ring).is_ok(), "sealed");
+        assert!(ok(&id, &Keyring::new(Some(crate::codec::Key::from_bytes([8; 32])), vec![])).is_err(), "other key");
+        let mut widened = id.clone();
+        if let Some(m) = widened.format1.as_mut() {
+            m.wal_before.insert("production".into(), "0000000100000000000000FF".into());
+        }
+        assert!(ok(&widened, &ring).is_err(), "edited marks");
+        let mut moved = id.clone();
+        moved.repository_id = Some("ffeeddccbbaa99887766554433221100".into());
+        assert!(ok(&moved, &ring).is_err(), "marks copied from another repository");
     }
 }

@@ -109,7 +109,7 @@ pub(super) fn cached_cluster(repo: &Repo, index: &WalIndex) -> Option<ClusterInf
     };
     // Objects are bound to the repository id; a repository still to record its first
     // format-2 segment is left to wal-push, which records it.
-    let place = super::place::Place::of(Some(id), repo.layout.env());
+    let place = super::place::Place::of(Some(id), repo.layout.env(), &repo.keyring);
     if id.repository_id.is_none() || place.first_format2_wal_pending() || !accepts(repo, id, Some(&cluster)) {
         return None;
     }
