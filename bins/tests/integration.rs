@@ -6,6 +6,7 @@ mod integration {
     pub mod common;
     mod deploy;
     mod faults;
+    mod first_hour;
     mod forks;
     mod hardening;
     mod keys;
@@ -17,4 +18,5 @@ mod integration {
     mod scripts;
     mod security;
     mod wal_push_fetch;
+    pub mod workers;
 }
