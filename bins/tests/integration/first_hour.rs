@@ -7,7 +7,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Output;
 
-use super::common::{Backend, Cluster, OTHER_KEY, TEST_KEY, TestRepo, is_root, postgres_ids, shared_tempdir, stderr, walk};
+use super::common::{
+    Backend, Cluster, OTHER_KEY, TEST_KEY, TestRepo, is_root, postgres_ids, shared_tempdir, stderr, walk,
+};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -100,9 +102,19 @@ fn first_backup_verify_and_list_as_a_new_operator() {
     // An empty .ready backlog is 0 seconds old, not a missing series.
     let pgdata = repo.dir().join("empty-pgdata");
     std::fs::create_dir_all(pgdata.join("pg_wal/archive_status")).expect("archive_status");
-    let out = repo.command("walvault").args(["status", "--prometheus", "--pgdata"]).arg(&pgdata).output().expect("status");
-    assert!(stdout(&out).contains("\nwalvault_wal_ready_files{env=\"production\"} 0\n"), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("\nwalvault_wal_ready_oldest_age_seconds{env=\"production\"} 0\n"), "{}", stdout(&out));
+    let out =
+        repo.command("walvault").args(["status", "--prometheus", "--pgdata"]).arg(&pgdata).output().expect("status");
+    assert!(
+        stdout(&out).contains("\nwalvault_wal_ready_files{env=\"production\"} 0\n"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("\nwalvault_wal_ready_oldest_age_seconds{env=\"production\"} 0\n"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 /// The restore scripts' hints name the script's knob (FORCE=true), a restore that fails before
@@ -151,8 +163,11 @@ fn test_repository_stops_the_workers_in_its_cache() {
     std::fs::create_dir_all(&pg_wal).expect("pg_wal");
     let magic = walvault::wal::header::KNOWN_MAGICS.iter().find(|(_, v)| *v == 15).map(|(m, _)| *m).expect("magic");
     let name = walvault::wal::WalFileName::from_segno(1, 3, u64::from(SEG)).to_string();
-    std::fs::write(pg_wal.join(&name), walvault::wal::synthetic_segment(7_300_000_000_000_000_016, 1, 3, SEG, magic, 7))
-        .expect("segment");
+    std::fs::write(
+        pg_wal.join(&name),
+        walvault::wal::synthetic_segment(7_300_000_000_000_000_016, 1, 3, SEG, magic, 7),
+    )
+    .expect("segment");
     let out = repo.run("wal-push", &[pg_wal.join(&name).to_str().expect("utf8")]);
     assert!(out.status.success(), "wal-push: {}", stderr(&out));
     std::fs::remove_file(pg_wal.join(&name)).expect("rm");
@@ -163,4 +178,107 @@ fn test_repository_stops_the_workers_in_its_cache() {
     drop(repo);
     assert_eq!(super::workers::processes_using(&cache), Vec::<u32>::new(), "no worker outlives the test's repository");
     assert!(!cache.exists(), "{} removed", cache.display());
+}
+
+fn repo_file(path: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// (name, schedule) of every CronJob in deploy/: the one source of truth for the schedule.
+fn cronjobs() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join("deploy");
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .expect("deploy/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("cronjob-") && n.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    let field = |text: &str, key: &str| {
+        text.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().trim_matches('"').to_string())
+    };
+    files
+        .iter()
+        .map(|f| {
+            let text = repo_file(&format!("deploy/{f}"));
+            let name = field(&text, "  name: ").unwrap_or_else(|| panic!("{f}: metadata.name"));
+            let schedule = field(&text, "  schedule: ").unwrap_or_else(|| panic!("{f}: spec.schedule"));
+            (name, schedule)
+        })
+        .collect()
+}
+
+/// How the runbook's table and deploy/README.md say a schedule, and the systemd timer's
+/// `OnCalendar=`: `(runbook words, README words, OnCalendar)`.
+fn schedule_forms(schedule: &str) -> (String, String, String) {
+    let f: Vec<&str> = schedule.split(' ').collect();
+    match f.as_slice() {
+        ["*/5", "*", "*", "*", "*"] => ("Every 5 minutes".into(), "every 5 minutes".into(), "*:0/5".into()),
+        [m, h, "*", "*", dow] => {
+            let (m, h): (u32, u32) = (m.parse().expect("minute"), h.parse().expect("hour"));
+            let (day, cal) = match *dow {
+                "*" => ("Daily at", "*-*-*".to_string()),
+                "0" => ("Weekly, Sunday", "Sun *-*-*".to_string()),
+                other => panic!("schedule {schedule}: day of week {other} has no words here yet"),
+            };
+            (format!("{day} {h}:{m:02}"), format!("{h:02}:{m:02} UTC"), format!("{cal} {h:02}:{m:02}:00 UTC"))
+        }
+        _ => panic!("schedule {schedule}: no words for it here yet"),
+    }
+}
+
+/// Backticked five-field cron expressions, `schedule: "..."` values and `CronJob \`NAME\``
+/// mentions in `text`.
+fn schedules_and_names(text: &str) -> (Vec<String>, Vec<String>) {
+    let cron_field = |f: &str| !f.is_empty() && f.chars().all(|c| c.is_ascii_digit() || "*/,-".contains(c));
+    let mut schedules: Vec<String> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.split(' ').count() == 5 && s.split(' ').all(cron_field))
+        .map(str::to_string)
+        .collect();
+    schedules
+        .extend(text.lines().filter_map(|l| l.trim().strip_prefix("schedule: ")).map(|v| v.trim_matches('"').into()));
+    let names = text.split("CronJob `").skip(1).filter_map(|s| s.split('`').next()).map(str::to_string).collect();
+    (schedules, names)
+}
+
+/// One schedule and one set of CronJob names: the runbook, docs/operations.md,
+/// deploy/README.md, the systemd units and the cron file say what deploy/cronjob-*.yaml say.
+#[test]
+fn schedules_and_cronjob_names_agree_everywhere() {
+    let jobs = cronjobs();
+    assert!(jobs.len() >= 5, "deploy/ CronJobs: {jobs:?}");
+    let (runbook, operations, readme) =
+        (repo_file("docs/runbook.md"), repo_file("docs/operations.md"), repo_file("deploy/README.md"));
+    let cron = repo_file("deploy/cron/walvault");
+    for (name, schedule) in &jobs {
+        let (words, readme_words, calendar) = schedule_forms(schedule);
+        let row = runbook.lines().find(|l| l.contains(&format!("CronJob `{name}`")));
+        assert!(row.is_some_and(|r| r.contains(&words)), "docs/runbook.md: {name} {words:?}: {row:?}");
+        assert!(operations.contains(&format!("| `{name}` | `{schedule}` ")), "docs/operations.md: {name} {schedule}");
+        let row = readme.lines().find(|l| l.contains(&format!("`{name}`")));
+        assert!(row.is_some_and(|r| r.contains(&readme_words)), "deploy/README.md: {name} {readme_words:?}: {row:?}");
+        let timer = repo_file(&format!("deploy/systemd/{name}.timer"));
+        assert!(timer.lines().any(|l| l == format!("OnCalendar={calendar}")), "{name}.timer: OnCalendar={calendar}");
+        assert!(
+            repo_file(&format!("deploy/systemd/{name}.service")).contains("ExecStart=/usr/local/"),
+            "{name}.service"
+        );
+        let line = cron.lines().find(|l| l.ends_with(&format!("logger -t {name}")));
+        assert!(line.is_some_and(|l| l.starts_with(&format!("{schedule} "))), "deploy/cron/walvault: {name}: {line:?}");
+    }
+    for (doc, text) in
+        [("docs/runbook.md", &runbook), ("docs/operations.md", &operations), ("deploy/README.md", &readme)]
+    {
+        let (schedules, names) = schedules_and_names(text);
+        for s in schedules {
+            assert!(jobs.iter().any(|(_, j)| *j == s), "{doc}: schedule {s:?} is no CronJob's in deploy/");
+        }
+        for n in names {
+            assert!(jobs.iter().any(|(j, _)| *j == n), "{doc}: CronJob {n:?} is not in deploy/");
+        }
+    }
 }

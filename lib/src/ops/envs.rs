@@ -28,7 +28,9 @@ pub async fn environments(repo: &Repo) -> Result<Vec<String>> {
 pub fn hint(env: &str, others: &[String]) -> Option<String> {
     match others {
         [] => None,
-        [one] => Some(format!("HINT: this repository holds environment {one}: set WALVAULT_ENV={one} (or --env {one})")),
+        [one] => {
+            Some(format!("HINT: this repository holds environment {one}: set WALVAULT_ENV={one} (or --env {one})"))
+        }
         many => Some(format!(
             "HINT: this repository holds environments {}: set WALVAULT_ENV (or --env) to one of them; {env} has none",
             many.join(", ")
