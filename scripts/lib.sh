@@ -176,11 +176,16 @@ restore_cleanup() {
         log "stopping the restored server (pg_ctl -m fast stop)"
         as_pg "$PG_BIN/pg_ctl" -D "$RESTORE_PGDATA" -m fast -w -t 300 stop >/dev/null 2>&1 || true
     fi
+    # Kept only when it holds something to read: the log of a server that ran (a failed
+    # recovery), or the running server's socket (KEEP_RUNNING=true). A failure before the
+    # server started printed all there is (pitr-prepare's lines above).
     if [ -n "$RESTORE_WORK" ]; then
-        if [ "$rc" = 0 ] && [ "$RESTORE_KEEP" != true ]; then
-            rm -rf "$RESTORE_WORK"
+        if [ "$RESTORE_KEEP" = true ] && [ "$rc" = 0 ]; then
+            log "socket directory of the running server: $RESTORE_WORK"
+        elif [ "$rc" != 0 ] && [ -s "$RESTORE_WORK/postgresql.log" ]; then
+            log "server log kept in $RESTORE_WORK"
         else
-            log "server log and pitr-prepare output kept in $RESTORE_WORK"
+            rm -rf "$RESTORE_WORK"
         fi
     fi
     exit "$rc"
@@ -233,7 +238,8 @@ restore_main() {
     log "running pitr-prepare ${args[*]}"
     t0=$(now)
     set +e
-    "$prepare" --json --pgdata "$pgdata" "${args[@]}" 2>&1 >"$out" | stamp_lines
+    # pitr-prepare's hints name its flags; here the person sets the script's knob instead.
+    "$prepare" --json --pgdata "$pgdata" "${args[@]}" 2>&1 >"$out" | sed -u 's/add --force/set FORCE=true/g' | stamp_lines
     rc=${PIPESTATUS[0]}
     set -e
     if [ "$rc" != 0 ]; then

@@ -6,6 +6,7 @@ mod integration {
     pub mod common;
     mod deploy;
     mod faults;
+    mod first_hour;
     mod forks;
     mod hardening;
     mod keys;
@@ -18,4 +19,5 @@ mod integration {
     mod security;
     mod standby;
     mod wal_push_fetch;
+    pub mod workers;
 }

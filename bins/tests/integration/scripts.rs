@@ -36,7 +36,7 @@ const KNOBS: &[&str] = &[
 
 /// A script with the repository's settings, the binaries under test (WALVAULT_BIN_DIR), the
 /// test's PostgreSQL binaries (PG_BIN) and stdin that is not a terminal.
-fn script(repo: &TestRepo, name: &str, as_pg: bool) -> Command {
+pub(super) fn script(repo: &TestRepo, name: &str, as_pg: bool) -> Command {
     let path = repo_root().join("scripts").join(name);
     let mut c = if as_pg { as_postgres(&path) } else { Command::new(&path) };
     for (k, _) in std::env::vars() {

@@ -214,7 +214,8 @@ async fn copy_and_finish(
         stop_wal_file: WalFileName::from_segno(start.timeline, last, seg).to_string(),
         start_time: start.started_at,
         stop_time: stop.stopped_at,
-        files: manifest.files.len() as u64,
+        // Regular files, as each part and the restore count them (directories are not files).
+        files: parts.iter().map(|p| p.files).sum(),
         bytes: parts.iter().map(|p| p.bytes).sum(),
         stored_bytes: parts.iter().map(|p| p.stored_bytes).sum(),
         parts,

@@ -32,6 +32,7 @@ pub struct BackupMetadata {
     pub stop_wal_file: String,
     pub start_time: DateTime<Utc>,
     pub stop_time: DateTime<Utc>,
+    /// Regular files stored: the parts' `files` summed (directories and links not counted).
     pub files: u64,
     /// File bytes stored (before compression).
     pub bytes: u64,

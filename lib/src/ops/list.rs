@@ -12,8 +12,13 @@ use crate::wal::Lsn;
 /// What `walvault list` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listing {
+    /// The environment listed (`WALVAULT_ENV`).
+    pub env: String,
     pub backups: Vec<BackupMetadata>,
     pub windows: Vec<Window>,
+    /// With no backup here: the other environments the repository holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_envs: Vec<String>,
 }
 
 /// The span one can restore to on a timeline.
@@ -43,7 +48,12 @@ pub async fn list(repo: &Repo) -> Result<Listing> {
         let archive = WalArchive::load(repo, &mut index, first.wal_segment_size).await?;
         windows = self::windows(repo, &backups, &archive).await?;
     }
-    Ok(Listing { backups, windows })
+    let env = repo.layout.env().to_string();
+    let other_envs = match backups.is_empty() {
+        true => super::envs::environments(repo).await?.into_iter().filter(|e| *e != env).collect(),
+        false => Vec::new(),
+    };
+    Ok(Listing { env, backups, windows, other_envs })
 }
 
 /// The recoverable window per timeline: from the oldest backup that the archive makes
@@ -88,7 +98,10 @@ pub fn human_bytes(n: u64) -> String {
 pub fn render(l: &Listing) -> String {
     let mut out = String::new();
     if l.backups.is_empty() {
-        out.push_str("no complete backups\n");
+        out.push_str(&format!("no complete backups in environment {}\n", l.env));
+        if let Some(hint) = super::envs::hint(&l.env, &l.other_envs) {
+            out.push_str(&format!("{hint}\n"));
+        }
     } else {
         out.push_str(&format!(
             "{:<40} {:<19} {:<19} {:>3} {:>12} {:>12} {:>10} {:>10}\n",

@@ -4,6 +4,7 @@
 pub mod base_backup;
 pub mod catalog;
 pub mod decrypt;
+pub mod envs;
 pub mod fetch_missing;
 pub mod files;
 pub mod human;

@@ -78,7 +78,7 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     tracing::info!(
         "restoring {} ({} files, {} bytes) into {}",
         backup.name,
-        manifest.files.len(),
+        manifest.files.iter().filter(|e| e.kind == crate::manifest::EntryKind::File).count(),
         backup.bytes,
         opts.pgdata.display()
     );

@@ -379,7 +379,8 @@ pub fn prometheus(s: &Status) -> String {
         metric(
             "wal_ready_oldest_age_seconds",
             "Age of the oldest WAL file waiting for archive_command",
-            one(r.oldest_age_seconds),
+            // An empty backlog is 0 s old: an alert on this series must see a value.
+            one(if r.files == 0 { Some(0.0) } else { r.oldest_age_seconds }),
         );
     }
     out
