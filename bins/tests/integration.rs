@@ -16,5 +16,6 @@ mod integration {
     mod push_ahead;
     mod scripts;
     mod security;
+    mod timelines;
     mod wal_push_fetch;
 }
