@@ -32,6 +32,8 @@ const KNOBS: &[&str] = &[
     "PG_START_TIMEOUT",
     "PG_BIN",
     "BACKUP_JSON",
+    "ARCHIVE",
+    "TARGET_TIMELINE",
 ];
 
 /// A script with the repository's settings, the binaries under test (WALVAULT_BIN_DIR), the
@@ -205,6 +207,7 @@ fn backup_then_restore_latest_and_point_in_time() {
     let pgdata = dir.path().join("pgdata");
     let out = script(&repo, "restore-postgresql.sh", false)
         .env("SKIP_CONFIRMATION", "true")
+        .env("ARCHIVE", "on")
         .env("BACKUP_FILE", "latest.sql.gz.enc")
         .env("PGDATA", &pgdata)
         .env("VERIFY_SQL", "SELECT count(*) FROM t")
@@ -216,6 +219,7 @@ fn backup_then_restore_latest_and_point_in_time() {
     assert!(report.contains(&format!("backup restored     {name} (")), "{report}");
     assert!(report.contains("time to recover"), "{report}");
     assert!(report.contains("WAL reached"), "{report}");
+    assert!(report.contains("archiving           on: the restored server archives"), "{report}");
     assert!(!pgdata.join("recovery.signal").exists(), "promoted");
     assert!(!pgdata.join("postmaster.pid").exists(), "server stopped after verification");
 
@@ -253,6 +257,7 @@ fn backup_then_restore_latest_and_point_in_time() {
     let out = script(&repo, "postgresql-pitr-restore.sh", false)
         .env("SKIP_CONFIRMATION", "true")
         .env("START_SERVER", "true")
+        .env("ARCHIVE", "on")
         .env("PGDATA", &pgdata)
         .env("VERIFY_SQL", "SELECT count(*) FROM t")
         .args(["--target-time", &target])

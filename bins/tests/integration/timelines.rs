@@ -84,6 +84,7 @@ fn side_restore_beside_the_primary(backend: Backend) {
     std::thread::sleep(Duration::from_millis(1100)); // object times have second resolution
     batch(&p, 2);
     let after_fork = p.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')");
+    std::thread::sleep(Duration::from_millis(1100));
     batch(&p, 3);
     let primary_last = p.switch_and_wait_archived(WAIT);
     let want = rows(&p);

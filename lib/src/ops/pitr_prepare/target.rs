@@ -102,8 +102,10 @@ pub async fn check_wal(
             Err(refuse(format!("target LSN {l} is beyond the archive on timeline {tli}"), String::new()))
         }
         RecoveryTarget::Time(t) if end.last_archived_at.is_some_and(|a| t.with_timezone(&Utc) > a) => {
-            let at = t.with_timezone(&Utc);
-            let hint = reaching_hint(repo, archive, b, tli, |o| o.last_archived_at.is_some_and(|a| a >= at)).await?;
+            // Object times may be cut to the second (S3): a segment stored in the target's
+            // second may hold it.
+            let at = t.with_timezone(&Utc) - chrono::TimeDelta::seconds(1);
+            let hint = reaching_hint(repo, archive, b, tli, |o| o.last_archived_at.is_some_and(|a| a > at)).await?;
             Err(refuse(format!("target time {} is beyond the archive on timeline {tli}", t.to_rfc3339()), hint))
         }
         RecoveryTarget::Latest | RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) if end.gap.is_some() => Err(refuse(
@@ -133,7 +135,8 @@ fn not_through(e: Error, archive: &WalArchive, b: &BackupMetadata, choice: Optio
     }
 }
 
-/// Timelines other than `tli` that pass through backup `b` and match `want`.
+/// The timelines other than `tli` that pass through backup `b`, and `tli`'s own entry
+/// (nothing when only one timeline passes through it).
 async fn others(
     repo: &Repo,
     archive: &WalArchive,
