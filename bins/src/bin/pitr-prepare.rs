@@ -136,12 +136,14 @@ fn main() -> ExitCode {
                 common::print_json(&out);
             } else {
                 tracing::info!(
-                    "restored {} ({} files, {} bytes) in {:.1} s; WAL reaches {}",
+                    "restored {} ({} files, {} bytes) in {:.1} s; WAL reaches {} on timeline {}; archiving {}",
                     out.backup,
                     out.files,
                     out.bytes,
                     out.seconds,
-                    out.wal.last_lsn
+                    out.wal.last_lsn,
+                    out.wal.timeline,
+                    if out.archive { "on" } else { "off" }
                 );
                 tracing::info!("next: {}", out.next_command);
             }
