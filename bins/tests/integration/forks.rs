@@ -131,6 +131,10 @@ fn rewind(repo: &TestRepo) -> (serde_json::Value, serde_json::Value, i64) {
 fn prune_after_rewind(backend: Backend) {
     let repo = TestRepo::new(backend, Some(TEST_KEY));
     let (b2, b3, want) = rewind(&repo);
+    // A restore that replaced the primary is one branch, not two being written at once.
+    let status = json(&repo.run("walvault", &["status", "--json"]));
+    assert_eq!(status["live_branches"], serde_json::json!([]), "{status}");
+    assert_eq!(status["wal"]["timeline"], 2, "{status}");
     let later = super::ops::time_from_now("+9 days");
     let args = ["prune", "--json", "--keep-last", "2", "--retain-backups", "1s", "--retain-wal", "1s", "--now", &later];
     let out = repo.run("walvault", &args);

@@ -89,6 +89,7 @@ fn side_restore_beside_the_primary(backend: Backend) {
     let primary_last = p.switch_and_wait_archived(WAIT);
     let want = rows(&p);
     p.stop();
+    let wal_objects = keys(&repo).iter().filter(|k| k.starts_with("wal/")).count();
 
     // list: both timelines, each with the window of its own files.
     let out = repo.run("walvault", &["list", "--json"]);
@@ -132,6 +133,20 @@ fn side_restore_beside_the_primary(backend: Backend) {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("beyond the archive on timeline 2") && err.contains("timeline 1 reaches it"), "{err}");
+
+    // verify --restore-test does not pass on the side branch: the restore is refused.
+    let out = repo.run("walvault", &["verify", "--json", "--no-report", "--restore-test"]);
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("two branches pass through backup"), "{}", stderr(&out));
+
+    // A timeline the archive does not know, and one that is not a timeline.
+    let (_, out) = prepare(&repo, &["--backup", &b, "--latest", "--target-timeline", "7"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("00000007.history"), "{}", stderr(&out));
+    let (_, out) = prepare(&repo, &["--backup", &b, "--latest", "--target-timeline", "newest"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--target-timeline"), "{}", stderr(&out));
+    assert_eq!(keys(&repo).iter().filter(|k| k.starts_with("wal/")).count(), wal_objects, "nothing archived since");
 
     // --target-timeline 1: every commit of the primary.
     let (mut r, out) = prepare(&repo, &["--backup", &b, "--latest", "--target-timeline", "1"]);
