@@ -344,7 +344,7 @@ restore_main() {
     local replayed timeline result
     replayed=$("${psql[@]}" -c 'SELECT pg_last_wal_replay_lsn()') || fail 7 "cannot query the restored server"
     timeline=$("${psql[@]}" -c 'SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)') || fail 7 "cannot query the restored server"
-    if [ -n "$must_reach" ] && [ "$must_reach" != null ] && [ "$(lsn_number "$replayed")" -lt "$(lsn_number "$must_reach")" ]; then
+    if [ -n "$must_reach" ] && [ "$must_reach" != null ] && [ "$(lsn_number "$replayed")" -le "$(lsn_number "$must_reach")" ]; then
         fail 7 "recovery ended at $replayed, short of what the archive holds on timeline $tli (WAL to $lsn, segment $segment): $pgdata holds a promoted server without the transactions after $replayed; do not start it as production (see the server log in $RESTORE_WORK)"
     fi
     log "verifying: $verify_sql"

@@ -68,8 +68,9 @@ pub struct PrepareOutcome {
     pub wal_staged: usize,
     /// Whether the restored server archives into the repository.
     pub archive: bool,
-    /// Replaying every archived file reaches at least this point (the start of the chain's
-    /// last segment); a recovery to the end that stops before it ended short.
+    /// Replaying every archived file goes past this point (the start of the chain's last
+    /// segment, which holds at least one record); a recovery to the end that does not ended
+    /// short.
     pub must_reach: Option<crate::wal::Lsn>,
     pub next_command: String,
 }
