@@ -57,7 +57,8 @@ pub struct RecoverySettings {
     /// `recovery_target_timeline`: `latest` (the default), `current` or a timeline id.
     pub timeline: Option<String>,
     /// Whether the restored server archives as its configuration says (`true`), or never
-    /// (`false`: `archive_mode = 'off'`, which outranks postgresql.conf).
+    /// (`false`: `archive_mode = 'off'`, which outranks postgresql.conf). Not a no-op
+    /// `archive_command`: that would make PostgreSQL recycle WAL it believes archived.
     pub archive: bool,
 }
 
