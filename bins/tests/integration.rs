@@ -18,6 +18,7 @@ mod integration {
     mod scripts;
     mod security;
     mod standby;
+    mod timelines;
     mod wal_push_fetch;
     pub mod workers;
 }

@@ -21,6 +21,7 @@ pub mod restore_test;
 mod restore_test_server;
 mod restore_test_sql;
 pub mod status;
+pub mod timelines;
 pub mod verify;
 mod verify_backups;
 pub mod verify_wal;
