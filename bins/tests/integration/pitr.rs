@@ -317,7 +317,9 @@ fn hostile_tar_entry_is_refused() {
     for hostile in ["../escaped-by-walvault-test", "/tmp/absolute-by-walvault-test", "base/../../escaped2"] {
         let mut tar = raw_tar_entry(hostile, b"owned");
         tar.extend_from_slice(&[0u8; 1024]);
-        let object = encode_to_vec(&tar, &settings, Some(&key), None).expect("encode");
+        let name = meta["name"].as_str().expect("name");
+        let place = super::binding::place_context(&repo, &format!("backup/{name}/part/1"), true);
+        let object = encode_to_vec(&tar, &settings, Some(&key), None, &place).expect("encode");
         std::fs::write(root.join(part_key), object).expect("plant");
         let (c, out) = prepare(&repo, &["--immediate"]);
         assert_eq!(out.status.code(), Some(5), "{hostile}: {}", stderr(&out));

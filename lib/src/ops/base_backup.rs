@@ -19,6 +19,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::catalog::{BackupMetadata, LatestPointer, PartInfo};
 use super::identity::{self, ClusterInfo};
+use super::place::Logical;
 use super::wal_index::WalIndex;
 use super::{Repo, blocking};
 use crate::codec::{self, Encoder};
@@ -196,7 +197,9 @@ async fn copy_and_finish(
     let manifest_key = repo.layout.backup_object(name, &format!("manifest.json{}", repo.object_ext()));
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
     let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
-    let encoded = blocking(move || codec::encode_to_vec(&manifest_json, &settings, key.as_ref(), None)).await?;
+    let context = repo.context(&Logical::Manifest(name)).await?;
+    let encoded =
+        blocking(move || codec::encode_to_vec(&manifest_json, &settings, key.as_ref(), None, &context)).await?;
     repo.storage.put(&manifest_key, Bytes::from(encoded)).await?;
 
     Ok(BackupMetadata {
@@ -244,6 +247,7 @@ async fn upload_part(
     let key = repo.layout.backup_object(name, &format!("part_{index:05}.tar{}", repo.object_ext()));
     let path = spool.join(format!("part_{index:05}"));
     let (settings, write_key) = (repo.codec, repo.keyring.write_key().cloned());
+    let context = repo.context(&Logical::Part { backup: name, index }).await?;
     let spool_path = path.clone();
     let mut entries = blocking(move || {
         // 0600 whatever the umask: without a key the spool holds plain database files.
@@ -254,7 +258,7 @@ async fn upload_part(
             .open(&spool_path)
             .with_path(&spool_path)?;
         let out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let encoder = Encoder::new(out, &settings, write_key.as_ref(), None)?;
+        let encoder = Encoder::new(out, &settings, write_key.as_ref(), None, &context)?;
         let (encoder, entries) = match &part {
             Part::Files(files) => tarball::write_tar(encoder, files)?,
             Part::Bytes(items) => {

@@ -250,7 +250,7 @@ impl WalArchive {
 }
 
 async fn read_history(repo: &Repo, key: &str, tli: u32) -> Result<Vec<HistoryEntry>> {
-    let text = repo.read_object(key, false).await?;
+    let text = repo.read_object(key, &super::place::Logical::Wal(&format!("{tli:08X}.history")), false).await?;
     let object = repo.storage.describe(key);
     let entries = parse_history(&String::from_utf8_lossy(&text)).map_err(|e| Error::corrupt(&object, e))?;
     if entries.last().is_some_and(|e| e.tli >= tli) || (tli > 1 && entries.is_empty()) {

@@ -89,6 +89,7 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     let archive = WalArchive::load(repo, &mut index, backup.wal_segment_size).await?;
     let wal = target::check_wal(repo, &archive, &backup, &opts.target, opts.timeline).await?;
     let manifest = load_manifest(repo, &backup).await?;
+    super::place::check_parts(repo, &backup).await?;
     tablespaces::check(&backup.name, &manifest, &opts.tablespace_map, &opts.pgdata)?;
     tracing::info!(
         "restoring {} ({} files, {} bytes) into {}",
@@ -278,7 +279,7 @@ async fn choose_backup(repo: &Repo, opts: &PrepareOptions) -> Result<BackupMetad
 }
 
 pub(crate) async fn load_manifest(repo: &Repo, b: &BackupMetadata) -> Result<Manifest> {
-    let json = repo.read_object(&b.manifest_key, false).await?;
+    let json = repo.read_object(&b.manifest_key, &super::place::Logical::Manifest(&b.name), false).await?;
     let object = repo.storage.describe(&b.manifest_key);
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::corrupt(&object, e))?;
     manifest.validate().map_err(|e| Error::corrupt(&object, e))?;
@@ -294,13 +295,14 @@ async fn extract_parts(
     use futures_util::StreamExt;
     let results: Vec<(u32, tarball::ExtractStats)> = futures_util::stream::iter(b.parts.clone())
         .map(|part| async move {
+            let expect = repo.expect(&super::place::Logical::Part { backup: &b.name, index: part.index }).await?;
             let reader = repo.storage.get(&part.key).await?;
             let bridge = SyncIoBridge::new(reader);
             let (object, keyring) = (repo.storage.describe(&part.key), repo.keyring.clone());
             let (manifest, pgdata, remap) = (manifest.clone(), opts.pgdata.clone(), opts.tablespace_map.clone());
             let stats = blocking(move || {
                 let input = std::io::BufReader::with_capacity(1 << 20, bridge);
-                let (_, body) = codec::decoder(input, &keyring, &object, false)?;
+                let (_, body) = codec::decoder(input, &keyring, &object, false, Some(&expect))?;
                 tarball::extract_tar(body, &pgdata, &manifest, &remap).map_err(|e| match e {
                     Error::Io { path, source } if path == object => codec::error_from_io(source, &object),
                     other => other,
