@@ -2,6 +2,7 @@
 //! the real `wal-push`, `wal-fetch` and `walvault` exactly as postgresql.conf would.
 
 mod integration {
+    mod binding_metadata;
     mod cli_exit_codes;
     pub mod common;
     mod deploy;

@@ -11,6 +11,8 @@ use ring::{aead, hkdf, hmac, pbkdf2};
 use crate::{Error, Result};
 
 pub mod material;
+mod metadata_key;
+pub use metadata_key::METADATA_MAC_INFO;
 pub use material::PASSPHRASE_PREFIX;
 
 /// Length of a master key and of a per-object key, in bytes.
