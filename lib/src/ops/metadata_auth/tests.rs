@@ -347,7 +347,7 @@ fn edit_parts(p: &mut Vec<Value>, m: &Mutation) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(2000))]
 
     /// Any change to the metadata is refused, or leaves what a restore uses identical.
     #[test]
