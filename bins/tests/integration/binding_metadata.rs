@@ -171,3 +171,29 @@ fn unencrypted_repository_cross_checks_the_manifest() {
     assert_eq!(rows(&c), 1500, "{}", c.log());
     c.stop();
 }
+
+/// Edit backup `name`'s metadata as if base-backup had written it so: the MAC and the
+/// manifest's binding made again with `key` (tests that age backups through their metadata).
+pub(super) fn rewrite_sealed(repo: &TestRepo, name: &str, key: Option<&str>, edit: &dyn Fn(&mut Value)) {
+    use walvault::codec::{CodecSettings, Compression, Key, Keyring, decode_to, encode_to_vec};
+    use walvault::manifest::Manifest;
+    use walvault::ops::catalog::BackupMetadata;
+    let key = key.map(|k| Key::from_material(k.as_bytes(), "test").expect("key"));
+    let ring = match &key {
+        Some(k) => Keyring::new(Some(k.clone()), vec![]),
+        None => Keyring::unencrypted(),
+    };
+    let meta_key = format!("database/production/{name}_metadata.json");
+    let mut v: Value = serde_json::from_slice(&get_raw(repo, &meta_key)).expect("metadata");
+    edit(&mut v);
+    let mut meta: BackupMetadata = serde_json::from_value(v).expect("edited metadata");
+    let stored = get_raw(repo, &meta.manifest_key);
+    let mut plain = Vec::new();
+    decode_to(stored.as_slice(), &ring, "manifest", key.is_none(), &mut plain, "memory").expect("decode manifest");
+    let mut manifest: Manifest = serde_json::from_slice(&plain).expect("manifest");
+    walvault::ops::metadata_auth::seal(&mut meta, &mut manifest, &ring).expect("seal");
+    let settings = CodecSettings { compression: Compression::Zstd, level: 1 };
+    let json = serde_json::to_vec(&manifest).expect("json");
+    put_raw(repo, &meta.manifest_key, &encode_to_vec(&json, &settings, key.as_ref(), None).expect("encode"));
+    put_raw(repo, &meta_key, &serde_json::to_vec_pretty(&meta).expect("json"));
+}
