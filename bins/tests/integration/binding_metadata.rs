@@ -99,17 +99,23 @@ fn scenarios(backend: Backend) {
         ("parts[1].index: part 2 at position 1", Box::new(|v| drop(parts_mut(v).remove(1)))),
         ("parts: is empty", Box::new(|v| v["parts"] = json!([]))),
         ("parts[1].index: part 99", Box::new(|v| v["parts"][1]["index"] = json!(99))),
-        ("parts[1].index: part 0", Box::new(|v| {
-            let first = v["parts"][0].clone();
-            parts_mut(v)[1] = first;
-        })),
+        (
+            "parts[1].index: part 0",
+            Box::new(|v| {
+                let first = v["parts"][0].clone();
+                parts_mut(v)[1] = first;
+            }),
+        ),
         ("mac: does not match", Box::new(|v| v["stop_lsn"] = v["start_lsn"].clone())),
         ("mac: does not match", Box::new(|v| v["tablespaces"] = json!([{"oid": 1, "name": "x", "location": "/tmp"}]))),
         ("mac: missing", Box::new(|v| drop(v.as_object_mut().map(|o| o.remove("mac"))))),
-        ("mac: missing, but the manifest shows", Box::new(|v| {
-            v["format"] = json!(1);
-            v.as_object_mut().map(|o| o.remove("mac"));
-        })),
+        (
+            "mac: missing, but the manifest shows",
+            Box::new(|v| {
+                v["format"] = json!(1);
+                v.as_object_mut().map(|o| o.remove("mac"));
+            }),
+        ),
     ];
     for (field, edit) in &cases {
         refused(&repo, &name, &key, &original, edit.as_ref(), field);
@@ -196,4 +202,38 @@ pub(super) fn rewrite_sealed(repo: &TestRepo, name: &str, key: Option<&str>, edi
     let json = serde_json::to_vec(&manifest).expect("json");
     put_raw(repo, &meta.manifest_key, &encode_to_vec(&json, &settings, key.as_ref(), None).expect("encode"));
     put_raw(repo, &meta_key, &serde_json::to_vec_pretty(&meta).expect("json"));
+}
+
+/// The Python program of `docs/FORMAT.md` section 7.8 accepts the vector of
+/// `testdata/metadata/` and refuses it with one number changed: docs and code agree.
+#[test]
+fn python_checker_agrees_with_the_vector() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/FORMAT.md")).expect("FORMAT.md");
+    let section = &doc[doc.find("### 7.8").expect("section 7.8")..];
+    let start = section.find("```python\n").expect("python block") + "```python\n".len();
+    let program = &section[start..start + section[start..].find("```").expect("end of block")];
+    let dir = super::common::shared_tempdir();
+    let (script, key) = (dir.path().join("check_metadata.py"), dir.path().join("key"));
+    std::fs::write(&script, program).expect("write program");
+    std::fs::write(&key, format!("{}\n", "07".repeat(32))).expect("write key");
+    let vector = std::fs::read_to_string(root.join("testdata/metadata/v2-metadata.json")).expect("vector");
+    let run = |input: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 (with python3-cryptography) is needed");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+        child.wait_with_output().expect("python3")
+    };
+    let out = run(&vector);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "mac ok");
+    let out = run(&vector.replace("\"timeline\": 1", "\"timeline\": 2"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }

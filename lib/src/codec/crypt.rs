@@ -12,8 +12,8 @@ use crate::{Error, Result};
 
 pub mod material;
 mod metadata_key;
-pub use metadata_key::METADATA_MAC_INFO;
 pub use material::PASSPHRASE_PREFIX;
+pub use metadata_key::METADATA_MAC_INFO;
 
 /// Length of a master key and of a per-object key, in bytes.
 pub const KEY_LEN: usize = 32;

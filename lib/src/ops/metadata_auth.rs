@@ -145,7 +145,9 @@ fn check_parts(m: &BackupMetadata, layout: &Layout) -> std::result::Result<(), R
             return Err((format!("parts[{i}].key"), format!("{:?} is not part {i} of this backup", part.key)));
         }
         bytes = bytes.checked_add(part.bytes).ok_or_else(|| (format!("parts[{i}].bytes"), "overflows".into()))?;
-        stored = stored.checked_add(part.stored_bytes).ok_or_else(|| (format!("parts[{i}].stored_bytes"), "overflows".into()))?;
+        stored = stored
+            .checked_add(part.stored_bytes)
+            .ok_or_else(|| (format!("parts[{i}].stored_bytes"), "overflows".into()))?;
     }
     if bytes != m.bytes {
         return Err(("bytes".into(), format!("{} is not the sum of the parts' bytes ({bytes})", m.bytes)));
@@ -178,7 +180,11 @@ fn check_mac(m: &BackupMetadata, object: &str, keyring: &Keyring) -> Result<()> 
             );
             return Ok(());
         }
-        return Err(refuse(object, name, ("mac".into(), "missing: metadata of an encrypted repository must be authenticated".into())));
+        return Err(refuse(
+            object,
+            name,
+            ("mac".into(), "missing: metadata of an encrypted repository must be authenticated".into()),
+        ));
     };
     // check_fields made sure both are hex of the right length.
     let fingerprint = m.key_fingerprint.as_deref().unwrap_or_default();
@@ -220,7 +226,8 @@ fn cross_check_fields(m: &BackupMetadata, manifest: &Manifest, keyring: &Keyring
     let mut sums = vec![(0u64, 0u64); m.parts.len()];
     for entry in &manifest.files {
         let Some(sum) = usize::try_from(entry.part).ok().and_then(|p| sums.get_mut(p)) else {
-            let why = format!("the manifest lists {} in part {}, which the metadata does not have", entry.path, entry.part);
+            let why =
+                format!("the manifest lists {} in part {}, which the metadata does not have", entry.path, entry.part);
             return Err(("parts".into(), why));
         };
         sum.0 += u64::from(entry.kind == EntryKind::File);

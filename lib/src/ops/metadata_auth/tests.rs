@@ -148,17 +148,23 @@ fn tampered_metadata_is_refused_naming_the_field() {
         ("parts[1].index: part 2 at position 1", Box::new(|v| drop(v["parts"].as_array_mut().map(|p| p.remove(1))))),
         ("parts: is empty", Box::new(|v| v["parts"] = json!([]))),
         ("parts[1].index: part 99 at position 1", Box::new(|v| v["parts"][1]["index"] = json!(99))),
-        ("parts[3].index: part 0 at position 3", Box::new(|v| {
-            let first = v["parts"][0].clone();
-            if let Some(p) = v["parts"].as_array_mut() {
-                p.push(first);
-            }
-        })),
-        ("parts[0].index: part 1 at position 0", Box::new(|v| {
-            if let Some(p) = v["parts"].as_array_mut() {
-                p.swap(0, 1);
-            }
-        })),
+        (
+            "parts[3].index: part 0 at position 3",
+            Box::new(|v| {
+                let first = v["parts"][0].clone();
+                if let Some(p) = v["parts"].as_array_mut() {
+                    p.push(first);
+                }
+            }),
+        ),
+        (
+            "parts[0].index: part 1 at position 0",
+            Box::new(|v| {
+                if let Some(p) = v["parts"].as_array_mut() {
+                    p.swap(0, 1);
+                }
+            }),
+        ),
         ("mac: does not match", Box::new(|v| v["stop_lsn"] = json!("2/FFFFFFF"))),
         ("mac: does not match", Box::new(|v| v["timeline"] = json!(2))),
         ("mac: missing", Box::new(|v| drop(v.as_object_mut().map(|o| o.remove("mac"))))),
@@ -209,17 +215,23 @@ fn legacy_metadata_is_cross_checked_against_the_manifest() {
     let json = serde_json::to_vec(&base).expect("json");
     assert_eq!(accept(&json, &manifest, &ring).expect("legacy accepted"), meta);
     let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-        ("parts[1]: 1 files of 99 bytes", Box::new(|v| {
-            v["parts"][1]["bytes"] = json!(99);
-            v["bytes"] = json!(8195 + 99 + 200);
-        })),
+        (
+            "parts[1]: 1 files of 99 bytes",
+            Box::new(|v| {
+                v["parts"][1]["bytes"] = json!(99);
+                v["bytes"] = json!(8195 + 99 + 200);
+            }),
+        ),
         ("files: 4, but the manifest lists 5", Box::new(|v| v["files"] = json!(4))),
         ("tablespaces: differ", Box::new(|v| v["tablespaces"] = json!([]))),
-        ("parts[1].index: part 2", Box::new(|v| {
-            v["parts"].as_array_mut().map(|p| p.remove(1));
-            v["bytes"] = json!(8195 + 200);
-            v["stored_bytes"] = json!(4097 + 100);
-        })),
+        (
+            "parts[1].index: part 2",
+            Box::new(|v| {
+                v["parts"].as_array_mut().map(|p| p.remove(1));
+                v["bytes"] = json!(8195 + 200);
+                v["stored_bytes"] = json!(4097 + 100);
+            }),
+        ),
     ];
     for (want, mutate) in cases {
         let mut v = base.clone();
@@ -365,4 +377,22 @@ proptest! {
             prop_assert_eq!(got, meta);
         }
     }
+}
+
+/// The known-answer vector of `testdata/metadata/` (key: 32 bytes of 0x07), also checked by
+/// the Python program of `docs/FORMAT.md` section 7.8.
+#[test]
+fn known_answer_vector() {
+    let ring = keyed();
+    let (meta, manifest) = sealed(&ring);
+    let text = serde_json::to_string_pretty(&meta).expect("json");
+    if std::env::var_os("WALVAULT_WRITE_VECTORS").is_some() {
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/metadata/v2-metadata.json"), &text)
+            .expect("write");
+    }
+    let vector: BackupMetadata =
+        serde_json::from_str(include_str!("../../../../testdata/metadata/v2-metadata.json")).expect("vector");
+    assert_eq!(vector, meta);
+    let json = serde_json::to_vec(&vector).expect("json");
+    assert_eq!(accept(&json, &manifest, &ring).expect("accepted"), meta);
 }
