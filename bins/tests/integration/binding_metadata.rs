@@ -181,6 +181,13 @@ fn unencrypted_repository_cross_checks_the_manifest() {
 /// Edit backup `name`'s metadata as if base-backup had written it so: the MAC and the
 /// manifest's binding made again with `key` (tests that age backups through their metadata).
 pub(super) fn rewrite_sealed(repo: &TestRepo, name: &str, key: Option<&str>, edit: &dyn Fn(&mut Value)) {
+    rewrite(repo, name, key, edit, false);
+}
+
+/// Edit backup `name`'s metadata and manifest into those of a backup written before format 2
+/// (no `mac`, no binding in the manifest), re-encrypting the manifest with `key`. With `legacy`
+/// false, seal them again as base-backup does.
+fn rewrite(repo: &TestRepo, name: &str, key: Option<&str>, edit: &dyn Fn(&mut Value), legacy: bool) {
     use walvault::codec::{CodecSettings, Compression, Key, Keyring, decode_to, encode_to_vec};
     use walvault::manifest::Manifest;
     use walvault::ops::catalog::BackupMetadata;
@@ -191,17 +198,62 @@ pub(super) fn rewrite_sealed(repo: &TestRepo, name: &str, key: Option<&str>, edi
     };
     let meta_key = format!("database/production/{name}_metadata.json");
     let mut v: Value = serde_json::from_slice(&get_raw(repo, &meta_key)).expect("metadata");
+    if legacy {
+        v["format"] = json!(1);
+        v.as_object_mut().map(|o| o.remove("mac"));
+    }
     edit(&mut v);
     let mut meta: BackupMetadata = serde_json::from_value(v).expect("edited metadata");
     let stored = get_raw(repo, &meta.manifest_key);
     let mut plain = Vec::new();
     decode_to(stored.as_slice(), &ring, "manifest", key.is_none(), &mut plain, "memory").expect("decode manifest");
     let mut manifest: Manifest = serde_json::from_slice(&plain).expect("manifest");
-    walvault::ops::metadata_auth::seal(&mut meta, &mut manifest, &ring).expect("seal");
+    if legacy {
+        manifest.backup = None;
+    } else {
+        walvault::ops::metadata_auth::seal(&mut meta, &mut manifest, &ring).expect("seal");
+    }
     let settings = CodecSettings { compression: Compression::Zstd, level: 1 };
     let json = serde_json::to_vec(&manifest).expect("json");
     put_raw(repo, &meta.manifest_key, &encode_to_vec(&json, &settings, key.as_ref(), None).expect("encode"));
     put_raw(repo, &meta_key, &serde_json::to_vec_pretty(&meta).expect("json"));
+}
+
+/// A backup written before format 2 (no MAC, a manifest without binding) still restores, with
+/// a warning; its parts are still checked against the manifest before PGDATA is touched.
+fn legacy(backend: Backend) {
+    let repo = TestRepo::new(backend, Some(TEST_KEY));
+    let (name, key) = backed_up(&repo);
+    rewrite(&repo, &name, Some(TEST_KEY), &|_| {}, true);
+    let legacy: Value = serde_json::from_slice(&get_raw(&repo, &key)).expect("json");
+    let drop_last = |v: &mut Value| {
+        let last = parts_mut(v).pop().expect("a part");
+        for f in ["bytes", "stored_bytes"] {
+            v[f] = json!(v[f].as_u64().expect("n") - last[f].as_u64().expect("n"));
+        }
+    };
+    refused(&repo, &name, &key, &legacy, &drop_last, "parts: the manifest lists");
+    let fewer_files = |v: &mut Value| v["parts"][0]["files"] = json!(v["parts"][0]["files"].as_u64().expect("n") - 1);
+    refused(&repo, &name, &key, &legacy, &fewer_files, "parts[0]: ");
+    refused(&repo, &name, &key, &legacy, &|v| v["parts"] = json!([]), "parts: is empty");
+
+    put_raw(&repo, &key, &serde_json::to_vec_pretty(&legacy).expect("json"));
+    let (mut c, out) = prepare(&repo, &["--backup", &name, "--latest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("metadata of format 1 has no mac"), "warned: {}", stderr(&out));
+    recover(&mut c, false);
+    assert_eq!(rows(&c), 1500, "{}", c.log());
+    c.stop();
+}
+
+#[test]
+fn legacy_metadata_restores_after_the_manifest_agrees_local_directory() {
+    legacy(Backend::Fs);
+}
+
+#[test]
+fn legacy_metadata_restores_after_the_manifest_agrees_s3() {
+    legacy(Backend::S3);
 }
 
 /// The Python program of `docs/FORMAT.md` section 7.8 accepts the vector of
