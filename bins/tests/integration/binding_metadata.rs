@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 use super::common::{Backend, Cluster, TEST_KEY, TestRepo, stderr};
 use super::pitr::{base_backup, prepare, primary, recover};
 
+/// A change to metadata JSON.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 /// One plain HTTP request to the S3 test server (it checks no signature).
 fn s3_request(repo: &TestRepo, method: &str, key: &str, body: &[u8]) -> String {
     use std::io::{Read, Write};
@@ -95,7 +98,7 @@ fn scenarios(backend: Backend) {
     assert_eq!(original["format"], json!(2));
     assert_eq!(original["mac"].as_str().map(str::len), Some(64), "{original}");
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("parts[1].index: part 2 at position 1", Box::new(|v| drop(parts_mut(v).remove(1)))),
         ("parts: is empty", Box::new(|v| v["parts"] = json!([]))),
         ("parts[1].index: part 99", Box::new(|v| v["parts"][1]["index"] = json!(99))),

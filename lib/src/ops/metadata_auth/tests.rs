@@ -13,6 +13,9 @@ use crate::wal::Lsn;
 
 const NAME: &str = "main_test_20240115_100000";
 
+/// A change to metadata JSON.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 fn layout() -> Layout {
     Layout::new("test")
 }
@@ -144,7 +147,7 @@ fn tampered_metadata_is_refused_naming_the_field() {
     let ring = keyed();
     let (meta, manifest) = sealed(&ring);
     let base = serde_json::to_value(&meta).expect("value");
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("parts[1].index: part 2 at position 1", Box::new(|v| drop(v["parts"].as_array_mut().map(|p| p.remove(1))))),
         ("parts: is empty", Box::new(|v| v["parts"] = json!([]))),
         ("parts[1].index: part 99 at position 1", Box::new(|v| v["parts"][1]["index"] = json!(99))),
@@ -214,7 +217,7 @@ fn legacy_metadata_is_cross_checked_against_the_manifest() {
     let base = serde_json::to_value(&meta).expect("value");
     let json = serde_json::to_vec(&base).expect("json");
     assert_eq!(accept(&json, &manifest, &ring).expect("legacy accepted"), meta);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "parts[1]: 1 files of 99 bytes",
             Box::new(|v| {
