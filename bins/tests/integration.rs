@@ -3,6 +3,7 @@
 
 mod integration {
     mod binding;
+    mod binding_metadata;
     mod cli_exit_codes;
     pub mod common;
     mod deploy;

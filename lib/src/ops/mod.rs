@@ -12,6 +12,7 @@ pub mod human;
 pub mod identity;
 pub mod keys;
 pub mod list;
+pub mod metadata_auth;
 pub mod objects;
 pub mod pitr_prepare;
 pub mod place;

@@ -11,7 +11,7 @@ use std::time::Instant;
 use chrono::{DateTime, FixedOffset, Utc};
 use tokio_util::io::SyncIoBridge;
 
-use super::catalog::{self, BackupMetadata, ChainEnd, WalArchive};
+use super::catalog::{self, BackupMetadata, ChainEnd, PartInfo, WalArchive};
 use super::wal_index::WalIndex;
 use super::{Repo, blocking};
 use crate::codec;
@@ -85,10 +85,11 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     let began = Instant::now();
     check_pgdata(&opts.pgdata, opts.force)?;
     let backup = choose_backup(repo, opts).await?;
+    // The manifest first: the metadata is cross-checked against it before anything uses it.
+    let manifest = load_manifest(repo, &backup).await?;
     let mut index = WalIndex::load(None, repo);
     let archive = WalArchive::load(repo, &mut index, backup.wal_segment_size).await?;
     let wal = target::check_wal(repo, &archive, &backup, &opts.target, opts.timeline).await?;
-    let manifest = load_manifest(repo, &backup).await?;
     super::place::check_parts(repo, &backup).await?;
     tablespaces::check(&backup.name, &manifest, &opts.tablespace_map, &opts.pgdata)?;
     tracing::info!(
@@ -283,6 +284,8 @@ pub(crate) async fn load_manifest(repo: &Repo, b: &BackupMetadata) -> Result<Man
     let object = repo.storage.describe(&b.manifest_key);
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::corrupt(&object, e))?;
     manifest.validate().map_err(|e| Error::corrupt(&object, e))?;
+    let metadata = repo.storage.describe(&repo.layout.backup_metadata_key(&b.name));
+    super::metadata_auth::cross_check(b, &manifest, &metadata, &repo.keyring)?;
     Ok(manifest)
 }
 
@@ -293,7 +296,7 @@ async fn extract_parts(
     opts: &PrepareOptions,
 ) -> Result<(u64, u64)> {
     use futures_util::StreamExt;
-    let results: Vec<(u32, tarball::ExtractStats)> = futures_util::stream::iter(b.parts.clone())
+    let results: Vec<(PartInfo, tarball::ExtractStats)> = futures_util::stream::iter(b.parts.clone())
         .map(|part| async move {
             let expect = repo.expect(&super::place::Logical::Part { backup: &b.name, index: part.index }).await?;
             let reader = repo.storage.get(&part.key).await?;
@@ -310,7 +313,7 @@ async fn extract_parts(
             })
             .await?;
             tracing::info!("part {}: {} files, {} bytes", part.index, stats.files, stats.bytes);
-            Ok::<_, Error>((part.index, stats))
+            Ok::<_, Error>((part, stats))
         })
         .buffer_unordered(opts.jobs.max(1))
         // Collect every result (not try_collect): a failed part must not leave others still
@@ -321,11 +324,11 @@ async fn extract_parts(
         .collect::<Result<Vec<_>>>()?;
     let mut files = 0;
     let mut bytes = 0;
-    for (index, stats) in &results {
+    for (part, stats) in &results {
         let extracted: HashSet<String> = stats.paths.iter().cloned().collect();
-        if let Some(missing) = manifest.missing(*index, &extracted).first() {
+        if let Some(missing) = manifest.missing(part.index, &extracted).first() {
             return Err(Error::corrupt(
-                repo.storage.describe(&b.parts[*index as usize].key),
+                repo.storage.describe(&part.key),
                 format!("{} is in the manifest but not in the part", missing.path),
             ));
         }
