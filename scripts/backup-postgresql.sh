@@ -41,7 +41,7 @@ set +e
 rc=${PIPESTATUS[0]}
 set -e
 if [ "$rc" != 0 ]; then
-    log "FAILED: base-backup exited with $rc ($(exit_meaning "$rc")); latest.json still names the previous complete backup"
+    log "FAILED: base-backup exited with $rc ($(exit_meaning "$rc")); no backup was made complete and latest.json is unchanged"
     exit "$rc"
 fi
 

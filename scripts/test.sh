@@ -65,8 +65,27 @@ fi
 PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 export PATH
 
+# The full matrix's S3 suites (pgNN_archive_and_recover_s3) are #[ignore]d, so that a plain
+# run never counts as a pass a test that ran nothing; the flag runs exactly those after the rest.
+FULL_MATRIX_FILTER='_archive_and_recover_s3'
+full_matrix=false
+case ${WALVAULT_TEST_FULL_MATRIX:-} in
+    1) full_matrix=true ;;
+    '' | 0) ;;
+    *) die "WALVAULT_TEST_FULL_MATRIX=$WALVAULT_TEST_FULL_MATRIX: expected 1 (or unset)" ;;
+esac
+rc=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast "$@"
+    cargo nextest run --workspace --no-fail-fast "$@" || rc=$?
+    if [ "$full_matrix" = true ]; then
+        log "full matrix: the ignored S3 suites on every PostgreSQL version"
+        cargo nextest run --workspace --no-fail-fast --run-ignored only -E "test(/$FULL_MATRIX_FILTER\$/)" || rc=$?
+    fi
 else
-    cargo test --workspace --no-fail-fast "$@"
+    cargo test --workspace --no-fail-fast "$@" || rc=$?
+    if [ "$full_matrix" = true ]; then
+        log "full matrix: the ignored S3 suites on every PostgreSQL version"
+        cargo test -p walvault-bins --test integration --no-fail-fast -- --ignored "$FULL_MATRIX_FILTER" || rc=$?
+    fi
 fi
+exit "$rc"

@@ -4,10 +4,12 @@
 mod integration {
     mod binding;
     mod binding_cache;
+    mod binding_metadata;
     mod cli_exit_codes;
     pub mod common;
     mod deploy;
     mod faults;
+    mod first_hour;
     mod forks;
     mod hardening;
     mod keys;
@@ -18,5 +20,8 @@ mod integration {
     mod push_ahead;
     mod scripts;
     mod security;
+    mod standby;
+    mod timelines;
     mod wal_push_fetch;
+    pub mod workers;
 }

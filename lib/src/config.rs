@@ -92,15 +92,16 @@ impl RawSettings {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self> {
         let mut values = BTreeMap::new();
+        // The file, and the setting that named it (for a file that is not there).
         let file = match config_file {
-            Some(p) => Some(p.to_path_buf()),
+            Some(p) => Some((p.to_path_buf(), "--config")),
             None => match env("WALVAULT_CONFIG") {
-                Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-                _ => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+                Some(p) if !p.is_empty() => Some((PathBuf::from(p), "WALVAULT_CONFIG")),
+                _ => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()).map(|p| (p, "config file")),
             },
         };
-        if let Some(path) = file {
-            let text = read_config_file(&path)?;
+        if let Some((path, named_by)) = file {
+            let text = read_config_file(&path, named_by)?;
             let parsed = parse_config_file(&text, &path)?;
             if SECRET_SETTINGS.iter().any(|s| parsed.contains_key(*s)) {
                 warn_if_readable_by_others(&path);
@@ -145,12 +146,17 @@ impl RawSettings {
 /// The config file's text: a regular file of at most [`MAX_CONFIG_FILE`] bytes, UTF-8 (a
 /// FIFO or a device such as `/dev/zero` is refused, never read without bound), or
 /// `/dev/null`, the conventional "no config file".
-fn read_config_file(path: &Path) -> Result<String> {
+/// A file that is not there is a setting error naming what named it (`--config` or
+/// `WALVAULT_CONFIG`).
+fn read_config_file(path: &Path, named_by: &str) -> Result<String> {
     if path == Path::new("/dev/null") {
         return Ok(String::new());
     }
     let bytes = match crate::fsutil::read_regular(path, MAX_CONFIG_FILE) {
         Ok((bytes, _)) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::config(named_by, format!("config file {} does not exist", path.display())));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
             return Err(Error::Invalid(format!(
                 "config file {}: {e}; expected a file of NAME=value lines",

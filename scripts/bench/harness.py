@@ -667,19 +667,27 @@ def stage_basebackup(ctx):
         load_s = time.time() - t0
         size = int(c.psql("SELECT sum(pg_database_size(oid)) FROM pg_database", capture=True))
         log(f"basebackup: cluster of {size / 1e6:.0f} MB")
+        # MB/s divides the bytes actually backed up (base-backup's `bytes`: the data files,
+        # without pg_wal) and restored (pitr-prepare's `bytes`), the same divisor for every tool.
+        moved = {}
 
         def add(name, r, op):
             checked(r, name)
-            rows.append({"tool": name, "op": op, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "mb_per_s": size / 1e6 / r["wall_s"],
-                         "cpu_s_per_gb": r["cpu_s"] / (size / 1e9), "maxrss_mib": r["maxrss_kib"] / 1024})
-            log(f"basebackup {name}: {size / 1e6 / r['wall_s']:.0f} MB/s, {r['cpu_s']:.1f} CPU s, {r['maxrss_kib'] / 1024:.0f} MiB")
+            if "stdout" in r:
+                moved.setdefault(op, int(json.loads(r["stdout"])["bytes"]))
+            n = moved.get(op) or moved.get("backup") or size
+            rows.append({"tool": name, "op": op, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "bytes": n, "mb_per_s": n / 1e6 / r["wall_s"],
+                         "cpu_s_per_gb": r["cpu_s"] / (n / 1e9), "maxrss_mib": r["maxrss_kib"] / 1024})
+            log(f"basebackup {name}: {n / 1e6 / r['wall_s']:.0f} MB/s of {n / 1e6:.0f} MB, {r['cpu_s']:.1f} CPU s, "
+                f"{r['maxrss_kib'] / 1024:.0f} MiB")
         spool = mkdir_pg(os.path.join(w, "bb-spool"))
-        add("walvault base-backup", measure([f"{BIN}/base-backup", "--json", "--spool-dir", spool], env=env, cwd=w, timeout=3600), "backup")
+        add("walvault base-backup", measure([f"{BIN}/base-backup", "--json", "--spool-dir", spool], env=env, cwd=w, timeout=3600,
+                                            capture=True), "backup")
         stored = du(repo)
         rdir = os.path.join(w, "bb-restore-walvault")
         mkdir_pg(rdir)
         add("walvault pitr-prepare", measure([f"{BIN}/pitr-prepare", "--json", "--pgdata", rdir, "--immediate"], env=env, cwd=w,
-                                             timeout=3600), "restore")
+                                             timeout=3600, capture=True), "restore")
         shutil.rmtree(rdir, ignore_errors=True)
         if conf:
             add("pgBackRest backup (process-max 2)", measure(["pgbackrest", f"--config={conf}", "--stanza=bench", "--type=full",
@@ -695,7 +703,8 @@ def stage_basebackup(ctx):
     finally:
         c.stop("immediate")
         shutil.rmtree(c.pgdata, ignore_errors=True)
-    return {"scale": ctx.bb_scale, "cluster_bytes": size, "load_s": load_s, "walvault_stored_bytes": stored, "rows": rows}
+    return {"scale": ctx.bb_scale, "cluster_bytes": size, "backed_up_bytes": moved.get("backup"),
+            "restored_bytes": moved.get("restore"), "load_s": load_s, "walvault_stored_bytes": stored, "rows": rows}
 
 
 def moto_requests(logf):

@@ -288,7 +288,14 @@ def main():
     if bb and bb.get("results"):
         res = bb["results"]
         md += ["## Base backup and restore", "", machine_line(bb), ""]
-        md.append(f"A pgbench cluster of {res['cluster_bytes'] / 1e6:,.0f} MB (`-s {res['scale']}`); MB/s of cluster size. "
+        if res.get("backed_up_bytes"):
+            basis = (f"MB/s of the bytes backed up ({res['backed_up_bytes'] / 1e6:,.0f} MB: base-backup's `bytes`, the data "
+                     f"files without pg_wal) and, for restores, of the bytes restored "
+                     f"({(res.get('restored_bytes') or res['backed_up_bytes']) / 1e6:,.0f} MB: pitr-prepare's `bytes`), "
+                     "the same divisor for every tool")
+        else:
+            basis = "MB/s of the databases' size (`pg_database_size`; a run before the divisor was the bytes backed up)"
+        md.append(f"A pgbench cluster of {res['cluster_bytes'] / 1e6:,.0f} MB (`-s {res['scale']}`); {basis}. "
                   f"walvault stored {res['walvault_stored_bytes'] / 1e6:,.0f} MB.")
         md.append("")
         md.append(table(["tool", "op", "seconds", "MB/s", "CPU s", "CPU s per GB", "max RSS MiB"],

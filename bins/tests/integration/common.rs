@@ -171,6 +171,14 @@ impl TestRepo {
     }
 }
 
+/// The detached workers our binaries started with this repository's cache directory stop
+/// before the directory is removed, so that none writes it again after the test.
+impl Drop for TestRepo {
+    fn drop(&mut self) {
+        super::workers::stop_using(&self._dir.path().join("cache"));
+    }
+}
+
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return out };

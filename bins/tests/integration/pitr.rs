@@ -206,7 +206,7 @@ pub(super) fn timeline_switch_with(bin: PathBuf) {
     p.switch_and_wait_archived(Duration::from_secs(60));
     p.stop();
 
-    let (mut c, out) = prepare_with(&repo, &["--latest"], bin.clone());
+    let (mut c, out) = prepare_with(&repo, &["--latest", "--archive", "on"], bin.clone());
     assert!(out.status.success(), "{}", stderr(&out));
     c.append_conf(&c.archive_conf().replace("port = 5432\n", ""));
     recover(&mut c, true);
@@ -450,7 +450,7 @@ fn planned_recovery_reads_wal_from_pg_wal_across_a_timeline_switch() {
     p.stop();
 
     // Timeline 1 to its end, then promotion to timeline 2 (archiving into the same repository).
-    let (mut c, out) = prepare(&repo, &["--latest", "--json"]);
+    let (mut c, out) = prepare(&repo, &["--latest", "--json", "--archive", "on"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let placed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(placed["wal_staged"].as_u64().is_some_and(|n| n >= 1), "pitr-prepare fetched WAL ahead: {placed}");

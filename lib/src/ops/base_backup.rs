@@ -21,7 +21,7 @@ use super::catalog::{BackupMetadata, LatestPointer, PartInfo};
 use super::identity::{self, ClusterInfo};
 use super::place::Logical;
 use super::wal_index::WalIndex;
-use super::{Repo, blocking};
+use super::{Repo, blocking, metadata_auth};
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestEntry, ManifestTablespace};
@@ -193,17 +193,10 @@ async fn copy_and_finish(
         .map(|t| ManifestTablespace { oid: t.oid, name: t.name, location: t.location.display().to_string() })
         .collect();
     let (parts, entries): (Vec<PartInfo>, Vec<Vec<ManifestEntry>>) = results.into_iter().unzip();
-    let manifest = Manifest::new(entries.into_iter().flatten().collect(), tablespaces.clone());
+    let mut manifest = Manifest::new(entries.into_iter().flatten().collect(), tablespaces.clone());
     let manifest_key = repo.layout.backup_object(name, &format!("manifest.json{}", repo.object_ext()));
-    let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
-    let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
-    let context = repo.context(&Logical::Manifest(name)).await?;
-    let encoded =
-        blocking(move || codec::encode_to_vec(&manifest_json, &settings, key.as_ref(), None, &context)).await?;
-    repo.storage.put(&manifest_key, Bytes::from(encoded)).await?;
-
-    Ok(BackupMetadata {
-        format: 1,
+    let mut meta = BackupMetadata {
+        format: metadata_auth::METADATA_FORMAT,
         name: name.to_string(),
         env: repo.layout.env().to_string(),
         cluster: opts.cluster.clone(),
@@ -217,17 +210,28 @@ async fn copy_and_finish(
         stop_wal_file: WalFileName::from_segno(start.timeline, last, seg).to_string(),
         start_time: start.started_at,
         stop_time: stop.stopped_at,
-        files: manifest.files.len() as u64,
+        // Regular files, as each part and the restore count them (directories are not files).
+        files: parts.iter().map(|p| p.files).sum(),
         bytes: parts.iter().map(|p| p.bytes).sum(),
         stored_bytes: parts.iter().map(|p| p.stored_bytes).sum(),
         parts,
-        manifest_key,
+        manifest_key: manifest_key.clone(),
         compression: repo.codec.compression.name().to_string(),
         encrypted: repo.keyring.is_encrypted(),
         key_fingerprint: repo.keyring.write_key().map(|k| k.fingerprint_hex()),
         tablespaces,
         seconds: 0.0,
-    })
+        mac: None,
+    };
+    // The metadata's MAC, and its digest inside the authenticated manifest.
+    metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
+    let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
+    let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
+    let context = repo.context(&Logical::Manifest(name)).await?;
+    let encoded =
+        blocking(move || codec::encode_to_vec(&manifest_json, &settings, key.as_ref(), None, &context)).await?;
+    repo.storage.put(&manifest_key, Bytes::from(encoded)).await?;
+    Ok(meta)
 }
 
 enum Part {

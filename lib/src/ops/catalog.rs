@@ -15,8 +15,10 @@ use crate::wal::timeline::{HistoryEntry, parse_history};
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result};
 
-/// `database/<env>/<name>_metadata.json`: plain JSON, written last.
+/// `database/<env>/<name>_metadata.json`: plain JSON, written last, authenticated by `mac`
+/// and cross-checked against the manifest ([`super::metadata_auth`], `docs/FORMAT.md` section 7).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BackupMetadata {
     pub format: u32,
     pub name: String,
@@ -32,6 +34,7 @@ pub struct BackupMetadata {
     pub stop_wal_file: String,
     pub start_time: DateTime<Utc>,
     pub stop_time: DateTime<Utc>,
+    /// Regular files stored: the parts' `files` summed (directories and links not counted).
     pub files: u64,
     /// File bytes stored (before compression).
     pub bytes: u64,
@@ -43,12 +46,16 @@ pub struct BackupMetadata {
     pub encrypted: bool,
     pub key_fingerprint: Option<String>,
     pub tablespaces: Vec<ManifestTablespace>,
-    /// Wall time of the backup.
+    /// Wall time of the backup (informational: not covered by `mac`).
     pub seconds: f64,
+    /// HMAC-SHA256 of the canonical form, lowercase hex (format 2, encrypted repositories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// One tar part of a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PartInfo {
     pub index: u32,
     pub key: String,
@@ -85,7 +92,10 @@ pub async fn backups(repo: &Repo) -> Result<Vec<BackupMetadata>> {
 
 async fn read_metadata(repo: &Repo, key: &str) -> Result<BackupMetadata> {
     let bytes = repo.storage.get_bytes(key).await?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(repo.storage.describe(key), e))
+    let object = repo.storage.describe(key);
+    let meta = serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&object, e))?;
+    super::metadata_auth::check(&meta, key, &object, &repo.layout, &repo.keyring)?;
+    Ok(meta)
 }
 
 /// One backup by name; `latest` means the newest complete backup.

@@ -117,7 +117,9 @@ pub struct BackupResult {
 ///
 /// # Errors
 /// Storage failures that stop the verification from looking at all (listing the
-/// repository); everything found wrong is a failed check in the report instead.
+/// repository), and [`Error::Key`] when the configured key does not open a backup (a wrong
+/// key is a setting, exit 4, not a broken backup); everything else found wrong is a failed
+/// check in the report instead.
 pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<Report> {
     let began = Instant::now();
     let mut checks = vec![verify_backups::check_identity(repo).await?];

@@ -73,7 +73,8 @@ pub(super) async fn check_backup(repo: &Repo, b: &BackupMetadata, jobs: usize) -
             );
             Check::passed(&name, detail, started)
         }
-        Err((e @ Error::Storage { permanent: false, .. }, _)) => return Err(e),
+        // A key that opens nothing is the operator's setting, not a broken backup: exit 4.
+        Err((e @ (Error::Storage { permanent: false, .. } | Error::Key { .. }), _)) => return Err(e),
         Err((e, key)) => Check::failed(&name, e.to_string(), Some(key), started),
     };
     Ok((check, result))
@@ -103,7 +104,8 @@ pub(super) async fn check_files_backup(repo: &Repo, meta: &files::FilesMetadata)
             let size = super::list::human_bytes(stats.bytes);
             Check::passed(&name, format!("{} files, {size} read and matched their checksums", stats.files), started)
         }
-        Err((e @ Error::Storage { permanent: false, .. }, _)) => return Err(e),
+        // A key that opens nothing is the operator's setting, not a broken backup: exit 4.
+        Err((e @ (Error::Storage { permanent: false, .. } | Error::Key { .. }), _)) => return Err(e),
         Err((e, key)) => Check::failed(&name, e.to_string(), Some(key), started),
     };
     Ok((check, result))

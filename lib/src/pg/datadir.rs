@@ -19,8 +19,8 @@
 //! `pg_tblspc/<oid>/`, e.g. `pg_tblspc/16384/PG_15_202209061/5/16385`, the same names
 //! PostgreSQL resolves through the link. Only the cluster's version directory is stored when
 //! it is given (other versions may share the location during pg_upgrade). Symlinks are never
-//! followed except `pg_tblspc/<oid>`; other symlinks and special files are skipped with a
-//! warning, as PostgreSQL does. The list is sorted by path, with `global/pg_control` last
+//! followed except `pg_tblspc/<oid>`; Unix sockets are skipped quietly, other symlinks and
+//! special files with a warning, as PostgreSQL does. The list is sorted by path, with `global/pg_control` last
 //! (PostgreSQL copies it after everything else).
 
 use std::collections::HashSet;
@@ -144,6 +144,15 @@ pub fn split_parts(files: Vec<DataFile>, part_size: u64) -> Vec<Vec<DataFile>> {
 pub fn is_excluded_file(name: &str) -> bool {
     name.starts_with(TEMP_FILE_PREFIX)
         || EXCLUDE_FILES.iter().any(|&(n, prefix)| if prefix { name.starts_with(n) } else { name == n })
+        || is_socket_lock_file(name)
+}
+
+/// `.s.PGSQL.<port>.lock`: the lock file beside a Unix socket in PGDATA
+/// (`unix_socket_directories = '.'`), which belongs to the running server only.
+pub fn is_socket_lock_file(name: &str) -> bool {
+    name.strip_prefix(".s.PGSQL.")
+        .and_then(|rest| rest.strip_suffix(".lock"))
+        .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `<relnumber>[_fsm|_vm|_init][.<segno>]`: the relation number and fork, as PostgreSQL's
@@ -298,6 +307,9 @@ impl Walker<'_> {
             }
         } else if ft.is_file() {
             self.push(rel, abs, FileKind::File, &meta);
+        } else if std::os::unix::fs::FileTypeExt::is_socket(&ft) {
+            // A server's Unix socket: meaningless in a backup, skipped quietly as PostgreSQL does.
+            tracing::debug!("skipping socket {}", abs.display());
         } else {
             tracing::warn!("skipping special file {}", abs.display());
         }

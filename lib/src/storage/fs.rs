@@ -5,9 +5,15 @@
 //! hard link (create only), then fsync of the directory. Readers never see half a file and
 //! `list` never shows temporary files. Directories are created 0700: the repository holds
 //! backups. Blocking work runs on tokio's blocking pool, one task per call.
+//!
+//! Ownership: a local repository belongs to the OS user who owns its directory (before it
+//! exists: its parent's owner), normally `postgres`, whose `archive_command` writes there all
+//! day. A process running as root gives every directory and object it creates to that user,
+//! so that a `base-backup` or `verify` run as root never leaves a root-only `database/` or
+//! `verification_reports/` that the next command as `postgres` cannot enter.
 
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -75,7 +81,7 @@ impl FsStorage {
 
     /// See [`super::Storage::prepare_for_writes`].
     pub fn create_root(&self) -> Result<()> {
-        ensure_dirs(&self.inner.root, "")
+        ensure_dirs(&self.inner.root, "", repo_owner(&self.inner.root))
     }
 
     /// See [`super::Storage::put_file`]: copied into place through a durable temp file.
@@ -86,9 +92,11 @@ impl FsStorage {
         let rel = key.to_string();
         let src = path.to_path_buf();
         blocking(move || {
-            ensure_dirs(&root, &rel)?;
+            let owner = repo_owner(&root);
+            ensure_dirs(&root, &rel, owner)?;
             let dest = root.join(&rel);
             crate::fsutil::write_atomic_with(&dest, true, |out| {
+                give_to(owner, &*out).with_path(&dest)?;
                 let mut input = std::fs::File::open(&src).with_path(&src)?;
                 std::io::copy(&mut input, out).with_path(&dest)?;
                 Ok(())
@@ -229,11 +237,12 @@ pub(super) fn object_meta(key: String, m: &std::fs::Metadata) -> ObjectMeta {
 
 fn write_object(root: &Path, key: &str, body: &[u8], mode: WriteMode) -> Result<()> {
     let path = root.join(key);
+    let owner = repo_owner(root);
     // A concurrent delete may remove a directory we just created; try again a few times.
     let mut tries = 0;
     loop {
-        ensure_dirs(root, key)?;
-        match write_durable(&path, body, mode) {
+        ensure_dirs(root, key, owner)?;
+        match write_durable_as(&path, body, mode, owner) {
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound && tries < 3 => {
                 tries += 1;
             }
@@ -250,6 +259,11 @@ fn write_object(root: &Path, key: &str, body: &[u8], mode: WriteMode) -> Result<
 /// [`Error::Io`] naming the path; with [`WriteMode::CreateNew`] an existing file is an
 /// `Error::Io` whose source kind is [`io::ErrorKind::AlreadyExists`].
 pub fn write_durable(path: &Path, body: &[u8], mode: WriteMode) -> Result<()> {
+    write_durable_as(path, body, mode, None)
+}
+
+/// [`write_durable`], the file given to `owner` (uid, gid) before it gets its final name.
+fn write_durable_as(path: &Path, body: &[u8], mode: WriteMode, owner: Option<(u32, u32)>) -> Result<()> {
     let (dir, name) = split_path(path)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.tmp.", truncate(name, 100)))
@@ -260,6 +274,7 @@ pub fn write_durable(path: &Path, body: &[u8], mode: WriteMode) -> Result<()> {
     let tmp_path = tmp.path().to_path_buf();
     // Explicit: the mode given at creation is filtered by the umask.
     tmp.as_file().set_permissions(std::fs::Permissions::from_mode(FILE_MODE)).with_path(&tmp_path)?;
+    give_to(owner, tmp.as_file()).with_path(&tmp_path)?;
     tmp.write_all(body).with_path(&tmp_path)?;
     tmp.as_file().sync_all().with_path(&tmp_path)?;
     let persisted = match mode {
@@ -292,10 +307,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Create the root and the directories of `key` that are missing, 0700 whatever the umask,
 /// fsyncing each parent that gained an entry.
-fn ensure_dirs(root: &Path, key: &str) -> Result<()> {
+fn ensure_dirs(root: &Path, key: &str, owner: Option<(u32, u32)>) -> Result<()> {
     if !root.is_dir() {
         std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(root).with_path(root)?;
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(DIR_MODE)).with_path(root)?;
+        chown(owner, root)?;
     }
     let Some((dirs, _)) = key.rsplit_once('/') else { return Ok(()) };
     let mut path = root.to_path_buf();
@@ -305,6 +321,7 @@ fn ensure_dirs(root: &Path, key: &str) -> Result<()> {
         match std::fs::DirBuilder::new().mode(DIR_MODE).create(&path) {
             Ok(()) => {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(DIR_MODE)).with_path(&path)?;
+                chown(owner, &path)?;
                 sync_dir(&parent)?;
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -312,6 +329,32 @@ fn ensure_dirs(root: &Path, key: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whom what this process creates in the repository at `root` belongs to: `None` (itself)
+/// unless it runs as root and the repository directory (before it exists: its parent) is
+/// owned by another user, who then gets it.
+fn repo_owner(root: &Path) -> Option<(u32, u32)> {
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok()?;
+    if me != 0 {
+        return None;
+    }
+    let dir = std::fs::metadata(root).or_else(|e| root.parent().map_or(Err(e), std::fs::metadata)).ok()?;
+    (dir.uid() != 0).then_some((dir.uid(), dir.gid()))
+}
+
+fn chown(owner: Option<(u32, u32)>, path: &Path) -> Result<()> {
+    match owner {
+        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)).with_path(path),
+        None => Ok(()),
+    }
+}
+
+fn give_to(owner: Option<(u32, u32)>, file: &std::fs::File) -> io::Result<()> {
+    match owner {
+        Some((uid, gid)) => std::os::unix::fs::fchown(file, Some(uid), Some(gid)),
+        None => Ok(()),
+    }
 }
 
 fn delete_object(root: &Path, key: &str) -> Result<()> {

@@ -209,3 +209,21 @@ fn walk_follows_a_symlinked_pgdata() {
     let linked = walk(&link, Some(VERSION_DIR)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(paths(&direct), paths(&linked));
 }
+
+/// Issue 16: a server with `unix_socket_directories = '.'` keeps its socket and the socket's
+/// lock file in PGDATA; neither is backed up (the socket is skipped without a warning), while
+/// a file that only looks alike is kept.
+#[test]
+fn walk_leaves_out_sockets_and_their_lock_files() {
+    let tmp = fake_cluster();
+    let d = tmp.path().join("data");
+    let _socket = std::os::unix::net::UnixListener::bind(d.join(".s.PGSQL.5432")).expect("bind a socket");
+    touch(&d, ".s.PGSQL.5432.lock", 60);
+    touch(&d, ".s.PGSQL.notaport.lock", 1);
+    let files = walk(&d, Some(VERSION_DIR)).unwrap_or_else(|e| panic!("walk: {e}"));
+    let paths = paths(&files);
+    assert!(!paths.iter().any(|p| p.starts_with(".s.PGSQL.5432")), "{paths:?}");
+    assert!(paths.contains(&".s.PGSQL.notaport.lock"), "{paths:?}");
+    assert!(is_socket_lock_file(".s.PGSQL.54329.lock"));
+    assert!(!is_socket_lock_file(".s.PGSQL..lock") && !is_socket_lock_file(".s.PGSQL.5432"));
+}
