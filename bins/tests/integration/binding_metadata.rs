@@ -209,8 +209,8 @@ fn rewrite(repo: &TestRepo, name: &str, key: Option<&str>, edit: &dyn Fn(&mut Va
     let mut meta: BackupMetadata = serde_json::from_value(v).expect("edited metadata");
     let stored = get_raw(repo, &meta.manifest_key);
     let mut plain = Vec::new();
-    let (header, _) =
-        decode_to(stored.as_slice(), &ring, "manifest", None, key.is_none(), &mut plain, "memory").expect("decode manifest");
+    let (header, _) = decode_to(stored.as_slice(), &ring, "manifest", None, key.is_none(), &mut plain, "memory")
+        .expect("decode manifest");
     // Re-sealed in the place it was bound to.
     let context = header.context.as_deref().and_then(walvault::codec::Context::parse).expect("a format-2 manifest");
     let mut manifest: Manifest = serde_json::from_slice(&plain).expect("manifest");
