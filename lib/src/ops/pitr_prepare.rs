@@ -363,10 +363,10 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
         }
     } else if meta.file_type().is_symlink() {
         // Tablespace links: their targets are restored directories to chown as well.
-        if let Ok(target) = std::fs::canonicalize(path) {
-            if target.is_dir() {
-                chown_tree(&target, uid, gid)?;
-            }
+        if let Ok(target) = std::fs::canonicalize(path)
+            && target.is_dir()
+        {
+            chown_tree(&target, uid, gid)?;
         }
     }
     Ok(())
