@@ -170,9 +170,12 @@ fn restore_test_records_the_time_to_recover_s3() {
     p.psql("CREATE TABLE later AS SELECT g FROM generate_series(1, 1234) g");
     p.switch_and_wait_archived(Duration::from_secs(60));
     p.stop();
+    let wal_before = json(&repo.run("walvault", &["ls", "--json", "wal/"]));
 
     let out = repo.run("walvault", &["verify", "--json", "--restore-test"]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    // The restored server was promoted (timeline 2) and never archived: no history file, no WAL.
+    assert_eq!(json(&repo.run("walvault", &["ls", "--json", "wal/"])), wal_before, "the restore test archived");
     let report = json(&out);
     let rt = &report["restore_test"];
     assert_eq!(rt["status"], "passed", "{rt:#}");

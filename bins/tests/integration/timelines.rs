@@ -103,6 +103,7 @@ fn side_restore_beside_the_primary(backend: Backend) {
     assert_eq!(entry(&l["windows"], 2)["last_segment"], side_last.as_str(), "timeline 2 ends on its own: {l}");
     let text = String::from_utf8_lossy(&repo.run("walvault", &["list"]).stdout).into_owned();
     assert!(text.contains("TIMELINES\ntimeline 1: ") && text.contains("\ntimeline 2 (from timeline 1 at "), "{text}");
+    eprintln!("walvault list:\n{text}");
 
     // status: two live branches; the RPO follows the primary's timeline.
     let out = repo.run("walvault", &["status", "--json"]);
@@ -115,6 +116,7 @@ fn side_restore_beside_the_primary(backend: Backend) {
     );
     let problems = s["problems"].to_string();
     assert!(problems.contains("two timelines are being written at once: timeline 1 (newest"), "{problems}");
+    eprintln!("walvault status:\n{}", String::from_utf8_lossy(&repo.run("walvault", &["status"]).stdout));
     let prom = String::from_utf8_lossy(&repo.run("walvault", &["status", "--prometheus"]).stdout).into_owned();
     assert!(prom.contains("walvault_wal_live_branches{env=\"production\"} 2\n"), "{prom}");
     assert!(prom.contains("walvault_wal_timeline{env=\"production\"} 1\n"), "{prom}");
