@@ -197,17 +197,29 @@ recovery_log_lines() {
         | sed -E 's/^.*(LOG|INFO): +//; s/ system usage: .*//' || true
 }
 
+# An LSN (16/B374D848) as a number, to compare two.
+lsn_number() { printf '%d\n' "$(( (16#${1%/*} << 32) + 16#${1#*/} ))"; }
+
+# The report's line for ARCHIVE.
+archive_desc() {
+    case $1 in
+        on) echo "on: the restored server archives into the repository (it replaces production)" ;;
+        *) echo "off: archive_mode = 'off', nothing is written into the repository (ARCHIVE=on to replace production)" ;;
+    esac
+}
+
 # restore_main BACKUP_DESC TARGET_DESC PITR_PREPARE_ARGS...
 #
 # Environment: PGDATA (required), SKIP_CONFIRMATION, FORCE, START_SERVER (default true),
-# PG_START_TIMEOUT (default 3600 s), VERIFY_SQL, KEEP_RUNNING (default false), PG_BIN,
-# WALVAULT_BIN_DIR, and the repository settings of every binary.
+# PG_START_TIMEOUT (default 3600 s), VERIFY_SQL, KEEP_RUNNING (default false), ARCHIVE
+# (on|off, default off), TARGET_TIMELINE (latest|current|N), PG_BIN, WALVAULT_BIN_DIR, and
+# the repository settings of every binary.
 #
 # Confirms, runs pitr-prepare, then (START_SERVER=true) starts PostgreSQL on a private
 # socket only, waits until recovery has ended and the server is promoted, runs VERIFY_SQL,
 # stops the server again (unless KEEP_RUNNING=true) and prints a report on stdout.
 # Exit: pitr-prepare's code when it fails or refuses, 5 when not confirmed, 7 when the
-# server does not recover.
+# server does not recover or recovery to the end stopped short of what the archive holds.
 restore_main() {
     local backup_desc=$1 target_desc=$2
     shift 2
@@ -222,8 +234,13 @@ restore_main() {
     case $timeout in '' | *[!0-9]*) fail 2 "PG_START_TIMEOUT=$timeout: expected seconds" ;; esac
     local verify_sql=${VERIFY_SQL:-SELECT count(*) FROM pg_class}
     prepare=$(walvault_bin pitr-prepare)
-    local args=("$@")
+    local args=("$@") archive=${ARCHIVE:-off}
     [ "$force" = true ] && args+=(--force)
+    case $archive in
+        on | off) args+=(--archive "$archive") ;;
+        *) fail 2 "ARCHIVE=$archive: expected on (the restored server replaces production and archives) or off" ;;
+    esac
+    [ -n "${TARGET_TIMELINE:-}" ] && args+=(--target-timeline "$TARGET_TIMELINE")
 
     local what="About to restore backup $backup_desc into PGDATA=$pgdata and recover to $target_desc."
     [ "$force" = true ] && what="$what FORCE=true: everything in $pgdata is deleted first."
@@ -245,7 +262,7 @@ restore_main() {
     if [ "$rc" != 0 ]; then
         fail "$rc" "pitr-prepare failed with exit code $rc ($(exit_meaning "$rc")); the server was not started"
     fi
-    local name files bytes secs lsn segment tli next
+    local name files bytes secs lsn segment tli next must_reach
     name=$(json_field "$out" backup)
     files=$(json_field "$out" files)
     bytes=$(json_field "$out" bytes)
@@ -254,6 +271,7 @@ restore_main() {
     segment=$(json_field "$out" last_segment '    ')
     tli=$(json_field "$out" timeline '    ')
     next=$(json_field "$out" next_command)
+    must_reach=$(json_field "$out" must_reach)
     secs=$(awk -v s="$secs" 'BEGIN { printf "%.1f", s }')
     log "pitr-prepare restored $name ($files files, $(human_bytes "$bytes")) in $secs s; the archive reaches $lsn (timeline $tli)"
 
@@ -270,8 +288,9 @@ restore_main() {
     fi
 
     local report_head
-    report_head=$(printf 'walvault restore report (%s)\n  backup restored     %s (%s files, %s)\n  recovery target     %s\n  archive reaches     %s (segment %s, timeline %s)\n  pitr-prepare        %s s\n' \
-        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$name" "$files" "$(human_bytes "$bytes")" "$target_desc" "$lsn" "$segment" "$tli" "$secs")
+    report_head=$(printf 'walvault restore report (%s)\n  backup restored     %s (%s files, %s)\n  recovery target     %s\n  archive reaches     %s (segment %s, timeline %s)\n  archiving           %s\n  pitr-prepare        %s s\n' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$name" "$files" "$(human_bytes "$bytes")" "$target_desc" "$lsn" "$segment" "$tli" \
+        "$(archive_desc "$archive")" "$secs")
     if [ "$start" != true ]; then
         printf '\n%s\n  server              not started (START_SERVER=false); to recover, as the postgres user run:\n' "$report_head"
         printf '                      %s/%s\n' "$PG_BIN" "$next"
@@ -280,8 +299,9 @@ restore_main() {
 
     [ -x "$PG_BIN/pg_ctl" ] || fail 7 "no PostgreSQL server binaries at $PG_BIN (pg_ctl): set PG_BIN"
     # A private socket and no TCP: nothing but this script talks to the server until it is
-    # verified. Archiving stays as the restored postgresql.conf says (the new timeline's
-    # history file must reach the archive).
+    # verified. With ARCHIVE=on archiving stays as the restored postgresql.conf says (the new
+    # timeline's history file must reach the archive); with off pitr-prepare wrote
+    # archive_mode = 'off'.
     local port=${PGPORT:-5432} logf=$RESTORE_WORK/postgresql.log
     log "starting PostgreSQL ($PG_BIN/pg_ctl) to replay WAL through wal-fetch; log: $logf"
     as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -l "$logf" -W \
@@ -330,6 +350,9 @@ restore_main() {
     local replayed timeline result
     replayed=$("${psql[@]}" -c 'SELECT pg_last_wal_replay_lsn()') || fail 7 "cannot query the restored server"
     timeline=$("${psql[@]}" -c 'SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)') || fail 7 "cannot query the restored server"
+    if [ -n "$must_reach" ] && [ "$must_reach" != null ] && [ "$(lsn_number "$replayed")" -le "$(lsn_number "$must_reach")" ]; then
+        fail 7 "recovery ended at $replayed, short of what the archive holds on timeline $tli (WAL to $lsn, segment $segment): $pgdata holds a promoted server without the transactions after $replayed; do not start it as production (see the server log in $RESTORE_WORK)"
+    fi
     log "verifying: $verify_sql"
     result=$("${psql[@]}" -c "$verify_sql" 2>"$RESTORE_WORK/verify.err") \
         || fail 7 "verification query failed: $(cat "$RESTORE_WORK/verify.err")"

@@ -13,7 +13,9 @@
 #   --timeout     give up on replay after this many seconds (default 14400, the runbook's RTO)
 #   --keep        leave the scratch copy (stopped) for inspection
 # Settings: the repository settings of every walvault binary (WALVAULT_REPO, the key, ...);
-# PGUSER is the restored cluster's superuser (default postgres); PG_BIN the server binaries.
+# PGUSER is the restored cluster's superuser (default postgres); PG_BIN the server binaries;
+# TARGET_TIMELINE (latest, current or N) the timeline to recover along (pitr-prepare
+# --target-timeline). The copy never archives (pitr-prepare --archive off).
 # Exit status: 0 rehearsal passed; pitr-prepare's status when it refuses (2 config, 3 storage,
 # 4 key, 5 target not reachable); 7 the copy did not start or recover; 8 a check failed.
 set -euo pipefail
@@ -57,8 +59,9 @@ cleanup() {
 trap cleanup EXIT
 
 log "restoring the backup for $TARGET into $PGDATA_COPY"
-prepare=(pitr-prepare --pgdata "$PGDATA_COPY" --target-time "$TARGET" --target-action promote)
+prepare=(pitr-prepare --pgdata "$PGDATA_COPY" --target-time "$TARGET" --target-action promote --archive off)
 [ -z "$BACKUP" ] || prepare+=(--backup "$BACKUP")
+[ -z "${TARGET_TIMELINE:-}" ] || prepare+=(--target-timeline "$TARGET_TIMELINE")
 T0=$(date +%s)
 rc=0
 as_pg "${prepare[@]}" || rc=$?

@@ -15,8 +15,12 @@
 #
 # Environment: the same as restore-postgresql.sh: the repository settings (WALVAULT_REPO,
 # BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE or WALVAULT_ENCRYPTION=none, AWS_*, ...), PGDATA, SKIP_CONFIRMATION, FORCE,
-# START_SERVER, PG_START_TIMEOUT, VERIFY_SQL, KEEP_RUNNING, PG_BIN, WALVAULT_BIN_DIR;
-# TARGET_TIME stands for --target-time when no target is given.
+# START_SERVER, PG_START_TIMEOUT, VERIFY_SQL, KEEP_RUNNING, PG_BIN, WALVAULT_BIN_DIR,
+# ARCHIVE (on when the restore replaces production, as the Job sets it; off by default:
+# archive_mode = 'off', nothing written into the archive) and TARGET_TIMELINE (latest,
+# current or N: the timeline to recover along, as `walvault list` shows them; needed when
+# two branches pass through the backup); TARGET_TIME stands for --target-time when no
+# target is given.
 #
 # Exit codes: 0 recovered (and verified), 2 bad arguments, 5 not confirmed or refused by
 # pitr-prepare (a target the archive cannot reach, a non-empty PGDATA), 7 PostgreSQL did not

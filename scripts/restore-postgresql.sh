@@ -13,6 +13,14 @@
 #                       backup name as `walvault list` shows it
 #   RECOVERY_TARGET     latest (default: replay all archived WAL) or immediate (stop as soon
 #                       as the backup is consistent)
+#   ARCHIVE             on: the restored server archives into the repository as its
+#                       postgresql.conf says -- set it when the restore replaces production (the
+#                       Job does), so that the new timeline's history file and WAL are archived
+#                       and the next restore can follow it; off (default): pitr-prepare writes
+#                       archive_mode = 'off' -- side restores never write into the archive
+#   TARGET_TIMELINE     latest (PostgreSQL's default: the highest timeline after the backup's;
+#                       refused when two branches pass through the backup), current (the
+#                       backup's) or a timeline id, as `walvault list` shows them
 #   SKIP_CONFIRMATION   true: no prompt. Otherwise type yes on a terminal; without a terminal
 #                       it refuses (exit 5) and writes nothing
 #   FORCE               true: delete what PGDATA holds first (pitr-prepare --force)
@@ -29,7 +37,8 @@
 #                       this script, else PATH)
 #
 # Exit codes: 0 restored (and verified), 2 bad setting, 5 not confirmed or refused by
-# pitr-prepare, 7 PostgreSQL did not recover; otherwise pitr-prepare's own code (1 no
+# pitr-prepare, 7 PostgreSQL did not recover, or recovery ended short of what the archive
+# holds on the timeline it followed; otherwise pitr-prepare's own code (1 no
 # backup, 3 storage, 4 corrupt or wrong key, 6 local I/O).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh

@@ -2,6 +2,8 @@
 //! the real `wal-push`, `wal-fetch` and `walvault` exactly as postgresql.conf would.
 
 mod integration {
+    mod binding;
+    mod binding_metadata;
     mod cli_exit_codes;
     pub mod common;
     mod deploy;
@@ -17,6 +19,8 @@ mod integration {
     mod push_ahead;
     mod scripts;
     mod security;
+    mod standby;
+    mod timelines;
     mod wal_push_fetch;
     pub mod workers;
 }

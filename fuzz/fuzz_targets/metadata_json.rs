@@ -1,11 +1,14 @@
 //! The JSON a restore trusts: the backup manifest (then its validation and lookups), the
-//! backup metadata, latest.json and the repository identity. The first byte picks the type.
+//! backup metadata (with its authentication and manifest cross-check), latest.json and the repository identity. The first byte picks the type.
 #![no_main]
 
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
+use walvault::codec::crypt::{Key, Keyring};
+use walvault::layout::Layout;
 use walvault::manifest::Manifest;
+use walvault::ops::metadata_auth;
 use walvault::ops::catalog::{BackupMetadata, LatestPointer};
 use walvault::ops::identity::Identity;
 
@@ -26,6 +29,14 @@ fuzz_target!(|data: &[u8]| {
         1 => {
             if let Ok(b) = serde_json::from_slice::<BackupMetadata>(json) {
                 let _ = serde_json::to_vec(&b);
+                // Authentication and the manifest cross-check: refused, never a panic.
+                let layout = Layout::new("production");
+                let key = layout.backup_metadata_key(&b.name);
+                for ring in [Keyring::unencrypted(), Keyring::new(Some(Key::from_bytes([7; 32])), vec![])] {
+                    if metadata_auth::check(&b, &key, "metadata", &layout, &ring).is_ok() {
+                        let _ = metadata_auth::cross_check(&b, &Manifest::default(), "metadata", &ring);
+                    }
+                }
             }
         }
         2 => {

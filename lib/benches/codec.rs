@@ -16,7 +16,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use walvault::codec::{CodecSettings, Compression, Key, Keyring, content_digest, decode_to, encode_slice};
+use walvault::codec::{
+    CodecSettings, Compression, Context, Expect, Key, Keyring, content_digest, decode_to, encode_slice,
+};
 
 const SEGMENT: usize = 16 * 1024 * 1024;
 const PAGE: usize = 8192;
@@ -87,6 +89,14 @@ fn segment() -> (Vec<u8>, String) {
 
 fn codec(c: &mut Criterion) {
     let (plain, kind) = segment();
+    // Every object is bound to its place, as wal-push and wal-fetch bind and check it.
+    let place = Context {
+        repository: [5; 16],
+        env: "production".into(),
+        system_identifier: 7_300_000_000_000_000_005,
+        object: "wal/000000010000000000000003".into(),
+    };
+    let expect = Expect::strict(place.clone());
     let key = Key::from_bytes([7u8; 32]);
     let cases: [(&str, Compression, i32); 3] =
         [("zstd-1", Compression::Zstd, 1), ("zstd-3", Compression::Zstd, 3), ("gzip-6", Compression::Gzip, 6)];
@@ -100,7 +110,7 @@ fn codec(c: &mut Criterion) {
             // covers the plaintext), others do.
             let with_digest = compression != Compression::Zstd;
             let encoded =
-                encode_slice(&plain, &settings, key, with_digest.then(|| content_digest(&plain, key))).unwrap();
+                encode_slice(&plain, &settings, key, with_digest.then(|| content_digest(&plain, key)), &place).unwrap();
             eprintln!(
                 "{kind} segment, {label}: {} -> {} bytes (ratio {:.2})",
                 plain.len(),
@@ -114,14 +124,15 @@ fn codec(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("encode", &label), &plain, |b, plain| {
                 b.iter(|| {
                     let digest = with_digest.then(|| content_digest(plain, key));
-                    black_box(encode_slice(plain, &settings, key, digest).unwrap())
+                    black_box(encode_slice(plain, &settings, key, digest, &place).unwrap())
                 });
             });
             group.bench_with_input(BenchmarkId::new("decode", &label), &encoded, |b, encoded| {
                 let mut out = Vec::with_capacity(SEGMENT);
                 b.iter(|| {
                     out.clear();
-                    black_box(decode_to(&encoded[..], &keyring, "bench", false, &mut out, "memory").unwrap());
+                    let expect = Some(&expect);
+                    black_box(decode_to(&encoded[..], &keyring, "bench", expect, false, &mut out, "memory").unwrap());
                 });
             });
             group.finish();

@@ -26,6 +26,12 @@ pub enum Error {
     #[error("object {object} is corrupt: {reason}")]
     Corrupt { object: String, reason: String },
 
+    /// The object is bound (format 2) to another repository, environment, cluster or name
+    /// than the one it was read for: renamed, copied or planted. Also a format-1 object where
+    /// only format 2 can be trusted (`docs/FORMAT.md`, section 6).
+    #[error("object {object} is bound to another place: {reason}")]
+    Misplaced { object: String, reason: String },
+
     /// The object was written with a key we do not have, or needs a key and none is configured
     /// (or is unencrypted and a key is required).
     #[error("object {object}: {reason}")]
@@ -112,7 +118,7 @@ impl Error {
             Error::NotFound { .. } => ExitCode::NotFound,
             Error::Config { .. } | Error::Invalid(_) => ExitCode::Config,
             Error::Storage { .. } => ExitCode::Storage,
-            Error::Corrupt { .. } | Error::Key { .. } => ExitCode::Corrupt,
+            Error::Corrupt { .. } | Error::Key { .. } | Error::Misplaced { .. } => ExitCode::Corrupt,
             Error::AlreadyExists { .. } | Error::Refused(_) | Error::Hole(_) => ExitCode::Refused,
             Error::Io { .. } => ExitCode::Io,
             Error::Postgres(_) => ExitCode::Postgres,
@@ -128,6 +134,9 @@ impl Error {
             Error::Key { .. } => {
                 Some("check BACKUP_ENCRYPTION_KEY / WALVAULT_KEY_FILE; WALVAULT_READ_KEYS may list older keys")
             }
+            Error::Misplaced { .. } => Some(
+                "this object is not the file it is stored as (renamed, copied from another repository, environment or cluster, or planted); nothing was restored from it: find the right copy, or restore from another backup",
+            ),
             Error::Hole(_) => Some(
                 "restore the missing file into the repository (from another copy of the archive or the primary's pg_wal), or choose a target before the hole",
             ),

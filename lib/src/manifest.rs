@@ -24,6 +24,10 @@ pub struct Manifest {
     pub version: u32,
     pub files: Vec<ManifestEntry>,
     pub tablespaces: Vec<ManifestTablespace>,
+    /// The backup this manifest belongs to, as its metadata states it (written since metadata
+    /// format 2; absent in older manifests). See [`ManifestBackup`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<ManifestBackup>,
     /// Path to index in `files`, built on first lookup.
     #[serde(skip)]
     index: OnceLock<HashMap<String, usize>>,
@@ -55,6 +59,24 @@ pub struct ManifestEntry {
     pub link_target: Option<String>,
 }
 
+/// What a backup's plain-JSON metadata says about the backup, kept inside the authenticated
+/// manifest so that a restore can cross-check the metadata before it writes anything
+/// (`docs/FORMAT.md`, section 7; [`crate::ops::metadata_auth`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestBackup {
+    pub name: String,
+    pub env: String,
+    pub system_identifier: String,
+    pub timeline: u32,
+    pub start_lsn: crate::wal::Lsn,
+    pub stop_lsn: crate::wal::Lsn,
+    /// How many tar parts the backup has.
+    pub parts: u32,
+    /// Lowercase hex SHA-256 of the metadata's canonical form (every field but `seconds` and `mac`).
+    pub metadata_sha256: String,
+}
+
 /// A tablespace as it was when the backup was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestTablespace {
@@ -67,7 +89,7 @@ pub struct ManifestTablespace {
 impl Manifest {
     /// An empty manifest of the current version.
     pub fn new(files: Vec<ManifestEntry>, tablespaces: Vec<ManifestTablespace>) -> Self {
-        Manifest { version: MANIFEST_VERSION, files, tablespaces, index: OnceLock::new() }
+        Manifest { version: MANIFEST_VERSION, files, tablespaces, backup: None, index: OnceLock::new() }
     }
 
     /// Check everything a reader relies on: the version, every path (relative, no `..`, `.`

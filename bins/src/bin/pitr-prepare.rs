@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser, ValueEnum};
-use walvault::ops::pitr_prepare::{PrepareOptions, parse_time};
+use walvault::ops::pitr_prepare::{PrepareOptions, TimelineChoice, parse_time};
 use walvault::pg::recovery::{RecoveryTarget, TargetAction};
 
 #[path = "../common.rs"]
@@ -17,7 +17,7 @@ mod common;
 /// command; it replays WAL through wal-fetch up to the target.
 #[derive(Parser)]
 #[command(version, group(ArgGroup::new("target").args(["target_time", "target_lsn", "target_xid", "target_name", "latest", "immediate"])),
-    after_help = "Examples:\n  pitr-prepare --pgdata /var/lib/postgresql/data --target-time '2024-01-15 10:30:00'\n  pitr-prepare --pgdata /srv/restore --latest --backup mykadoo_production_20240115_020000\n  pitr-prepare --pgdata /srv/restore --target-lsn 0/3000060 --target-action pause")]
+    after_help = "Examples:\n  pitr-prepare --pgdata /var/lib/postgresql/data --target-time '2024-01-15 10:30:00'\n  pitr-prepare --pgdata /srv/restore --latest --backup mykadoo_production_20240115_020000\n  pitr-prepare --pgdata /srv/restore --target-lsn 0/3000060 --target-action pause\n  pitr-prepare --pgdata /var/lib/postgresql/data --latest --archive on   (replacing production)\n  pitr-prepare --pgdata /srv/side --target-time '2024-01-15 10:30:00' --target-timeline 1")]
 struct Cli {
     /// Data directory to restore into (must be empty unless --force)
     #[arg(long, env = "PGDATA")]
@@ -55,8 +55,22 @@ struct Cli {
     /// Parts restored at once
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Timeline to recover along: latest (PostgreSQL's default: the highest timeline after the
+    /// backup's), current (the backup's) or a timeline id; checked and written as a number
+    #[arg(long, value_name = "latest|current|N")]
+    target_timeline: Option<String>,
+    /// on: the restored server archives into the repository as its configuration says
+    /// (replacing production); off: archive_mode = 'off' (side restores, rehearsals, tests)
+    #[arg(long, value_enum, default_value = "off")]
+    archive: OnOff,
     #[command(flatten)]
     common: common::Common,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,6 +126,8 @@ fn main() -> ExitCode {
             cache_dir: config.cache_dir.clone(),
             jobs: cli.jobs,
             prefetch: config.fetch_prefetch,
+            timeline: cli.target_timeline.as_deref().map(str::parse::<TimelineChoice>).transpose()?,
+            archive: cli.archive == OnOff::On,
         };
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;
@@ -120,12 +136,14 @@ fn main() -> ExitCode {
                 common::print_json(&out);
             } else {
                 tracing::info!(
-                    "restored {} ({} files, {} bytes) in {:.1} s; WAL reaches {}",
+                    "restored {} ({} files, {} bytes) in {:.1} s; WAL reaches {} on timeline {}; archiving {}",
                     out.backup,
                     out.files,
                     out.bytes,
                     out.seconds,
-                    out.wal.last_lsn
+                    out.wal.last_lsn,
+                    out.wal.timeline,
+                    if out.archive { "on" } else { "off" }
                 );
                 tracing::info!("next: {}", out.next_command);
             }

@@ -88,7 +88,7 @@ fn fetch_cold(repo: &TestRepo, name: &str) -> std::process::Output {
 }
 
 /// B1, B2 on timeline 1; a PITR of B1 to an early point promoted to timeline 2 archiving
-/// into the same repository; B3 on timeline 2. Returns (B2, B3, rows on timeline 2).
+/// into the same repository (`--archive on`: it replaces the primary); B3 on timeline 2. Returns (B2, B3, rows on timeline 2).
 fn rewind(repo: &TestRepo) -> (serde_json::Value, serde_json::Value, i64) {
     let mut p = primary(repo);
     p.psql("CREATE TABLE t(batch int)");
@@ -106,7 +106,7 @@ fn rewind(repo: &TestRepo) -> (serde_json::Value, serde_json::Value, i64) {
     p.stop();
 
     let name = b1["name"].as_str().expect("name");
-    let (mut c, out) = prepare(repo, &["--backup", name, "--target-lsn", &early]);
+    let (mut c, out) = prepare(repo, &["--backup", name, "--target-lsn", &early, "--archive", "on"]);
     assert!(out.status.success(), "{}", stderr(&out));
     c.append_conf(&c.archive_conf().replace("port = 5432\n", ""));
     recover(&mut c, true);
@@ -131,6 +131,10 @@ fn rewind(repo: &TestRepo) -> (serde_json::Value, serde_json::Value, i64) {
 fn prune_after_rewind(backend: Backend) {
     let repo = TestRepo::new(backend, Some(TEST_KEY));
     let (b2, b3, want) = rewind(&repo);
+    // A restore that replaced the primary is one branch, not two being written at once.
+    let status = json(&repo.run("walvault", &["status", "--json"]));
+    assert_eq!(status["live_branches"], serde_json::json!([]), "{status}");
+    assert_eq!(status["wal"]["timeline"], 2, "{status}");
     let later = super::ops::time_from_now("+9 days");
     let args = ["prune", "--json", "--keep-last", "2", "--retain-backups", "1s", "--retain-wal", "1s", "--now", &later];
     let out = repo.run("walvault", &args);

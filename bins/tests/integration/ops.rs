@@ -78,7 +78,7 @@ fn verify_finds_and_names_damage() {
     }
     p.switch_and_wait_archived(Duration::from_secs(60));
     p.stop();
-    let (mut c, out) = prepare(&repo, &["--latest"]);
+    let (mut c, out) = prepare(&repo, &["--latest", "--archive", "on"]);
     assert!(out.status.success(), "{}", stderr(&out));
     c.append_conf(&c.archive_conf().replace("port = 5432\n", ""));
     recover(&mut c, true);

@@ -206,7 +206,7 @@ pub(super) fn timeline_switch_with(bin: PathBuf) {
     p.switch_and_wait_archived(Duration::from_secs(60));
     p.stop();
 
-    let (mut c, out) = prepare_with(&repo, &["--latest"], bin.clone());
+    let (mut c, out) = prepare_with(&repo, &["--latest", "--archive", "on"], bin.clone());
     assert!(out.status.success(), "{}", stderr(&out));
     c.append_conf(&c.archive_conf().replace("port = 5432\n", ""));
     recover(&mut c, true);
@@ -317,7 +317,9 @@ fn hostile_tar_entry_is_refused() {
     for hostile in ["../escaped-by-walvault-test", "/tmp/absolute-by-walvault-test", "base/../../escaped2"] {
         let mut tar = raw_tar_entry(hostile, b"owned");
         tar.extend_from_slice(&[0u8; 1024]);
-        let object = encode_to_vec(&tar, &settings, Some(&key), None).expect("encode");
+        let name = meta["name"].as_str().expect("name");
+        let place = super::binding::place_context(&repo, &format!("backup/{name}/part/1"), true);
+        let object = encode_to_vec(&tar, &settings, Some(&key), None, &place).expect("encode");
         std::fs::write(root.join(part_key), object).expect("plant");
         let (c, out) = prepare(&repo, &["--immediate"]);
         assert_eq!(out.status.code(), Some(5), "{hostile}: {}", stderr(&out));
@@ -448,7 +450,7 @@ fn planned_recovery_reads_wal_from_pg_wal_across_a_timeline_switch() {
     p.stop();
 
     // Timeline 1 to its end, then promotion to timeline 2 (archiving into the same repository).
-    let (mut c, out) = prepare(&repo, &["--latest", "--json"]);
+    let (mut c, out) = prepare(&repo, &["--latest", "--json", "--archive", "on"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let placed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(placed["wal_staged"].as_u64().is_some_and(|n| n >= 1), "pitr-prepare fetched WAL ahead: {placed}");

@@ -32,6 +32,8 @@ const KNOBS: &[&str] = &[
     "PG_START_TIMEOUT",
     "PG_BIN",
     "BACKUP_JSON",
+    "ARCHIVE",
+    "TARGET_TIMELINE",
 ];
 
 /// A script with the repository's settings, the binaries under test (WALVAULT_BIN_DIR), the
@@ -205,6 +207,7 @@ fn backup_then_restore_latest_and_point_in_time() {
     let pgdata = dir.path().join("pgdata");
     let out = script(&repo, "restore-postgresql.sh", false)
         .env("SKIP_CONFIRMATION", "true")
+        .env("ARCHIVE", "on")
         .env("BACKUP_FILE", "latest.sql.gz.enc")
         .env("PGDATA", &pgdata)
         .env("VERIFY_SQL", "SELECT count(*) FROM t")
@@ -216,6 +219,7 @@ fn backup_then_restore_latest_and_point_in_time() {
     assert!(report.contains(&format!("backup restored     {name} (")), "{report}");
     assert!(report.contains("time to recover"), "{report}");
     assert!(report.contains("WAL reached"), "{report}");
+    assert!(report.contains("archiving           on: the restored server archives"), "{report}");
     assert!(!pgdata.join("recovery.signal").exists(), "promoted");
     assert!(!pgdata.join("postmaster.pid").exists(), "server stopped after verification");
 
@@ -253,6 +257,7 @@ fn backup_then_restore_latest_and_point_in_time() {
     let out = script(&repo, "postgresql-pitr-restore.sh", false)
         .env("SKIP_CONFIRMATION", "true")
         .env("START_SERVER", "true")
+        .env("ARCHIVE", "on")
         .env("PGDATA", &pgdata)
         .env("VERIFY_SQL", "SELECT count(*) FROM t")
         .args(["--target-time", &target])
@@ -276,4 +281,56 @@ fn backup_then_restore_latest_and_point_in_time() {
         .expect("restore-postgresql.sh");
     assert!(out.status.success(), "restore after a branch: {}\n{}", stderr(&out), stdout(&out));
     assert_eq!(verification(&out), ["200"], "{}", stdout(&out));
+}
+
+/// Procedure 1 fails (7) when recovery ends short of what pitr-prepare saw in the archive on
+/// the timeline it follows: here the chain's last segment disappears between pitr-prepare and
+/// the start of the server (a pitr-prepare wrapper deletes it), so PostgreSQL finds the end
+/// one segment early and promotes. The script must not report success.
+#[test]
+fn restore_fails_when_recovery_ends_short_of_the_archive() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let mut p = super::pitr::primary(&repo);
+    p.psql("CREATE TABLE t(batch int)");
+    assert!(super::pitr::base_backup(&repo, &p, &[]).status.success());
+    for n in 0..3 {
+        p.psql(&format!("INSERT INTO t SELECT {n} FROM generate_series(1, 100)"));
+        p.psql("SELECT pg_switch_wal()");
+    }
+    let last = p.switch_and_wait_archived(Duration::from_secs(60));
+    p.stop();
+    let root = repo.fs_root.clone().expect("fs");
+    let out = repo.run("walvault", &["ls", "--json", "wal/"]);
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ls json");
+    let victim = listing
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o["key"].as_str())
+        .find(|k| k.rsplit('/').next().is_some_and(|f| f.starts_with(&format!("{last}."))))
+        .unwrap_or_else(|| panic!("{last} archived: {listing}"))
+        .to_string();
+
+    let wrappers = shared_tempdir();
+    let wrapper = wrappers.path().join("pitr-prepare");
+    let text = format!(
+        "#!/bin/sh\n\"{}\" \"$@\"\nrc=$?\nrm -f \"{}\"\nexit $rc\n",
+        bin("pitr-prepare").display(),
+        root.join(&victim).display()
+    );
+    std::fs::write(&wrapper, text).expect("wrapper");
+    Command::new("chmod").args(["755"]).arg(&wrapper).status().expect("chmod");
+    let dir = shared_tempdir();
+    let out = script(&repo, "restore-postgresql.sh", false)
+        .env("SKIP_CONFIRMATION", "true")
+        .env("PGDATA", dir.path().join("pgdata"))
+        .env("WALVAULT_BIN_DIR", wrappers.path())
+        .env("WALVAULT_FETCH_PREFETCH", "0")
+        .env("VERIFY_SQL", "SELECT count(*) FROM t")
+        .output()
+        .expect("restore-postgresql.sh");
+    assert_eq!(out.status.code(), Some(7), "{}\n{}", stderr(&out), stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("short of what the archive holds on timeline 1") && err.contains(&last), "{err}");
+    assert!(verification(&out).is_empty(), "no success report: {}", stdout(&out));
 }

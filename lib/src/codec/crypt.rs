@@ -11,7 +11,9 @@ use ring::{aead, hkdf, hmac, pbkdf2};
 use crate::{Error, Result};
 
 pub mod material;
+mod metadata_key;
 pub use material::PASSPHRASE_PREFIX;
+pub use metadata_key::METADATA_MAC_INFO;
 
 /// Length of a master key and of a per-object key, in bytes.
 pub const KEY_LEN: usize = 32;

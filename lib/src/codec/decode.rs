@@ -4,6 +4,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 
 use super::chunk::{ChunkOpener, DEFAULT_CHUNK_SIZE};
 use super::compress::{Compression, Decompressor};
+use super::context::{Context, Expect};
 use super::crypt::{Key, Keyring};
 use super::digest::DigestWriter;
 use super::error_from_io;
@@ -28,15 +29,19 @@ pub fn read_header<R: Read>(r: &mut R, object: &str) -> Result<Header> {
 /// # Errors
 /// [`Error::Corrupt`] for a bad header. [`Error::Key`] when the object is encrypted and no
 /// key, or no key with its fingerprint, is configured; and when it is not encrypted while the
-/// keyring has a write key, unless `allow_unencrypted`.
+/// keyring has a write key, unless `allow_unencrypted`. [`Error::Misplaced`] when `expect`
+/// is given and the object is bound to another place, or is a format-1 object where
+/// `expect` refuses one (`None`: any place, for `walvault decrypt`).
 pub fn decoder<'a, R: Read + Send + 'a>(
     inner: R,
     keyring: &Keyring,
     object: &str,
     allow_unencrypted: bool,
+    expect: Option<&Expect>,
 ) -> Result<(Header, Box<dyn Read + Send + 'a>)> {
     let mut source = Source { inner, object: object.to_string() };
     let (header, raw) = header::read_raw(&mut source, object)?;
+    check_place(&header, expect, object)?;
     let key = select_key(&header, keyring, object, allow_unencrypted)?;
     let body: Box<dyn BufRead + Send + 'a> = match (key, header.salt, header.chunk_size) {
         (Some(k), Some(salt), Some(chunk)) => {
@@ -56,7 +61,7 @@ pub fn decoder<'a, R: Read + Send + 'a>(
 }
 
 /// Decode the whole of `object` from `inner` into `out`, in constant memory; returns the
-/// header and the number of plaintext bytes written.
+/// header and the number of plaintext bytes written. `expect` as in [`decoder`].
 ///
 /// # Errors
 /// As [`decoder`], and [`Error::Corrupt`] for tampering or truncation found on the way;
@@ -67,11 +72,12 @@ pub fn decode_to<R: Read + Send, W: Write>(
     inner: R,
     keyring: &Keyring,
     object: &str,
+    expect: Option<&Expect>,
     allow_unencrypted: bool,
     out: &mut W,
     out_path: &str,
 ) -> Result<(Header, u64)> {
-    let (header, mut body) = decoder(inner, keyring, object, allow_unencrypted)?;
+    let (header, mut body) = decoder(inner, keyring, object, allow_unencrypted, expect)?;
     let mut buf = vec![0u8; BUF_LEN];
     let mut total = 0u64;
     loop {
@@ -86,6 +92,25 @@ pub fn decode_to<R: Read + Send, W: Write>(
     }
     out.flush().map_err(|e| Error::io(out_path, e))?;
     Ok((header, total))
+}
+
+/// Refuse an object bound to another place than `expect`'s, and a format-1 object where
+/// `expect` does not accept one. The stored context is authenticated by every chunk (it is
+/// part of the header): an object that passes here but lies about its place fails there.
+///
+/// # Errors
+/// [`Error::Misplaced`]; [`Error::Corrupt`] for a malformed context.
+pub fn check_place(header: &Header, expect: Option<&Expect>, object: &str) -> Result<()> {
+    let Some(expect) = expect else { return Ok(()) };
+    let misplaced = |reason: String| Error::Misplaced { object: object.to_string(), reason };
+    let Some(bytes) = &header.context else {
+        return expect.format1.clone().map_err(|why| {
+            misplaced(format!("it is a format-1 object, bound to no place, where it cannot be accepted: {why}"))
+        });
+    };
+    let stored = Context::parse(bytes).ok_or_else(|| Error::corrupt(object, "malformed binding context"))?;
+    let differences = stored.differences(&expect.context, expect.cluster_optional);
+    if differences.is_empty() { Ok(()) } else { Err(misplaced(differences.join("; "))) }
 }
 
 /// The key that opens an object with this header, or `None` for an unencrypted object.

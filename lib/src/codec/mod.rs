@@ -11,6 +11,7 @@
 //! blocking threads; memory stays constant whatever the object's size.
 
 pub mod compress;
+pub mod context;
 pub mod crypt;
 pub mod digest;
 pub mod header;
@@ -20,6 +21,8 @@ mod decode;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_binding;
+#[cfg(test)]
 mod tests_keys;
 #[cfg(test)]
 mod tests_tamper;
@@ -28,10 +31,11 @@ use std::io::{self, Write};
 
 pub use chunk::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, TAG_LEN};
 pub use compress::Compression;
+pub use context::{Context, Expect};
 pub use crypt::{Key, Keyring};
-pub use decode::{decode_to, decoder, read_header};
+pub use decode::{check_place, decode_to, decoder, read_header};
 pub use digest::{DigestWriter, content_digest, sha256_hex};
-pub use header::{FORMAT_VERSION, Header, MAGIC, MAX_HEADER_LEN};
+pub use header::{FORMAT_VERSION, FORMAT_VERSION_1, Header, MAGIC, MAX_HEADER_LEN};
 
 use chunk::ChunkSealer;
 use compress::Compressor;
@@ -93,16 +97,26 @@ enum Sink<W: Write> {
 impl<W: Write> Encoder<W> {
     /// Write the header into `inner` and start the body. With `key` the object is encrypted
     /// under a fresh random salt. `digest`, if given, must be [`content_digest`] of the
-    /// plaintext that will be written, with the same `key`; it is stored in the header.
+    /// plaintext that will be written, with the same `key`; it is stored in the header. The
+    /// object is bound to `context` (format 2): it opens only where a reader expects it.
     ///
     /// # Errors
-    /// [`Error::Config`] for a level the algorithm does not accept; [`Error::Io`] (or the
-    /// typed error `inner` carried) when writing the header fails.
-    pub fn new(inner: W, settings: &CodecSettings, key: Option<&Key>, digest: Option<[u8; 32]>) -> Result<Self> {
-        Encoder::with_params(inner, settings, key, digest, fresh_salt(key)?, DEFAULT_CHUNK_SIZE)
+    /// [`Error::Config`] for a level the algorithm does not accept; [`Error::Invalid`] for a
+    /// context whose environment or name is empty or too long; [`Error::Io`] (or the typed
+    /// error `inner` carried) when writing the header fails.
+    pub fn new(
+        inner: W,
+        settings: &CodecSettings,
+        key: Option<&Key>,
+        digest: Option<[u8; 32]>,
+        context: &Context,
+    ) -> Result<Self> {
+        let bytes = context_bytes(context)?;
+        Encoder::with_params(inner, settings, key, digest, fresh_salt(key)?, DEFAULT_CHUNK_SIZE, Some(bytes))
     }
 
-    /// [`Encoder::new`] with a given salt and chunk size (known-answer vectors and tests).
+    /// [`Encoder::new`] with a given salt and chunk size (known-answer vectors and tests);
+    /// without a context it writes a format-1 object.
     pub(crate) fn with_params(
         inner: W,
         settings: &CodecSettings,
@@ -110,9 +124,10 @@ impl<W: Write> Encoder<W> {
         digest: Option<[u8; 32]>,
         salt: [u8; 32],
         chunk_size: u32,
+        context: Option<Vec<u8>>,
     ) -> Result<Self> {
         let level = settings.compression.check_level(settings.level)?;
-        let sink = Sink::start(inner, settings, key, digest, salt, chunk_size)?;
+        let sink = Sink::start(inner, settings, key, digest, (salt, chunk_size), context)?;
         let stream =
             Compressor::new(sink, settings.compression, level).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         let check = digest.map(|d| (DigestWriter::new(key), d));
@@ -146,11 +161,11 @@ impl<W: Write> Sink<W> {
         settings: &CodecSettings,
         key: Option<&Key>,
         digest: Option<[u8; 32]>,
-        salt: [u8; 32],
-        chunk_size: u32,
+        (salt, chunk_size): ([u8; 32], u32),
+        context: Option<Vec<u8>>,
     ) -> Result<Self> {
         let crypto = key.map(|k| (k.fingerprint(), salt, chunk_size.clamp(1, MAX_CHUNK_SIZE)));
-        let header = Header::new(settings.compression, crypto, digest);
+        let header = Header::new(settings.compression, crypto, digest, context);
         let bytes = header.encode();
         inner.write_all(&bytes).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         Ok(match (key, crypto) {
@@ -200,6 +215,17 @@ impl<W: Write> Write for Sink<W> {
     }
 }
 
+/// The header bytes of `context`.
+fn context_bytes(context: &Context) -> Result<Vec<u8>> {
+    context.encode().ok_or_else(|| {
+        Error::Invalid(format!(
+            "cannot bind an object to {context}: the environment must be 1 to {} bytes and the name 1 to {} bytes",
+            context::MAX_ENV_LEN,
+            context::MAX_NAME_LEN
+        ))
+    })
+}
+
 /// A random salt for an encrypted object's key; zeros (unused) without a key.
 fn fresh_salt(key: Option<&Key>) -> Result<[u8; 32]> {
     let mut salt = [0u8; 32];
@@ -222,6 +248,7 @@ pub fn encode_slice(
     settings: &CodecSettings,
     key: Option<&Key>,
     digest: Option<[u8; 32]>,
+    context: &Context,
 ) -> Result<Vec<u8>> {
     if settings.compression == Compression::Zstd {
         // The whole input at once: one zstd frame compressed straight from the slice (the
@@ -230,11 +257,12 @@ pub fn encode_slice(
         let level = settings.compression.check_level(settings.level)?;
         let frame = compress::zstd_frame(plaintext, level).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         let out = Vec::with_capacity(frame.len() + frame.len() / 64 + 1024);
-        let mut sink = Sink::start(out, settings, key, digest, fresh_salt(key)?, DEFAULT_CHUNK_SIZE)?;
+        let crypto = (fresh_salt(key)?, DEFAULT_CHUNK_SIZE);
+        let mut sink = Sink::start(out, settings, key, digest, crypto, Some(context_bytes(context)?))?;
         sink.write_all(&frame).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
         return sink.finish();
     }
-    let mut enc = Encoder::new(Vec::with_capacity(plaintext.len() / 8 + 128), settings, key, digest)?;
+    let mut enc = Encoder::new(Vec::with_capacity(plaintext.len() / 8 + 128), settings, key, digest, context)?;
     enc.check = None;
     enc.write_all(plaintext).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
     enc.finish()
@@ -249,8 +277,21 @@ pub fn encode_to_vec(
     settings: &CodecSettings,
     key: Option<&Key>,
     digest: Option<[u8; 32]>,
+    context: &Context,
 ) -> Result<Vec<u8>> {
-    let mut enc = Encoder::new(Vec::with_capacity(plaintext.len() / 2 + 128), settings, key, digest)?;
+    let mut enc = Encoder::new(Vec::with_capacity(plaintext.len() / 2 + 128), settings, key, digest, context)?;
+    enc.write_all(plaintext).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
+    enc.finish()
+}
+
+/// Encode an object in the older format 1, bound to no place: only for tests of the rules
+/// that read such objects (`docs/FORMAT.md`, section 6). walvault never writes format 1.
+///
+/// # Errors
+/// As [`encode_to_vec`].
+#[doc(hidden)]
+pub fn encode_format1_for_tests(plaintext: &[u8], settings: &CodecSettings, key: Option<&Key>) -> Result<Vec<u8>> {
+    let mut enc = Encoder::with_params(Vec::new(), settings, key, None, fresh_salt(key)?, DEFAULT_CHUNK_SIZE, None)?;
     enc.write_all(plaintext).map_err(|e| error_from_io(e, ENCODER_OUTPUT))?;
     enc.finish()
 }

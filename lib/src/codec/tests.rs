@@ -17,6 +17,25 @@ pub(super) fn key_b() -> Key {
     Key::from_bytes([0xb2; 32])
 }
 
+/// The place the test objects are bound to.
+pub(super) fn ctx() -> Context {
+    Context {
+        repository: [0x3c; 16],
+        env: "production".into(),
+        system_identifier: 7_300_000_000_000_000_005,
+        object: "wal/000000010000000000000001".into(),
+    }
+}
+
+pub(super) fn ctx_bytes() -> Vec<u8> {
+    ctx().encode().unwrap()
+}
+
+/// What the test reader demands: [`ctx`]; format-1 objects (the old vectors) accepted.
+pub(super) fn expect() -> Expect {
+    Expect { context: ctx(), cluster_optional: false, format1: Ok(()) }
+}
+
 pub(super) fn settings(compression: Compression) -> CodecSettings {
     CodecSettings { compression, level: compression.default_level() }
 }
@@ -37,14 +56,14 @@ pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// Encode with a given chunk size and salt; `digest` stores the right content digest.
 pub(super) fn encode(data: &[u8], c: Compression, key: Option<&Key>, digest: bool, chunk: u32) -> Vec<u8> {
     let d = digest.then(|| content_digest(data, key));
-    let mut enc = Encoder::with_params(Vec::new(), &settings(c), key, d, [0x5a; 32], chunk).unwrap();
+    let mut enc = Encoder::with_params(Vec::new(), &settings(c), key, d, [0x5a; 32], chunk, Some(ctx_bytes())).unwrap();
     enc.write_all(data).unwrap();
     enc.finish().unwrap()
 }
 
 pub(super) fn decode(object: &[u8], ring: &Keyring, allow_unencrypted: bool) -> crate::Result<Vec<u8>> {
     let mut out = Vec::new();
-    let (_, n) = decode_to(object, ring, OBJ, allow_unencrypted, &mut out, "/tmp/out")?;
+    let (_, n) = decode_to(object, ring, OBJ, Some(&expect()), allow_unencrypted, &mut out, "/tmp/out")?;
     assert_eq!(n, out.len() as u64);
     Ok(out)
 }
@@ -62,10 +81,11 @@ fn round_trip_every_setting_and_boundary_size() {
             for size in [0, 1, c - 1, c, c + 1, 5 * c + 7] {
                 let data = noise(size, size as u64);
                 let d = Some(content_digest(&data, key));
-                let object = encode_to_vec(&data, &settings(compression), key, d).unwrap();
+                let object = encode_to_vec(&data, &settings(compression), key, d, &ctx()).unwrap();
                 let (header, plain) = {
                     let mut out = Vec::new();
-                    let (h, _) = decode_to(&object[..], &ring_for(key), OBJ, false, &mut out, "-").unwrap();
+                    let (h, _) =
+                        decode_to(&object[..], &ring_for(key), OBJ, Some(&expect()), false, &mut out, "-").unwrap();
                     (h, out)
                 };
                 assert!(plain == data, "{compression:?} key={} size={size}", key.is_some());
@@ -85,7 +105,8 @@ fn encrypted_framing_has_the_documented_length() {
             let data = noise(size, 3);
             let object = encode(&data, Compression::None, Some(&a), false, chunk);
             let chunks = size.div_ceil(chunk as usize).max(1);
-            assert_eq!(object.len(), 62 + size + TAG_LEN * chunks, "chunk {chunk} size {size}");
+            let header = 62 + 2 + ctx_bytes().len();
+            assert_eq!(object.len(), header + size + TAG_LEN * chunks, "chunk {chunk} size {size}");
             assert_eq!(decode(&object, &ring_for(Some(&a)), false).unwrap(), data);
         }
     }
@@ -95,11 +116,12 @@ fn encrypted_framing_has_the_documented_length() {
 fn unencrypted_body_is_the_plain_compressed_stream() {
     let data = noise(1000, 8);
     let object = encode(&data, Compression::Zstd, None, false, 64);
+    let header = 18 + 2 + ctx_bytes().len();
     let mut plain = Vec::new();
-    zstd::stream::read::Decoder::new(&object[18..]).unwrap().read_to_end(&mut plain).unwrap();
+    zstd::stream::read::Decoder::new(&object[header..]).unwrap().read_to_end(&mut plain).unwrap();
     assert_eq!(plain, data);
     let none = encode(&data, Compression::None, None, false, 64);
-    assert_eq!(&none[18..], &data[..]);
+    assert_eq!(&none[header..], &data[..]);
 }
 
 #[test]
@@ -114,6 +136,7 @@ fn write_granularity_does_not_change_the_object() {
         Some(content_digest(&data, Some(&a))),
         [0x5a; 32],
         32,
+        Some(ctx_bytes()),
     )
     .unwrap();
     for b in &data {
@@ -126,8 +149,8 @@ fn write_granularity_does_not_change_the_object() {
 fn fresh_salt_per_object() {
     let a = key_a();
     let s = settings(Compression::Zstd);
-    let x = encode_to_vec(b"same", &s, Some(&a), None).unwrap();
-    let y = encode_to_vec(b"same", &s, Some(&a), None).unwrap();
+    let x = encode_to_vec(b"same", &s, Some(&a), None, &ctx()).unwrap();
+    let y = encode_to_vec(b"same", &s, Some(&a), None, &ctx()).unwrap();
     let hx = read_header(&mut &x[..], OBJ).unwrap();
     let hy = read_header(&mut &y[..], OBJ).unwrap();
     assert_ne!(hx.salt, hy.salt);
@@ -150,7 +173,7 @@ fn object_extensions() {
 #[test]
 fn bad_level_is_a_config_error() {
     let s = CodecSettings { compression: Compression::Zstd, level: 30 };
-    let err = encode_to_vec(b"x", &s, None, None).unwrap_err();
+    let err = encode_to_vec(b"x", &s, None, None, &ctx()).unwrap_err();
     assert!(matches!(&err, Error::Config { setting, .. } if setting == "WALVAULT_COMPRESSION_LEVEL"), "{err}");
 }
 
@@ -159,13 +182,13 @@ fn digest_in_header_is_checked_on_both_sides() {
     let a = key_a();
     for key in [None, Some(&a)] {
         let wrong = content_digest(b"other", key);
-        let mut enc = Encoder::new(Vec::new(), &settings(Compression::None), key, Some(wrong)).unwrap();
+        let mut enc = Encoder::new(Vec::new(), &settings(Compression::None), key, Some(wrong), &ctx()).unwrap();
         enc.write_all(b"data").unwrap();
         let err = enc.finish().unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err}");
         // a digest made with another key is just as wrong
         let other = content_digest(b"data", if key.is_some() { None } else { Some(&a) });
-        assert!(encode_to_vec(b"data", &settings(Compression::Zstd), key, Some(other)).is_err());
+        assert!(encode_to_vec(b"data", &settings(Compression::Zstd), key, Some(other), &ctx()).is_err());
     }
 }
 
@@ -198,7 +221,7 @@ fn stream_through_a_pipe(compression: Compression, len: u64) {
     let producer = std::thread::spawn(move || -> crate::Result<[u8; 32]> {
         let mut src = Generator { block, left: len, count: 0 };
         let mut tee = DigestWriter::new(None);
-        let mut enc = Encoder::new(writer, &settings(compression), Some(&key), None)?;
+        let mut enc = Encoder::new(writer, &settings(compression), Some(&key), None, &ctx())?;
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = src.read(&mut buf).map_err(|e| error_from_io(e, "gen"))?;
@@ -212,7 +235,7 @@ fn stream_through_a_pipe(compression: Compression, len: u64) {
         Ok(tee.finish())
     });
     let mut check = DigestWriter::new(None);
-    let (_, n) = decode_to(reader, &ring_for(Some(&a)), OBJ, false, &mut check, "-").unwrap();
+    let (_, n) = decode_to(reader, &ring_for(Some(&a)), OBJ, Some(&expect()), false, &mut check, "-").unwrap();
     assert_eq!(n, len);
     assert_eq!(producer.join().unwrap().unwrap(), check.finish());
 }
@@ -239,7 +262,7 @@ proptest! {
         let a = key_a();
         let key = encrypted.then_some(&a);
         let d = digest.then(|| content_digest(&data, key));
-        let mut enc = Encoder::with_params(Vec::new(), &settings(compression), key, d, [1; 32], chunk).unwrap();
+        let mut enc = Encoder::with_params(Vec::new(), &settings(compression), key, d, [1; 32], chunk, Some(ctx_bytes())).unwrap();
         for part in data.chunks(step) {
             enc.write_all(part).unwrap();
         }
@@ -268,9 +291,9 @@ fn whole_slice_encoding_round_trips_and_is_checked() {
     for compression in Compression::ALL {
         for key in [None, Some(&a)] {
             let digest = content_digest(&data, key);
-            let object = encode_slice(&data, &settings(compression), key, Some(digest)).unwrap();
+            let object = encode_slice(&data, &settings(compression), key, Some(digest), &ctx()).unwrap();
             assert_eq!(read_header(&mut object.as_slice(), OBJ).unwrap().digest, Some(digest));
-            let bare = encode_slice(&data, &settings(compression), key, None).unwrap();
+            let bare = encode_slice(&data, &settings(compression), key, None, &ctx()).unwrap();
             assert_eq!(read_header(&mut bare.as_slice(), OBJ).unwrap().digest, None);
             assert_eq!(decode(&bare, &ring_for(key), false).unwrap(), data, "{compression:?} without digest");
             if compression != Compression::None || key.is_some() {
@@ -284,7 +307,7 @@ fn whole_slice_encoding_round_trips_and_is_checked() {
             let at = bad.len() - 40;
             bad[at] ^= 0x01;
             assert!(decode(&bad, &ring_for(key), false).is_err(), "{compression:?}: flipped byte caught");
-            let wrong = encode_slice(&data, &settings(compression), key, Some([7; 32])).unwrap();
+            let wrong = encode_slice(&data, &settings(compression), key, Some([7; 32]), &ctx()).unwrap();
             assert!(decode(&wrong, &ring_for(key), false).is_err(), "{compression:?}: wrong digest caught");
         }
     }

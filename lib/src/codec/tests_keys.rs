@@ -4,16 +4,16 @@
 
 use std::io::{self, Read, Write};
 
-use super::tests::{OBJ, decode, key_a, key_b, noise, ring_for, settings};
+use super::tests::{OBJ, ctx, decode, expect, key_a, key_b, noise, ring_for, settings};
 use super::*;
 
 #[test]
 fn key_rotation_reads_old_objects() {
     let (a, b) = (key_a(), key_b());
-    let old = encode_to_vec(b"written with a", &settings(Compression::Zstd), Some(&a), None).unwrap();
+    let old = encode_to_vec(b"written with a", &settings(Compression::Zstd), Some(&a), None, &ctx()).unwrap();
     let ring = Keyring::new(Some(b.clone()), vec![a.clone()]);
     assert_eq!(decode(&old, &ring, false).unwrap(), b"written with a");
-    let new = encode_to_vec(b"written with b", &settings(Compression::Zstd), ring.write_key(), None).unwrap();
+    let new = encode_to_vec(b"written with b", &settings(Compression::Zstd), ring.write_key(), None, &ctx()).unwrap();
     assert_eq!(read_header(&mut &new[..], OBJ).unwrap().key_fingerprint, Some(b.fingerprint()));
     assert_eq!(decode(&new, &ring, false).unwrap(), b"written with b");
     // a read-only keyring (no write key) reads both too
@@ -23,7 +23,7 @@ fn key_rotation_reads_old_objects() {
 #[test]
 fn wrong_key_names_the_fingerprint() {
     let (a, b) = (key_a(), key_b());
-    let object = encode_to_vec(b"secret", &settings(Compression::Zstd), Some(&a), None).unwrap();
+    let object = encode_to_vec(b"secret", &settings(Compression::Zstd), Some(&a), None, &ctx()).unwrap();
     let err = decode(&object, &ring_for(Some(&b)), false).unwrap_err();
     let want = format!(
         "object {OBJ}: encrypted with key {}, which is not configured (configured: {})",
@@ -37,7 +37,7 @@ fn wrong_key_names_the_fingerprint() {
 #[test]
 fn encrypted_object_without_a_key() {
     let a = key_a();
-    let object = encode_to_vec(b"secret", &settings(Compression::Gzip), Some(&a), None).unwrap();
+    let object = encode_to_vec(b"secret", &settings(Compression::Gzip), Some(&a), None, &ctx()).unwrap();
     for allow in [false, true] {
         let err = decode(&object, &Keyring::none(), allow).unwrap_err();
         assert_eq!(
@@ -50,7 +50,7 @@ fn encrypted_object_without_a_key() {
 
 #[test]
 fn unencrypted_object_with_a_key_configured() {
-    let object = encode_to_vec(b"plain", &settings(Compression::Zstd), None, None).unwrap();
+    let object = encode_to_vec(b"plain", &settings(Compression::Zstd), None, None, &ctx()).unwrap();
     let ring = ring_for(Some(&key_a()));
     let err = decode(&object, &ring, false).unwrap_err();
     assert_eq!(err.to_string(), format!("object {OBJ}: not encrypted but a key is configured"));
@@ -86,11 +86,12 @@ fn source_errors_are_not_reported_as_corruption() {
     let data = noise(200_000, 5);
     for compression in Compression::ALL {
         for key in [None, Some(&a)] {
-            let object = encode_to_vec(&data, &settings(compression), key, None).unwrap();
+            let object = encode_to_vec(&data, &settings(compression), key, None, &ctx()).unwrap();
             for after in [10, 100, object.len() / 2] {
                 let reset = || io::Error::new(io::ErrorKind::ConnectionReset, "connection reset by peer");
                 let src = Failing { data: object.clone(), pos: 0, after, make: reset };
-                let err = decode_to(src, &ring_for(key), OBJ, false, &mut io::sink(), "-").unwrap_err();
+                let err =
+                    decode_to(src, &ring_for(key), OBJ, Some(&expect()), false, &mut io::sink(), "-").unwrap_err();
                 assert!(matches!(&err, Error::Io { path, .. } if path == OBJ), "{compression:?} {after}: {err}");
                 let storage = || {
                     io::Error::other(Error::Storage {
@@ -101,7 +102,8 @@ fn source_errors_are_not_reported_as_corruption() {
                     })
                 };
                 let src = Failing { data: object.clone(), pos: 0, after, make: storage };
-                let err = decode_to(src, &ring_for(key), OBJ, false, &mut io::sink(), "-").unwrap_err();
+                let err =
+                    decode_to(src, &ring_for(key), OBJ, Some(&expect()), false, &mut io::sink(), "-").unwrap_err();
                 assert!(err.is_transient(), "{compression:?} {after}: {err}");
             }
         }
@@ -121,9 +123,10 @@ impl Write for FullDisk {
 
 #[test]
 fn output_errors_name_the_output_path() {
-    let object = encode_to_vec(b"data", &settings(Compression::Zstd), None, None).unwrap();
+    let object = encode_to_vec(b"data", &settings(Compression::Zstd), None, None, &ctx()).unwrap();
     let err =
-        decode_to(&object[..], &Keyring::none(), OBJ, false, &mut FullDisk, "/pg/pg_wal/RECOVERYXLOG").unwrap_err();
+        decode_to(&object[..], &Keyring::none(), OBJ, Some(&expect()), false, &mut FullDisk, "/pg/pg_wal/RECOVERYXLOG")
+            .unwrap_err();
     assert_eq!(err.to_string(), "/pg/pg_wal/RECOVERYXLOG: no space left on device");
 }
 
@@ -135,12 +138,12 @@ fn error_from_io_round_trips_typed_errors() {
     assert_eq!(error_from_io(raw, "y").to_string(), "y: broken pipe");
 }
 
-const VECTOR_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+pub(super) const VECTOR_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const VECTOR_1_TEXT: &[u8] =
     b"walvault known-answer vector 1: one hundred bytes of plain text, sealed in chunks of 32 bytes each.\n";
 const VECTOR_2_LINE: &[u8] = b"walvault known-answer vector 2: zstd, then AES-256-GCM in 64 KiB chunks.\n";
 
-fn unhex(text: &str) -> Vec<u8> {
+pub(super) fn unhex(text: &str) -> Vec<u8> {
     let digits: String = text.split_whitespace().collect();
     hex::decode(digits).unwrap()
 }
@@ -159,7 +162,8 @@ fn known_answer_vectors() {
     let v1 = unhex(include_str!("../../../testdata/codec/v1-none-aes256gcm-chunk32-digest.hex"));
     assert_eq!(decode(&v1, &ring, false).unwrap(), VECTOR_1_TEXT);
     let digest = Some(content_digest(VECTOR_1_TEXT, Some(&key)));
-    let mut enc = Encoder::with_params(Vec::new(), &settings(Compression::None), Some(&key), digest, salt, 32).unwrap();
+    let mut enc =
+        Encoder::with_params(Vec::new(), &settings(Compression::None), Some(&key), digest, salt, 32, None).unwrap();
     enc.write_all(VECTOR_1_TEXT).unwrap();
     assert_eq!(enc.finish().unwrap(), v1);
     let v2 = unhex(include_str!("../../../testdata/codec/v1-zstd-aes256gcm.hex"));

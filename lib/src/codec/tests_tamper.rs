@@ -121,9 +121,16 @@ fn header_and_body_of_different_objects_do_not_mix() {
     let ring = ring_for(Some(&a));
     let data = noise(3 * CHUNK, 2);
     let x = encode(&data, Compression::None, Some(&a), false, CHUNK as u32);
-    let mut enc =
-        Encoder::with_params(Vec::new(), &tests::settings(Compression::None), Some(&a), None, [0x77; 32], CHUNK as u32)
-            .unwrap();
+    let mut enc = Encoder::with_params(
+        Vec::new(),
+        &tests::settings(Compression::None),
+        Some(&a),
+        None,
+        [0x77; 32],
+        CHUNK as u32,
+        Some(tests::ctx_bytes()),
+    )
+    .unwrap();
     std::io::Write::write_all(&mut enc, &data).unwrap();
     let y = enc.finish().unwrap();
     let header = read_header(&mut &x[..], OBJ).unwrap().encoded_len();
@@ -141,7 +148,7 @@ fn no_plaintext_from_an_unauthenticated_chunk() {
     for bad_chunk in 0..5 {
         let mut bad = object.clone();
         bad[header + bad_chunk * (CHUNK + TAG_LEN) + 3] ^= 0x20;
-        let (_, mut reader) = decoder(&bad[..], &ring, OBJ, false).unwrap();
+        let (_, mut reader) = decoder(&bad[..], &ring, OBJ, false, Some(&tests::expect())).unwrap();
         let mut got = Vec::new();
         let mut buf = [0u8; 7];
         let err = loop {

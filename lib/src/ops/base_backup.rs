@@ -19,8 +19,9 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::catalog::{BackupMetadata, LatestPointer, PartInfo};
 use super::identity::{self, ClusterInfo};
+use super::place::Logical;
 use super::wal_index::WalIndex;
-use super::{Repo, blocking};
+use super::{Repo, blocking, metadata_auth};
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestEntry, ManifestTablespace};
@@ -192,15 +193,10 @@ async fn copy_and_finish(
         .map(|t| ManifestTablespace { oid: t.oid, name: t.name, location: t.location.display().to_string() })
         .collect();
     let (parts, entries): (Vec<PartInfo>, Vec<Vec<ManifestEntry>>) = results.into_iter().unzip();
-    let manifest = Manifest::new(entries.into_iter().flatten().collect(), tablespaces.clone());
+    let mut manifest = Manifest::new(entries.into_iter().flatten().collect(), tablespaces.clone());
     let manifest_key = repo.layout.backup_object(name, &format!("manifest.json{}", repo.object_ext()));
-    let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
-    let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
-    let encoded = blocking(move || codec::encode_to_vec(&manifest_json, &settings, key.as_ref(), None)).await?;
-    repo.storage.put(&manifest_key, Bytes::from(encoded)).await?;
-
-    Ok(BackupMetadata {
-        format: 1,
+    let mut meta = BackupMetadata {
+        format: metadata_auth::METADATA_FORMAT,
         name: name.to_string(),
         env: repo.layout.env().to_string(),
         cluster: opts.cluster.clone(),
@@ -219,13 +215,23 @@ async fn copy_and_finish(
         bytes: parts.iter().map(|p| p.bytes).sum(),
         stored_bytes: parts.iter().map(|p| p.stored_bytes).sum(),
         parts,
-        manifest_key,
+        manifest_key: manifest_key.clone(),
         compression: repo.codec.compression.name().to_string(),
         encrypted: repo.keyring.is_encrypted(),
         key_fingerprint: repo.keyring.write_key().map(|k| k.fingerprint_hex()),
         tablespaces,
         seconds: 0.0,
-    })
+        mac: None,
+    };
+    // The metadata's MAC, and its digest inside the authenticated manifest.
+    metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
+    let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
+    let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
+    let context = repo.context(&Logical::Manifest(name)).await?;
+    let encoded =
+        blocking(move || codec::encode_to_vec(&manifest_json, &settings, key.as_ref(), None, &context)).await?;
+    repo.storage.put(&manifest_key, Bytes::from(encoded)).await?;
+    Ok(meta)
 }
 
 enum Part {
@@ -244,6 +250,7 @@ async fn upload_part(
     let key = repo.layout.backup_object(name, &format!("part_{index:05}.tar{}", repo.object_ext()));
     let path = spool.join(format!("part_{index:05}"));
     let (settings, write_key) = (repo.codec, repo.keyring.write_key().cloned());
+    let context = repo.context(&Logical::Part { backup: name, index }).await?;
     let spool_path = path.clone();
     let mut entries = blocking(move || {
         // 0600 whatever the umask: without a key the spool holds plain database files.
@@ -254,7 +261,7 @@ async fn upload_part(
             .open(&spool_path)
             .with_path(&spool_path)?;
         let out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let encoder = Encoder::new(out, &settings, write_key.as_ref(), None)?;
+        let encoder = Encoder::new(out, &settings, write_key.as_ref(), None, &context)?;
         let (encoder, entries) = match &part {
             Part::Files(files) => tarball::write_tar(encoder, files)?,
             Part::Bytes(items) => {

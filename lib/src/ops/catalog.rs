@@ -15,8 +15,10 @@ use crate::wal::timeline::{HistoryEntry, parse_history};
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result};
 
-/// `database/<env>/<name>_metadata.json`: plain JSON, written last.
+/// `database/<env>/<name>_metadata.json`: plain JSON, written last, authenticated by `mac`
+/// and cross-checked against the manifest ([`super::metadata_auth`], `docs/FORMAT.md` section 7).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BackupMetadata {
     pub format: u32,
     pub name: String,
@@ -44,12 +46,16 @@ pub struct BackupMetadata {
     pub encrypted: bool,
     pub key_fingerprint: Option<String>,
     pub tablespaces: Vec<ManifestTablespace>,
-    /// Wall time of the backup.
+    /// Wall time of the backup (informational: not covered by `mac`).
     pub seconds: f64,
+    /// HMAC-SHA256 of the canonical form, lowercase hex (format 2, encrypted repositories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// One tar part of a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PartInfo {
     pub index: u32,
     pub key: String,
@@ -86,7 +92,10 @@ pub async fn backups(repo: &Repo) -> Result<Vec<BackupMetadata>> {
 
 async fn read_metadata(repo: &Repo, key: &str) -> Result<BackupMetadata> {
     let bytes = repo.storage.get_bytes(key).await?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(repo.storage.describe(key), e))
+    let object = repo.storage.describe(key);
+    let meta = serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&object, e))?;
+    super::metadata_auth::check(&meta, key, &object, &repo.layout, &repo.keyring)?;
+    Ok(meta)
 }
 
 /// One backup by name; `latest` means the newest complete backup.
@@ -250,7 +259,7 @@ impl WalArchive {
 }
 
 async fn read_history(repo: &Repo, key: &str, tli: u32) -> Result<Vec<HistoryEntry>> {
-    let text = repo.read_object(key, false).await?;
+    let text = repo.read_object(key, &super::place::Logical::Wal(&format!("{tli:08X}.history")), false).await?;
     let object = repo.storage.describe(key);
     let entries = parse_history(&String::from_utf8_lossy(&text)).map_err(|e| Error::corrupt(&object, e))?;
     if entries.last().is_some_and(|e| e.tli >= tli) || (tli > 1 && entries.is_empty()) {

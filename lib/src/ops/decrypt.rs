@@ -38,7 +38,7 @@ pub async fn decrypt<W: Write + Send + 'static>(repo: &Repo, source: Source, out
     blocking(move || {
         let mut out = out;
         let reader = std::io::BufReader::with_capacity(1 << 20, input);
-        let (_, n) = codec::decode_to(reader, &keyring, &name, true, &mut out, "standard output")?;
+        let (_, n) = codec::decode_to(reader, &keyring, &name, None, true, &mut out, "standard output")?;
         out.flush().map_err(|e| Error::io("standard output", e))?;
         Ok(n)
     })

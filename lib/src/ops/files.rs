@@ -15,12 +15,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::io::SyncIoBridge;
 
+use super::place::Logical;
 use super::{Repo, blocking, identity};
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{EntryKind, Manifest};
 use crate::pg::datadir::{DataFile, FileKind};
 use crate::{Error, Result, tarball};
+
+/// The logical names of a file backup's two objects (what they are bound to).
+const ARCHIVE: &str = "archive.tar";
+const MANIFEST: &str = "manifest.json";
 
 /// The kinds of the runbook's file backups.
 pub const KINDS: &[&str] = &["uploads", "assets", "config"];
@@ -92,9 +97,11 @@ pub async fn files_backup(repo: &Repo, kind: &str, dir: &Path, spool_dir: Option
         tempfile::Builder::new().prefix("walvault-files-").tempdir_in(&spool_parent).with_path(&spool_parent)?;
     let path = spool.path().join("archive");
     let (settings, key, spool_path) = (repo.codec, repo.keyring.write_key().cloned(), path.clone());
+    let context = repo.context(&Logical::Files { kind, backup: &name, file: ARCHIVE }).await?;
     let stored = blocking(move || {
         let file = std::fs::File::create(&spool_path).with_path(&spool_path)?;
-        let encoder = Encoder::new(std::io::BufWriter::with_capacity(1 << 20, file), &settings, key.as_ref(), None)?;
+        let out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let encoder = Encoder::new(out, &settings, key.as_ref(), None, &context)?;
         let (encoder, stored) = tarball::write_tar(encoder, &entries)?;
         encoder.finish()?.flush().with_path(&spool_path)?;
         Ok(stored)
@@ -108,7 +115,8 @@ pub async fn files_backup(repo: &Repo, kind: &str, dir: &Path, spool_dir: Option
     let manifest_key = repo.layout.files_object(kind, &name, &format!("manifest.json{}", repo.object_ext()));
     let json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
     let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
-    let encoded = blocking(move || codec::encode_to_vec(&json, &settings, key.as_ref(), None)).await?;
+    let context = repo.context(&Logical::Files { kind, backup: &name, file: MANIFEST }).await?;
+    let encoded = blocking(move || codec::encode_to_vec(&json, &settings, key.as_ref(), None, &context)).await?;
     repo.storage.put(&manifest_key, Bytes::from(encoded)).await?;
 
     let meta = FilesMetadata {
@@ -214,7 +222,8 @@ pub async fn verify_files_backup(
     meta: &FilesMetadata,
 ) -> std::result::Result<tarball::VerifyStats, (Error, String)> {
     let manifest = load_manifest(repo, meta).await.map_err(|e| (e, meta.manifest_key.clone()))?;
-    super::verify_backups::verify_part(repo, &meta.archive_key, 0, std::sync::Arc::new(manifest))
+    let archive = Logical::Files { kind: &meta.kind, backup: &meta.name, file: ARCHIVE };
+    super::verify_backups::verify_part(repo, &meta.archive_key, 0, archive, std::sync::Arc::new(manifest))
         .await
         .map_err(|e| (e, meta.archive_key.clone()))
 }
@@ -223,9 +232,10 @@ async fn load_manifest(repo: &Repo, meta: &FilesMetadata) -> Result<Manifest> {
     let body = repo.storage.get_bytes(&meta.manifest_key).await?;
     let object = repo.storage.describe(&meta.manifest_key);
     let (keyring, obj) = (repo.keyring.clone(), object.clone());
+    let expect = repo.expect(&Logical::Files { kind: &meta.kind, backup: &meta.name, file: MANIFEST }).await?;
     let json = blocking(move || {
         let mut out = Vec::new();
-        codec::decode_to(body.as_ref(), &keyring, &obj, false, &mut out, "memory")?;
+        codec::decode_to(body.as_ref(), &keyring, &obj, Some(&expect), false, &mut out, "memory")?;
         Ok(out)
     })
     .await?;
@@ -247,9 +257,10 @@ async fn extract(repo: &Repo, meta: &FilesMetadata, manifest: Manifest, dir: &Pa
     let reader = repo.storage.get(&meta.archive_key).await?;
     let bridge = SyncIoBridge::new(reader);
     let (object, keyring, dest) = (repo.storage.describe(&meta.archive_key), repo.keyring.clone(), dir.to_path_buf());
+    let expect = repo.expect(&Logical::Files { kind: &meta.kind, backup: &meta.name, file: ARCHIVE }).await?;
     blocking(move || {
         let input = std::io::BufReader::with_capacity(1 << 20, bridge);
-        let (_, body) = codec::decoder(input, &keyring, &object, false)?;
+        let (_, body) = codec::decoder(input, &keyring, &object, false, Some(&expect))?;
         let stats = tarball::extract_tar(body, &dest, &manifest, &BTreeMap::new()).map_err(|e| match e {
             Error::Io { path, source } if path == object => codec::error_from_io(source, &object),
             other => other,

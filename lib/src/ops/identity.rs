@@ -1,6 +1,8 @@
-//! The repository identity object, `walvault.json`: format version, encryption, and per
-//! environment the PostgreSQL system identifier it archives. Created with put-if-absent so
-//! that of two clusters racing to create it, one wins and the other is refused.
+//! The repository identity object, `walvault.json`: format version, the random repository id
+//! every object is bound to, encryption, and per environment the PostgreSQL system
+//! identifier it archives. Created with put-if-absent so that of two clusters racing to
+//! create it, one wins and the other is refused. A format-1 identity is moved to format 2 by
+//! the first writer that meets it (`docs/FORMAT.md`, section 6).
 
 use std::collections::BTreeMap;
 
@@ -12,8 +14,8 @@ use super::Repo;
 use crate::layout::IDENTITY_KEY;
 use crate::{Error, Result};
 
-/// The repository format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format this build writes and reads (1 is read, and moved to 2 by writers).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `walvault.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +28,24 @@ pub struct Identity {
     pub key_fingerprints: Vec<String>,
     #[serde(default)]
     pub envs: BTreeMap<String, EnvIdentity>,
+    /// 32 random hex digits: every format-2 object is bound to it. Absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_id: Option<String>,
+    /// Only in a repository moved from format 1 to 2: which format-1 objects still count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format1: Option<Format1Marks>,
+}
+
+/// Where format-1 objects (bound to no place) are still read, in a repository that moved to
+/// format 2: backups started before `until`, and per environment the WAL before the first
+/// segment it archived in format 2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Format1Marks {
+    /// When the repository moved to format 2.
+    pub until: DateTime<Utc>,
+    /// Environment → the first WAL segment it archived in format 2.
+    #[serde(default)]
+    pub wal_before: BTreeMap<String, String>,
 }
 
 /// One environment's cluster.
@@ -82,13 +102,25 @@ pub async fn ensure(repo: &Repo, cluster: &ClusterInfo) -> Result<Identity> {
     if !repo.keyring.is_encrypted() {
         tracing::info!("WALVAULT_ENCRYPTION=none: objects are written unencrypted");
     }
+    let id = update(repo, Some(cluster), |id| add_env(repo, id, cluster)).await?;
+    Ok(id)
+}
+
+/// Read `walvault.json` (creating it for `cluster` when absent), move it to format 2, apply
+/// `change` and write it back when anything changed; the result becomes `repo`'s place.
+async fn update(
+    repo: &Repo,
+    cluster: Option<&ClusterInfo>,
+    change: impl Fn(&mut Identity) -> Result<bool>,
+) -> Result<Identity> {
     for _ in 0..5 {
         let current = load(repo).await?;
         let Some(mut id) = current else {
-            let id = new_identity(repo, cluster);
+            let id = new_identity(repo, cluster)?;
             match repo.storage.put_if_absent(IDENTITY_KEY, to_bytes(&id)?).await {
                 Ok(()) => {
                     tracing::info!("created repository identity {}", repo.storage.describe(IDENTITY_KEY));
+                    repo.set_place(Some(&id));
                     return Ok(id);
                 }
                 Err(Error::AlreadyExists { .. }) => continue,
@@ -96,12 +128,22 @@ pub async fn ensure(repo: &Repo, cluster: &ClusterInfo) -> Result<Identity> {
             }
         };
         check_encryption(repo, &id)?;
-        if !add_env(repo, &mut id, cluster)? {
+        let upgraded = upgrade(&mut id)?;
+        if !change(&mut id)? && !upgraded {
+            repo.set_place(Some(&id));
             return Ok(id);
         }
         // Read-modify-write: re-read afterwards to detect a concurrent writer that won.
         repo.storage.put(IDENTITY_KEY, to_bytes(&id)?).await?;
         if load(repo).await?.as_ref() == Some(&id) {
+            if upgraded {
+                tracing::warn!(
+                    "moved {} to format 2 (repository id {}): walvault before this version can no longer read it",
+                    repo.storage.describe(IDENTITY_KEY),
+                    id.repository_id.as_deref().unwrap_or_default()
+                );
+            }
+            repo.set_place(Some(&id));
             return Ok(id);
         }
     }
@@ -111,19 +153,56 @@ pub async fn ensure(repo: &Repo, cluster: &ClusterInfo) -> Result<Identity> {
     )))
 }
 
-/// For writers that do not create the identity (history files, file-storage backups): the
-/// checks of [`ensure`] against the identity if there is one.
+/// Move a format-1 identity to format 2: a new repository id, and the marks saying which
+/// format-1 objects still count. Returns whether it changed.
+fn upgrade(id: &mut Identity) -> Result<bool> {
+    if id.repository_id.is_some() {
+        return Ok(false);
+    }
+    id.format = FORMAT_VERSION;
+    id.repository_id = Some(new_repository_id()?);
+    id.format1 = Some(Format1Marks { until: Utc::now(), wal_before: BTreeMap::new() });
+    Ok(true)
+}
+
+fn new_repository_id() -> Result<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::io("system random number generator", std::io::Error::other("no random bytes available")))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Record `name` as the first WAL segment environment `repo.layout.env()` archives in format
+/// 2, in a repository moved from format 1: format-1 WAL from there on is refused. Written
+/// before the segment itself, so no format-2 segment exists ahead of the mark.
 ///
 /// # Errors
 /// As [`ensure`].
-pub async fn check_writer(repo: &Repo) -> Result<Option<Identity>> {
+pub async fn mark_first_format2_wal(repo: &Repo, name: &str) -> Result<Identity> {
+    let env = repo.layout.env().to_string();
+    update(repo, None, |id| {
+        let Some(marks) = id.format1.as_mut() else { return Ok(false) };
+        if marks.wal_before.contains_key(&env) {
+            return Ok(false);
+        }
+        marks.wal_before.insert(env.clone(), name.to_string());
+        Ok(true)
+    })
+    .await
+}
+
+/// For writers without a cluster (history files, file-storage backups): the checks of
+/// [`ensure`], creating the identity (without environments) or moving it to format 2 when
+/// needed, so that every object written is bound to the repository id.
+///
+/// # Errors
+/// As [`ensure`].
+pub async fn check_writer(repo: &Repo) -> Result<Identity> {
     check_can_write(repo)?;
     repo.storage.prepare_for_writes().await?;
-    let id = load(repo).await?;
-    if let Some(id) = &id {
-        check_encryption(repo, id)?;
-    }
-    Ok(id)
+    update(repo, None, |_| Ok(false)).await
 }
 
 /// A writer needs the write key, or `WALVAULT_ENCRYPTION=none`: read keys alone never make
@@ -141,7 +220,7 @@ pub fn check_can_write(repo: &Repo) -> Result<()> {
     ))
 }
 
-fn new_identity(repo: &Repo, cluster: &ClusterInfo) -> Identity {
+fn new_identity(repo: &Repo, cluster: Option<&ClusterInfo>) -> Result<Identity> {
     let mut id = Identity {
         format: FORMAT_VERSION,
         created_at: Utc::now(),
@@ -149,10 +228,15 @@ fn new_identity(repo: &Repo, cluster: &ClusterInfo) -> Identity {
         // The first write of a new repository registers its key.
         key_fingerprints: repo.keyring.write_key().map(|k| vec![k.fingerprint_hex()]).unwrap_or_default(),
         envs: BTreeMap::new(),
+        repository_id: Some(new_repository_id()?),
+        // Created in format 2: no format-1 object ever counts here.
+        format1: None,
     };
-    // Cannot fail on a fresh identity: the environment is absent.
-    let _ = add_env(repo, &mut id, cluster);
-    id
+    if let Some(cluster) = cluster {
+        // Cannot fail on a fresh identity: the environment is absent.
+        let _ = add_env(repo, &mut id, cluster);
+    }
+    Ok(id)
 }
 
 /// Refuse to mix encrypted and unencrypted objects in one repository, and to write with a

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::Repo;
 use super::catalog::{self, BackupMetadata, WalArchive};
+use super::timelines::{self, TimelineInfo};
 use super::wal_index::WalIndex;
 use crate::Result;
 use crate::wal::Lsn;
@@ -19,6 +20,8 @@ pub struct Listing {
     /// With no backup here: the other environments the repository holds.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub other_envs: Vec<String>,
+    /// Every timeline with its parent, switchpoint and the window of its own files.
+    pub timelines: Vec<TimelineInfo>,
 }
 
 /// The span one can restore to on a timeline.
@@ -42,44 +45,55 @@ pub struct Window {
 /// Storage failures, unreadable metadata or history files.
 pub async fn list(repo: &Repo) -> Result<Listing> {
     let backups = catalog::backups(repo).await?;
-    let mut windows = Vec::new();
+    let (mut windows, mut tls) = (Vec::new(), Vec::new());
     if let Some(first) = backups.first() {
         let mut index = WalIndex::load(None, repo);
         let archive = WalArchive::load(repo, &mut index, first.wal_segment_size).await?;
         windows = self::windows(repo, &backups, &archive).await?;
+        tls = timelines::overview(repo, &archive).await?;
     }
     let env = repo.layout.env().to_string();
     let other_envs = match backups.is_empty() {
         true => super::envs::environments(repo).await?.into_iter().filter(|e| *e != env).collect(),
         false => Vec::new(),
     };
-    Ok(Listing { env, backups, windows, other_envs })
+    Ok(Listing { env, backups, windows, other_envs, timelines: tls })
 }
 
 /// The recoverable window per timeline: from the oldest backup that the archive makes
-/// consistent to the end of its unbroken chain.
+/// consistent on it to the end of the timeline's unbroken chain. Every timeline that passes
+/// through a backup's start has its own window (a side branch never hides its parent).
 ///
 /// # Errors
 /// Storage failures, missing or unreadable history files.
 pub async fn windows(repo: &Repo, backups: &[BackupMetadata], archive: &WalArchive) -> Result<Vec<Window>> {
     let mut windows: Vec<Window> = Vec::new();
     for b in backups {
-        let end = archive.end_from_backup(repo, b).await?;
-        let tli = end.timeline;
-        if end.last_lsn < b.stop_lsn || windows.iter().any(|w| w.timeline == tli) {
-            continue;
+        for tli in archive.timelines.through_point(b.timeline, b.start_lsn, archive.seg_size) {
+            if windows.iter().all(|w| w.timeline != tli) {
+                windows.extend(window(repo, archive, b, tli).await?);
+            }
         }
-        windows.push(Window {
-            timeline: tli,
-            earliest: b.stop_time,
-            earliest_backup: b.name.clone(),
-            latest: end.last_archived_at,
-            wal_ends_at: end.last_lsn,
-            last_segment: end.last_segment,
-            gap: end.gap,
-        });
     }
+    windows.sort_by_key(|w| w.timeline);
     Ok(windows)
+}
+
+/// The window of timeline `tli` from backup `b`, if the archive makes `b` consistent on it.
+async fn window(repo: &Repo, archive: &WalArchive, b: &BackupMetadata, tli: u32) -> Result<Option<Window>> {
+    let end = archive.end_on(repo, b, tli).await?;
+    if end.last_lsn < b.stop_lsn {
+        return Ok(None);
+    }
+    Ok(Some(Window {
+        timeline: tli,
+        earliest: b.stop_time,
+        earliest_backup: b.name.clone(),
+        latest: end.last_archived_at,
+        wal_ends_at: end.last_lsn,
+        last_segment: end.last_segment,
+        gap: end.gap,
+    }))
 }
 
 /// Bytes in human units: `1.6 GiB`.
@@ -138,5 +152,6 @@ pub fn render(l: &Listing) -> String {
             w.gap.as_ref().map_or(String::new(), |g| format!("; GAP: {g} is missing"))
         ));
     }
+    out.push_str(&timelines::render(&l.timelines));
     out
 }

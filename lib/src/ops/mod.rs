@@ -6,13 +6,16 @@ pub mod catalog;
 pub mod decrypt;
 pub mod envs;
 pub mod fetch_missing;
+mod fetch_place;
 pub mod files;
 pub mod human;
 pub mod identity;
 pub mod keys;
 pub mod list;
+pub mod metadata_auth;
 pub mod objects;
 pub mod pitr_prepare;
+pub mod place;
 pub mod prefetch;
 pub mod prune;
 mod prune_plan;
@@ -21,6 +24,7 @@ pub mod restore_test;
 mod restore_test_server;
 mod restore_test_sql;
 pub mod status;
+pub mod timelines;
 pub mod verify;
 mod verify_backups;
 pub mod verify_wal;
@@ -28,11 +32,11 @@ pub mod wal_fetch;
 pub mod wal_index;
 pub mod wal_push;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::Result;
-use crate::codec::CodecSettings;
 use crate::codec::crypt::Keyring;
+use crate::codec::{CodecSettings, Expect};
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::storage::Storage;
@@ -46,6 +50,8 @@ pub struct Repo {
     pub codec: CodecSettings,
     /// `s3://bucket/prefix` or `file:///path`, for messages and cache names.
     pub url: String,
+    /// Where this environment's objects belong, once known (see [`Repo::place`]).
+    place: Arc<Mutex<Option<place::Place>>>,
 }
 
 impl Repo {
@@ -61,21 +67,67 @@ impl Repo {
             keyring: Arc::clone(&config.keyring),
             codec: config.codec,
             url: config.repo.to_string(),
+            place: Arc::default(),
         })
     }
 
-    /// Download and decode a small object (manifest, history file, a WAL file to compare)
-    /// into memory. `allow_unencrypted` lets a keyed reader compare with an unencrypted object.
+    /// Where this environment's objects belong: known after a writer checked the identity
+    /// or a reader set it from its cache, else read from `walvault.json` now (once).
     ///
     /// # Errors
-    /// Not found, storage, key and corruption errors naming the object.
-    pub async fn read_object(&self, key: &str, allow_unencrypted: bool) -> Result<Vec<u8>> {
+    /// Storage failures; an unreadable identity.
+    pub async fn place(&self) -> Result<place::Place> {
+        if let Some(p) = self.known_place() {
+            return Ok(p);
+        }
+        let id = identity::load(self).await?;
+        self.set_place(id.as_ref());
+        Ok(place::Place::of(id.as_ref(), self.layout.env()))
+    }
+
+    /// The place, if already known.
+    pub fn known_place(&self) -> Option<place::Place> {
+        self.place.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Use identity `id` (`None`: the repository has none) for every object from now on.
+    pub fn set_place(&self, id: Option<&identity::Identity>) {
+        if let Ok(mut p) = self.place.lock() {
+            *p = Some(place::Place::of(id, self.layout.env()));
+        }
+    }
+
+    /// What a reader of `what` demands here.
+    ///
+    /// # Errors
+    /// As [`Repo::place`].
+    pub async fn expect(&self, what: &place::Logical<'_>) -> Result<Expect> {
+        Ok(self.place().await?.expect(what))
+    }
+
+    /// The context a writer binds `what` to.
+    ///
+    /// # Errors
+    /// As [`Repo::place`]; [`crate::Error::Refused`] without a repository id.
+    pub async fn context(&self, what: &place::Logical<'_>) -> Result<crate::codec::Context> {
+        self.place().await?.context(what)
+    }
+
+    /// Download and decode a small object (manifest, history file, a WAL file to compare)
+    /// into memory; it must be bound to `what` here. `allow_unencrypted` lets a keyed reader
+    /// compare with an unencrypted object.
+    ///
+    /// # Errors
+    /// Not found, storage, key and corruption errors naming the object; [`crate::Error::Misplaced`].
+    pub async fn read_object(&self, key: &str, what: &place::Logical<'_>, allow_unencrypted: bool) -> Result<Vec<u8>> {
+        let expect = self.expect(what).await?;
         let body = self.storage.get_bytes(key).await?;
         let object = self.storage.describe(key);
         let keyring = self.keyring.clone();
         blocking(move || {
             let mut out = Vec::new();
-            crate::codec::decode_to(body.as_ref(), &keyring, &object, allow_unencrypted, &mut out, "memory")?;
+            let expect = Some(&expect);
+            crate::codec::decode_to(body.as_ref(), &keyring, &object, expect, allow_unencrypted, &mut out, "memory")?;
             Ok(out)
         })
         .await

@@ -11,7 +11,7 @@ use std::time::Instant;
 use chrono::{DateTime, FixedOffset, Utc};
 use tokio_util::io::SyncIoBridge;
 
-use super::catalog::{self, BackupMetadata, ChainEnd, WalArchive};
+use super::catalog::{self, BackupMetadata, ChainEnd, PartInfo, WalArchive};
 use super::wal_index::WalIndex;
 use super::{Repo, blocking};
 use crate::codec;
@@ -21,6 +21,9 @@ use crate::pg::recovery::{self, RecoverySettings, RecoveryTarget, TargetAction};
 use crate::{Error, Result, tarball};
 
 mod tablespaces;
+mod target;
+
+pub use target::TimelineChoice;
 
 /// What to restore and how.
 #[derive(Debug, Clone)]
@@ -43,6 +46,12 @@ pub struct PrepareOptions {
     /// WAL segments fetched into pg_wal while the parts are extracted (and kept ahead by
     /// wal-fetch's worker during recovery); 0 turns it off.
     pub prefetch: usize,
+    /// `--target-timeline` (`None`: PostgreSQL's default, latest, refused when two branches
+    /// pass through the backup).
+    pub timeline: Option<TimelineChoice>,
+    /// Whether the restored server archives into the repository (`--archive on`), or never
+    /// (`archive_mode = 'off'`: side restores and restore tests).
+    pub archive: bool,
 }
 
 /// What pitr-prepare did.
@@ -57,6 +66,12 @@ pub struct PrepareOutcome {
     pub wal: ChainEnd,
     /// WAL segments fetched ahead: wal-fetch places them in pg_wal once recovery runs.
     pub wal_staged: usize,
+    /// Whether the restored server archives into the repository.
+    pub archive: bool,
+    /// Replaying every archived file goes past this point (the start of the chain's last
+    /// segment, which holds at least one record); a recovery to the end that does not ended
+    /// short.
+    pub must_reach: Option<crate::wal::Lsn>,
     pub next_command: String,
 }
 
@@ -70,10 +85,12 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     let began = Instant::now();
     check_pgdata(&opts.pgdata, opts.force)?;
     let backup = choose_backup(repo, opts).await?;
+    // The manifest first: the metadata is cross-checked against it before anything uses it.
+    let manifest = load_manifest(repo, &backup).await?;
     let mut index = WalIndex::load(None, repo);
     let archive = WalArchive::load(repo, &mut index, backup.wal_segment_size).await?;
-    let wal = check_wal(repo, &archive, &backup, &opts.target).await?;
-    let manifest = load_manifest(repo, &backup).await?;
+    let wal = target::check_wal(repo, &archive, &backup, &opts.target, opts.timeline).await?;
+    super::place::check_parts(repo, &backup).await?;
     tablespaces::check(&backup.name, &manifest, &opts.tablespace_map, &opts.pgdata)?;
     tracing::info!(
         "restoring {} ({} files, {} bytes) into {}",
@@ -107,7 +124,7 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
             _ => Ok(Vec::new()),
         }
     };
-    let (restored, staged) = tokio::join!(restore_into(repo, &backup, &manifest, opts), stage);
+    let (restored, staged) = tokio::join!(restore_into(repo, &backup, &manifest, opts, wal.timeline), stage);
     // Staging is a head start only: a segment it could not get, wal-fetch fetches (and stops
     // recovery with the right exit code if the archive really fails).
     let wal_staged = match staged {
@@ -138,6 +155,15 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     hand_over_listing(repo, index, &backup, opts);
 
     let next_command = format!("pg_ctl -D {} start", opts.pgdata.display());
+    if !opts.archive {
+        tracing::info!(
+            "archive_mode = 'off': the restored server never archives into {} (to make it the production server, restore with --archive on)",
+            repo.url
+        );
+    }
+    let seg = backup.wal_segment_size;
+    let must_reach =
+        matches!(opts.target, RecoveryTarget::Latest).then(|| crate::wal::Lsn(wal.last_lsn.0.saturating_sub(seg)));
     Ok(PrepareOutcome {
         backup: backup.name.clone(),
         backup_stop_time: backup.stop_time,
@@ -147,6 +173,8 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
         seconds: began.elapsed().as_secs_f64(),
         wal,
         wal_staged,
+        archive: opts.archive,
+        must_reach,
         next_command,
     })
 }
@@ -173,6 +201,7 @@ async fn restore_into(
     backup: &BackupMetadata,
     manifest: &Manifest,
     opts: &PrepareOptions,
+    tli: u32,
 ) -> Result<(u64, u64)> {
     let counts = extract_parts(repo, backup, manifest, opts).await?;
     if !opts.tablespace_map.is_empty() {
@@ -182,7 +211,8 @@ async fn restore_into(
         restore_command: opts.restore_command.clone(),
         target: opts.target.clone(),
         action: opts.action,
-        timeline: Some("latest".to_string()),
+        timeline: Some(tli.to_string()),
+        archive: opts.archive,
     };
     recovery::write_recovery(&opts.pgdata, &settings)?;
     Ok(counts)
@@ -249,43 +279,13 @@ async fn choose_backup(repo: &Repo, opts: &PrepareOptions) -> Result<BackupMetad
     }
 }
 
-/// The archive must hold every WAL file from the backup's start to the target.
-async fn check_wal(repo: &Repo, archive: &WalArchive, b: &BackupMetadata, target: &RecoveryTarget) -> Result<ChainEnd> {
-    let end = archive.end_from_backup(repo, b).await?;
-    let newest = match end.last_archived_at {
-        Some(t) => {
-            format!("{} (segment {}, archived {})", end.last_lsn, end.last_segment, t.format("%Y-%m-%d %H:%M:%S UTC"))
-        }
-        None => format!("{} (segment {})", end.last_lsn, end.last_segment),
-    };
-    let missing = end.gap.clone().unwrap_or_else(|| "the next segment (not archived yet)".to_string());
-    let refuse = |what: String| {
-        Error::Refused(format!("{what}: missing {missing}; the newest point the archive reaches is {newest}"))
-    };
-    if end.last_lsn < b.stop_lsn {
-        return Err(refuse(format!(
-            "the archive cannot make backup {} consistent (it needs WAL up to {})",
-            b.name, b.stop_lsn
-        )));
-    }
-    match target {
-        RecoveryTarget::Lsn(l) if *l > end.last_lsn => Err(refuse(format!("target LSN {l} is beyond the archive"))),
-        RecoveryTarget::Time(t) if end.last_archived_at.is_some_and(|a| t.with_timezone(&Utc) > a) => {
-            Err(refuse(format!("target time {} is beyond the archive", t.to_rfc3339())))
-        }
-        RecoveryTarget::Latest | RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) if end.gap.is_some() => Err(refuse(
-            "the archive has a gap: recovery would stop there and promote without the transactions after it"
-                .to_string(),
-        )),
-        _ => Ok(end),
-    }
-}
-
 pub(crate) async fn load_manifest(repo: &Repo, b: &BackupMetadata) -> Result<Manifest> {
-    let json = repo.read_object(&b.manifest_key, false).await?;
+    let json = repo.read_object(&b.manifest_key, &super::place::Logical::Manifest(&b.name), false).await?;
     let object = repo.storage.describe(&b.manifest_key);
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::corrupt(&object, e))?;
     manifest.validate().map_err(|e| Error::corrupt(&object, e))?;
+    let metadata = repo.storage.describe(&repo.layout.backup_metadata_key(&b.name));
+    super::metadata_auth::cross_check(b, &manifest, &metadata, &repo.keyring)?;
     Ok(manifest)
 }
 
@@ -296,15 +296,16 @@ async fn extract_parts(
     opts: &PrepareOptions,
 ) -> Result<(u64, u64)> {
     use futures_util::StreamExt;
-    let results: Vec<(u32, tarball::ExtractStats)> = futures_util::stream::iter(b.parts.clone())
+    let results: Vec<(PartInfo, tarball::ExtractStats)> = futures_util::stream::iter(b.parts.clone())
         .map(|part| async move {
+            let expect = repo.expect(&super::place::Logical::Part { backup: &b.name, index: part.index }).await?;
             let reader = repo.storage.get(&part.key).await?;
             let bridge = SyncIoBridge::new(reader);
             let (object, keyring) = (repo.storage.describe(&part.key), repo.keyring.clone());
             let (manifest, pgdata, remap) = (manifest.clone(), opts.pgdata.clone(), opts.tablespace_map.clone());
             let stats = blocking(move || {
                 let input = std::io::BufReader::with_capacity(1 << 20, bridge);
-                let (_, body) = codec::decoder(input, &keyring, &object, false)?;
+                let (_, body) = codec::decoder(input, &keyring, &object, false, Some(&expect))?;
                 tarball::extract_tar(body, &pgdata, &manifest, &remap).map_err(|e| match e {
                     Error::Io { path, source } if path == object => codec::error_from_io(source, &object),
                     other => other,
@@ -312,7 +313,7 @@ async fn extract_parts(
             })
             .await?;
             tracing::info!("part {}: {} files, {} bytes", part.index, stats.files, stats.bytes);
-            Ok::<_, Error>((part.index, stats))
+            Ok::<_, Error>((part, stats))
         })
         .buffer_unordered(opts.jobs.max(1))
         // Collect every result (not try_collect): a failed part must not leave others still
@@ -323,11 +324,11 @@ async fn extract_parts(
         .collect::<Result<Vec<_>>>()?;
     let mut files = 0;
     let mut bytes = 0;
-    for (index, stats) in &results {
+    for (part, stats) in &results {
         let extracted: HashSet<String> = stats.paths.iter().cloned().collect();
-        if let Some(missing) = manifest.missing(*index, &extracted).first() {
+        if let Some(missing) = manifest.missing(part.index, &extracted).first() {
             return Err(Error::corrupt(
-                repo.storage.describe(&b.parts[*index as usize].key),
+                repo.storage.describe(&part.key),
                 format!("{} is in the manifest but not in the part", missing.path),
             ));
         }
@@ -367,10 +368,10 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
         }
     } else if meta.file_type().is_symlink() {
         // Tablespace links: their targets are restored directories to chown as well.
-        if let Ok(target) = std::fs::canonicalize(path) {
-            if target.is_dir() {
-                chown_tree(&target, uid, gid)?;
-            }
+        if let Ok(target) = std::fs::canonicalize(path)
+            && target.is_dir()
+        {
+            chown_tree(&target, uid, gid)?;
         }
     }
     Ok(())

@@ -360,6 +360,9 @@ pub async fn fill(
     crate::fsutil::create_private_dir_all(dir).with_path(dir)?;
     let Some(_lock) = Lock::acquire(dir) else { return Ok(0) };
     let mut index = WalIndex::load(Some(cache_dir), repo);
+    if let Some(id) = index.identity().filter(|id| id.repository_id.is_some()) {
+        repo.set_place(Some(id));
+    }
     let sysid = match target {
         Target::PgWal { plan, .. } => Some(plan.system_identifier),
         Target::Spool { .. } => match identity_sysid(&index, repo) {
@@ -488,6 +491,13 @@ fn upcoming(pos: &WalFileName, depth: usize, target: &Target) -> Vec<WalFileName
             out
         }
     }
+}
+
+/// Discard everything prefetched into `dir` (spooled and staged): it came from a repository
+/// whose identity no longer holds.
+pub fn discard_spool(dir: &Path) {
+    remove_spooled(dir);
+    let _ = std::fs::remove_dir_all(staged_dir(dir));
 }
 
 /// Remove every spooled segment.

@@ -209,6 +209,10 @@ async fn prepare(repo: &Repo, opts: &RestoreTestOptions, backup: &BackupMetadata
         jobs: opts.jobs,
         // The default of WALVAULT_FETCH_PREFETCH: recovery starts with WAL in pg_wal.
         prefetch: 4,
+        // PostgreSQL's default, refused when two branches pass through the backup.
+        timeline: None,
+        // A restore test never writes into the archive it tests.
+        archive: false,
     };
     pitr_prepare::pitr_prepare(repo, &prepare).await.map(|_| ())
 }

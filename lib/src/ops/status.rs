@@ -12,6 +12,7 @@ use super::Repo;
 use super::catalog::{self, WalArchive};
 use super::human::{human_age, human_duration, human_time, seconds};
 use super::list::{self, Window, human_bytes};
+use super::timelines::{self, TimelineInfo};
 use super::verify::ReportSummary;
 use super::verify_wal::newest_segment;
 use super::wal_index::WalIndex;
@@ -42,6 +43,10 @@ pub struct Status {
     pub wal: WalHealth,
     pub backups: BackupHealth,
     pub recoverable_window: Vec<Window>,
+    /// Every timeline with the window of its own files.
+    pub timelines: Vec<TimelineInfo>,
+    /// Timelines being written at once (empty normally; two or more is a problem).
+    pub live_branches: Vec<u32>,
     pub verification: Option<VerificationHealth>,
     pub ready: Option<ReadyHealth>,
     pub max_wal_age_seconds: Option<f64>,
@@ -52,6 +57,8 @@ pub struct Status {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WalHealth {
     pub files: usize,
+    /// The timeline written most recently: the RPO is measured on it.
+    pub timeline: Option<u32>,
     pub newest_segment: Option<String>,
     pub newest_archived_at: Option<DateTime<Utc>>,
     pub age_seconds: Option<f64>,
@@ -96,9 +103,17 @@ pub async fn status(repo: &Repo, opts: &StatusOptions) -> Result<Status> {
     let seg_size = backups.first().map_or(16 << 20, |b| b.wal_segment_size);
     let mut index = WalIndex::load(None, repo);
     let archive = WalArchive::load(repo, &mut index, seg_size).await?;
-    let (newest, archived_at) = newest_segment(repo, &archive).await?;
+    let tls = timelines::overview(repo, &archive).await?;
+    let (newest, archived_at, followed) = match timelines::written_most_recently(&tls) {
+        Some(t) => (t.last_segment.clone(), t.last_archived_at, Some(t.timeline)),
+        None => {
+            let (newest, at) = newest_segment(repo, &archive).await?;
+            (newest, at, None)
+        }
+    };
     let mut wal = WalHealth {
         files: archive.files.len(),
+        timeline: followed,
         newest_segment: newest,
         newest_archived_at: archived_at,
         age_seconds: archived_at.map(|t| seconds(opts.now - t)),
@@ -113,6 +128,8 @@ pub async fn status(repo: &Repo, opts: &StatusOptions) -> Result<Status> {
         )),
         _ => {}
     }
+    let live = timelines::live_branches(&tls, opts.now, opts.max_wal_age.unwrap_or(TimeDelta::hours(1)));
+    problems.extend(timelines::live_branches_problem(&tls, &live, opts.now));
     let windows = match list::windows(repo, &backups, &archive).await {
         Ok(w) => w,
         Err(e @ Error::Storage { .. }) => return Err(e),
@@ -186,6 +203,8 @@ pub async fn status(repo: &Repo, opts: &StatusOptions) -> Result<Status> {
         wal,
         backups: backup,
         recoverable_window: windows,
+        timelines: tls,
+        live_branches: live,
         verification,
         ready,
         max_wal_age_seconds: opts.max_wal_age.map(seconds),
@@ -254,7 +273,8 @@ pub fn render(s: &Status) -> String {
     };
     match &s.wal.newest_segment {
         Some(n) => out.push_str(&format!(
-            "WAL     newest {n}, archived {} ago{}; {} files\n",
+            "WAL     newest {n}{}, archived {} ago{}; {} files\n",
+            s.wal.timeline.map_or(String::new(), |t| format!(" (timeline {t}, written most recently)")),
             ago(s.wal.age_seconds),
             limit(s.max_wal_age_seconds),
             s.wal.files
@@ -274,6 +294,9 @@ pub fn render(s: &Status) -> String {
     for w in &s.recoverable_window {
         let latest = w.latest.map_or("?".to_string(), human_time);
         out.push_str(&format!("WINDOW  timeline {}: {} to about {latest} UTC\n", w.timeline, human_time(w.earliest)));
+    }
+    for t in &s.timelines {
+        out.push_str(&format!("TIMELINE {}\n", timelines::describe(t)));
     }
     match &s.verification {
         Some(v) => {
@@ -326,6 +349,21 @@ pub fn prometheus(s: &Status) -> String {
         ts(s.wal.newest_archived_at),
     );
     metric("wal_last_archived_age_seconds", "Age of the newest archived WAL segment (RPO)", one(s.wal.age_seconds));
+    metric(
+        "wal_timeline",
+        "The timeline written most recently (the RPO is measured on it)",
+        one(s.wal.timeline.map(f64::from)),
+    );
+    metric(
+        "wal_live_branches",
+        "Timelines being written at once (0 normally; 2 or more: a restored server archives beside the primary)",
+        one(Some(s.live_branches.len() as f64)),
+    );
+    metric(
+        "timeline_last_archived_timestamp_seconds",
+        "When the newest segment of each timeline was stored",
+        timelines::last_archived_samples(&s.timelines),
+    );
     metric("wal_gaps", "Missing WAL files with later WAL archived", one(Some(s.wal.gaps.len() as f64)));
     metric("backups", "Complete base backups", one(Some(s.backups.count as f64)));
     metric("backups_stored_bytes", "Bytes stored by all base backups", one(Some(s.backups.stored_bytes as f64)));

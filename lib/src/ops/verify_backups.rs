@@ -135,7 +135,8 @@ async fn read_backup(
         futures_util::stream::iter(b.parts.clone())
             .map(|part| {
                 let manifest = Arc::clone(&manifest);
-                async move { verify_part(repo, &part.key, part.index, manifest).await.map_err(|e| (e, part.key)) }
+                let what = super::place::Logical::Part { backup: &b.name, index: part.index };
+                async move { verify_part(repo, &part.key, part.index, what, manifest).await.map_err(|e| (e, part.key)) }
             })
             .buffer_unordered(jobs.max(1))
             .collect()
@@ -152,14 +153,16 @@ pub(crate) async fn verify_part(
     repo: &Repo,
     key: &str,
     index: u32,
+    what: super::place::Logical<'_>,
     manifest: Arc<Manifest>,
 ) -> Result<tarball::VerifyStats> {
+    let expect = repo.expect(&what).await?;
     let reader = repo.storage.get(key).await?;
     let bridge = SyncIoBridge::new(reader);
     let (object, keyring) = (repo.storage.describe(key), repo.keyring.clone());
     blocking(move || {
         let input = std::io::BufReader::with_capacity(1 << 20, bridge);
-        let (_, body) = codec::decoder(input, &keyring, &object, false)?;
+        let (_, body) = codec::decoder(input, &keyring, &object, false, Some(&expect))?;
         tarball::verify_tar(body, &manifest, index).map_err(|e| match e {
             // An entry's problem, named inside the part.
             Error::Corrupt { object: entry, reason } if entry != object && !reason.contains(&object) => {

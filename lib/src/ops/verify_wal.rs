@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::Repo;
 use super::catalog::{BackupMetadata, WalArchive};
 use super::list::{self, Window};
+use super::timelines::{self, TimelineInfo};
 use super::verify::Check;
 use crate::Result;
 use crate::wal::WalFileName;
@@ -21,6 +22,8 @@ pub struct WalResult {
     pub files: usize,
     pub segments: usize,
     pub timelines: Vec<u32>,
+    /// Each timeline with its parent, switchpoint and the window of its own files.
+    pub timeline_details: Vec<TimelineInfo>,
     /// The newest segment: highest timeline, then highest segment number.
     pub newest_segment: Option<String>,
     /// When it was stored (the object's modification time).
@@ -74,6 +77,12 @@ pub async fn check_wal(repo: &Repo, archive: &WalArchive, backups: &[BackupMetad
     result.timelines = tlis.iter().copied().collect();
     (result.newest_segment, result.newest_archived_at) = newest_segment(repo, archive).await?;
     checks.push(check_history(repo, archive, &tlis, &mut result).await?);
+    let started = Instant::now();
+    result.timeline_details = timelines::overview(repo, archive).await?;
+    if !result.timeline_details.is_empty() {
+        let each: Vec<String> = result.timeline_details.iter().map(timelines::describe).collect();
+        checks.push(Check::passed("timelines", each.join("; "), started));
+    }
     for b in backups {
         let check = check_chain(repo, archive, b, &mut result).await?;
         checks.push(check);

@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use tokio_util::io::SyncIoBridge;
 
+use super::fetch_place::{self, Reloaded};
+use super::place::Logical;
 use super::wal_index::WalIndex;
 use super::{Repo, blocking};
 use crate::codec::{self, crypt::Keyring};
@@ -66,6 +68,14 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
             reader
         )));
     }
+    // Identity on every call: the place objects must be bound to, and the data directory's
+    // cluster against it (a stale cache of another repository at this URL is dropped).
+    let spool = cache_dir.zip(owner.as_deref()).map(|(cache, owner)| super::prefetch::dir(cache, repo, owner));
+    let mut index = WalIndex::load(cache_dir, repo);
+    let mut known = fetch_place::known(repo, &mut index).await?;
+    if let Some(pgdata) = super::prefetch::pgdata_of(dest) {
+        fetch_place::check_data_directory(repo, &mut index, &mut known, &pgdata, spool.as_deref()).await?;
+    }
     if let (Some(plan), Some(cache)) = (&plan, cache_dir) {
         // PostgreSQL runs restore_command: archive recovery has begun, so the segments
         // pitr-prepare fetched ahead may go into pg_wal now (never before: a data directory
@@ -99,8 +109,7 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
                 Err(_) => {}
             }
         }
-        let index = WalIndex::load(Some(cache), repo);
-        let sysid = index.identity().and_then(|id| sysid_of(id, repo));
+        let sysid = Some(known.place.system_identifier).filter(|s| *s != 0);
         match super::prefetch::take(&dir, name, dest, sysid) {
             Ok(Some(bytes)) => {
                 return Ok(outcome(Source::Spool, format!("{} (prefetched)", dir.join(name).display()), bytes));
@@ -108,13 +117,9 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
             Ok(None) => {}
             Err(e) => tracing::warn!("prefetched {name} unusable, fetching it again: {e}"),
         }
-        return from_archive(repo, name, dest, index, plan.as_ref()).await;
+        return from_archive(repo, name, dest, index, plan.as_ref(), Some(&dir)).await;
     }
-    from_archive(repo, name, dest, WalIndex::load(cache_dir, repo), plan.as_ref()).await
-}
-
-fn sysid_of(id: &super::identity::Identity, repo: &Repo) -> Option<u64> {
-    id.envs.get(repo.layout.env()).and_then(|e| e.system_identifier.parse::<u64>().ok())
+    from_archive(repo, name, dest, index, plan.as_ref(), spool.as_deref()).await
 }
 
 /// True when `pg_wal/name` of `dest`'s data directory is still there, whole: checked right
@@ -134,7 +139,7 @@ pub async fn wal_fetch(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&
     let plan = cache_dir.and_then(|cache| {
         super::prefetch::pgdata_of(dest).and_then(|pgdata| super::prefetch::Plan::load(cache, repo, &pgdata))
     });
-    from_archive(repo, name, dest, WalIndex::load(cache_dir, repo), plan.as_ref()).await
+    from_archive(repo, name, dest, WalIndex::load(cache_dir, repo), plan.as_ref(), None).await
 }
 
 /// [`wal_fetch`] with the listing cache already loaded (a call reads it once).
@@ -144,11 +149,13 @@ async fn from_archive(
     dest: &Path,
     mut index: WalIndex,
     plan: Option<&super::prefetch::Plan>,
+    spool: Option<&Path>,
 ) -> Result<FetchOutcome> {
     let started = Instant::now();
     let parsed = WalFileName::parse(name)?;
-    let expected_sysid = known_sysid(repo, &mut index).await?;
-    let mut attempt = 0;
+    let known = fetch_place::known(repo, &mut index).await?;
+    let mut expected_sysid = Some(known.place.system_identifier).filter(|s| *s != 0);
+    let (mut attempt, mut reloaded) = (0, !known.cached);
     let result = loop {
         attempt += 1;
         let Some(found) = index.find(repo, name, false).await? else {
@@ -157,6 +164,18 @@ async fn from_archive(
         match fetch_object(repo, &found.key, &parsed, dest, expected_sysid).await {
             // A stale cache entry (the object was pruned): forget it and look again once.
             Err(Error::NotFound { .. }) if attempt == 1 => index.forget(found.day, name),
+            // Misplaced by the cached identity: read walvault.json once more before saying so.
+            Err(e @ Error::Misplaced { .. }) if !reloaded => {
+                reloaded = true;
+                match fetch_place::reload(repo, &mut index, &known.place, spool).await {
+                    Ok(Reloaded::Updated) => {
+                        let now = repo.place().await?;
+                        expected_sysid = Some(now.system_identifier).filter(|s| *s != 0);
+                    }
+                    Ok(Reloaded::Same) => break Err(e),
+                    Err(refused) => break Err(refused),
+                }
+            }
             other => break other.map(|bytes| (found.key, bytes)),
         }
     };
@@ -172,23 +191,6 @@ async fn from_archive(
     })
 }
 
-/// The cluster's system identifier from the repository identity: the cached one, or read
-/// now (a cold cache) and cached. Every segment is checked against it.
-///
-/// # Errors
-/// Storage failures; an unreadable identity.
-async fn known_sysid(repo: &Repo, index: &mut WalIndex) -> Result<Option<u64>> {
-    if let Some(sysid) = index.identity().and_then(|id| sysid_of(id, repo)) {
-        return Ok(Some(sysid));
-    }
-    let Some(id) = super::identity::load(repo).await? else { return Ok(None) };
-    let sysid = sysid_of(&id, repo);
-    if sysid.is_some() {
-        index.set_identity(id);
-    }
-    Ok(sysid)
-}
-
 pub(super) async fn fetch_object(
     repo: &Repo,
     key: &str,
@@ -196,6 +198,8 @@ pub(super) async fn fetch_object(
     dest: &Path,
     expected_sysid: Option<u64>,
 ) -> Result<u64> {
+    // Bound to its name in this place: a renamed, copied or foreign object is refused here.
+    let expect = repo.expect(&Logical::Wal(&parsed.to_string())).await?;
     let reader = repo.storage.get(key).await?;
     let bridge = SyncIoBridge::new(reader);
     let object = repo.storage.describe(key);
@@ -206,7 +210,7 @@ pub(super) async fn fetch_object(
         let mut bytes = 0;
         let dest_name = dest.display().to_string();
         crate::fsutil::write_atomic_with(&dest, true, |file| {
-            bytes = decode_checked(bridge, &keyring, &object, file, &dest_name)?;
+            bytes = decode_checked(bridge, &keyring, (&object, &expect), file, &dest_name)?;
             if let Some(name) = &check_header {
                 check_segment_header(file, &object, name, expected_sysid)?;
             }
@@ -222,12 +226,12 @@ pub(super) async fn fetch_object(
 fn decode_checked(
     input: impl Read + Send,
     keyring: &Keyring,
-    object: &str,
+    (object, expect): (&str, &codec::Expect),
     file: &mut std::fs::File,
     dest: &str,
 ) -> Result<u64> {
     let reader = std::io::BufReader::with_capacity(1 << 20, input);
-    let (_, len) = codec::decode_to(reader, keyring, object, false, file, dest)?;
+    let (_, len) = codec::decode_to(reader, keyring, object, Some(expect), false, file, dest)?;
     Ok(len)
 }
 

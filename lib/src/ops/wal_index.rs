@@ -97,6 +97,12 @@ impl WalIndex {
         self.data.identity.as_ref()
     }
 
+    /// Forget everything cached (listings and identity): the repository changed.
+    pub fn clear(&mut self) {
+        let (repo, env) = (std::mem::take(&mut self.data.repo), std::mem::take(&mut self.data.env));
+        self.data = CacheFile { version: CACHE_VERSION, repo, env, ..CacheFile::default() };
+    }
+
     /// Remember a verified identity.
     pub fn set_identity(&mut self, id: Identity) {
         self.data.identity = Some(id);

@@ -13,6 +13,7 @@ use chrono::Utc;
 use tokio::io::AsyncReadExt;
 
 use super::identity::{self, ClusterInfo, Identity};
+use super::place::Logical;
 use super::wal_index::WalIndex;
 use super::{Repo, blocking};
 use crate::codec;
@@ -62,6 +63,11 @@ pub async fn wal_push(repo: &Repo, path: &Path, cache_dir: Option<&Path>, ahead:
 
     let mut index = WalIndex::load(cache_dir, repo);
     verify_identity(repo, &mut index, cluster.as_ref()).await?;
+    if parsed.is_segment() && repo.place().await?.first_format2_wal_pending() {
+        // The first segment this environment archives in format 2: format-1 WAL from here on
+        // is refused by readers (docs/FORMAT.md, section 6).
+        index.set_identity(identity::mark_first_format2_wal(repo, &name).await?);
+    }
     let found = index.find(repo, &name, true).await?;
     let pushed = push_one(repo, path, &name, Some(Bytes::from(data)), None, found, cluster).await;
     if let Ok(Pushed { stored_at: Some((day, ext)), .. }) = &pushed {
@@ -101,7 +107,14 @@ pub(super) fn cached_cluster(repo: &Repo, index: &WalIndex) -> Option<ClusterInf
         pg_major: env.pg_major,
         wal_segment_size: env.wal_segment_size,
     };
-    accepts(repo, id, Some(&cluster)).then_some(cluster)
+    // Objects are bound to the repository id; a repository still to record its first
+    // format-2 segment is left to wal-push, which records it.
+    let place = super::place::Place::of(Some(id), repo.layout.env());
+    if id.repository_id.is_none() || place.first_format2_wal_pending() || !accepts(repo, id, Some(&cluster)) {
+        return None;
+    }
+    repo.set_place(Some(id));
+    Some(cluster)
 }
 
 fn file_name(path: &Path) -> Result<String> {
@@ -184,7 +197,8 @@ pub(super) async fn push_one(
     let object_key = repo.layout.wal_key(today, name, &ext);
     let settings = repo.codec;
     let plain = data.clone();
-    let encoded = blocking(move || codec::encode_slice(&plain, &settings, key.as_ref(), digest)).await?;
+    let context = repo.context(&Logical::Wal(name)).await?;
+    let encoded = blocking(move || codec::encode_slice(&plain, &settings, key.as_ref(), digest, &context)).await?;
     outcome.bytes_out = encoded.len() as u64;
     outcome.object = repo.storage.describe(&object_key);
     match repo.storage.put_if_absent(&object_key, Bytes::from(encoded)).await {
@@ -281,21 +295,20 @@ fn known_majors() -> String {
 /// Check the repository accepts this cluster: from the cache when it already did, else by
 /// reading (and creating or extending) `walvault.json`.
 async fn verify_identity(repo: &Repo, index: &mut WalIndex, cluster: Option<&ClusterInfo>) -> Result<()> {
-    let cached_ok = index.identity().is_some_and(|id| accepts(repo, id, cluster));
+    // A cached identity without a repository id predates format 2: read (and move) it.
+    let cached_ok = index.identity().is_some_and(|id| id.repository_id.is_some() && accepts(repo, id, cluster));
     if cached_ok {
+        repo.set_place(index.identity());
         return Ok(());
     }
-    match cluster {
-        Some(cluster) => {
-            let id = identity::ensure(repo, cluster).await?;
-            index.set_identity(id);
-        }
+    let id = match cluster {
+        Some(cluster) => identity::ensure(repo, cluster).await?,
         // History and backup-label files carry no system identifier; the encryption check
-        // still applies.
-        None => {
-            // A writer may be the first to touch a new local repository.
-            identity::check_writer(repo).await?;
-        }
+        // still applies. A writer may be the first to touch a new repository.
+        None => identity::check_writer(repo).await?,
+    };
+    if cluster.is_some() || id.envs.contains_key(repo.layout.env()) {
+        index.set_identity(id);
     }
     Ok(())
 }
@@ -325,7 +338,7 @@ async fn compare_existing(repo: &Repo, key: &str, name: &str, data: &Bytes, dige
         reason: e.to_string(),
         permanent: false,
     })?;
-    let header = codec::read_header(&mut head.as_slice(), &object)?;
+    let header = codec::read_header(&mut head.as_slice(), &object).map_err(|e| damaged(e, name))?;
     let same_key = header.key_fingerprint == repo.keyring.write_key().map(|k| k.fingerprint());
     let identical = match header.digest {
         // Different content is told by the header alone.
@@ -333,16 +346,7 @@ async fn compare_existing(repo: &Repo, key: &str, name: &str, data: &Bytes, dige
         // "Identical" is only said of a copy that is complete: PostgreSQL deletes its file
         // after exit 0, so a damaged copy accepted here would be the only one left.
         _ => {
-            let plain = repo.read_object(key, true).await.map_err(|e| match e {
-                Error::Corrupt { object, reason } => Error::Corrupt {
-                    object,
-                    reason: format!(
-                        "{reason}
-HINT: the archived copy of {name} is damaged and PostgreSQL still has the file: delete the object and the next wal-push stores it again"
-                    ),
-                },
-                other => other,
-            })?;
+            let plain = repo.read_object(key, &Logical::Wal(name), true).await.map_err(|e| damaged(e, name))?;
             plain == data.as_ref()
         }
     };
@@ -352,5 +356,19 @@ HINT: the archived copy of {name} is damaged and PostgreSQL still has the file: 
         Err(Error::Refused(format!(
             "{name}: refusing to overwrite {object}: the archived file has different content\nHINT: two clusters may be archiving into one WALVAULT_ENV; nothing was written"
         )))
+    }
+}
+
+/// A corrupt archived copy of `name`, with what to do about it.
+fn damaged(e: Error, name: &str) -> Error {
+    match e {
+        Error::Corrupt { object, reason } => Error::Corrupt {
+            object,
+            reason: format!(
+                "{reason}
+HINT: the archived copy of {name} is damaged and PostgreSQL still has the file: delete the object and the next wal-push stores it again"
+            ),
+        },
+        other => other,
     }
 }

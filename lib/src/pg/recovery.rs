@@ -56,6 +56,10 @@ pub struct RecoverySettings {
     pub action: TargetAction,
     /// `recovery_target_timeline`: `latest` (the default), `current` or a timeline id.
     pub timeline: Option<String>,
+    /// Whether the restored server archives as its configuration says (`true`), or never
+    /// (`false`: `archive_mode = 'off'`, which outranks postgresql.conf). Not a no-op
+    /// `archive_command`: that would make PostgreSQL recycle WAL it believes archived.
+    pub archive: bool,
 }
 
 const TIME_FORMS: &str =
@@ -193,6 +197,9 @@ pub fn render(settings: &RecoverySettings) -> String {
     lines.push(format!("recovery_target_action = '{action}'"));
     let timeline = settings.timeline.as_deref().unwrap_or("latest");
     lines.push(format!("recovery_target_timeline = {}", quote(timeline)));
+    if !settings.archive {
+        lines.push("archive_mode = 'off'".to_owned());
+    }
     lines.push(END_MARKER.to_owned());
     lines.join("\n") + "\n"
 }

@@ -231,8 +231,9 @@ fn recovery_stops_on_permanent_fault_and_completes_through_transient_ones() {
     assert!(out.status.success(), "pitr-prepare under download faults: {}", stderr(&out));
     c.append_conf(&format!("unix_socket_directories = '{}'\narchive_mode = off\n", c.socket_dir.display()));
 
-    // Every request after the first few fails with 500: a permanent fault mid-recovery.
-    proxy.set_plan(Plan { after: 6, ..Plan::one(8, 1.0, Fault::InternalError, &[]) });
+    // Every request after the first few fails with 500: a permanent fault mid-recovery. (The
+    // first calls are history probes, each answered "not found" only after a fresh listing.)
+    proxy.set_plan(Plan { after: 16, ..Plan::one(8, 1.0, Fault::InternalError, &[]) });
     let _ = try_start(&c);
     assert!(postmaster_gone(&c.pgdata, Duration::from_secs(120)), "the server stopped by itself\n{}", c.log());
     let log = c.log();

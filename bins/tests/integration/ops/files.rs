@@ -156,7 +156,10 @@ fn files_restore_refuses_a_hostile_archive() {
     for hostile in ["../escaped-by-walvault-files", "/tmp/absolute-by-walvault-files", "sub/../../escaped2"] {
         let mut tar = super::super::pitr::raw_tar_entry(hostile, b"owned");
         tar.extend_from_slice(&[0u8; 1024]);
-        std::fs::write(&archive, encode_to_vec(&tar, &settings, Some(&key), None).expect("encode")).expect("plant");
+        let name = json(&out)["name"].as_str().expect("name").to_string();
+        let place = super::super::binding::place_context(&repo, &format!("files/config/{name}/archive.tar"), false);
+        std::fs::write(&archive, encode_to_vec(&tar, &settings, Some(&key), None, &place).expect("encode"))
+            .expect("plant");
         let target = dst.path().join("target");
         let t = target.display().to_string();
         let out = repo.run("walvault", &["files-restore", "--kind", "config", &t]);

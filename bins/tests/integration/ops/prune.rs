@@ -10,14 +10,14 @@ use super::super::common::{Backend, TEST_KEY, TestRepo, stderr, walk};
 use super::super::pitr::{base_backup, primary};
 use super::{json, time_from_now, wal_name, wal_segments};
 
-/// Move a backup `days` into the past (its metadata's start and stop times).
-fn age_backup(root: &Path, name: &str, days: u32) {
-    let path = root.join(format!("database/production/{name}_metadata.json"));
-    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("metadata")).expect("json");
+/// Move a backup `days` into the past (its metadata's start and stop times, sealed again as
+/// base-backup would have: the metadata is authenticated).
+fn age_backup(repo: &TestRepo, name: &str, days: u32) {
     let then = time_from_now(&format!("-{days} days"));
-    meta["start_time"] = then.clone().into();
-    meta["stop_time"] = then.into();
-    std::fs::write(&path, serde_json::to_vec_pretty(&meta).expect("json")).expect("rewrite");
+    super::super::binding_metadata::rewrite_sealed(repo, name, Some(TEST_KEY), &|meta| {
+        meta["start_time"] = then.clone().into();
+        meta["stop_time"] = then.clone().into();
+    });
 }
 
 fn snapshot(root: &Path) -> Vec<(PathBuf, u64)> {
@@ -73,8 +73,8 @@ fn prune_keeps_what_the_policy_says() {
     }
     p.stop();
     let [(a, _), (b, b_start), (c, c_start)] = <[(String, String); 3]>::try_from(backups).expect("three");
-    age_backup(&root, &a, 200);
-    age_backup(&root, &b, 100);
+    age_backup(&repo, &a, 200);
+    age_backup(&repo, &b, 100);
     let reports = root.join("verification_reports/production");
     std::fs::create_dir_all(&reports).expect("mkdir");
     let recent = format!(

@@ -252,6 +252,7 @@ async fn recover(fx: &Fixture, target: Lsn, remap: &BTreeMap<u32, PathBuf>) -> R
         target: recovery::RecoveryTarget::Lsn(target),
         action: recovery::TargetAction::Promote,
         timeline: None,
+        archive: true,
     };
     ok(recovery::write_recovery(&fx.restore, &settings));
     give_to_postgres(&fx.restore);

@@ -72,6 +72,7 @@ fn settings(target: RecoveryTarget) -> RecoverySettings {
         target,
         action: TargetAction::Promote,
         timeline: None,
+        archive: true,
     }
 }
 
@@ -139,6 +140,10 @@ fn render_each_target_kind() {
     let text = render(&s);
     assert!(text.contains("\nrestore_command = 'wal-fetch --config ''/etc/w v.conf'' %f %p\\n'\n"), "{text}");
     assert!(text.contains("\nrecovery_target_action = 'shutdown'\nrecovery_target_timeline = '3'\n"), "{text}");
+    assert!(!text.contains("archive_mode"), "archiving as configured: {text}");
+    s.archive = false;
+    let text = render(&s);
+    assert!(text.contains("\nrecovery_target_timeline = '3'\narchive_mode = 'off'\n"), "{text}");
 }
 
 #[test]
