@@ -46,7 +46,9 @@ if [ "$rc" != 0 ]; then
 fi
 
 name=$(json_field "$summary" name)
-files=$(json_field "$summary" files)
+# Regular files, as the restore counts them: the parts' counts summed (the top-level
+# "files" counts manifest entries, directories included).
+files=$(sed -nE 's/^      "files": ([0-9]+),?$/\1/p' "$summary" | awk '{ n += $1 } END { print n + 0 }')
 bytes=$(json_field "$summary" bytes)
 stored=$(json_field "$summary" stored_bytes)
 secs=$(json_field "$summary" seconds)

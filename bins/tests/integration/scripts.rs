@@ -217,6 +217,10 @@ fn backup_then_restore_latest_and_point_in_time() {
     assert_eq!(verification(&out), ["300"], "{}", stdout(&out));
     let report = stdout(&out);
     assert!(report.contains(&format!("backup restored     {name} (")), "{report}");
+    // One file count (issue 16): the backup's summary and the restore report say the same.
+    let files = summary.lines().find_map(|l| l.strip_prefix("size        ")).and_then(|l| l.split(" (").nth(1));
+    let files = files.and_then(|f| f.strip_suffix(" files)")).expect("(N files) in the summary");
+    assert!(report.contains(&format!("({files} files, ")), "{files} files in {report}");
     assert!(report.contains("time to recover"), "{report}");
     assert!(report.contains("WAL reached"), "{report}");
     assert!(report.contains("archiving           on: the restored server archives"), "{report}");

@@ -34,7 +34,8 @@ pub struct BackupMetadata {
     pub stop_wal_file: String,
     pub start_time: DateTime<Utc>,
     pub stop_time: DateTime<Utc>,
-    /// Regular files stored: the parts' `files` summed (directories and links not counted).
+    /// Manifest entries: files, directories and links. The parts' `files` count regular
+    /// files only; their sum is what a restore counts.
     pub files: u64,
     /// File bytes stored (before compression).
     pub bytes: u64,
