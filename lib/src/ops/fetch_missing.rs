@@ -15,9 +15,9 @@ use crate::wal::follow::{self, Answer};
 /// open days are listed again first, so a lagging listing cannot fake either.
 pub async fn missing(repo: &Repo, name: &WalFileName, index: &mut WalIndex, plan: Option<&Plan>) -> Error {
     let not_found = || Error::not_found(format!("{name} in {} (wal/{}/)", repo.url, repo.layout.env()));
-    let seg_size = plan
-        .map(|p| p.seg_size)
-        .or_else(|| index.identity().and_then(|id| id.envs.get(repo.layout.env())).map(|e| e.wal_segment_size));
+    let seg_size = plan.map(|p| p.seg_size).or_else(|| {
+        index.identity().and_then(|id| id.envs.get(repo.layout.env())).map(|e| e.wal_segment_size)
+    });
     let Some(seg_size) = seg_size.filter(|s| crate::wal::is_valid_seg_size(*s)) else { return not_found() };
     let archive = match index.load_everything(repo).await {
         Ok(files) => WalArchive::from_files(repo, files, seg_size).await,

@@ -45,19 +45,18 @@ pub struct Window {
 /// Storage failures, unreadable metadata or history files.
 pub async fn list(repo: &Repo) -> Result<Listing> {
     let backups = catalog::backups(repo).await?;
-    let (mut windows, mut tls) = (Vec::new(), Vec::new());
-    if let Some(first) = backups.first() {
-        let mut index = WalIndex::load(None, repo);
-        let archive = WalArchive::load(repo, &mut index, first.wal_segment_size).await?;
-        windows = self::windows(repo, &backups, &archive).await?;
-        tls = timelines::overview(repo, &archive).await?;
-    }
+    // The backups' segment size (WAL alone: PostgreSQL's default, as status assumes).
+    let seg_size = backups.first().map_or(16 << 20, |b| b.wal_segment_size);
+    let mut index = WalIndex::load(None, repo);
+    let archive = WalArchive::load(repo, &mut index, seg_size).await?;
+    let windows = self::windows(repo, &backups, &archive).await?;
+    let timelines = timelines::overview(repo, &archive).await?;
     let env = repo.layout.env().to_string();
     let other_envs = match backups.is_empty() {
         true => super::envs::environments(repo).await?.into_iter().filter(|e| *e != env).collect(),
         false => Vec::new(),
     };
-    Ok(Listing { env, backups, windows, other_envs, timelines: tls })
+    Ok(Listing { env, backups, windows, other_envs, timelines })
 }
 
 /// The recoverable window per timeline: from the oldest backup that the archive makes

@@ -242,8 +242,14 @@ fn cross_check_fields(m: &BackupMetadata, manifest: &Manifest, keyring: &Keyring
             return Err((format!("parts[{i}]"), why));
         }
     }
-    if m.files != manifest.files.len() as u64 {
-        return Err(("files".into(), format!("{}, but the manifest lists {} entries", m.files, manifest.files.len())));
+    // Format 2 counts regular files (as each part and the restore do); writers of format 1
+    // counted every entry, directories and links included (or, last, regular files).
+    let regular = manifest.files.iter().filter(|e| e.kind == EntryKind::File).count() as u64;
+    let entries = manifest.files.len() as u64;
+    let agrees = m.files == regular || (m.format == 1 && m.files == entries);
+    if !agrees {
+        let (counted, what) = if m.format == 1 { (entries, "entries") } else { (regular, "files") };
+        return Err(("files".into(), format!("{}, but the manifest lists {counted} {what}", m.files)));
     }
     if m.tablespaces != manifest.tablespaces {
         return Err(("tablespaces".into(), "differ from the manifest's".into()));

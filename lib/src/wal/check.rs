@@ -30,12 +30,7 @@ pub enum SegmentFault {
 ///
 /// # Errors
 /// The fault found.
-pub fn check_segment(
-    head: &[u8],
-    len: Option<u64>,
-    name: &WalFileName,
-    sysid: Option<u64>,
-) -> Result<u64, SegmentFault> {
+pub fn check_segment(head: &[u8], len: Option<u64>, name: &WalFileName, sysid: Option<u64>) -> Result<u64, SegmentFault> {
     if head.len() < LONG_HEADER_LEN {
         return Err(SegmentFault::Short);
     }

@@ -90,7 +90,7 @@ pub async fn check_wal(
     let missing = end.gap.clone().unwrap_or_else(|| "the next segment (not archived yet)".to_string());
     let refuse = |what: String, hint: String| {
         Error::Refused(format!(
-            "{what}: missing {missing}; the newest point the archive reaches on timeline {tli} is {newest}{hint}"
+            "{what}: missing {missing}; the newest point the archive reaches is {newest} on timeline {tli}{hint}"
         ))
     };
     if end.last_lsn < b.stop_lsn {
