@@ -46,9 +46,7 @@ if [ "$rc" != 0 ]; then
 fi
 
 name=$(json_field "$summary" name)
-# Regular files, as the restore counts them: the parts' counts summed (the top-level
-# "files" counts manifest entries, directories included).
-files=$(sed -nE 's/^      "files": ([0-9]+),?$/\1/p' "$summary" | awk '{ n += $1 } END { print n + 0 }')
+files=$(json_field "$summary" files)
 bytes=$(json_field "$summary" bytes)
 stored=$(json_field "$summary" stored_bytes)
 secs=$(json_field "$summary" seconds)

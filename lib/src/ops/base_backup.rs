@@ -90,10 +90,8 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let metadata_key = repo.layout.backup_metadata_key(&name);
     repo.storage.put(&metadata_key, json_bytes(&meta)?).await?;
     update_latest(repo, &meta).await?;
-    // Files as the parts and the restore count them; `meta.files` also counts directories.
     tracing::info!(
-        "backup {name} complete: {} files ({} manifest entries with directories), {} bytes stored as {} in {:.1} s",
-        meta.parts.iter().map(|p| p.files).sum::<u64>(),
+        "backup {name} complete: {} files, {} bytes stored as {} in {:.1} s",
         meta.files,
         meta.bytes,
         meta.stored_bytes,
@@ -212,7 +210,8 @@ async fn copy_and_finish(
         stop_wal_file: WalFileName::from_segno(start.timeline, last, seg).to_string(),
         start_time: start.started_at,
         stop_time: stop.stopped_at,
-        files: manifest.files.len() as u64,
+        // Regular files, as each part and the restore count them (directories are not files).
+        files: parts.iter().map(|p| p.files).sum(),
         bytes: parts.iter().map(|p| p.bytes).sum(),
         stored_bytes: parts.iter().map(|p| p.stored_bytes).sum(),
         parts,

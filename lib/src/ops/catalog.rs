@@ -34,8 +34,7 @@ pub struct BackupMetadata {
     pub stop_wal_file: String,
     pub start_time: DateTime<Utc>,
     pub stop_time: DateTime<Utc>,
-    /// Manifest entries: files, directories and links. The parts' `files` count regular
-    /// files only; their sum is what a restore counts.
+    /// Regular files stored: the parts' `files` summed (directories and links not counted).
     pub files: u64,
     /// File bytes stored (before compression).
     pub bytes: u64,
