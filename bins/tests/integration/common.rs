@@ -456,5 +456,7 @@ impl Drop for Cluster {
         if self.running {
             let _ = self.pg_ctl(&["-w", "-t", "30", "-m", "immediate", "stop"]);
         }
+        // A prefetch worker placing segments into pg_wal would write while the directory is removed.
+        super::workers::stop_naming(&self.pgdata);
     }
 }

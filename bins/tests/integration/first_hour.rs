@@ -71,15 +71,17 @@ fn first_backup_verify_and_list_as_a_new_operator() {
     assert!(out.status.success(), "base-backup: {}", stderr(&out));
     assert!(!stderr(&out).contains("skipping"), "sockets are skipped quietly: {}", stderr(&out));
     let meta = json(&out);
-    let parts: u64 = meta["parts"].as_array().expect("parts").iter().map(|p| p["files"].as_u64().expect("files")).sum();
-    assert_eq!(meta["files"].as_u64(), Some(parts), "one count: the backup's files are its parts' files");
+    let files: u64 = meta["parts"].as_array().expect("parts").iter().map(|p| p["files"].as_u64().expect("files")).sum();
+    assert_eq!(meta["files"].as_u64(), Some(files), "one count: the backup's files are its parts' files");
+    assert!(stderr(&out).contains(&format!(" complete: {files} files, ")), "{}", stderr(&out));
     let owner = if is_root() { postgres_ids().0 } else { std::fs::metadata(repo.dir()).expect("dir").uid() };
     let root = repo.fs_root.clone().expect("fs");
     assert_owned_by(&root, owner);
 
     let (_restored, out) = super::pitr::prepare(&repo, &["--immediate", "--json"]);
     assert!(out.status.success(), "pitr-prepare: {}", stderr(&out));
-    assert_eq!(json(&out)["files"], meta["files"], "the restore counts what the backup counted");
+    assert_eq!(json(&out)["files"].as_u64(), Some(files), "the restore counts the files the backup's parts counted");
+    assert!(stderr(&out).contains(&format!(" ({files} files, ")), "pitr-prepare's first line too: {}", stderr(&out));
 
     let out = repo.run("walvault", &["verify"]);
     assert_eq!(out.status.code(), Some(0), "verify: {}{}", stdout(&out), stderr(&out));
@@ -281,4 +283,54 @@ fn schedules_and_cronjob_names_agree_everywhere() {
             assert!(jobs.iter().any(|(j, _)| *j == n), "{doc}: CronJob {n:?} is not in deploy/");
         }
     }
+}
+
+/// The full matrix's S3 suites are `#[ignore]`d (never counted as passes that ran nothing),
+/// and scripts/test.sh's full-matrix run selects exactly them.
+#[test]
+fn full_matrix_s3_suites_are_ignored_and_selected_by_the_flag() {
+    let test_sh = repo_file("scripts/test.sh");
+    let filter = test_sh
+        .lines()
+        .find_map(|l| l.strip_prefix("FULL_MATRIX_FILTER='").and_then(|v| v.strip_suffix('\'')))
+        .expect("FULL_MATRIX_FILTER in scripts/test.sh");
+    assert!(test_sh.contains("--run-ignored only -E \"test(/$FULL_MATRIX_FILTER\\$/)\""), "scripts/test.sh");
+    let matrix = repo_file("bins/tests/integration/pg_matrix.rs");
+    let s3: Vec<&str> = matrix
+        .lines()
+        .filter_map(|l| l.strip_prefix("per_version!("))
+        .filter_map(|args| args.split(", ").find(|a| a.ends_with("_s3")))
+        .collect();
+    assert_eq!(s3.len(), 4, "an S3 suite per version 14, 16, 17, 18: {s3:?}");
+    assert!(s3.iter().all(|t| t.ends_with(filter)), "{s3:?} vs {filter}");
+    let macro_s3 = matrix.split("fn $s3()").next().and_then(|before| before.lines().rev().nth(1)).unwrap_or_default();
+    assert!(macro_s3.trim().starts_with("#[ignore = \"full matrix only"), "the S3 suite is ignored: {macro_s3:?}");
+}
+
+/// The benchmark's base-backup and restore MB/s divide the bytes backed up and restored, and
+/// the report says so.
+#[test]
+fn benchmark_report_names_its_divisor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The stored run, as the harness now writes it: with the bytes backed up and restored.
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&repo_file("docs/benchmarks/basebackup.json")).expect("basebackup.json");
+    doc["results"]["backed_up_bytes"] = 400_000_000u64.into();
+    doc["results"]["restored_bytes"] = 400_000_000u64.into();
+    std::fs::write(dir.path().join("basebackup.json"), doc.to_string()).expect("write");
+    let out_md = dir.path().join("BENCHMARKS.md");
+    let out = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench/report.py"))
+        .arg("--in")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out_md)
+        .output()
+        .expect("python3 report.py");
+    assert!(out.status.success(), "report.py: {}", stderr(&out));
+    let md = std::fs::read_to_string(&out_md).expect("report");
+    assert!(
+        md.contains("MB/s of the bytes backed up (400 MB: base-backup's `bytes`, the data files without pg_wal)"),
+        "{md}"
+    );
 }

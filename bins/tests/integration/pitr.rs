@@ -238,12 +238,20 @@ fn killed_base_backup_leaves_latest_alone() {
     let latest_path = repo.fs_root.clone().expect("fs").join("database/production/latest.json");
     let latest_before = std::fs::read(&latest_path).expect("latest.json");
 
+    // A killed process cannot remove its spool: keep it in the test's directory.
+    let spool = repo.dir().join("spool");
+    std::fs::create_dir(&spool).expect("spool");
+    if super::common::is_root() {
+        let (uid, gid) = super::common::postgres_ids();
+        std::os::unix::fs::chown(&spool, Some(uid), Some(gid)).expect("chown spool");
+    }
     let mut child = repo
         .command_as_postgres("base-backup")
         .env("PGHOST", &p.socket_dir)
         .env("PGUSER", "postgres")
         .env("PGDATA", &p.pgdata)
-        .args(["--part-size", "1000000", "--jobs", "1"])
+        .args(["--part-size", "1000000", "--jobs", "1", "--spool-dir"])
+        .arg(&spool)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");

@@ -217,6 +217,10 @@ fn backup_then_restore_latest_and_point_in_time() {
     assert_eq!(verification(&out), ["300"], "{}", stdout(&out));
     let report = stdout(&out);
     assert!(report.contains(&format!("backup restored     {name} (")), "{report}");
+    // One file count (issue 16): the backup's summary and the restore report say the same.
+    let files = summary.lines().find_map(|l| l.strip_prefix("size        ")).and_then(|l| l.split(" (").nth(1));
+    let files = files.and_then(|f| f.strip_suffix(" files)")).expect("(N files) in the summary");
+    assert!(report.contains(&format!("({files} files, ")), "{files} files in {report}");
     assert!(report.contains("time to recover"), "{report}");
     assert!(report.contains("WAL reached"), "{report}");
     assert!(report.contains("archiving           on: the restored server archives"), "{report}");
@@ -327,10 +331,15 @@ fn restore_fails_when_recovery_ends_short_of_the_archive() {
         .env("WALVAULT_BIN_DIR", wrappers.path())
         .env("WALVAULT_FETCH_PREFETCH", "0")
         .env("VERIFY_SQL", "SELECT count(*) FROM t")
+        .env("TMPDIR", dir.path())
         .output()
         .expect("restore-postgresql.sh");
     assert_eq!(out.status.code(), Some(7), "{}\n{}", stderr(&out), stdout(&out));
     let err = stderr(&out);
     assert!(err.contains("short of what the archive holds on timeline 1") && err.contains(&last), "{err}");
+    // The server ran: its log is kept (in the test's directory, removed with it).
+    let kept = std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.path());
+    let kept: Vec<_> = kept.filter(|p| p.to_string_lossy().contains("walvault-restore.")).collect();
+    assert!(kept.len() == 1 && kept[0].join("postgresql.log").is_file(), "the server log is kept: {kept:?}\n{err}");
     assert!(verification(&out).is_empty(), "no success report: {}", stdout(&out));
 }

@@ -22,7 +22,7 @@
 //! at most a temporary file, never served and removed by the next worker.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -257,7 +257,11 @@ pub fn worker_running(dir: &Path) -> bool {
 /// from the archive, so that it is never archived again after promotion.
 fn mark_done(pg_wal: &Path, name: &str) -> Result<()> {
     let status = pg_wal.join("archive_status");
-    crate::fsutil::create_private_dir_all(&status).with_path(&status)?;
+    // Never recursive: a pg_wal that is gone (its data directory removed) is not recreated.
+    match std::fs::DirBuilder::new().mode(0o700).create(&status) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(Error::io(&status, e)),
+        _ => {}
+    }
     let done = status.join(format!("{name}.done"));
     // Private, like every file PostgreSQL creates in its data directory.
     std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&done).with_path(&done)?;
@@ -386,6 +390,13 @@ pub async fn fill(
     let started = Instant::now();
     let mut fetched = 0;
     while started.elapsed() < MAX_LIFE {
+        if let Target::PgWal { pg_wal, .. } = target
+            && !pg_wal.is_dir()
+        {
+            // The data directory is gone (removed once its recovery was over): stop, and
+            // never recreate it.
+            break;
+        }
         if let Target::Spool { .. } = target {
             remove_older(dir, &pos);
         }
