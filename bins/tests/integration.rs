@@ -18,6 +18,7 @@ mod integration {
     mod pg_matrix;
     mod pitr;
     mod push_ahead;
+    mod raw;
     mod scripts;
     mod security;
     mod standby;

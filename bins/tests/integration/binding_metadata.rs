@@ -10,41 +10,10 @@ use serde_json::{Value, json};
 
 use super::common::{Backend, Cluster, TEST_KEY, TestRepo, stderr};
 use super::pitr::{base_backup, prepare, primary, recover};
+use super::raw::{get_raw, put_raw};
 
 /// A change to metadata JSON.
 type Edit = Box<dyn Fn(&mut Value)>;
-
-/// One plain HTTP request to the S3 test server (it checks no signature).
-fn s3_request(repo: &TestRepo, method: &str, key: &str, body: &[u8]) -> String {
-    use std::io::{Read, Write};
-    let endpoint = repo.env.iter().find(|(k, _)| k == "AWS_ENDPOINT_URL").map(|(_, v)| v.clone()).expect("endpoint");
-    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
-    let path = repo.url.trim_start_matches("s3://");
-    let mut s = std::net::TcpStream::connect(&hostport).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let auth = "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
-    let head = format!(
-        "{method} /{path}/{key} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).and_then(|()| s.write_all(body)).expect("write");
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    resp
-}
-
-fn put_raw(repo: &TestRepo, key: &str, bytes: &[u8]) {
-    match &repo.fs_root {
-        Some(root) => std::fs::write(root.join(key), bytes).expect("write"),
-        None => assert!(s3_request(repo, "PUT", key, bytes).starts_with("HTTP/1.1 200"), "put {key}"),
-    }
-}
-
-fn get_raw(repo: &TestRepo, key: &str) -> Vec<u8> {
-    let out = repo.run("walvault", &["get", "--raw", key]);
-    assert!(out.status.success(), "get {key}: {}", stderr(&out));
-    out.stdout
-}
 
 fn rows(c: &Cluster) -> i64 {
     c.psql("SELECT count(*) FROM t").parse().expect("count")
