@@ -70,7 +70,7 @@ impl Common {
 pub fn cache_dir(config: &Config) -> Option<PathBuf> {
     config.cache_dir.clone().or_else(|| {
         let pgdata = std::env::var_os("PGDATA").map(PathBuf::from).or_else(|| std::env::current_dir().ok())?;
-        walvault::ops::wal_index::default_cache_dir(&pgdata)
+        walvault::ops::repo::wal_index::default_cache_dir(&pgdata)
     })
 }
 
@@ -143,7 +143,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// A progress bar on a terminal (bytes stored of the total); `None` when stderr is not one,
 /// where the one-line-per-part log is the progress.
 #[allow(dead_code)]
-pub fn progress_bar() -> Option<walvault::ops::base_backup::ProgressFn> {
+pub fn progress_bar() -> Option<walvault::ops::backup::base::ProgressFn> {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         return None;

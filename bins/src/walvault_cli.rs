@@ -7,11 +7,11 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use walvault::Error;
 use walvault::config::Config;
-use walvault::ops::human::{parse_duration, parse_limit, parse_now};
-use walvault::ops::prune::{PruneOptions, PrunePolicy};
-use walvault::ops::restore_test::RestoreTestOptions;
-use walvault::ops::status::StatusOptions;
+use walvault::ops::repo::human::{parse_duration, parse_limit, parse_now};
+use walvault::ops::report::status::StatusOptions;
+use walvault::ops::retention::prune::{PruneOptions, PrunePolicy};
 use walvault::ops::verify::VerifyOptions;
+use walvault::ops::verify::restore_test::RestoreTestOptions;
 
 use crate::common;
 

@@ -8,9 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use walvault::codec::crypt::{Key, Keyring};
 use walvault::layout::Layout;
 use walvault::manifest::Manifest;
-use walvault::ops::metadata_auth;
-use walvault::ops::catalog::{BackupMetadata, LatestPointer};
-use walvault::ops::identity::Identity;
+use walvault::ops::repo::metadata_auth;
+use walvault::ops::repo::catalog::{BackupMetadata, LatestPointer};
+use walvault::ops::repo::identity::Identity;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, json)) = data.split_first() else { return };

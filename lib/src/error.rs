@@ -128,7 +128,7 @@ impl Error {
     /// Operator advice for this error, if there is any.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Error::Key { reason, .. } if reason.contains(crate::ops::identity::UNREGISTERED) => Some(
+            Error::Key { reason, .. } if reason.contains(crate::ops::repo::identity::UNREGISTERED) => Some(
                 "if this is the new key of a rotation, register it once with `walvault key add` (with this key configured); otherwise check BACKUP_ENCRYPTION_KEY / WALVAULT_KEY_FILE",
             ),
             Error::Key { .. } => {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use walvault::ops::base_backup::{BackupOptions, DEFAULT_PART_SIZE};
+use walvault::ops::backup::base::{BackupOptions, DEFAULT_PART_SIZE};
 use walvault::pg::backup_api::ConnParams;
 
 #[path = "../common.rs"]
@@ -55,7 +55,7 @@ struct Cli {
 /// overflow the clock).
 fn archive_timeout(value: &str) -> Result<Duration, walvault::Error> {
     const MAX: Duration = Duration::from_secs(7 * 86_400);
-    let d = walvault::ops::human::parse_duration("--archive-timeout", value)?.to_std().unwrap_or(Duration::ZERO);
+    let d = walvault::ops::repo::human::parse_duration("--archive-timeout", value)?.to_std().unwrap_or(Duration::ZERO);
     if d < Duration::from_secs(1) || d > MAX {
         return Err(walvault::Error::config(
             "--archive-timeout",
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         };
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;
-            let meta = walvault::ops::base_backup::base_backup(&repo, &opts).await?;
+            let meta = walvault::ops::backup::base::base_backup(&repo, &opts).await?;
             if cli.common.json {
                 common::print_json(&meta);
             }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser, ValueEnum};
-use walvault::ops::pitr_prepare::{PrepareOptions, TimelineChoice, parse_time};
+use walvault::ops::restore::pitr_prepare::{PrepareOptions, TimelineChoice, parse_time};
 use walvault::pg::recovery::{RecoveryTarget, TargetAction};
 
 #[path = "../common.rs"]
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
         };
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;
-            let out = walvault::ops::pitr_prepare::pitr_prepare(&repo, &opts).await?;
+            let out = walvault::ops::restore::pitr_prepare::pitr_prepare(&repo, &opts).await?;
             if cli.common.json {
                 common::print_json(&out);
             } else {

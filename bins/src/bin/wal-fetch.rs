@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use walvault::error::{ExitCode as Code, FETCH_HARD_FAILURE_BASE};
-use walvault::ops::wal_fetch::Source;
+use walvault::ops::archive::fetch::Source;
 
 #[path = "../common.rs"]
 mod common;
@@ -67,14 +67,16 @@ fn main() -> ExitCode {
             if let (Some(seg), Some(cache)) = (cli.prefetch_worker, cache.as_deref()) {
                 return prefetch_worker(&repo, cache, &cli, seg, config.fetch_prefetch).await;
             }
-            let mut out = walvault::ops::wal_fetch::restore(&repo, &cli.name, &cli.dest, cache.as_deref()).await?;
+            let mut out = walvault::ops::archive::fetch::restore(&repo, &cli.name, &cli.dest, cache.as_deref()).await?;
             if let (true, Some(cache)) = (config.fetch_prefetch > 0, cache.as_deref()) {
                 let seg = match out.source {
                     Source::PgWal => Some(out.bytes),
-                    _ => walvault::ops::prefetch::seg_size_of(&cli.dest),
+                    _ => walvault::ops::archive::prefetch::seg_size_of(&cli.dest),
                 };
-                let running = walvault::ops::prefetch::owner_of(&cli.dest).is_some_and(|d| {
-                    walvault::ops::prefetch::worker_running(&walvault::ops::prefetch::dir(cache, &repo, &d))
+                let running = walvault::ops::archive::prefetch::owner_of(&cli.dest).is_some_and(|d| {
+                    walvault::ops::archive::prefetch::worker_running(&walvault::ops::archive::prefetch::dir(
+                        cache, &repo, &d,
+                    ))
                 });
                 if let (Some(seg), false) = (seg, running) {
                     spawn_prefetch_worker(&cli, seg);
@@ -82,10 +84,10 @@ fn main() -> ExitCode {
             }
             // Exit 1 ("read it from pg_wal") only for a file that is there right now.
             if out.source == Source::PgWal
-                && !walvault::ops::wal_fetch::still_in_pg_wal(&cli.dest, &cli.name, out.bytes)
+                && !walvault::ops::archive::fetch::still_in_pg_wal(&cli.dest, &cli.name, out.bytes)
             {
                 tracing::warn!("{} left pg_wal after it was verified: fetching it from the archive", cli.name);
-                out = walvault::ops::wal_fetch::wal_fetch(&repo, &cli.name, &cli.dest, cache.as_deref()).await?;
+                out = walvault::ops::archive::fetch::wal_fetch(&repo, &cli.name, &cli.dest, cache.as_deref()).await?;
             }
             if cli.common.json {
                 common::print_json(&out);
@@ -128,7 +130,7 @@ fn main() -> ExitCode {
 /// A failure worth retrying in standby mode: storage, or a hole in the archive.
 fn standby_retries(dest: &std::path::Path, e: &walvault::Error) -> bool {
     let retryable = matches!(e, walvault::Error::Storage { .. } | walvault::Error::Hole(_));
-    retryable && walvault::ops::prefetch::pgdata_of(dest).is_some_and(|d| d.join("standby.signal").exists())
+    retryable && walvault::ops::archive::prefetch::pgdata_of(dest).is_some_and(|d| d.join("standby.signal").exists())
 }
 
 /// The detached worker: follow PostgreSQL's position, keeping the next segments ready (in
@@ -140,7 +142,7 @@ async fn prefetch_worker(
     seg: u64,
     depth: usize,
 ) -> Result<Source, walvault::Error> {
-    use walvault::ops::prefetch::{self, Plan, Target};
+    use walvault::ops::archive::prefetch::{self, Plan, Target};
     let Some(owner) = prefetch::owner_of(&cli.dest) else { return Ok(Source::Archive) };
     let dir = prefetch::dir(cache, repo, &owner);
     let plan = prefetch::pgdata_of(&cli.dest).and_then(|pgdata| Plan::load(cache, repo, &pgdata));

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 
 use clap::Parser;
-use walvault::ops::{push_ahead, wal_push};
+use walvault::ops::archive::{push as wal_push, push_ahead};
 
 #[path = "../common.rs"]
 mod common;

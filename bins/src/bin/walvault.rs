@@ -3,15 +3,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use walvault::ops::decrypt::Source;
+use walvault::ops::repo::decrypt::Source;
 
 #[path = "../common.rs"]
 mod common;
 #[path = "../walvault_cli.rs"]
 mod walvault_cli;
 
-use walvault::ops::list::human_bytes;
-use walvault::ops::{files, prune, status, verify};
+use walvault::ops::backup::files;
+use walvault::ops::report::list::human_bytes;
+use walvault::ops::report::status;
+use walvault::ops::retention::prune;
+use walvault::ops::verify;
 use walvault_cli::{FilesBackupArgs, FilesRestoreArgs, PruneArgs, StatusArgs, VerifyArgs};
 
 /// Operate a walvault repository: inspect, verify, prune, monitor, back up files, decrypt.
@@ -84,8 +87,8 @@ fn main() -> ExitCode {
             let repo = walvault::ops::Repo::open(&config).await?;
             let healthy = match &cli.command {
                 Command::List => {
-                    let listing = walvault::ops::list::list(&repo).await?;
-                    show(json, &listing, || walvault::ops::list::render(&listing));
+                    let listing = walvault::ops::report::list::list(&repo).await?;
+                    show(json, &listing, || walvault::ops::report::list::render(&listing));
                     true
                 }
                 Command::Verify(args) => {
@@ -125,17 +128,17 @@ fn main() -> ExitCode {
                         o if PathBuf::from(o).is_file() => Source::File(PathBuf::from(o)),
                         o => Source::Key(o.to_string()),
                     };
-                    walvault::ops::decrypt::decrypt(&repo, source, std::io::stdout()).await?;
+                    walvault::ops::repo::decrypt::decrypt(&repo, source, std::io::stdout()).await?;
                     true
                 }
                 Command::Ls { prefix } => {
-                    let objects = walvault::ops::objects::list(&repo, prefix).await?;
+                    let objects = walvault::ops::repo::objects::list(&repo, prefix).await?;
                     let table = || objects.iter().map(|o| format!("{:>12}  {}\n", o.size, o.key)).collect();
                     show(json, &objects, table);
                     true
                 }
                 Command::Key(KeyCommand::Add) => {
-                    let done = walvault::ops::keys::add(&repo).await?;
+                    let done = walvault::ops::repo::keys::add(&repo).await?;
                     show(json, &done, || match done.added {
                         true => format!("registered key {} in {}\n", done.fingerprint, done.repository),
                         false => format!("key {} is already registered in {}\n", done.fingerprint, done.repository),
@@ -143,7 +146,7 @@ fn main() -> ExitCode {
                     true
                 }
                 Command::Key(KeyCommand::List) => {
-                    let keys = walvault::ops::keys::list(&repo).await?;
+                    let keys = walvault::ops::repo::keys::list(&repo).await?;
                     show(json, &keys, || {
                         keys.keys
                             .iter()
@@ -153,7 +156,7 @@ fn main() -> ExitCode {
                     true
                 }
                 Command::Get { key, .. } => {
-                    walvault::ops::objects::get_raw(&repo, key).await?;
+                    walvault::ops::repo::objects::get_raw(&repo, key).await?;
                     true
                 }
             };

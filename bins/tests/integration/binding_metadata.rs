@@ -162,7 +162,7 @@ pub(super) fn rewrite_sealed(repo: &TestRepo, name: &str, key: Option<&str>, edi
 fn rewrite(repo: &TestRepo, name: &str, key: Option<&str>, edit: &dyn Fn(&mut Value), legacy: bool) {
     use walvault::codec::{CodecSettings, Compression, Key, Keyring, decode_to, encode_to_vec};
     use walvault::manifest::Manifest;
-    use walvault::ops::catalog::BackupMetadata;
+    use walvault::ops::repo::catalog::BackupMetadata;
     let key = key.map(|k| Key::from_material(k.as_bytes(), "test").expect("key"));
     let ring = match &key {
         Some(k) => Keyring::new(Some(k.clone()), vec![]),
@@ -186,7 +186,7 @@ fn rewrite(repo: &TestRepo, name: &str, key: Option<&str>, edit: &dyn Fn(&mut Va
     if legacy {
         manifest.backup = None;
     } else {
-        walvault::ops::metadata_auth::seal(&mut meta, &mut manifest, &ring).expect("seal");
+        walvault::ops::repo::metadata_auth::seal(&mut meta, &mut manifest, &ring).expect("seal");
     }
     let settings = CodecSettings { compression: Compression::Zstd, level: 1 };
     let json = serde_json::to_vec(&manifest).expect("json");

@@ -1,0 +1,9 @@
+//! Archive: the WAL stream in both directions (`wal-push`, its push-ahead helper, `wal-fetch`
+//! and its prefetch worker).
+
+pub mod fetch;
+mod fetch_place;
+pub mod missing;
+pub mod prefetch;
+pub mod push;
+pub mod push_ahead;

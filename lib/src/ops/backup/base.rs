@@ -1,0 +1,356 @@
+//! `base-backup`: an online, physical, consistent backup of a running cluster (SPEC section 7).
+//!
+//! Non-exclusive backup API over a regular connection; PGDATA and tablespaces read locally;
+//! parts streamed through tar → codec into spool files of bounded size and uploaded in
+//! parallel; then the stop call's `backup_label`/`tablespace_map` as the last part, a wait
+//! until the WAL that makes the backup consistent is in the archive, the manifest, and last
+//! the metadata object (whose presence makes the backup complete) and `latest.json`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::{StreamExt, TryStreamExt};
+
+use crate::codec::{self, Encoder};
+use crate::error::IoContext;
+use crate::manifest::{Manifest, ManifestEntry, ManifestTablespace};
+use crate::ops::Repo;
+use crate::ops::repo::blocking;
+use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
+use crate::ops::repo::identity::{self, ClusterInfo};
+use crate::ops::repo::metadata_auth;
+use crate::ops::repo::place::Logical;
+use crate::ops::repo::wal_index::WalIndex;
+use crate::pg::backup_api::{self, ConnParams, Server};
+use crate::pg::datadir::{self, DataFile};
+use crate::wal::{Lsn, WalFileName};
+use crate::{Error, Result, tarball};
+
+/// Progress callback: bytes of file data stored so far, and the total expected.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// How to take the backup.
+#[derive(Clone)]
+pub struct BackupOptions {
+    pub conn: ConnParams,
+    /// The data directory to read; default: the server's `data_directory`.
+    pub pgdata: Option<PathBuf>,
+    /// File bytes per tar part (before compression).
+    pub part_size: u64,
+    /// Parts compressed and uploaded at once.
+    pub jobs: usize,
+    /// How long to wait for the WAL that makes the backup consistent to be archived.
+    pub archive_timeout: Duration,
+    /// Where parts are spooled before upload; default: the system temp directory.
+    pub spool_dir: Option<PathBuf>,
+    /// Cluster name for the backup name.
+    pub cluster: String,
+    pub progress: Option<ProgressFn>,
+}
+
+/// Default part size: 256 MiB of file data.
+pub const DEFAULT_PART_SIZE: u64 = 256 << 20;
+
+/// Take a base backup into `repo`.
+///
+/// # Errors
+/// Connection and SQL failures ([`Error::Postgres`]), a data directory that is not the
+/// server's, storage and codec failures, and a timeout waiting for the WAL archive. On any
+/// error the backup is not complete (no metadata object) and `latest.json` is unchanged.
+pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMetadata> {
+    let began = Instant::now();
+    let server = backup_api::connect(&opts.conn, "walvault base-backup").await?;
+    if server.in_recovery {
+        return Err(Error::Refused(format!(
+            "{} is a standby: base-backup needs the primary\nHINT: point PGHOST at the primary",
+            opts.conn.describe()
+        )));
+    }
+    let pgdata = check_pgdata(opts.pgdata.as_deref(), &server)?;
+    let cluster = ClusterInfo {
+        system_identifier: server.system_identifier,
+        pg_major: Some(server.version_num / 10_000),
+        wal_segment_size: server.wal_segment_size,
+    };
+    identity::ensure(repo, &cluster).await?;
+    let name = fresh_backup_name(repo, &opts.cluster).await?;
+    let start = server.backup_start(&name, true).await?;
+    tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
+    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start).await;
+    if result.is_err() {
+        // Leave the server clean; the parts stay invisible without a metadata object.
+        let _ = server.backup_stop().await;
+    }
+    let mut meta = result?;
+    meta.seconds = began.elapsed().as_secs_f64();
+    let metadata_key = repo.layout.backup_metadata_key(&name);
+    repo.storage.put(&metadata_key, json_bytes(&meta)?).await?;
+    update_latest(repo, &meta).await?;
+    tracing::info!(
+        "backup {name} complete: {} files, {} bytes stored as {} in {:.1} s",
+        meta.files,
+        meta.bytes,
+        meta.stored_bytes,
+        meta.seconds
+    );
+    Ok(meta)
+}
+
+/// A backup name nothing in the repository uses yet: names have one-second resolution, and a
+/// backup must never write into another's folder (a complete one, or one still running).
+async fn fresh_backup_name(repo: &Repo, cluster: &str) -> Result<String> {
+    for _ in 0..5 {
+        let name = repo.layout.backup_name(cluster, Utc::now());
+        let taken = repo.storage.head(&repo.layout.backup_metadata_key(&name)).await?.is_some()
+            || !repo.storage.list(&repo.layout.backup_prefix(&name), None, None).await?.objects.is_empty();
+        if !taken {
+            return Ok(name);
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    Err(Error::Refused(format!("no free backup name for cluster {cluster}: another backup is starting every second")))
+}
+
+fn check_pgdata(given: Option<&Path>, server: &Server) -> Result<PathBuf> {
+    let pgdata = given.map(Path::to_path_buf).unwrap_or_else(|| server.data_directory.clone());
+    let same = std::fs::canonicalize(&pgdata).ok() == std::fs::canonicalize(&server.data_directory).ok();
+    if !pgdata.join("PG_VERSION").is_file() || !same {
+        return Err(Error::config(
+            "--pgdata",
+            format!(
+                "{} is not the data directory of the server (which reports {}); base-backup must run on the database host",
+                pgdata.display(),
+                server.data_directory.display()
+            ),
+        ));
+    }
+    Ok(pgdata)
+}
+
+async fn copy_and_finish(
+    repo: &Repo,
+    opts: &BackupOptions,
+    server: &Server,
+    pgdata: &Path,
+    name: &str,
+    start: &backup_api::BackupStart,
+) -> Result<BackupMetadata> {
+    let version_dir = server.tablespace_version_dir();
+    let walk_root = pgdata.to_path_buf();
+    let files = blocking(move || datadir::walk(&walk_root, Some(&version_dir))).await?;
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let parts = datadir::split_parts(files, opts.part_size.max(1));
+    let spool = tempfile::Builder::new()
+        .prefix("walvault-spool-")
+        .tempdir_in(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
+        .with_path(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))?;
+    let done = Arc::new(AtomicU64::new(0));
+    let count = parts.len();
+    let uploads = futures_util::stream::iter(parts.into_iter().enumerate())
+        .map(|(i, files)| {
+            let done = Arc::clone(&done);
+            let spool = spool.path().to_path_buf();
+            async move {
+                let (info, entries) = upload_part(repo, name, i as u32, Part::Files(files), &spool).await?;
+                let now = done.fetch_add(info.bytes, Ordering::Relaxed) + info.bytes;
+                if let Some(p) = &opts.progress {
+                    p(now, total);
+                }
+                tracing::info!(
+                    "part {}/{count}: {} files, {} -> {} bytes",
+                    i + 1,
+                    info.files,
+                    info.bytes,
+                    info.stored_bytes
+                );
+                Ok::<_, Error>((info, entries))
+            }
+        })
+        .buffered(opts.jobs.max(1));
+    let mut results: Vec<(PartInfo, Vec<ManifestEntry>)> = uploads.try_collect().await?;
+
+    let stop = server.backup_stop().await?;
+    let mut label_files: Vec<(&str, &[u8])> = vec![("backup_label", stop.backup_label.as_bytes())];
+    if let Some(map) = &stop.tablespace_map {
+        label_files.push(("tablespace_map", map.as_bytes()));
+    }
+    let owned: Vec<(String, Vec<u8>)> = label_files.iter().map(|(p, d)| (p.to_string(), d.to_vec())).collect();
+    results.push(upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path()).await?);
+
+    let seg = server.wal_segment_size;
+    let first = start.lsn.segment_number(seg);
+    let last = Lsn(stop.lsn.0.saturating_sub(1)).segment_number(seg).max(first);
+    wait_for_archive(repo, start.timeline, first, last, seg, opts.archive_timeout).await?;
+
+    let tablespaces: Vec<ManifestTablespace> = server
+        .tablespaces()
+        .await?
+        .into_iter()
+        .map(|t| ManifestTablespace { oid: t.oid, name: t.name, location: t.location.display().to_string() })
+        .collect();
+    let (parts, entries): (Vec<PartInfo>, Vec<Vec<ManifestEntry>>) = results.into_iter().unzip();
+    let mut manifest = Manifest::new(entries.into_iter().flatten().collect(), tablespaces.clone());
+    let manifest_key = repo.layout.backup_object(name, &format!("manifest.json{}", repo.object_ext()));
+    let mut meta = BackupMetadata {
+        format: metadata_auth::METADATA_FORMAT,
+        name: name.to_string(),
+        env: repo.layout.env().to_string(),
+        cluster: opts.cluster.clone(),
+        system_identifier: server.system_identifier.to_string(),
+        pg_version_num: server.version_num,
+        wal_segment_size: seg,
+        timeline: start.timeline,
+        start_lsn: start.lsn,
+        stop_lsn: stop.lsn,
+        start_wal_file: WalFileName::from_segno(start.timeline, first, seg).to_string(),
+        stop_wal_file: WalFileName::from_segno(start.timeline, last, seg).to_string(),
+        start_time: start.started_at,
+        stop_time: stop.stopped_at,
+        // Regular files, as each part and the restore count them (directories are not files).
+        files: parts.iter().map(|p| p.files).sum(),
+        bytes: parts.iter().map(|p| p.bytes).sum(),
+        stored_bytes: parts.iter().map(|p| p.stored_bytes).sum(),
+        parts,
+        manifest_key: manifest_key.clone(),
+        compression: repo.codec.compression.name().to_string(),
+        encrypted: repo.keyring.is_encrypted(),
+        key_fingerprint: repo.keyring.write_key().map(|k| k.fingerprint_hex()),
+        tablespaces,
+        seconds: 0.0,
+        mac: None,
+    };
+    // The metadata's MAC, and its digest inside the authenticated manifest.
+    metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
+    let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
+    let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
+    let context = repo.context(&Logical::Manifest(name)).await?;
+    let encoded =
+        blocking(move || codec::encode_to_vec(&manifest_json, &settings, key.as_ref(), None, &context)).await?;
+    repo.storage.put(&manifest_key, Bytes::from(encoded)).await?;
+    Ok(meta)
+}
+
+enum Part {
+    Files(Vec<DataFile>),
+    Bytes(Vec<(String, Vec<u8>)>),
+}
+
+/// tar → compress → encrypt into a spool file, then upload it streaming from disk.
+async fn upload_part(
+    repo: &Repo,
+    name: &str,
+    index: u32,
+    part: Part,
+    spool: &Path,
+) -> Result<(PartInfo, Vec<ManifestEntry>)> {
+    let key = repo.layout.backup_object(name, &format!("part_{index:05}.tar{}", repo.object_ext()));
+    let path = spool.join(format!("part_{index:05}"));
+    let (settings, write_key) = (repo.codec, repo.keyring.write_key().cloned());
+    let context = repo.context(&Logical::Part { backup: name, index }).await?;
+    let spool_path = path.clone();
+    let mut entries = blocking(move || {
+        // 0600 whatever the umask: without a key the spool holds plain database files.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&spool_path)
+            .with_path(&spool_path)?;
+        let out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let encoder = Encoder::new(out, &settings, write_key.as_ref(), None, &context)?;
+        let (encoder, entries) = match &part {
+            Part::Files(files) => tarball::write_tar(encoder, files)?,
+            Part::Bytes(items) => {
+                let refs: Vec<(&str, &[u8])> = items.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
+                tarball::write_tar_bytes(encoder, &refs)?
+            }
+        };
+        let mut out = encoder.finish()?;
+        out.flush().with_path(&spool_path)?;
+        Ok(entries)
+    })
+    .await?;
+    let stored = std::fs::metadata(&path).with_path(&path)?.len();
+    repo.storage.put_file(&key, &path).await?;
+    let _ = std::fs::remove_file(&path);
+    for e in &mut entries {
+        e.part = index;
+    }
+    let info = PartInfo {
+        index,
+        key,
+        files: entries.iter().filter(|e| e.kind == crate::manifest::EntryKind::File).count() as u64,
+        bytes: entries.iter().map(|e| e.size).sum(),
+        stored_bytes: stored,
+    };
+    Ok((info, entries))
+}
+
+/// An instant a century from now: the deadline of a timeout too large to add to the clock.
+pub(crate) fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(100 * 365 * 86_400)).unwrap_or(now)
+}
+
+/// Wait until every segment from `first` to `last` on `timeline` is in the archive.
+async fn wait_for_archive(
+    repo: &Repo,
+    timeline: u32,
+    first: u64,
+    last: u64,
+    seg: u64,
+    timeout: Duration,
+) -> Result<()> {
+    // Saturating: a caller's huge timeout means "no deadline", never an overflow panic.
+    let deadline = Instant::now().checked_add(timeout).unwrap_or_else(far_future);
+    let mut index = WalIndex::load(None, repo);
+    let mut next = first;
+    // The stop segment is usually archived within a few tens of milliseconds of the switch:
+    // look again soon, then back off to half a second.
+    let mut pause = Duration::from_millis(20);
+    while next <= last {
+        let name = WalFileName::from_segno(timeline, next, seg).to_string();
+        if index.find(repo, &name, false).await?.is_some() {
+            next += 1;
+            continue;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Refused(format!(
+                "WAL file {name}, needed to make the backup consistent, was not archived within {} s\nHINT: check archive_command and pg_stat_archiver; the backup is incomplete and latest.json was not changed",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
+/// Point `latest.json` at `meta` unless a newer complete backup is already there.
+async fn update_latest(repo: &Repo, meta: &BackupMetadata) -> Result<()> {
+    let key = repo.layout.latest_backup_key();
+    if let Ok(bytes) = repo.storage.get_bytes(&key).await
+        && let Ok(current) = serde_json::from_slice::<LatestPointer>(&bytes)
+        && current.stop_time > meta.stop_time
+    {
+        return Ok(());
+    }
+    let pointer = LatestPointer {
+        backup: meta.name.clone(),
+        metadata: repo.layout.backup_metadata_key(&meta.name),
+        stop_time: meta.stop_time,
+        stop_lsn: meta.stop_lsn,
+        timeline: meta.timeline,
+    };
+    repo.storage.put(&key, json_bytes(&pointer)?).await
+}
+
+fn json_bytes(value: &impl serde::Serialize) -> Result<Bytes> {
+    serde_json::to_vec_pretty(value).map(Bytes::from).map_err(|e| Error::Invalid(format!("json: {e}")))
+}

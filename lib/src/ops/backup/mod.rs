@@ -1,0 +1,4 @@
+//! Backup: base backups of a cluster and backups of plain directories (`files-backup`).
+
+pub mod base;
+pub mod files;

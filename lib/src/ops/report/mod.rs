@@ -1,0 +1,5 @@
+//! Report: what the repository holds (`walvault list`) and whether it is healthy (`status`,
+//! Prometheus).
+
+pub mod list;
+pub mod status;

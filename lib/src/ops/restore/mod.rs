@@ -1,0 +1,3 @@
+//! Restore: a data directory made ready to recover to a target (`pitr-prepare`).
+
+pub mod pitr_prepare;

@@ -1,0 +1,394 @@
+//! `pitr-prepare`: lay a base backup into an empty PGDATA and configure recovery to a target
+//! (SPEC section 8). Everything is checked before anything is written: the backup, the WAL
+//! chain from its start to the target (and the timeline history on the way), the key, the
+//! data directory. Then the parts are extracted and verified against the manifest, and
+//! `recovery.signal` plus the recovery settings are written.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use tokio_util::io::SyncIoBridge;
+
+use crate::codec;
+use crate::error::IoContext;
+use crate::manifest::Manifest;
+use crate::ops::Repo;
+use crate::ops::repo::blocking;
+use crate::ops::repo::catalog::{self, BackupMetadata, ChainEnd, PartInfo, WalArchive};
+use crate::ops::repo::wal_index::WalIndex;
+use crate::pg::recovery::{self, RecoverySettings, RecoveryTarget, TargetAction};
+use crate::{Error, Result, tarball};
+
+mod tablespaces;
+mod target;
+
+pub use target::TimelineChoice;
+
+/// What to restore and how.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    pub pgdata: PathBuf,
+    pub target: RecoveryTarget,
+    /// A backup name, or `None`/`latest` to pick the newest that fits the target.
+    pub backup: Option<String>,
+    pub action: TargetAction,
+    /// Empty a non-empty PGDATA first.
+    pub force: bool,
+    /// Tablespace oid → new location.
+    pub tablespace_map: BTreeMap<u32, PathBuf>,
+    /// The restore_command to write (without secrets).
+    pub restore_command: String,
+    /// Where wal-fetch will keep its listing cache (the listing made here is handed over).
+    pub cache_dir: Option<PathBuf>,
+    /// Parts restored at once.
+    pub jobs: usize,
+    /// WAL segments fetched into pg_wal while the parts are extracted (and kept ahead by
+    /// wal-fetch's worker during recovery); 0 turns it off.
+    pub prefetch: usize,
+    /// `--target-timeline` (`None`: PostgreSQL's default, latest, refused when two branches
+    /// pass through the backup).
+    pub timeline: Option<TimelineChoice>,
+    /// Whether the restored server archives into the repository (`--archive on`), or never
+    /// (`archive_mode = 'off'`: side restores and restore tests).
+    pub archive: bool,
+}
+
+/// What pitr-prepare did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PrepareOutcome {
+    pub backup: String,
+    pub backup_stop_time: DateTime<Utc>,
+    pub pgdata: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub wal: ChainEnd,
+    /// WAL segments fetched ahead: wal-fetch places them in pg_wal once recovery runs.
+    pub wal_staged: usize,
+    /// Whether the restored server archives into the repository.
+    pub archive: bool,
+    /// Replaying every archived file goes past this point (the start of the chain's last
+    /// segment, which holds at least one record); a recovery to the end that does not ended
+    /// short.
+    pub must_reach: Option<crate::wal::Lsn>,
+    pub next_command: String,
+}
+
+/// Check everything, restore the backup and write the recovery settings.
+///
+/// # Errors
+/// [`Error::NotFound`] for no suitable backup, [`Error::Refused`] for a target the archive
+/// cannot reach (with what is missing and the newest reachable point) or a non-empty data
+/// directory, key and corruption errors from the manifest and parts.
+pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareOutcome> {
+    let began = Instant::now();
+    check_pgdata(&opts.pgdata, opts.force)?;
+    let backup = choose_backup(repo, opts).await?;
+    // The manifest first: the metadata is cross-checked against it before anything uses it.
+    let manifest = crate::ops::repo::parts::load_manifest(repo, &backup).await?;
+    let mut index = WalIndex::load(None, repo);
+    let archive = WalArchive::load(repo, &mut index, backup.wal_segment_size).await?;
+    let wal = target::check_wal(repo, &archive, &backup, &opts.target, opts.timeline).await?;
+    crate::ops::repo::place::check_parts(repo, &backup).await?;
+    tablespaces::check(&backup.name, &manifest, &opts.tablespace_map, &opts.pgdata)?;
+    tracing::info!(
+        "restoring {} ({} files, {} bytes) into {}",
+        backup.name,
+        manifest.files.iter().filter(|e| e.kind == crate::manifest::EntryKind::File).count(),
+        backup.bytes,
+        opts.pgdata.display()
+    );
+
+    prepare_dir(&opts.pgdata, opts.force)?;
+    let cache = opts.cache_dir.clone().or_else(|| crate::ops::repo::wal_index::default_cache_dir(&opts.pgdata));
+    let plan = match &cache {
+        Some(_) if opts.prefetch > 0 => Some(recovery_plan(repo, &archive, &backup, &wal, &opts.pgdata).await?),
+        _ => None,
+    };
+    let spool = cache.as_deref().map(|c| crate::ops::archive::prefetch::dir(c, repo, &opts.pgdata));
+    if let Some(dir) = &spool {
+        // Whatever an earlier restore into this directory left is never used.
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_path(dir)?;
+        }
+    }
+    // The first segments of recovery download while the parts are extracted.
+    let first = backup.start_lsn.segment_number(backup.wal_segment_size);
+    let stage = async {
+        match (&plan, &spool) {
+            (Some(plan), Some(dir)) => {
+                let staged = crate::ops::archive::prefetch::staged_dir(dir);
+                crate::ops::archive::prefetch::stage(repo, plan, &archive.files, &staged, first, opts.prefetch).await
+            }
+            _ => Ok(Vec::new()),
+        }
+    };
+    let (restored, staged) = tokio::join!(restore_into(repo, &backup, &manifest, opts, wal.timeline), stage);
+    // Staging is a head start only: a segment it could not get, wal-fetch fetches (and stops
+    // recovery with the right exit code if the archive really fails).
+    let wal_staged = match staged {
+        Ok(names) => names.len(),
+        Err(e) => {
+            tracing::warn!("WAL not fetched ahead of recovery: {e}");
+            if let Some(dir) = &spool {
+                let _ = std::fs::remove_dir_all(crate::ops::archive::prefetch::staged_dir(dir));
+            }
+            0
+        }
+    };
+    let (files, bytes) = match restored {
+        Ok(counts) => counts,
+        Err(e) => {
+            // Never leave half a data directory that someone might start.
+            let _ = prepare_dir(&opts.pgdata, true);
+            if let Some(dir) = &spool {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(e);
+        }
+    };
+    if let (Some(plan), Some(cache)) = (&plan, &cache) {
+        plan.save(cache, repo)?;
+    }
+    chown_like_parent(&opts.pgdata)?;
+    hand_over_listing(repo, index, &backup, opts);
+
+    let next_command = format!("pg_ctl -D {} start", opts.pgdata.display());
+    if !opts.archive {
+        tracing::info!(
+            "archive_mode = 'off': the restored server never archives into {} (to make it the production server, restore with --archive on)",
+            repo.url
+        );
+    }
+    let seg = backup.wal_segment_size;
+    let must_reach =
+        matches!(opts.target, RecoveryTarget::Latest).then(|| crate::wal::Lsn(wal.last_lsn.0.saturating_sub(seg)));
+    Ok(PrepareOutcome {
+        backup: backup.name.clone(),
+        backup_stop_time: backup.stop_time,
+        pgdata: opts.pgdata.display().to_string(),
+        files,
+        bytes,
+        seconds: began.elapsed().as_secs_f64(),
+        wal,
+        wal_staged,
+        archive: opts.archive,
+        must_reach,
+        next_command,
+    })
+}
+
+/// What wal-fetch needs to place WAL in pg_wal: the cluster and the timeline path to the
+/// timeline recovery follows (the newest, as `recovery_target_timeline = latest`).
+async fn recovery_plan(
+    repo: &Repo,
+    archive: &WalArchive,
+    b: &BackupMetadata,
+    end: &ChainEnd,
+    pgdata: &Path,
+) -> Result<crate::ops::archive::prefetch::Plan> {
+    let history = archive.history(repo, end.timeline)?;
+    let sysid = b.system_identifier.parse::<u64>().map_err(|e| {
+        Error::corrupt(format!("backup {}", b.name), format!("system identifier {:?}: {e}", b.system_identifier))
+    })?;
+    Ok(crate::ops::archive::prefetch::Plan::new(repo, pgdata, sysid, b.wal_segment_size, end.timeline, history))
+}
+
+/// Extract every part, move tablespaces, write the recovery settings.
+async fn restore_into(
+    repo: &Repo,
+    backup: &BackupMetadata,
+    manifest: &Manifest,
+    opts: &PrepareOptions,
+    tli: u32,
+) -> Result<(u64, u64)> {
+    let counts = extract_parts(repo, backup, manifest, opts).await?;
+    if !opts.tablespace_map.is_empty() {
+        remap_tablespace_map(&opts.pgdata, &opts.tablespace_map)?;
+    }
+    let settings = RecoverySettings {
+        restore_command: opts.restore_command.clone(),
+        target: opts.target.clone(),
+        action: opts.action,
+        timeline: Some(tli.to_string()),
+        archive: opts.archive,
+    };
+    recovery::write_recovery(&opts.pgdata, &settings)?;
+    Ok(counts)
+}
+
+/// PGDATA must be absent or empty (or `--force`), and never hold a running server.
+fn check_pgdata(pgdata: &Path, force: bool) -> Result<()> {
+    if pgdata.join("postmaster.pid").exists() {
+        return Err(Error::Refused(format!(
+            "{} holds postmaster.pid: stop the server first (pg_ctl -D {} stop)",
+            pgdata.display(),
+            pgdata.display()
+        )));
+    }
+    let non_empty = std::fs::read_dir(pgdata).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if non_empty && !force {
+        return Err(Error::Refused(format!(
+            "{} is not empty: refusing to overwrite it\nHINT: restore into an empty directory, or add --force to delete its contents first",
+            pgdata.display()
+        )));
+    }
+    Ok(())
+}
+
+fn prepare_dir(pgdata: &Path, force: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if force && pgdata.is_dir() {
+        for entry in std::fs::read_dir(pgdata).with_path(pgdata)? {
+            let path = entry.with_path(pgdata)?.path();
+            let removed = if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.with_path(&path)?;
+        }
+    }
+    std::fs::create_dir_all(pgdata).with_path(pgdata)?;
+    std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700)).with_path(pgdata)
+}
+
+/// The named backup, or the newest that finished before the target.
+async fn choose_backup(repo: &Repo, opts: &PrepareOptions) -> Result<BackupMetadata> {
+    if let Some(name) = opts.backup.as_deref().filter(|n| *n != "latest" && !n.starts_with("latest.")) {
+        return catalog::backup(repo, name).await;
+    }
+    let all = catalog::backups(repo).await?;
+    let fits = |b: &BackupMetadata| match &opts.target {
+        RecoveryTarget::Time(t) => b.stop_time <= t.with_timezone(&Utc),
+        RecoveryTarget::Lsn(l) => b.stop_lsn <= *l,
+        _ => true,
+    };
+    if let Some(b) = all.iter().rev().find(|b| fits(b)) {
+        return Ok(b.clone());
+    }
+    match all.first() {
+        None => Err(Error::not_found(format!("a complete backup in {} ({})", repo.url, repo.layout.database_root()))),
+        Some(oldest) => Err(Error::Refused(format!(
+            "no backup finished before the target: the earliest restorable point is {} (backup {}, {})",
+            oldest.stop_time.format("%Y-%m-%d %H:%M:%S UTC"),
+            oldest.name,
+            oldest.stop_lsn
+        ))),
+    }
+}
+
+async fn extract_parts(
+    repo: &Repo,
+    b: &BackupMetadata,
+    manifest: &Manifest,
+    opts: &PrepareOptions,
+) -> Result<(u64, u64)> {
+    use futures_util::StreamExt;
+    let results: Vec<(PartInfo, tarball::ExtractStats)> = futures_util::stream::iter(b.parts.clone())
+        .map(|part| async move {
+            let expect =
+                repo.expect(&crate::ops::repo::place::Logical::Part { backup: &b.name, index: part.index }).await?;
+            let reader = repo.storage.get(&part.key).await?;
+            let bridge = SyncIoBridge::new(reader);
+            let (object, keyring) = (repo.storage.describe(&part.key), repo.keyring.clone());
+            let (manifest, pgdata, remap) = (manifest.clone(), opts.pgdata.clone(), opts.tablespace_map.clone());
+            let stats = blocking(move || {
+                let input = std::io::BufReader::with_capacity(1 << 20, bridge);
+                let (_, body) = codec::decoder(input, &keyring, &object, false, Some(&expect))?;
+                tarball::extract_tar(body, &pgdata, &manifest, &remap).map_err(|e| match e {
+                    Error::Io { path, source } if path == object => codec::error_from_io(source, &object),
+                    other => other,
+                })
+            })
+            .await?;
+            tracing::info!("part {}: {} files, {} bytes", part.index, stats.files, stats.bytes);
+            Ok::<_, Error>((part, stats))
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        // Collect every result (not try_collect): a failed part must not leave others still
+        // writing into PGDATA while the caller cleans it up.
+        .collect::<Vec<Result<_>>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    let mut files = 0;
+    let mut bytes = 0;
+    for (part, stats) in &results {
+        let extracted: HashSet<String> = stats.paths.iter().cloned().collect();
+        if let Some(missing) = manifest.missing(part.index, &extracted).first() {
+            return Err(Error::corrupt(
+                repo.storage.describe(&part.key),
+                format!("{} is in the manifest but not in the part", missing.path),
+            ));
+        }
+        files += stats.files;
+        bytes += stats.bytes;
+    }
+    Ok((files, bytes))
+}
+
+fn remap_tablespace_map(pgdata: &Path, remap: &BTreeMap<u32, PathBuf>) -> Result<()> {
+    let path = pgdata.join("tablespace_map");
+    let text = std::fs::read_to_string(&path).with_path(&path)?;
+    let rewritten = recovery::rewrite_tablespace_map(&text, remap)?;
+    crate::fsutil::write_atomic(&path, rewritten.as_bytes(), true)
+}
+
+/// When run as root, give the restored files to the owner of PGDATA's parent directory
+/// (the postgres user in a restore Job), as PostgreSQL refuses a data directory it does
+/// not own.
+fn chown_like_parent(pgdata: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    let parent = pgdata.parent().unwrap_or(Path::new("/"));
+    let owner = std::fs::metadata(parent).with_path(parent)?;
+    if me != 0 || owner.uid() == 0 {
+        return Ok(());
+    }
+    chown_tree(pgdata, owner.uid(), owner.gid())
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).with_path(path)?;
+    let meta = std::fs::symlink_metadata(path).with_path(path)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).with_path(path)? {
+            chown_tree(&entry.with_path(path)?.path(), uid, gid)?;
+        }
+    } else if meta.file_type().is_symlink() {
+        // Tablespace links: their targets are restored directories to chown as well.
+        if let Ok(target) = std::fs::canonicalize(path)
+            && target.is_dir()
+        {
+            chown_tree(&target, uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Save the archive listing where wal-fetch will look, starting at the backup's day.
+fn hand_over_listing(repo: &Repo, mut index: WalIndex, b: &BackupMetadata, opts: &PrepareOptions) {
+    let dir = opts.cache_dir.clone().or_else(|| crate::ops::repo::wal_index::default_cache_dir(&opts.pgdata));
+    if let Some(dir) = dir {
+        index.relocate(&dir, repo);
+        index.set_hint_day(b.start_time.date_naive());
+        index.save();
+        // wal-fetch runs as the owner of PGDATA: the cache must be theirs too.
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(owner) = std::fs::metadata(&opts.pgdata) {
+            let top = dir.parent().filter(|p| p.ends_with(".walvault-cache")).unwrap_or(&dir);
+            let _ = chown_tree(top, owner.uid(), owner.gid());
+        }
+    }
+}
+
+/// Parse a `--target-time` value; see [`recovery::parse_target_time`].
+///
+/// # Errors
+/// [`Error::Config`] naming `--target-time` and the accepted forms.
+pub fn parse_time(s: &str) -> Result<DateTime<FixedOffset>> {
+    recovery::parse_target_time(s)
+}
