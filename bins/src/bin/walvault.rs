@@ -11,7 +11,7 @@ mod common;
 mod walvault_cli;
 
 use walvault::ops::backup::files;
-use walvault::ops::report::list::human_bytes;
+use walvault::ops::repo::human::human_bytes;
 use walvault::ops::report::status;
 use walvault::ops::retention::prune;
 use walvault::ops::verify;

@@ -292,12 +292,6 @@ async fn upload_part(
     Ok((info, entries))
 }
 
-/// An instant a century from now: the deadline of a timeout too large to add to the clock.
-pub(crate) fn far_future() -> Instant {
-    let now = Instant::now();
-    now.checked_add(Duration::from_secs(100 * 365 * 86_400)).unwrap_or(now)
-}
-
 /// Wait until every segment from `first` to `last` on `timeline` is in the archive.
 async fn wait_for_archive(
     repo: &Repo,
@@ -308,7 +302,7 @@ async fn wait_for_archive(
     timeout: Duration,
 ) -> Result<()> {
     // Saturating: a caller's huge timeout means "no deadline", never an overflow panic.
-    let deadline = Instant::now().checked_add(timeout).unwrap_or_else(far_future);
+    let deadline = Instant::now().checked_add(timeout).unwrap_or_else(crate::ops::repo::far_future);
     let mut index = WalIndex::load(None, repo);
     let mut next = first;
     // The stop segment is usually archived within a few tens of milliseconds of the switch:

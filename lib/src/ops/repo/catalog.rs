@@ -145,6 +145,26 @@ pub struct ChainEnd {
 }
 
 impl WalArchive {
+    /// The newest segment of the archive and when it was stored.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn newest_segment(&self, repo: &Repo) -> Result<(Option<String>, Option<DateTime<Utc>>)> {
+        let newest = self
+            .files
+            .keys()
+            .filter_map(|n| WalFileName::parse(n).ok())
+            .filter(WalFileName::is_segment)
+            .max_by_key(|w| (w.tli(), w.segno(self.seg_size)));
+        let Some(newest) = newest else { return Ok((None, None)) };
+        let name = newest.to_string();
+        let at = match self.files.get(&name) {
+            Some(key) => repo.storage.head(key).await?.and_then(|m| m.last_modified),
+            None => None,
+        };
+        Ok((Some(name), at))
+    }
+
     /// List the whole archive (one listing pass per day partition, through `index`) and read
     /// every history file.
     ///

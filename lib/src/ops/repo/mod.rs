@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod decrypt;
 pub mod envs;
+pub mod files_catalog;
 pub mod human;
 pub mod identity;
 pub mod keys;
@@ -12,8 +13,10 @@ pub mod metadata_auth;
 pub mod objects;
 pub mod parts;
 pub mod place;
+pub mod reports;
 pub mod timelines;
 pub mod wal_index;
+pub mod windows;
 
 use std::sync::{Arc, Mutex};
 
@@ -125,4 +128,10 @@ impl Repo {
 /// Run blocking work (codecs, file I/O) off the async runtime.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| crate::Error::Invalid(format!("internal task failed: {e}")))?
+}
+
+/// An instant a century from now: the deadline of a timeout too large to add to the clock.
+pub fn far_future() -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400)).unwrap_or(now)
 }

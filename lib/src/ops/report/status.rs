@@ -10,12 +10,12 @@ use serde::Serialize;
 
 use crate::ops::Repo;
 use crate::ops::repo::catalog::{self, WalArchive};
+use crate::ops::repo::human::human_bytes;
 use crate::ops::repo::human::{human_age, human_duration, human_time, seconds};
+use crate::ops::repo::reports::ReportSummary;
 use crate::ops::repo::timelines::{self, TimelineInfo};
 use crate::ops::repo::wal_index::WalIndex;
-use crate::ops::report::list::{self, Window, human_bytes};
-use crate::ops::verify::ReportSummary;
-use crate::ops::verify::wal::newest_segment;
+use crate::ops::repo::windows::{self, Window};
 use crate::wal::WalFileName;
 use crate::{Error, Result};
 
@@ -107,7 +107,7 @@ pub async fn status(repo: &Repo, opts: &StatusOptions) -> Result<Status> {
     let (newest, archived_at, followed) = match timelines::written_most_recently(&tls) {
         Some(t) => (t.last_segment.clone(), t.last_archived_at, Some(t.timeline)),
         None => {
-            let (newest, at) = newest_segment(repo, &archive).await?;
+            let (newest, at) = archive.newest_segment(repo).await?;
             (newest, at, None)
         }
     };
@@ -130,7 +130,7 @@ pub async fn status(repo: &Repo, opts: &StatusOptions) -> Result<Status> {
     }
     let live = timelines::live_branches(&tls, opts.now, opts.max_wal_age.unwrap_or(TimeDelta::hours(1)));
     problems.extend(timelines::live_branches_problem(&tls, &live, opts.now));
-    let windows = match list::windows(repo, &backups, &archive).await {
+    let windows = match windows::windows(repo, &backups, &archive).await {
         Ok(w) => w,
         Err(e @ Error::Storage { .. }) => return Err(e),
         Err(e) => {

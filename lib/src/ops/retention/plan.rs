@@ -6,8 +6,8 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use crate::layout::name_time;
 use crate::ops::Repo;
-use crate::ops::backup::files::{self, KINDS};
 use crate::ops::repo::catalog::{self, LatestPointer, WalArchive};
+use crate::ops::repo::files_catalog::{self, KINDS};
 use crate::ops::repo::human::{human_age, human_duration};
 use crate::ops::repo::wal_index::WalIndex;
 use crate::ops::retention::prune::{Decision, PruneOptions, PrunePlan, PrunePolicy, Step, WalDecision};
@@ -83,7 +83,7 @@ pub(super) async fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> 
     let wal = plan_wal(repo, opts, &kept, &mut steps).await?;
 
     for kind in KINDS {
-        let all = files::files_backups(repo, kind).await?;
+        let all = files_catalog::files_backups(repo, kind).await?;
         let names: Vec<(String, DateTime<Utc>)> = all.iter().map(|b| (b.name.clone(), b.created)).collect();
         known.extend(names.iter().map(|(n, _)| n.clone()));
         let decided = decide(&names, kind, p.files, p, now);

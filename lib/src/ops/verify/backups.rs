@@ -8,8 +8,8 @@ use std::time::Instant;
 use futures_util::StreamExt;
 
 use crate::ops::Repo;
-use crate::ops::backup::files;
 use crate::ops::repo::catalog::{BackupMetadata, LatestPointer};
+use crate::ops::repo::files_catalog;
 use crate::ops::repo::{identity, parts};
 use crate::ops::verify::{BackupResult, Check};
 use crate::{Error, Result, tarball};
@@ -69,7 +69,7 @@ pub(super) async fn check_backup(repo: &Repo, b: &BackupMetadata, jobs: usize) -
                 "manifest and {} parts: {} files, {} read and matched their checksums",
                 b.parts.len(),
                 result.files,
-                crate::ops::report::list::human_bytes(result.bytes)
+                crate::ops::repo::human::human_bytes(result.bytes)
             );
             Check::passed(&name, detail, started)
         }
@@ -81,7 +81,10 @@ pub(super) async fn check_backup(repo: &Repo, b: &BackupMetadata, jobs: usize) -
 }
 
 /// A file-storage backup: manifest and archive, read to the end.
-pub(super) async fn check_files_backup(repo: &Repo, meta: &files::FilesMetadata) -> Result<(Check, BackupResult)> {
+pub(super) async fn check_files_backup(
+    repo: &Repo,
+    meta: &files_catalog::FilesMetadata,
+) -> Result<(Check, BackupResult)> {
     let started = Instant::now();
     let name = format!("{} backup {}", meta.kind, meta.name);
     let mut result = BackupResult {
@@ -96,12 +99,12 @@ pub(super) async fn check_files_backup(repo: &Repo, meta: &files::FilesMetadata)
         stored_bytes: meta.stored_bytes,
         seconds: 0.0,
     };
-    let outcome = files::verify_files_backup(repo, meta).await;
+    let outcome = files_catalog::verify_files_backup(repo, meta).await;
     result.seconds = started.elapsed().as_secs_f64();
     let check = match outcome {
         Ok(stats) => {
             (result.files, result.bytes, result.status) = (stats.files, stats.bytes, "passed".to_string());
-            let size = crate::ops::report::list::human_bytes(stats.bytes);
+            let size = crate::ops::repo::human::human_bytes(stats.bytes);
             Check::passed(&name, format!("{} files, {size} read and matched their checksums", stats.files), started)
         }
         // A key that opens nothing is the operator's setting, not a broken backup: exit 4.

@@ -17,14 +17,15 @@ pub mod wal;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::ops::Repo;
-use crate::ops::backup::files;
 use crate::ops::repo::catalog::{self, WalArchive};
+use crate::ops::repo::files_catalog;
 use crate::ops::repo::human;
+pub use crate::ops::repo::reports::ReportSummary;
 use crate::ops::repo::wal_index::WalIndex;
-use crate::ops::report::list::Window;
+use crate::ops::repo::windows::Window;
 use crate::{Error, Result};
 use restore_test::{RestoreTestOptions, RestoreTestResult};
 use wal::WalResult;
@@ -57,15 +58,6 @@ pub struct Report {
     pub duration_seconds: f64,
     /// Where the report was written.
     pub report_key: Option<String>,
-}
-
-/// What `status` reads back from the newest report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReportSummary {
-    pub timestamp: DateTime<Utc>,
-    pub status: String,
-    #[serde(default)]
-    pub restore_test: Option<restore_test::RestoreTestSummary>,
 }
 
 /// One check: `passed`, `failed` or `warning`, with the object it is about.
@@ -139,8 +131,8 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<Report> {
         results.push(result);
     }
     checks.extend(backups::check_folders(repo, &backups).await?);
-    for kind in files::KINDS {
-        for meta in files::files_backups(repo, kind).await? {
+    for kind in files_catalog::KINDS {
+        for meta in files_catalog::files_backups(repo, kind).await? {
             let (check, result) = backups::check_files_backup(repo, &meta).await?;
             checks.push(check);
             results.push(result);

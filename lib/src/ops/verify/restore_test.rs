@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::Result;
 use crate::error::IoContext;
@@ -70,13 +70,6 @@ pub struct RestoreTestResult {
     pub recovered_to: Option<DateTime<Utc>>,
     pub queries: Vec<QueryResult>,
     pub error: Option<String>,
-}
-
-/// The part of a restore test that `status` reads back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RestoreTestSummary {
-    pub status: String,
-    pub time_to_recover_seconds: Option<f64>,
 }
 
 impl RestoreTestResult {

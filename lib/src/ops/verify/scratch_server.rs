@@ -155,7 +155,7 @@ impl Server {
 
     /// Poll until the server accepts connections and is out of recovery.
     pub(super) async fn wait_promoted(&mut self, opts: &RestoreTestOptions) -> Result<()> {
-        let deadline = Instant::now().checked_add(opts.timeout).unwrap_or_else(crate::ops::backup::base::far_future);
+        let deadline = Instant::now().checked_add(opts.timeout).unwrap_or_else(crate::ops::repo::far_future);
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;

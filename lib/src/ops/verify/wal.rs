@@ -11,7 +11,7 @@ use crate::Result;
 use crate::ops::Repo;
 use crate::ops::repo::catalog::{BackupMetadata, WalArchive};
 use crate::ops::repo::timelines::{self, TimelineInfo};
-use crate::ops::report::list::{self, Window};
+use crate::ops::repo::windows::{self, Window};
 use crate::ops::verify::Check;
 use crate::wal::WalFileName;
 
@@ -40,26 +40,6 @@ pub struct WalCheck {
     pub windows: Vec<Window>,
 }
 
-/// The newest segment of the archive and when it was stored.
-///
-/// # Errors
-/// Storage failures.
-pub async fn newest_segment(repo: &Repo, archive: &WalArchive) -> Result<(Option<String>, Option<DateTime<Utc>>)> {
-    let newest = archive
-        .files
-        .keys()
-        .filter_map(|n| WalFileName::parse(n).ok())
-        .filter(WalFileName::is_segment)
-        .max_by_key(|w| (w.tli(), w.segno(archive.seg_size)));
-    let Some(newest) = newest else { return Ok((None, None)) };
-    let name = newest.to_string();
-    let at = match archive.files.get(&name) {
-        Some(key) => repo.storage.head(key).await?.and_then(|m| m.last_modified),
-        None => None,
-    };
-    Ok((Some(name), at))
-}
-
 /// Check the archive for every backup in `backups` (oldest first).
 ///
 /// # Errors
@@ -75,7 +55,7 @@ pub async fn check_wal(repo: &Repo, archive: &WalArchive, backups: &[BackupMetad
         }
     }
     result.timelines = tlis.iter().copied().collect();
-    (result.newest_segment, result.newest_archived_at) = newest_segment(repo, archive).await?;
+    (result.newest_segment, result.newest_archived_at) = archive.newest_segment(repo).await?;
     checks.push(check_history(repo, archive, &tlis, &mut result).await?);
     let started = Instant::now();
     result.timeline_details = timelines::overview(repo, archive).await?;
@@ -88,7 +68,7 @@ pub async fn check_wal(repo: &Repo, archive: &WalArchive, backups: &[BackupMetad
         checks.push(check);
     }
     let started = Instant::now();
-    let windows = match list::windows(repo, backups, archive).await {
+    let windows = match windows::windows(repo, backups, archive).await {
         Ok(w) => w,
         Err(e) if matches!(e, crate::Error::Storage { .. }) => return Err(e),
         Err(e) => {
