@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use walvault::ops::backup::base::{BackupOptions, DEFAULT_PART_SIZE};
+use walvault::ops::backup::base::{BackupOptions, Checkpoint, DEFAULT_PART_SIZE};
 use walvault::pg::backup_api::ConnParams;
 
 #[path = "../common.rs"]
@@ -16,7 +16,7 @@ mod common;
 #[derive(Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  PGHOST=/var/run/postgresql PGDATA=/var/lib/postgresql/data base-backup\n  base-backup --host /tmp --port 5433 --pgdata /srv/pg --json"
+    after_help = "Examples:\n  PGHOST=/var/run/postgresql PGDATA=/var/lib/postgresql/data base-backup\n  base-backup --host /tmp --port 5433 --pgdata /srv/pg --checkpoint fast --json"
 )]
 struct Cli {
     /// Server host or socket directory (PGHOST)
@@ -44,6 +44,10 @@ struct Cli {
     /// or a duration such as 10m or 2h (at most 7d)
     #[arg(long, value_name = "DURATION", default_value = "600")]
     archive_timeout: String,
+    /// The checkpoint that starts the backup: spread (no I/O burst on the server; may take up to
+    /// checkpoint_timeout x checkpoint_completion_target) or fast (immediate)
+    #[arg(long, value_name = "MODE", value_parser = ["fast", "spread"], default_value = "spread")]
+    checkpoint: String,
     /// Where parts are spooled before upload (default: $TMPDIR)
     #[arg(long)]
     spool_dir: Option<PathBuf>,
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
             spool_dir: cli.spool_dir.clone(),
             cluster: config.cluster.clone(),
             progress: common::progress_bar(),
+            checkpoint: if cli.checkpoint == "fast" { Checkpoint::Fast } else { Checkpoint::Spread },
         };
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;

@@ -52,6 +52,27 @@ pub struct BackupOptions {
     /// Cluster name for the backup name.
     pub cluster: String,
     pub progress: Option<ProgressFn>,
+    /// The checkpoint that starts the backup: spread (the default, as `pg_basebackup`) or fast.
+    pub checkpoint: Checkpoint,
+}
+
+/// How the checkpoint that starts a backup is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Spread over `checkpoint_completion_target` (no I/O spike on the primary; may take minutes).
+    #[default]
+    Spread,
+    /// Immediate: the backup starts at once, at the cost of a burst of writes.
+    Fast,
+}
+
+impl std::fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Checkpoint::Spread => "spread",
+            Checkpoint::Fast => "fast",
+        })
+    }
 }
 
 /// Default part size: 256 MiB of file data.
@@ -80,7 +101,8 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     };
     identity::ensure(repo, &cluster).await?;
     let name = fresh_backup_name(repo, &opts.cluster).await?;
-    let start = server.backup_start(&name, true).await?;
+    tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
+    let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
     let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start).await;
     if result.is_err() {
