@@ -48,6 +48,10 @@ struct Cli {
     /// checkpoint_timeout x checkpoint_completion_target) or fast (immediate)
     #[arg(long, value_name = "MODE", value_parser = ["fast", "spread"], default_value = "spread")]
     checkpoint: String,
+    /// Most bytes per second read from the data directory, and uploaded (each): a number with
+    /// an optional K, M or G suffix (powers of 1024), e.g. 20M; default: no limit
+    #[arg(long, value_name = "RATE")]
+    max_rate: Option<String>,
     /// Where parts are spooled before upload (default: $TMPDIR)
     #[arg(long)]
     spool_dir: Option<PathBuf>,
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
     let run = || -> Result<(), walvault::Error> {
         let config = cli.common.load("base-backup")?;
         let archive_timeout = archive_timeout(&cli.archive_timeout)?;
+        let max_rate = cli.max_rate.as_deref().map(|r| walvault::throttle::parse_rate("--max-rate", r)).transpose()?;
         let conn = ConnParams::from_env_and_flags(cli.host.clone(), cli.port, cli.user.clone(), cli.dbname.clone())?;
         let opts = BackupOptions {
             conn,
@@ -83,7 +88,7 @@ fn main() -> ExitCode {
             archive_timeout,
             spool_dir: cli.spool_dir.clone(),
             cluster: config.cluster.clone(),
-            progress: common::progress_bar(),
+            max_rate,
             checkpoint: if cli.checkpoint == "fast" { Checkpoint::Fast } else { Checkpoint::Spread },
         };
         common::runtime()?.block_on(async {

@@ -2,3 +2,4 @@
 //! a rate limit, a backup from a standby, multipart uploads and resumed backups.
 
 mod checkpoint;
+mod rate;

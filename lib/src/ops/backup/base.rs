@@ -10,7 +10,6 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +20,7 @@ use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestEntry, ManifestTablespace};
 use crate::ops::Repo;
+use crate::ops::backup::flow::Flow;
 use crate::ops::repo::blocking;
 use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
 use crate::ops::repo::identity::{self, ClusterInfo};
@@ -32,7 +32,8 @@ use crate::pg::datadir::{self, DataFile};
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result, tarball};
 
-/// Progress callback: bytes of file data stored so far, and the total expected.
+/// Progress callback of earlier versions (progress is now shown by
+/// [`crate::ops::repo::progress`]); kept while `bins/src/common.rs` names it.
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// How to take the backup.
@@ -51,7 +52,8 @@ pub struct BackupOptions {
     pub spool_dir: Option<PathBuf>,
     /// Cluster name for the backup name.
     pub cluster: String,
-    pub progress: Option<ProgressFn>,
+    /// Bytes per second read from the data directory, and uploaded (each); `None`: no limit.
+    pub max_rate: Option<u64>,
     /// The checkpoint that starts the backup: spread (the default, as `pg_basebackup`) or fast.
     pub checkpoint: Checkpoint,
 }
@@ -172,18 +174,14 @@ async fn copy_and_finish(
         .prefix("walvault-spool-")
         .tempdir_in(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
         .with_path(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let done = Arc::new(AtomicU64::new(0));
     let count = parts.len();
+    let flow = Flow::start(format!("backup {name}"), total, repo.progress_interval, opts.max_rate);
     let uploads = futures_util::stream::iter(parts.into_iter().enumerate())
         .map(|(i, files)| {
-            let done = Arc::clone(&done);
             let spool = spool.path().to_path_buf();
+            let flow = &flow;
             async move {
-                let (info, entries) = upload_part(repo, name, i as u32, Part::Files(files), &spool).await?;
-                let now = done.fetch_add(info.bytes, Ordering::Relaxed) + info.bytes;
-                if let Some(p) = &opts.progress {
-                    p(now, total);
-                }
+                let (info, entries) = upload_part(repo, name, i as u32, Part::Files(files), &spool, flow).await?;
                 tracing::info!(
                     "part {}/{count}: {} files, {} -> {} bytes",
                     i + 1,
@@ -196,6 +194,7 @@ async fn copy_and_finish(
         })
         .buffered(opts.jobs.max(1));
     let mut results: Vec<(PartInfo, Vec<ManifestEntry>)> = uploads.try_collect().await?;
+    flow.progress.finish();
 
     let stop = server.backup_stop().await?;
     let mut label_files: Vec<(&str, &[u8])> = vec![("backup_label", stop.backup_label.as_bytes())];
@@ -203,7 +202,7 @@ async fn copy_and_finish(
         label_files.push(("tablespace_map", map.as_bytes()));
     }
     let owned: Vec<(String, Vec<u8>)> = label_files.iter().map(|(p, d)| (p.to_string(), d.to_vec())).collect();
-    results.push(upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path()).await?);
+    results.push(upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path(), &flow).await?);
 
     let seg = server.wal_segment_size;
     let first = start.lsn.segment_number(seg);
@@ -270,12 +269,14 @@ async fn upload_part(
     index: u32,
     part: Part,
     spool: &Path,
+    flow: &Flow,
 ) -> Result<(PartInfo, Vec<ManifestEntry>)> {
     let key = repo.layout.backup_object(name, &format!("part_{index:05}.tar{}", repo.object_ext()));
     let path = spool.join(format!("part_{index:05}"));
     let (settings, write_key) = (repo.codec, repo.keyring.write_key().cloned());
     let context = repo.context(&Logical::Part { backup: name, index }).await?;
     let spool_path = path.clone();
+    let flow_in = flow.clone();
     let mut entries = blocking(move || {
         // 0600 whatever the umask: without a key the spool holds plain database files.
         let file = std::fs::OpenOptions::new()
@@ -285,7 +286,7 @@ async fn upload_part(
             .open(&spool_path)
             .with_path(&spool_path)?;
         let out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let encoder = Encoder::new(out, &settings, write_key.as_ref(), None, &context)?;
+        let encoder = flow_in.reading(Encoder::new(out, &settings, write_key.as_ref(), None, &context)?);
         let (encoder, entries) = match &part {
             Part::Files(files) => tarball::write_tar(encoder, files)?,
             Part::Bytes(items) => {
@@ -293,12 +294,13 @@ async fn upload_part(
                 tarball::write_tar_bytes(encoder, &refs)?
             }
         };
-        let mut out = encoder.finish()?;
+        let mut out = encoder.into_inner().finish()?;
         out.flush().with_path(&spool_path)?;
         Ok(entries)
     })
     .await?;
     let stored = std::fs::metadata(&path).with_path(&path)?.len();
+    flow.before_upload(stored).await;
     repo.storage.put_file(&key, &path).await?;
     let _ = std::fs::remove_file(&path);
     for e in &mut entries {

@@ -13,6 +13,7 @@ pub mod metadata_auth;
 pub mod objects;
 pub mod parts;
 pub mod place;
+pub mod progress;
 pub mod reports;
 pub mod timelines;
 pub mod wal_index;
@@ -36,6 +37,8 @@ pub struct Repo {
     pub codec: CodecSettings,
     /// `s3://bucket/prefix` or `file:///path`, for messages and cache names.
     pub url: String,
+    /// Time between two progress lines of a long command without a terminal.
+    pub progress_interval: std::time::Duration,
     /// Where this environment's objects belong, once known (see [`Repo::place`]).
     place: Arc<Mutex<Option<place::Place>>>,
 }
@@ -53,6 +56,7 @@ impl Repo {
             keyring: Arc::clone(&config.keyring),
             codec: config.codec,
             url: config.repo.to_string(),
+            progress_interval: config.progress_interval,
             place: Arc::default(),
         })
     }
