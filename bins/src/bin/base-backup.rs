@@ -89,6 +89,7 @@ fn main() -> ExitCode {
             spool_dir: cli.spool_dir.clone(),
             cluster: config.cluster.clone(),
             max_rate,
+            max_standby_lag: config.standby_max_lag,
             checkpoint: if cli.checkpoint == "fast" { Checkpoint::Fast } else { Checkpoint::Spread },
         };
         common::runtime()?.block_on(async {

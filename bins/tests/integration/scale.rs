@@ -3,3 +3,4 @@
 
 mod checkpoint;
 mod rate;
+mod standby_backup;

@@ -54,6 +54,8 @@ pub struct BackupOptions {
     pub cluster: String,
     /// Bytes per second read from the data directory, and uploaded (each); `None`: no limit.
     pub max_rate: Option<u64>,
+    /// How far behind its primary a standby may be (`WALVAULT_STANDBY_MAX_LAG`).
+    pub max_standby_lag: Duration,
     /// The checkpoint that starts the backup: spread (the default, as `pg_basebackup`) or fast.
     pub checkpoint: Checkpoint,
 }
@@ -90,10 +92,7 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let began = Instant::now();
     let server = backup_api::connect(&opts.conn, "walvault base-backup").await?;
     if server.in_recovery {
-        return Err(Error::Refused(format!(
-            "{} is a standby: base-backup needs the primary\nHINT: point PGHOST at the primary",
-            opts.conn.describe()
-        )));
+        super::standby::check_lag(&server, opts.max_standby_lag, &opts.conn.describe()).await?;
     }
     let pgdata = check_pgdata(opts.pgdata.as_deref(), &server)?;
     let cluster = ClusterInfo {
@@ -169,31 +168,36 @@ async fn copy_and_finish(
     let walk_root = pgdata.to_path_buf();
     let files = blocking(move || datadir::walk(&walk_root, Some(&version_dir))).await?;
     let total: u64 = files.iter().map(|f| f.size).sum();
-    let parts = datadir::split_parts(files, opts.part_size.max(1));
+    let mut parts = datadir::split_parts(files, opts.part_size.max(1));
+    // The walk puts global/pg_control last: its part is read once every other part is, as
+    // PostgreSQL copies it (a standby backup ends at the minRecoveryPoint it holds).
+    let control_part = parts.pop();
     let spool = tempfile::Builder::new()
         .prefix("walvault-spool-")
         .tempdir_in(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
         .with_path(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let count = parts.len();
+    let count = parts.len() + usize::from(control_part.is_some());
     let flow = Flow::start(format!("backup {name}"), total, repo.progress_interval, opts.max_rate);
-    let uploads = futures_util::stream::iter(parts.into_iter().enumerate())
-        .map(|(i, files)| {
-            let spool = spool.path().to_path_buf();
-            let flow = &flow;
-            async move {
-                let (info, entries) = upload_part(repo, name, i as u32, Part::Files(files), &spool, flow).await?;
-                tracing::info!(
-                    "part {}/{count}: {} files, {} -> {} bytes",
-                    i + 1,
-                    info.files,
-                    info.bytes,
-                    info.stored_bytes
-                );
-                Ok::<_, Error>((info, entries))
-            }
-        })
-        .buffered(opts.jobs.max(1));
-    let mut results: Vec<(PartInfo, Vec<ManifestEntry>)> = uploads.try_collect().await?;
+    let part_job = |i: usize, files| {
+        let spool = spool.path().to_path_buf();
+        let flow = &flow;
+        async move {
+            let (info, entries) = upload_part(repo, name, i as u32, Part::Files(files), &spool, flow).await?;
+            tracing::info!(
+                "part {}/{count}: {} files, {} -> {} bytes",
+                i + 1,
+                info.files,
+                info.bytes,
+                info.stored_bytes
+            );
+            Ok::<_, Error>((info, entries))
+        }
+    };
+    let uploads = futures_util::stream::iter(parts.into_iter().enumerate()).map(|(i, files)| part_job(i, files));
+    let mut results: Vec<(PartInfo, Vec<ManifestEntry>)> = uploads.buffered(opts.jobs.max(1)).try_collect().await?;
+    if let Some(files) = control_part {
+        results.push(part_job(count - 1, files).await?);
+    }
     flow.progress.finish();
 
     let stop = server.backup_stop().await?;
@@ -243,6 +247,7 @@ async fn copy_and_finish(
         encrypted: repo.keyring.is_encrypted(),
         key_fingerprint: repo.keyring.write_key().map(|k| k.fingerprint_hex()),
         tablespaces,
+        from_standby: server.in_recovery,
         seconds: 0.0,
         mac: None,
     };

@@ -3,3 +3,4 @@
 pub mod base;
 pub mod files;
 pub mod flow;
+pub mod standby;
