@@ -50,6 +50,8 @@ pub const SETTINGS: &[&str] = &[
     "WALVAULT_S3_ATTEMPT_TIMEOUT",
     "WALVAULT_S3_CONNECT_TIMEOUT",
     "WALVAULT_S3_STALL_TIMEOUT",
+    "WALVAULT_S3_MULTIPART_THRESHOLD",
+    "WALVAULT_S3_MULTIPART_PART_SIZE",
     "WALVAULT_LOG",
     "AWS_REGION",
     "AWS_ENDPOINT_URL",
@@ -364,6 +366,13 @@ fn s3_options(raw: &RawSettings) -> Result<S3Options> {
     seconds("WALVAULT_S3_ATTEMPT_TIMEOUT", &mut s3.attempt_timeout)?;
     seconds("WALVAULT_S3_CONNECT_TIMEOUT", &mut s3.connect_timeout)?;
     seconds("WALVAULT_S3_STALL_TIMEOUT", &mut s3.stall_timeout)?;
+    let min_part = S3Options::MIN_MULTIPART_PART_SIZE;
+    if let Some(v) = raw.get("WALVAULT_S3_MULTIPART_THRESHOLD") {
+        s3.multipart_threshold = crate::throttle::parse_bytes("WALVAULT_S3_MULTIPART_THRESHOLD", v, min_part)?;
+    }
+    if let Some(v) = raw.get("WALVAULT_S3_MULTIPART_PART_SIZE") {
+        s3.multipart_part_size = crate::throttle::parse_bytes("WALVAULT_S3_MULTIPART_PART_SIZE", v, min_part)?;
+    }
     Ok(s3)
 }
 

@@ -305,8 +305,7 @@ async fn upload_part(
     })
     .await?;
     let stored = std::fs::metadata(&path).with_path(&path)?.len();
-    flow.before_upload(stored).await;
-    repo.storage.put_file(&key, &path).await?;
+    flow.upload(repo, &key, &path).await?;
     let _ = std::fs::remove_file(&path);
     for e in &mut entries {
         e.part = index;
