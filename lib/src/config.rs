@@ -41,6 +41,7 @@ pub const SETTINGS: &[&str] = &[
     "WALVAULT_FETCH_PREFETCH",
     "WALVAULT_PROGRESS_INTERVAL",
     "WALVAULT_STANDBY_MAX_LAG",
+    "WALVAULT_RESUME_WINDOW",
     "WALVAULT_S3_PATH_STYLE",
     "WALVAULT_S3_SSE",
     "WALVAULT_S3_KMS_KEY_ID",
@@ -225,6 +226,8 @@ pub struct Config {
     pub progress_interval: Duration,
     /// How far behind its primary a standby may be for base-backup to back it up.
     pub standby_max_lag: Duration,
+    /// How long an interrupted base-backup may be resumed (zero: never).
+    pub resume_window: Duration,
 }
 
 impl Config {
@@ -281,6 +284,7 @@ impl Config {
             fetch_prefetch: bounded(raw, "WALVAULT_FETCH_PREFETCH", 4, 0..=64)?,
             progress_interval: Duration::from_secs(bounded(raw, "WALVAULT_PROGRESS_INTERVAL", 30, 1..=3600)? as u64),
             standby_max_lag: Duration::from_secs(bounded(raw, "WALVAULT_STANDBY_MAX_LAG", 300, 0..=604_800)? as u64),
+            resume_window: Duration::from_secs(bounded(raw, "WALVAULT_RESUME_WINDOW", 86_400, 0..=604_800)? as u64),
         })
     }
 }

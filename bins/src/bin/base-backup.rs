@@ -90,6 +90,7 @@ fn main() -> ExitCode {
             cluster: config.cluster.clone(),
             max_rate,
             max_standby_lag: config.standby_max_lag,
+            resume_window: config.resume_window,
             checkpoint: if cli.checkpoint == "fast" { Checkpoint::Fast } else { Checkpoint::Spread },
         };
         common::runtime()?.block_on(async {

@@ -4,4 +4,5 @@
 mod checkpoint;
 mod multipart;
 mod rate;
+mod resume;
 mod standby_backup;

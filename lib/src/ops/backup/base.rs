@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::Utc;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::codec::{self, Encoder};
@@ -21,6 +20,7 @@ use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestEntry, ManifestTablespace};
 use crate::ops::Repo;
 use crate::ops::backup::flow::Flow;
+use crate::ops::backup::resume;
 use crate::ops::repo::blocking;
 use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
 use crate::ops::repo::identity::{self, ClusterInfo};
@@ -56,6 +56,8 @@ pub struct BackupOptions {
     pub max_rate: Option<u64>,
     /// How far behind its primary a standby may be (`WALVAULT_STANDBY_MAX_LAG`).
     pub max_standby_lag: Duration,
+    /// How long an interrupted backup may be resumed (`WALVAULT_RESUME_WINDOW`; zero: never).
+    pub resume_window: Duration,
     /// The checkpoint that starts the backup: spread (the default, as `pg_basebackup`) or fast.
     pub checkpoint: Checkpoint,
 }
@@ -101,11 +103,12 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         wal_segment_size: server.wal_segment_size,
     };
     identity::ensure(repo, &cluster).await?;
-    let name = fresh_backup_name(repo, &opts.cluster).await?;
+    let leftover = resume::find_leftover(repo, &opts.cluster, server.system_identifier, opts.resume_window).await?;
+    let name = resume::backup_name(repo, &opts.cluster, leftover.as_ref()).await?;
     tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
     let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
-    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start).await;
+    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, leftover.as_ref()).await;
     if result.is_err() {
         // Leave the server clean; the parts stay invisible without a metadata object.
         let _ = server.backup_stop().await;
@@ -123,21 +126,6 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         meta.seconds
     );
     Ok(meta)
-}
-
-/// A backup name nothing in the repository uses yet: names have one-second resolution, and a
-/// backup must never write into another's folder (a complete one, or one still running).
-async fn fresh_backup_name(repo: &Repo, cluster: &str) -> Result<String> {
-    for _ in 0..5 {
-        let name = repo.layout.backup_name(cluster, Utc::now());
-        let taken = repo.storage.head(&repo.layout.backup_metadata_key(&name)).await?.is_some()
-            || !repo.storage.list(&repo.layout.backup_prefix(&name), None, None).await?.objects.is_empty();
-        if !taken {
-            return Ok(name);
-        }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-    }
-    Err(Error::Refused(format!("no free backup name for cluster {cluster}: another backup is starting every second")))
 }
 
 fn check_pgdata(given: Option<&Path>, server: &Server) -> Result<PathBuf> {
@@ -163,12 +151,16 @@ async fn copy_and_finish(
     pgdata: &Path,
     name: &str,
     start: &backup_api::BackupStart,
+    leftover: Option<&resume::Leftover>,
 ) -> Result<BackupMetadata> {
     let version_dir = server.tablespace_version_dir();
     let walk_root = pgdata.to_path_buf();
     let files = blocking(move || datadir::walk(&walk_root, Some(&version_dir))).await?;
     let total: u64 = files.iter().map(|f| f.size).sum();
-    let mut parts = datadir::split_parts(files, opts.part_size.max(1));
+    let records = leftover.map(|l| l.records.clone()).unwrap_or_default();
+    let part_size = opts.part_size;
+    let plan = blocking(move || Ok(resume::plan(&records, files, part_size))).await?;
+    let mut parts = plan.new_parts;
     // The walk puts global/pg_control last: its part is read once every other part is, as
     // PostgreSQL copies it (a standby backup ends at the minRecoveryPoint it holds).
     let control_part = parts.pop();
@@ -176,13 +168,23 @@ async fn copy_and_finish(
         .prefix("walvault-spool-")
         .tempdir_in(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
         .with_path(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let count = parts.len() + usize::from(control_part.is_some());
+    let count = plan.reused.len() + parts.len() + usize::from(control_part.is_some());
     let flow = Flow::start(format!("backup {name}"), total, repo.progress_interval, opts.max_rate);
-    let part_job = |i: usize, files| {
+    if leftover.is_some() {
+        let bytes = plan.reused.iter().map(|(p, _)| p.bytes).sum();
+        flow.progress.add(bytes);
+        tracing::info!("resuming backup {name}: {} of {count} parts ({bytes} bytes) reused", plan.reused.len());
+    }
+    let part_job = |i: u32, files: Vec<DataFile>| {
         let spool = spool.path().to_path_buf();
         let flow = &flow;
         async move {
-            let (info, entries) = upload_part(repo, name, i as u32, Part::Files(files), &spool, flow).await?;
+            let looked = files.clone();
+            let seen = blocking(move || Ok(resume::look(&looked))).await?;
+            let (info, entries) = upload_part(repo, name, i, Part::Files(files), &spool, flow).await?;
+            if !opts.resume_window.is_zero() {
+                resume::write_record(repo, name, server.system_identifier, seen, &info, &entries).await?;
+            }
             tracing::info!(
                 "part {}/{count}: {} files, {} -> {} bytes",
                 i + 1,
@@ -193,11 +195,13 @@ async fn copy_and_finish(
             Ok::<_, Error>((info, entries))
         }
     };
-    let uploads = futures_util::stream::iter(parts.into_iter().enumerate()).map(|(i, files)| part_job(i, files));
+    let uploads = futures_util::stream::iter(parts).map(|(i, files)| part_job(i, files));
     let mut results: Vec<(PartInfo, Vec<ManifestEntry>)> = uploads.buffered(opts.jobs.max(1)).try_collect().await?;
-    if let Some(files) = control_part {
-        results.push(part_job(count - 1, files).await?);
+    if let Some((i, files)) = control_part {
+        results.push(part_job(i, files).await?);
     }
+    results.extend(plan.reused);
+    results.sort_by_key(|(p, _)| p.index);
     flow.progress.finish();
 
     let stop = server.backup_stop().await?;

@@ -3,4 +3,5 @@
 pub mod base;
 pub mod files;
 pub mod flow;
+pub mod resume;
 pub mod standby;
