@@ -97,7 +97,8 @@ fn main() -> ExitCode {
                     report.status == "passed"
                 }
                 Command::Prune(args) => {
-                    let plan = prune::prune(&repo, &args.options()?).await?;
+                    let options = prune::PruneOptions { resume_window: config.resume_window, ..args.options()? };
+                    let plan = prune::prune(&repo, &options).await?;
                     show(json, &plan, || prune::render(&plan));
                     true
                 }

@@ -92,3 +92,45 @@ fn a_backup_killed_again_and_again_is_resumed_and_restores_every_row() {
     r.stop();
     p.stop();
 }
+
+/// Prune keeps the folder of an interrupted backup while it may still be resumed
+/// (WALVAULT_RESUME_WINDOW), even when older than the oldest kept backup, and removes it after.
+#[test]
+fn prune_keeps_a_resumable_leftover_until_its_window_passes() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let p = primary(&repo);
+    p.pgbench(&["-i", "-s", "2", "-q"]);
+    let first = backup(&repo, &p).output().expect("base-backup");
+    assert!(first.status.success(), "{}", stderr(&first));
+    run_and_kill(&repo, &p, 2);
+    let leftover: Vec<String> = std::fs::read_dir(repo.fs_root.clone().expect("root").join("database/production"))
+        .expect("database root")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !repo.fs_root.clone().expect("root").join(format!("database/production/{n}_metadata.json")).exists()
+        })
+        .collect();
+    assert_eq!(leftover.len(), 1, "one interrupted backup: {leftover:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    // A newer complete backup that does not resume it.
+    let newer = backup(&repo, &p).env("WALVAULT_RESUME_WINDOW", "0").output().expect("base-backup");
+    assert!(newer.status.success(), "{}", stderr(&newer));
+    let incomplete = |offset: &str| -> Vec<String> {
+        let now = super::super::ops::time_from_now(offset);
+        let args = ["prune", "--json", "--dry-run", "--retain-backups", "1s", "--now", &now];
+        let out = repo.command("walvault").env("WALVAULT_RESUME_WINDOW", "3600").args(args).output().expect("prune");
+        assert!(out.status.success(), "prune: {}", stderr(&out));
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        plan["incomplete"]
+            .as_array()
+            .expect("incomplete")
+            .iter()
+            .map(|v| v.as_str().expect("str").to_string())
+            .collect()
+    };
+    assert!(incomplete("+30 minutes").is_empty(), "kept within the window");
+    let gone = incomplete("+90 minutes");
+    assert!(gone.len() == 1 && gone[0].contains(&leftover[0]), "deleted after the window: {gone:?}");
+}

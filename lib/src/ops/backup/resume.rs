@@ -181,7 +181,8 @@ pub async fn find_leftover(
     let root = repo.layout.database_root();
     let listing = repo.storage.list(&root, Some("/"), None).await?;
     let complete: HashSet<String> = listing.objects.iter().map(|o| o.key.clone()).collect();
-    let since = chrono::Utc::now() - chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::MAX);
+    let window = chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::MAX);
+    let since = chrono::Utc::now().checked_sub_signed(window).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
     let mut names: Vec<String> = listing
         .prefixes
         .iter()
