@@ -220,7 +220,12 @@ async fn load_leftover(repo: &Repo, name: &str, system_identifier: u64) -> Resul
         }
     }
     let Some(newest) = records.iter().max_by_key(|r| r.seen_at_ns) else { return Ok(None) };
-    let gone = newest.host == hostname() && !std::path::Path::new(&format!("/proc/{}", newest.pid)).exists();
+    let here = newest.host == hostname();
+    let gone = here && !std::path::Path::new(&format!("/proc/{}", newest.pid)).exists();
+    if here && !gone {
+        tracing::info!("not resuming {name}: its backup (pid {}) is still running on this host", newest.pid);
+        return Ok(None);
+    }
     let young = objects
         .iter()
         .filter_map(|o| o.last_modified)
