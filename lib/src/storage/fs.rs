@@ -226,8 +226,7 @@ pub(super) fn is_absent(e: &io::Error) -> bool {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(Error::io("<storage task>", io::Error::other(e.to_string()))),
+        Err(e) => Err(Error::Internal(format!("a storage task failed: {e}"))),
     }
 }
 

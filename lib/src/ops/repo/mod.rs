@@ -127,7 +127,7 @@ impl Repo {
 
 /// Run blocking work (codecs, file I/O) off the async runtime.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| crate::Error::Invalid(format!("internal task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| crate::Error::Internal(format!("a worker task failed: {e}")))?
 }
 
 /// An instant a century from now: the deadline of a timeout too large to add to the clock.

@@ -230,10 +230,8 @@ fn check_pgdata(pgdata: &Path, force: bool) -> Result<()> {
     }
     let non_empty = std::fs::read_dir(pgdata).map(|mut d| d.next().is_some()).unwrap_or(false);
     if non_empty && !force {
-        return Err(Error::Refused(format!(
-            "{} is not empty: refusing to overwrite it\nHINT: restore into an empty directory, or add --force to delete its contents first",
-            pgdata.display()
-        )));
+        return Err(Error::Refused(format!("{} is not empty: refusing to overwrite it", pgdata.display()))
+            .with_hint("restore into an empty directory, or add --force to delete its contents first"));
     }
     Ok(())
 }

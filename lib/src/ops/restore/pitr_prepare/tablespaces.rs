@@ -58,9 +58,10 @@ fn check_destination(oid: u32, dir: &Path, manifest: &Manifest) -> Result<()> {
     };
     if !meta.is_dir() {
         return Err(Error::Refused(format!(
-            "tablespace {oid} would be restored into {}, which is not a directory\nHINT: move it with --tablespace-map {oid}=DIR",
+            "tablespace {oid} would be restored into {}, which is not a directory",
             dir.display()
-        )));
+        ))
+        .with_hint(format!("move it with --tablespace-map {oid}=DIR")));
     }
     let tops: BTreeSet<&str> = manifest
         .files
@@ -71,9 +72,10 @@ fn check_destination(oid: u32, dir: &Path, manifest: &Manifest) -> Result<()> {
         .collect();
     if let Some(clash) = tops.iter().find(|top| std::fs::symlink_metadata(dir.join(top)).is_ok()) {
         return Err(Error::Refused(format!(
-            "tablespace {oid} would be restored into {}, which already holds {clash}: refusing to overwrite it\nHINT: restore it elsewhere with --tablespace-map {oid}=DIR, or remove the old directory",
+            "tablespace {oid} would be restored into {}, which already holds {clash}: refusing to overwrite it",
             dir.display()
-        )));
+        ))
+        .with_hint(format!("restore it elsewhere with --tablespace-map {oid}=DIR, or remove the old directory")));
     }
     Ok(())
 }
