@@ -6,8 +6,10 @@
 //! - [`datadir`]: the walk of PGDATA and its tablespaces with PostgreSQL's exclusions.
 //! - [`recovery`]: the recovery settings and `recovery.signal` for pitr-prepare. Pure text
 //!   plus one writer.
+//! - [`socket`]: a server reached through its socket directory (the restore test's queries).
 
 pub mod backup_api;
 pub mod conn;
 pub mod datadir;
 pub mod recovery;
+pub mod socket;
