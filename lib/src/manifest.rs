@@ -61,7 +61,7 @@ pub struct ManifestEntry {
 
 /// What a backup's plain-JSON metadata says about the backup, kept inside the authenticated
 /// manifest so that a restore can cross-check the metadata before it writes anything
-/// (`docs/FORMAT.md`, section 7; [`crate::ops::repo::metadata_auth`]).
+/// (`docs/FORMAT.md`, section 7; checked in `ops/repo/metadata_auth.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestBackup {
