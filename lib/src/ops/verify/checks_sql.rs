@@ -4,41 +4,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use crate::Result;
-use crate::ops::verify::restore_test::{RestoreTestOptions, RestoreTestResult};
+use crate::ops::verify::restore_types::{MAX_ROWS, QueryResult, RestoreTestOptions, RestoreTestResult};
 use crate::pg::socket::SocketClient;
-
-/// Rows kept per query in the report.
-const MAX_ROWS: usize = 20;
-
-/// One query run against the restored server.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueryResult {
-    pub database: String,
-    pub sql: String,
-    /// Text values, at most 20 rows.
-    pub rows: Vec<Vec<Option<String>>>,
-    pub seconds: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl QueryResult {
-    /// The first row, for the check line.
-    pub fn summary(&self) -> String {
-        match self.rows.first() {
-            None => "no rows".to_string(),
-            Some(row) => {
-                let values: Vec<&str> = row.iter().map(|v| v.as_deref().unwrap_or("NULL")).collect();
-                let more =
-                    if self.rows.len() > 1 { format!(" (+{} rows)", self.rows.len() - 1) } else { String::new() };
-                format!("{}{more}", values.join(", "))
-            }
-        }
-    }
-}
 
 /// Run the checks, recording each query in `r`.
 ///

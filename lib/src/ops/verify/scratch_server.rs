@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::IoContext;
-use crate::ops::verify::restore_test::RestoreTestOptions;
+use crate::ops::verify::restore_types::RestoreTestOptions;
 use crate::pg::socket::{self, Poll};
 use crate::{Error, Result};
 
