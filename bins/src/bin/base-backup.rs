@@ -7,8 +7,7 @@ use clap::Parser;
 use walvault::ops::backup::base::{BackupOptions, DEFAULT_PART_SIZE};
 use walvault::pg::backup_api::ConnParams;
 
-#[path = "../common.rs"]
-mod common;
+use walvault_bins::common;
 
 /// Take an online, consistent physical backup (non-exclusive backup API, PGDATA read
 /// locally, compressed and encrypted tar parts, manifest). Complete only once the WAL that

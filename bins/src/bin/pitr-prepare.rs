@@ -7,8 +7,7 @@ use clap::{ArgGroup, Parser, ValueEnum};
 use walvault::ops::restore::pitr_prepare::{PrepareOptions, TimelineChoice, parse_time};
 use walvault::pg::recovery::{RecoveryTarget, TargetAction};
 
-#[path = "../common.rs"]
-mod common;
+use walvault_bins::common;
 
 /// Lay a base backup into an empty data directory and configure recovery to a target.
 ///
@@ -122,7 +121,7 @@ fn main() -> ExitCode {
             },
             force: cli.force,
             tablespace_map: tablespace_map(&cli.tablespace_map)?,
-            restore_command: common::restore_command(&config),
+            restore_command: walvault::ops::restore::restore_command::restore_command(&config)?,
             cache_dir: config.cache_dir.clone(),
             jobs: cli.jobs,
             prefetch: config.fetch_prefetch,

@@ -5,17 +5,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use walvault::ops::repo::decrypt::Source;
 
-#[path = "../common.rs"]
-mod common;
-#[path = "../walvault_cli.rs"]
-mod walvault_cli;
+use walvault_bins::common;
 
 use walvault::ops::backup::files;
 use walvault::ops::repo::human::human_bytes;
 use walvault::ops::report::status;
 use walvault::ops::retention::prune;
 use walvault::ops::verify;
-use walvault_cli::{FilesBackupArgs, FilesRestoreArgs, PruneArgs, StatusArgs, VerifyArgs};
+use walvault_bins::walvault_cli::{FilesBackupArgs, FilesRestoreArgs, PruneArgs, StatusArgs, VerifyArgs};
 
 /// Operate a walvault repository: inspect, verify, prune, monitor, back up files, decrypt.
 #[derive(Parser)]

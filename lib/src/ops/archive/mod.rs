@@ -2,8 +2,10 @@
 //! and its prefetch worker).
 
 pub mod fetch;
+pub mod fetch_call;
 mod fetch_place;
 pub mod missing;
 pub mod prefetch;
 pub mod push;
 pub mod push_ahead;
+pub mod push_call;

@@ -20,7 +20,7 @@
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,7 +30,7 @@ use futures_util::stream::FuturesUnordered;
 use crate::error::IoContext;
 use crate::fsutil::PidFile;
 use crate::ops::Repo;
-use crate::ops::repo::wal_index::{WalIndex, cache_file_name};
+use crate::ops::repo::wal_index::WalIndex;
 use crate::wal::WalFileName;
 use crate::{Error, Result};
 
@@ -44,12 +44,6 @@ const POLL: Duration = Duration::from_millis(20);
 const CLAIM_WAIT: Duration = Duration::from_secs(60);
 /// The helper exits after this long even with work left; the next call starts a new one.
 const MAX_LIFETIME: Duration = Duration::from_secs(3600);
-
-/// The push-ahead directory of a repository environment under `cache_dir`.
-pub fn dir(cache_dir: &Path, url: &str, env: &str) -> PathBuf {
-    let name = cache_file_name(url, env);
-    cache_dir.join(format!("push-{}", name.trim_start_matches("wal-index-").trim_end_matches(".json")))
-}
 
 /// The identity of a file as read: a marker holds it.
 fn file_identity(meta: &std::fs::Metadata) -> String {
@@ -156,7 +150,7 @@ pub struct HelperStats {
 /// The push-ahead directory cannot be created. A file that fails is logged and left to
 /// PostgreSQL's own call for it.
 pub async fn run_helper(repo: &Repo, cache_dir: &Path, pg_wal: &Path, parallel: usize) -> Result<HelperStats> {
-    let dir = dir(cache_dir, &repo.url, repo.layout.env());
+    let dir = crate::ops::repo::local::push_ahead_dir(cache_dir, &repo.url, repo.layout.env());
     for sub in ["claim", "done"] {
         crate::fsutil::create_private_dir_all(&dir.join(sub)).with_path(dir.join(sub))?;
     }

@@ -9,12 +9,15 @@ pub mod files_catalog;
 pub mod human;
 pub mod identity;
 pub mod keys;
+pub mod local;
 pub mod metadata_auth;
 pub mod objects;
 pub mod parts;
 pub mod place;
 pub mod reports;
+pub mod runtime;
 pub mod timelines;
+pub mod wal_file;
 pub mod wal_index;
 pub mod windows;
 

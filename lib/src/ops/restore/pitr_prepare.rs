@@ -17,10 +17,12 @@ use crate::manifest::Manifest;
 use crate::ops::Repo;
 use crate::ops::repo::blocking;
 use crate::ops::repo::catalog::{self, BackupMetadata, ChainEnd, PartInfo, WalArchive};
+use crate::ops::repo::local;
 use crate::ops::repo::wal_index::WalIndex;
 use crate::pg::recovery::{self, RecoverySettings, RecoveryTarget, TargetAction};
 use crate::{Error, Result, tarball};
 
+mod stage;
 mod tablespaces;
 mod target;
 
@@ -102,12 +104,12 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     );
 
     prepare_dir(&opts.pgdata, opts.force)?;
-    let cache = opts.cache_dir.clone().or_else(|| crate::ops::repo::wal_index::default_cache_dir(&opts.pgdata));
+    let cache = local::cache_dir_for(opts.cache_dir.as_deref(), &opts.pgdata);
     let plan = match &cache {
         Some(_) if opts.prefetch > 0 => Some(recovery_plan(repo, &archive, &backup, &wal, &opts.pgdata).await?),
         _ => None,
     };
-    let spool = cache.as_deref().map(|c| crate::ops::archive::prefetch::dir(c, repo, &opts.pgdata));
+    let spool = cache.as_deref().map(|c| local::prefetch_dir(c, repo, &opts.pgdata));
     if let Some(dir) = &spool {
         // Whatever an earlier restore into this directory left is never used.
         if dir.exists() {
@@ -119,8 +121,8 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     let stage = async {
         match (&plan, &spool) {
             (Some(plan), Some(dir)) => {
-                let staged = crate::ops::archive::prefetch::staged_dir(dir);
-                crate::ops::archive::prefetch::stage(repo, plan, &archive.files, &staged, first, opts.prefetch).await
+                let staged = local::staged_dir(dir);
+                stage::stage(repo, plan, &archive.files, &staged, first, opts.prefetch).await
             }
             _ => Ok(Vec::new()),
         }
@@ -133,7 +135,7 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
         Err(e) => {
             tracing::warn!("WAL not fetched ahead of recovery: {e}");
             if let Some(dir) = &spool {
-                let _ = std::fs::remove_dir_all(crate::ops::archive::prefetch::staged_dir(dir));
+                let _ = std::fs::remove_dir_all(local::staged_dir(dir));
             }
             0
         }
@@ -188,12 +190,12 @@ async fn recovery_plan(
     b: &BackupMetadata,
     end: &ChainEnd,
     pgdata: &Path,
-) -> Result<crate::ops::archive::prefetch::Plan> {
+) -> Result<local::Plan> {
     let history = archive.history(repo, end.timeline)?;
     let sysid = b.system_identifier.parse::<u64>().map_err(|e| {
         Error::corrupt(format!("backup {}", b.name), format!("system identifier {:?}: {e}", b.system_identifier))
     })?;
-    Ok(crate::ops::archive::prefetch::Plan::new(repo, pgdata, sysid, b.wal_segment_size, end.timeline, history))
+    Ok(local::Plan::new(repo, pgdata, sysid, b.wal_segment_size, end.timeline, history))
 }
 
 /// Extract every part, move tablespaces, write the recovery settings.
@@ -369,7 +371,7 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
 
 /// Save the archive listing where wal-fetch will look, starting at the backup's day.
 fn hand_over_listing(repo: &Repo, mut index: WalIndex, b: &BackupMetadata, opts: &PrepareOptions) {
-    let dir = opts.cache_dir.clone().or_else(|| crate::ops::repo::wal_index::default_cache_dir(&opts.pgdata));
+    let dir = local::cache_dir_for(opts.cache_dir.as_deref(), &opts.pgdata);
     if let Some(dir) = dir {
         index.relocate(&dir, repo);
         index.set_hint_day(b.start_time.date_naive());
