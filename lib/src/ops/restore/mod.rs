@@ -1,3 +1,4 @@
 //! Restore: a data directory made ready to recover to a target (`pitr-prepare`).
 
+pub mod chain;
 pub mod pitr_prepare;
