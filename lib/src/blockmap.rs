@@ -46,6 +46,13 @@ pub fn block_len(length: u64, index: u64) -> usize {
     usize::try_from(length.saturating_sub(start).min(BLOCK as u64)).unwrap_or(BLOCK)
 }
 
+/// The digests of a file held in memory.
+pub fn of_bytes(data: &[u8]) -> FileBlocks {
+    let mut h = BlockHasher::default();
+    h.update(data);
+    h.finish()
+}
+
 /// Digests of one file as it was stored.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FileBlocks {

@@ -49,7 +49,7 @@ impl Delta {
         let count = block_count(self.length);
         let mut next = 0u64;
         for &[first, n] in &self.blocks {
-            let end = first.checked_add(n).unwrap_or(u64::MAX);
+            let end = first.saturating_add(n);
             if n == 0 || first < next || end > count {
                 return Some(format!(
                     "block run [{first}, {n}] is empty, out of order or past the end ({count} blocks)"

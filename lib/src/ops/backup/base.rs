@@ -294,7 +294,9 @@ async fn upload_part(
             Part::Bytes(items) => {
                 let refs: Vec<(&str, &[u8])> = items.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
                 let (encoder, entries) = tarball::write_tar_bytes(encoder, &refs)?;
-                (encoder, IncrementalPart { entries, ..Default::default() })
+                let files = items.iter().map(|(p, d)| (p.clone(), crate::blockmap::of_bytes(d))).collect();
+                let blocks = crate::blockmap::BlockMap { files };
+                (encoder, IncrementalPart { entries, blocks, ..Default::default() })
             }
         };
         let mut out = encoder.finish()?;

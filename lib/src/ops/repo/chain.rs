@@ -67,9 +67,9 @@ pub async fn load_block_map(repo: &Repo, b: &BackupMetadata, manifest: &Manifest
 pub async fn load(repo: &Repo, target: BackupMetadata, manifest: Manifest) -> Result<Vec<Link>> {
     let top = target.name.clone();
     let mut chain = vec![Link { meta: target, manifest }];
-    loop {
-        let Some(child) = chain.last() else { break };
-        let Some(name) = child.meta.reference.clone() else { break };
+    while let Some(child) = chain.last()
+        && let Some(name) = child.meta.reference.clone()
+    {
         if chain.len() >= MAX_CHAIN {
             return Err(Error::Refused(format!("the chain of backup {top} is longer than {MAX_CHAIN} backups")));
         }
