@@ -169,3 +169,8 @@ fn chain_of_full_and_three_increments_restores_every_link_local_directory() {
 fn chain_of_full_and_three_increments_restores_every_link_s3() {
     chain_drill(Backend::S3, super::common::pg_bin());
 }
+
+#[test]
+fn chain_of_full_and_three_increments_restores_every_link_postgres_17() {
+    chain_drill(Backend::Fs, super::common::pg_bin_for(17));
+}
