@@ -12,6 +12,7 @@ mod integration {
     mod first_hour;
     mod forks;
     mod hardening;
+    mod incremental;
     mod keys;
     mod ops;
     mod pg_e2e;

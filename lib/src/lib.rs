@@ -13,6 +13,7 @@
 //! is past a threshold), 9 internal (a bug in walvault: a worker task panicked). wal-fetch reports every failure other than 1 as
 //! 200 + code, so PostgreSQL aborts recovery instead of ending it early.
 
+pub mod blockmap;
 pub mod codec;
 pub mod config;
 pub mod error;

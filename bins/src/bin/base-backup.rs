@@ -46,6 +46,10 @@ struct Cli {
     /// Where parts are spooled before upload (default: $TMPDIR)
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// full (everything), diff (what changed since the newest full backup) or incr (what
+    /// changed since the newest backup of any type); without a backup to build on, full
+    #[arg(long = "type", value_name = "TYPE", default_value = "full")]
+    backup_type: String,
     #[command(flatten)]
     common: common::Common,
 }
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
     let run = || -> Result<(), walvault::Error> {
         let config = cli.common.load("base-backup")?;
         let archive_timeout = archive_timeout(&cli.archive_timeout)?;
+        let backup_type = walvault::ops::repo::catalog::BackupType::parse(&cli.backup_type)?;
         let conn = ConnParams::from_env_and_flags(cli.host.clone(), cli.port, cli.user.clone(), cli.dbname.clone())?;
         let opts = BackupOptions {
             conn,
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
             spool_dir: cli.spool_dir.clone(),
             cluster: config.cluster.clone(),
             progress: common::progress_bar(),
+            backup_type,
         };
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;

@@ -71,7 +71,7 @@ pub fn extract_tar<R: Read>(
     Ok(x.stats)
 }
 
-struct Extractor<'a> {
+pub(super) struct Extractor<'a> {
     dest: &'a Path,
     manifest: &'a Manifest,
     remap: &'a BTreeMap<u32, PathBuf>,
@@ -105,6 +105,11 @@ pub(super) fn entry_kind(t: tar::EntryType) -> std::result::Result<EntryKind, &'
 }
 
 impl<'a> Extractor<'a> {
+    /// An extractor that writes nothing yet (for callers that lay out entries themselves).
+    pub(super) fn new(dest: &'a Path, manifest: &'a Manifest, remap: &'a BTreeMap<u32, PathBuf>) -> Self {
+        Extractor { dest, manifest, remap, stats: ExtractStats::default(), seen: HashSet::new(), buf: Vec::new() }
+    }
+
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
@@ -151,7 +156,7 @@ impl<'a> Extractor<'a> {
     }
 
     /// Where `path` goes on disk, with every parent directory checked (created 0700 if missing).
-    fn resolve(&self, path: &str) -> Result<PathBuf> {
+    pub(super) fn resolve(&self, path: &str) -> Result<PathBuf> {
         let redirect = tablespace_content(path).filter(|&(oid, _)| {
             let link = format!("pg_tblspc/{oid}");
             self.manifest.lookup(&link).is_some_and(|e| e.kind == EntryKind::Symlink)
@@ -186,7 +191,7 @@ impl<'a> Extractor<'a> {
         Ok(at)
     }
 
-    fn dir(&mut self, path: &str) -> Result<()> {
+    pub(super) fn dir(&mut self, path: &str) -> Result<()> {
         let at = self.resolve(path)?;
         match fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
@@ -200,7 +205,7 @@ impl<'a> Extractor<'a> {
         Ok(())
     }
 
-    fn symlink(&mut self, path: &str, listed: &ManifestEntry, link: Option<String>) -> Result<()> {
+    pub(super) fn symlink(&mut self, path: &str, listed: &ManifestEntry, link: Option<String>) -> Result<()> {
         let Some(oid) = tablespace_link_oid(path) else {
             return Err(refused(path, "is a symlink outside pg_tblspc"));
         };

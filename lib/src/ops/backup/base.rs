@@ -19,16 +19,17 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
-use crate::manifest::{Manifest, ManifestEntry, ManifestTablespace};
+use crate::manifest::{Manifest, ManifestTablespace};
 use crate::ops::Repo;
 use crate::ops::repo::blocking;
-use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
+use crate::ops::repo::catalog::{BackupMetadata, BackupType, LatestPointer, PartInfo};
 use crate::ops::repo::identity::{self, ClusterInfo};
 use crate::ops::repo::metadata_auth;
 use crate::ops::repo::place::Logical;
 use crate::ops::repo::wal_index::WalIndex;
 use crate::pg::backup_api::{self, ConnParams, Server};
 use crate::pg::datadir::{self, DataFile};
+use crate::tarball::IncrementalPart;
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result, tarball};
 
@@ -52,6 +53,8 @@ pub struct BackupOptions {
     /// Cluster name for the backup name.
     pub cluster: String,
     pub progress: Option<ProgressFn>,
+    /// `--type`: full, or only what changed since a reference ([`super::incremental`]).
+    pub backup_type: BackupType,
 }
 
 /// Default part size: 256 MiB of file data.
@@ -79,10 +82,12 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         wal_segment_size: server.wal_segment_size,
     };
     identity::ensure(repo, &cluster).await?;
+    let reference =
+        super::incremental::reference(repo, opts.backup_type, server.system_identifier, server.timeline).await?;
     let name = fresh_backup_name(repo, &opts.cluster).await?;
     let start = server.backup_start(&name, true).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
-    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start).await;
+    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, reference.as_ref()).await;
     if result.is_err() {
         // Leave the server clean; the parts stay invisible without a metadata object.
         let _ = server.backup_stop().await;
@@ -140,6 +145,7 @@ async fn copy_and_finish(
     pgdata: &Path,
     name: &str,
     start: &backup_api::BackupStart,
+    reference: Option<&super::incremental::Reference>,
 ) -> Result<BackupMetadata> {
     let version_dir = server.tablespace_version_dir();
     let walk_root = pgdata.to_path_buf();
@@ -156,8 +162,12 @@ async fn copy_and_finish(
         .map(|(i, files)| {
             let done = Arc::clone(&done);
             let spool = spool.path().to_path_buf();
+            let part = match reference {
+                Some(r) => Part::Incremental(files, Arc::clone(&r.blocks)),
+                None => Part::Files(files),
+            };
             async move {
-                let (info, entries) = upload_part(repo, name, i as u32, Part::Files(files), &spool).await?;
+                let (info, entries) = upload_part(repo, name, i as u32, part, &spool).await?;
                 let now = done.fetch_add(info.bytes, Ordering::Relaxed) + info.bytes;
                 if let Some(p) = &opts.progress {
                     p(now, total);
@@ -173,7 +183,7 @@ async fn copy_and_finish(
             }
         })
         .buffered(opts.jobs.max(1));
-    let mut results: Vec<(PartInfo, Vec<ManifestEntry>)> = uploads.try_collect().await?;
+    let mut results: Vec<(PartInfo, IncrementalPart)> = uploads.try_collect().await?;
 
     let stop = server.backup_stop().await?;
     let mut label_files: Vec<(&str, &[u8])> = vec![("backup_label", stop.backup_label.as_bytes())];
@@ -194,8 +204,10 @@ async fn copy_and_finish(
         .into_iter()
         .map(|t| ManifestTablespace { oid: t.oid, name: t.name, location: t.location.display().to_string() })
         .collect();
-    let (parts, entries): (Vec<PartInfo>, Vec<Vec<ManifestEntry>>) = results.into_iter().unzip();
-    let mut manifest = Manifest::new(entries.into_iter().flatten().collect(), tablespaces.clone());
+    let (parts, mut outputs): (Vec<PartInfo>, Vec<IncrementalPart>) = results.into_iter().unzip();
+    let entries = outputs.iter_mut().flat_map(|o| std::mem::take(&mut o.entries)).collect();
+    let mut manifest = Manifest::new(entries, tablespaces.clone());
+    let blocks = super::incremental::merge(&mut manifest, outputs);
     let manifest_key = repo.layout.backup_object(name, &format!("manifest.json{}", repo.object_ext()));
     let mut meta = BackupMetadata {
         format: metadata_auth::METADATA_FORMAT,
@@ -223,8 +235,11 @@ async fn copy_and_finish(
         key_fingerprint: repo.keyring.write_key().map(|k| k.fingerprint_hex()),
         tablespaces,
         seconds: 0.0,
+        backup_type: Default::default(),
+        reference: None,
         mac: None,
     };
+    super::incremental::finish(repo, &mut meta, &mut manifest, &blocks, reference).await?;
     // The metadata's MAC, and its digest inside the authenticated manifest.
     metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
@@ -238,6 +253,8 @@ async fn copy_and_finish(
 
 enum Part {
     Files(Vec<DataFile>),
+    /// Files compared with a reference's block map.
+    Incremental(Vec<DataFile>, Arc<crate::blockmap::BlockMap>),
     Bytes(Vec<(String, Vec<u8>)>),
 }
 
@@ -248,13 +265,14 @@ async fn upload_part(
     index: u32,
     part: Part,
     spool: &Path,
-) -> Result<(PartInfo, Vec<ManifestEntry>)> {
+) -> Result<(PartInfo, IncrementalPart)> {
     let key = repo.layout.backup_object(name, &format!("part_{index:05}.tar{}", repo.object_ext()));
     let path = spool.join(format!("part_{index:05}"));
     let (settings, write_key) = (repo.codec, repo.keyring.write_key().cloned());
     let context = repo.context(&Logical::Part { backup: name, index }).await?;
     let spool_path = path.clone();
-    let mut entries = blocking(move || {
+    let spool_dir = spool.to_path_buf();
+    let mut output = blocking(move || {
         // 0600 whatever the umask: without a key the spool holds plain database files.
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -264,22 +282,33 @@ async fn upload_part(
             .with_path(&spool_path)?;
         let out = std::io::BufWriter::with_capacity(1 << 20, file);
         let encoder = Encoder::new(out, &settings, write_key.as_ref(), None, &context)?;
-        let (encoder, entries) = match &part {
-            Part::Files(files) => tarball::write_tar(encoder, files)?,
+        let (encoder, output) = match &part {
+            Part::Files(files) => {
+                let (encoder, entries, blocks) = tarball::write_tar_blocks(encoder, files)?;
+                let read_bytes = entries.iter().map(|e| e.size).sum();
+                (encoder, IncrementalPart { entries, blocks, read_bytes, ..Default::default() })
+            }
+            Part::Incremental(files, reference) => {
+                tarball::write_tar_incremental(encoder, files, reference, &spool_dir)?
+            }
             Part::Bytes(items) => {
                 let refs: Vec<(&str, &[u8])> = items.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
-                tarball::write_tar_bytes(encoder, &refs)?
+                let (encoder, entries) = tarball::write_tar_bytes(encoder, &refs)?;
+                let files = items.iter().map(|(p, d)| (p.clone(), crate::blockmap::of_bytes(d))).collect();
+                let blocks = crate::blockmap::BlockMap { files };
+                (encoder, IncrementalPart { entries, blocks, ..Default::default() })
             }
         };
         let mut out = encoder.finish()?;
         out.flush().with_path(&spool_path)?;
-        Ok(entries)
+        Ok(output)
     })
     .await?;
+    let entries = &mut output.entries;
     let stored = std::fs::metadata(&path).with_path(&path)?.len();
     repo.storage.put_file(&key, &path).await?;
     let _ = std::fs::remove_file(&path);
-    for e in &mut entries {
+    for e in entries.iter_mut() {
         e.part = index;
     }
     let info = PartInfo {
@@ -289,7 +318,7 @@ async fn upload_part(
         bytes: entries.iter().map(|e| e.size).sum(),
         stored_bytes: stored,
     };
-    Ok((info, entries))
+    Ok((info, output))
 }
 
 /// Wait until every segment from `first` to `last` on `timeline` is in the archive.

@@ -48,9 +48,55 @@ pub struct BackupMetadata {
     pub tablespaces: Vec<ManifestTablespace>,
     /// Wall time of the backup (informational: not covered by `mac`).
     pub seconds: f64,
+    /// `full` (absent), `diff` or `incr`.
+    #[serde(default, skip_serializing_if = "BackupType::is_full")]
+    pub backup_type: BackupType,
+    /// The backup an incremental builds on (absent for a full backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     /// HMAC-SHA256 of the canonical form, lowercase hex (format 2, encrypted repositories).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+}
+
+/// What a backup holds: everything, or what changed since its reference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    /// Every file.
+    #[default]
+    Full,
+    /// What changed since the newest full backup.
+    Diff,
+    /// What changed since the newest backup of any type.
+    Incr,
+}
+
+impl BackupType {
+    pub fn is_full(&self) -> bool {
+        *self == BackupType::Full
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Diff => "diff",
+            BackupType::Incr => "incr",
+        }
+    }
+
+    /// Parse `--type`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `--type`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "full" => Ok(BackupType::Full),
+            "diff" => Ok(BackupType::Diff),
+            "incr" => Ok(BackupType::Incr),
+            _ => Err(Error::config("--type", format!("{s:?} is not a backup type; expected full, diff or incr"))),
+        }
+    }
 }
 
 /// One tar part of a backup.

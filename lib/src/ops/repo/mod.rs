@@ -3,6 +3,7 @@
 //! here depends on a command room.
 
 pub mod catalog;
+pub mod chain;
 pub mod decrypt;
 pub mod envs;
 pub mod files_catalog;

@@ -94,6 +94,7 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     let archive = WalArchive::load(repo, &mut index, backup.wal_segment_size).await?;
     let wal = target::check_wal(repo, &archive, &backup, &opts.target, opts.timeline).await?;
     crate::ops::repo::place::check_parts(repo, &backup).await?;
+    let chain = super::chain::prepare(repo, &backup, &manifest).await?;
     tablespaces::check(&backup.name, &manifest, &opts.tablespace_map, &opts.pgdata)?;
     tracing::info!(
         "restoring {} ({} files, {} bytes) into {}",
@@ -127,7 +128,8 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
             _ => Ok(Vec::new()),
         }
     };
-    let (restored, staged) = tokio::join!(restore_into(repo, &backup, &manifest, opts, wal.timeline), stage);
+    let (restored, staged) =
+        tokio::join!(restore_into(repo, &backup, &manifest, opts, wal.timeline, chain.as_ref()), stage);
     // Staging is a head start only: a segment it could not get, wal-fetch fetches (and stops
     // recovery with the right exit code if the archive really fails).
     let wal_staged = match staged {
@@ -205,8 +207,12 @@ async fn restore_into(
     manifest: &Manifest,
     opts: &PrepareOptions,
     tli: u32,
+    chain: Option<&super::chain::ChainRestore>,
 ) -> Result<(u64, u64)> {
-    let counts = extract_parts(repo, backup, manifest, opts).await?;
+    let counts = match chain {
+        Some(c) => super::chain::restore(repo, c, &opts.pgdata, &opts.tablespace_map, opts.jobs).await?,
+        None => extract_parts(repo, backup, manifest, opts).await?,
+    };
     if !opts.tablespace_map.is_empty() {
         remap_tablespace_map(&opts.pgdata, &opts.tablespace_map)?;
     }

@@ -54,6 +54,11 @@ pub fn canonical(m: &BackupMetadata) -> Vec<u8> {
         f(&format!("tablespaces[{i}].name"), &t.name);
         f(&format!("tablespaces[{i}].location"), &t.location);
     }
+    // Incremental backups only (section 9): a full backup's form is unchanged.
+    if !m.backup_type.is_full() || m.reference.is_some() {
+        f("backup_type", m.backup_type.name());
+        f("reference", m.reference.as_deref().unwrap_or(""));
+    }
     out
 }
 

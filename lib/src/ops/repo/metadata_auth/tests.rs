@@ -78,6 +78,8 @@ fn fixture(encrypted: bool) -> (BackupMetadata, Manifest) {
         key_fingerprint: encrypted.then(|| key().fingerprint_hex()),
         tablespaces: ts.clone(),
         seconds: 2.5,
+        backup_type: Default::default(),
+        reference: None,
         mac: None,
     };
     (meta, Manifest::new(files, ts))
