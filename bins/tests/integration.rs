@@ -20,6 +20,7 @@ mod integration {
     mod pitr;
     mod push_ahead;
     mod raw;
+    mod scale;
     mod scripts;
     mod security;
     mod standby;

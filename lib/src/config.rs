@@ -39,6 +39,8 @@ pub const SETTINGS: &[&str] = &[
     "WALVAULT_CACHE_DIR",
     "WALVAULT_PUSH_PARALLEL",
     "WALVAULT_FETCH_PREFETCH",
+    "WALVAULT_PROGRESS_INTERVAL",
+    "WALVAULT_STANDBY_MAX_LAG",
     "WALVAULT_S3_PATH_STYLE",
     "WALVAULT_S3_SSE",
     "WALVAULT_S3_KMS_KEY_ID",
@@ -217,6 +219,10 @@ pub struct Config {
     pub push_parallel: usize,
     /// Segments wal-fetch downloads ahead of PostgreSQL's requests.
     pub fetch_prefetch: usize,
+    /// Time between two progress lines of a long command when stderr is not a terminal.
+    pub progress_interval: Duration,
+    /// How far behind its primary a standby may be for base-backup to back it up.
+    pub standby_max_lag: Duration,
 }
 
 impl Config {
@@ -271,6 +277,8 @@ impl Config {
             config_file: None,
             push_parallel: bounded(raw, "WALVAULT_PUSH_PARALLEL", 2, 1..=16)?,
             fetch_prefetch: bounded(raw, "WALVAULT_FETCH_PREFETCH", 4, 0..=64)?,
+            progress_interval: Duration::from_secs(bounded(raw, "WALVAULT_PROGRESS_INTERVAL", 30, 1..=3600)? as u64),
+            standby_max_lag: Duration::from_secs(bounded(raw, "WALVAULT_STANDBY_MAX_LAG", 300, 0..=604_800)? as u64),
         })
     }
 }

@@ -24,6 +24,7 @@ pub mod ops;
 pub mod pg;
 pub mod storage;
 pub mod tarball;
+pub mod throttle;
 pub mod wal;
 
 pub use error::{Error, ExitCode, Result};

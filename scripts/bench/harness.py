@@ -681,7 +681,7 @@ def stage_basebackup(ctx):
             log(f"basebackup {name}: {n / 1e6 / r['wall_s']:.0f} MB/s of {n / 1e6:.0f} MB, {r['cpu_s']:.1f} CPU s, "
                 f"{r['maxrss_kib'] / 1024:.0f} MiB")
         spool = mkdir_pg(os.path.join(w, "bb-spool"))
-        add("walvault base-backup", measure([f"{BIN}/base-backup", "--json", "--spool-dir", spool], env=env, cwd=w, timeout=3600,
+        add("walvault base-backup", measure([f"{BIN}/base-backup", "--json", "--checkpoint", "fast", "--spool-dir", spool], env=env, cwd=w, timeout=3600,
                                             capture=True), "backup")
         stored = du(repo)
         rdir = os.path.join(w, "bb-restore-walvault")

@@ -107,7 +107,8 @@ fn main() -> ExitCode {
                     s.healthy
                 }
                 Command::FilesBackup(a) => {
-                    let meta = files::files_backup(&repo, a.kind.name(), &a.dir, a.spool_dir.clone()).await?;
+                    let meta =
+                        files::files_backup(&repo, a.kind.name(), &a.dir, a.spool_dir.clone(), a.max_rate()?).await?;
                     show(json, &meta, || {
                         let (size, stored) = (human_bytes(meta.bytes), human_bytes(meta.stored_bytes));
                         format!("{}: {} files, {size} ({stored} stored)\n", meta.name, meta.files)

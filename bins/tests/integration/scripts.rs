@@ -180,7 +180,7 @@ fn backup_then_restore_latest_and_point_in_time() {
         .env("PGPORT", p.port.to_string())
         .env("PGUSER", "postgres")
         .env("PGDATA", &p.pgdata)
-        .args(["--part-size", "4000000"])
+        .args(["--checkpoint", "fast", "--part-size", "4000000"])
         .output()
         .expect("backup-postgresql.sh");
     assert!(out.status.success(), "backup-postgresql.sh: {}", stderr(&out));

@@ -289,5 +289,8 @@ impl Server {
     }
 }
 
+mod standby;
+pub use standby::ReplayState;
+
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,6 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +20,7 @@ use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestTablespace};
 use crate::ops::Repo;
+use crate::ops::backup::flow::Flow;
 use crate::ops::repo::blocking;
 use crate::ops::repo::catalog::{BackupMetadata, BackupType, LatestPointer, PartInfo};
 use crate::ops::repo::identity::{self, ClusterInfo};
@@ -33,7 +33,8 @@ use crate::tarball::IncrementalPart;
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result, tarball};
 
-/// Progress callback: bytes of file data stored so far, and the total expected.
+/// Progress callback of earlier versions (progress is now shown by
+/// [`crate::ops::repo::progress`]); kept while `bins/src/common.rs` names it.
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// How to take the backup.
@@ -52,9 +53,33 @@ pub struct BackupOptions {
     pub spool_dir: Option<PathBuf>,
     /// Cluster name for the backup name.
     pub cluster: String,
-    pub progress: Option<ProgressFn>,
     /// `--type`: full, or only what changed since a reference ([`super::incremental`]).
     pub backup_type: BackupType,
+    /// Bytes per second read from the data directory, and uploaded (each); `None`: no limit.
+    pub max_rate: Option<u64>,
+    /// How far behind its primary a standby may be (`WALVAULT_STANDBY_MAX_LAG`).
+    pub max_standby_lag: Duration,
+    /// The checkpoint that starts the backup: spread (the default, as `pg_basebackup`) or fast.
+    pub checkpoint: Checkpoint,
+}
+
+/// How the checkpoint that starts a backup is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Spread over `checkpoint_completion_target` (no I/O spike on the primary; may take minutes).
+    #[default]
+    Spread,
+    /// Immediate: the backup starts at once, at the cost of a burst of writes.
+    Fast,
+}
+
+impl std::fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Checkpoint::Spread => "spread",
+            Checkpoint::Fast => "fast",
+        })
+    }
 }
 
 /// Default part size: 256 MiB of file data.
@@ -70,10 +95,7 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let began = Instant::now();
     let server = backup_api::connect(&opts.conn, "walvault base-backup").await?;
     if server.in_recovery {
-        return Err(Error::Refused(format!(
-            "{} is a standby: base-backup needs the primary\nHINT: point PGHOST at the primary",
-            opts.conn.describe()
-        )));
+        super::standby::check_lag(&server, opts.max_standby_lag, &opts.conn.describe()).await?;
     }
     let pgdata = check_pgdata(opts.pgdata.as_deref(), &server)?;
     let cluster = ClusterInfo {
@@ -85,7 +107,8 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let reference =
         super::incremental::reference(repo, opts.backup_type, server.system_identifier, server.timeline).await?;
     let name = fresh_backup_name(repo, &opts.cluster).await?;
-    let start = server.backup_start(&name, true).await?;
+    tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
+    let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
     let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, reference.as_ref()).await;
     if result.is_err() {
@@ -151,39 +174,41 @@ async fn copy_and_finish(
     let walk_root = pgdata.to_path_buf();
     let files = blocking(move || datadir::walk(&walk_root, Some(&version_dir))).await?;
     let total: u64 = files.iter().map(|f| f.size).sum();
-    let parts = datadir::split_parts(files, opts.part_size.max(1));
+    let mut parts = datadir::split_parts(files, opts.part_size.max(1));
+    // The walk puts global/pg_control last: its part is read once every other part is, as
+    // PostgreSQL copies it (a standby backup ends at the minRecoveryPoint it holds).
+    let control_part = parts.pop();
     let spool = tempfile::Builder::new()
         .prefix("walvault-spool-")
         .tempdir_in(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
         .with_path(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let done = Arc::new(AtomicU64::new(0));
-    let count = parts.len();
-    let uploads = futures_util::stream::iter(parts.into_iter().enumerate())
-        .map(|(i, files)| {
-            let done = Arc::clone(&done);
-            let spool = spool.path().to_path_buf();
-            let part = match reference {
-                Some(r) => Part::Incremental(files, Arc::clone(&r.blocks)),
-                None => Part::Files(files),
-            };
-            async move {
-                let (info, entries) = upload_part(repo, name, i as u32, part, &spool).await?;
-                let now = done.fetch_add(info.bytes, Ordering::Relaxed) + info.bytes;
-                if let Some(p) = &opts.progress {
-                    p(now, total);
-                }
-                tracing::info!(
-                    "part {}/{count}: {} files, {} -> {} bytes",
-                    i + 1,
-                    info.files,
-                    info.bytes,
-                    info.stored_bytes
-                );
-                Ok::<_, Error>((info, entries))
-            }
-        })
-        .buffered(opts.jobs.max(1));
-    let mut results: Vec<(PartInfo, IncrementalPart)> = uploads.try_collect().await?;
+    let count = parts.len() + usize::from(control_part.is_some());
+    let flow = Flow::start(format!("backup {name}"), total, repo.progress_interval, opts.max_rate);
+    let part_job = |i: usize, files| {
+        let spool = spool.path().to_path_buf();
+        let flow = &flow;
+        let part = match reference {
+            Some(r) => Part::Incremental(files, Arc::clone(&r.blocks)),
+            None => Part::Files(files),
+        };
+        async move {
+            let (info, output) = upload_part(repo, name, i as u32, part, &spool, flow).await?;
+            tracing::info!(
+                "part {}/{count}: {} files, {} -> {} bytes",
+                i + 1,
+                info.files,
+                info.bytes,
+                info.stored_bytes
+            );
+            Ok::<_, Error>((info, output))
+        }
+    };
+    let uploads = futures_util::stream::iter(parts.into_iter().enumerate()).map(|(i, files)| part_job(i, files));
+    let mut results: Vec<(PartInfo, IncrementalPart)> = uploads.buffered(opts.jobs.max(1)).try_collect().await?;
+    if let Some(files) = control_part {
+        results.push(part_job(count - 1, files).await?);
+    }
+    flow.progress.finish();
 
     let stop = server.backup_stop().await?;
     let mut label_files: Vec<(&str, &[u8])> = vec![("backup_label", stop.backup_label.as_bytes())];
@@ -191,7 +216,7 @@ async fn copy_and_finish(
         label_files.push(("tablespace_map", map.as_bytes()));
     }
     let owned: Vec<(String, Vec<u8>)> = label_files.iter().map(|(p, d)| (p.to_string(), d.to_vec())).collect();
-    results.push(upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path()).await?);
+    results.push(upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path(), &flow).await?);
 
     let seg = server.wal_segment_size;
     let first = start.lsn.segment_number(seg);
@@ -234,6 +259,7 @@ async fn copy_and_finish(
         encrypted: repo.keyring.is_encrypted(),
         key_fingerprint: repo.keyring.write_key().map(|k| k.fingerprint_hex()),
         tablespaces,
+        from_standby: server.in_recovery,
         seconds: 0.0,
         backup_type: Default::default(),
         reference: None,
@@ -265,6 +291,7 @@ async fn upload_part(
     index: u32,
     part: Part,
     spool: &Path,
+    flow: &Flow,
 ) -> Result<(PartInfo, IncrementalPart)> {
     let key = repo.layout.backup_object(name, &format!("part_{index:05}.tar{}", repo.object_ext()));
     let path = spool.join(format!("part_{index:05}"));
@@ -272,6 +299,7 @@ async fn upload_part(
     let context = repo.context(&Logical::Part { backup: name, index }).await?;
     let spool_path = path.clone();
     let spool_dir = spool.to_path_buf();
+    let flow_in = flow.clone();
     let mut output = blocking(move || {
         // 0600 whatever the umask: without a key the spool holds plain database files.
         let file = std::fs::OpenOptions::new()
@@ -281,7 +309,7 @@ async fn upload_part(
             .open(&spool_path)
             .with_path(&spool_path)?;
         let out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let encoder = Encoder::new(out, &settings, write_key.as_ref(), None, &context)?;
+        let encoder = flow_in.reading(Encoder::new(out, &settings, write_key.as_ref(), None, &context)?);
         let (encoder, output) = match &part {
             Part::Files(files) => {
                 let (encoder, entries, blocks) = tarball::write_tar_blocks(encoder, files)?;
@@ -299,13 +327,14 @@ async fn upload_part(
                 (encoder, IncrementalPart { entries, blocks, ..Default::default() })
             }
         };
-        let mut out = encoder.finish()?;
+        let mut out = encoder.into_inner().finish()?;
         out.flush().with_path(&spool_path)?;
         Ok(output)
     })
     .await?;
     let entries = &mut output.entries;
     let stored = std::fs::metadata(&path).with_path(&path)?.len();
+    flow.before_upload(stored).await;
     repo.storage.put_file(&key, &path).await?;
     let _ = std::fs::remove_file(&path);
     for e in entries.iter_mut() {

@@ -2,4 +2,6 @@
 
 pub mod base;
 pub mod files;
+pub mod flow;
+pub mod standby;
 pub mod incremental;

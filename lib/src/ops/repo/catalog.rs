@@ -46,6 +46,9 @@ pub struct BackupMetadata {
     pub encrypted: bool,
     pub key_fingerprint: Option<String>,
     pub tablespaces: Vec<ManifestTablespace>,
+    /// Taken on a hot standby (absent: on the primary).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_standby: bool,
     /// Wall time of the backup (informational: not covered by `mac`).
     pub seconds: f64,
     /// `full` (absent), `diff` or `incr`.

@@ -15,6 +15,7 @@ pub mod metadata_auth;
 pub mod objects;
 pub mod parts;
 pub mod place;
+pub mod progress;
 pub mod reports;
 pub mod runtime;
 pub mod timelines;
@@ -40,6 +41,8 @@ pub struct Repo {
     pub codec: CodecSettings,
     /// `s3://bucket/prefix` or `file:///path`, for messages and cache names.
     pub url: String,
+    /// Time between two progress lines of a long command without a terminal.
+    pub progress_interval: std::time::Duration,
     /// Where this environment's objects belong, once known (see [`Repo::place`]).
     place: Arc<Mutex<Option<place::Place>>>,
 }
@@ -57,6 +60,7 @@ impl Repo {
             keyring: Arc::clone(&config.keyring),
             codec: config.codec,
             url: config.repo.to_string(),
+            progress_interval: config.progress_interval,
             place: Arc::default(),
         })
     }

@@ -18,6 +18,7 @@ use crate::ops::Repo;
 use crate::ops::repo::blocking;
 use crate::ops::repo::catalog::{self, BackupMetadata, ChainEnd, PartInfo, WalArchive};
 use crate::ops::repo::local;
+use crate::ops::repo::progress::{Metered, Progress};
 use crate::ops::repo::wal_index::WalIndex;
 use crate::pg::recovery::{self, RecoverySettings, RecoveryTarget, TargetAction};
 use crate::{Error, Result, tarball};
@@ -293,12 +294,15 @@ async fn extract_parts(
     opts: &PrepareOptions,
 ) -> Result<(u64, u64)> {
     use futures_util::StreamExt;
+    let stored = b.parts.iter().map(|p| p.stored_bytes).sum();
+    let progress = Progress::start(format!("restore of {}", b.name), stored, repo.progress_interval);
+    let progress = &progress;
     let results: Vec<(PartInfo, tarball::ExtractStats)> = futures_util::stream::iter(b.parts.clone())
         .map(|part| async move {
             let expect =
                 repo.expect(&crate::ops::repo::place::Logical::Part { backup: &b.name, index: part.index }).await?;
             let reader = repo.storage.get(&part.key).await?;
-            let bridge = SyncIoBridge::new(reader);
+            let bridge = Metered::new(SyncIoBridge::new(reader), progress.clone(), None);
             let (object, keyring) = (repo.storage.describe(&part.key), repo.keyring.clone());
             let (manifest, pgdata, remap) = (manifest.clone(), opts.pgdata.clone(), opts.tablespace_map.clone());
             let stats = blocking(move || {
@@ -320,6 +324,7 @@ async fn extract_parts(
         .await
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
+    progress.finish();
     let mut files = 0;
     let mut bytes = 0;
     for (part, stats) in &results {

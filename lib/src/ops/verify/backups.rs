@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use crate::ops::Repo;
 use crate::ops::repo::catalog::{BackupMetadata, LatestPointer};
 use crate::ops::repo::files_catalog;
+use crate::ops::repo::progress::Progress;
 use crate::ops::repo::{identity, parts};
 use crate::ops::verify::{BackupResult, Check};
 use crate::{Error, Result, tarball};
@@ -134,18 +135,24 @@ async fn read_backup(
         return Err((Error::corrupt(repo.storage.describe(&b.manifest_key), why), b.manifest_key.clone()));
     }
     let manifest = Arc::new(manifest);
+    let stored = b.parts.iter().map(|p| p.stored_bytes).sum();
+    let progress = Progress::start(format!("verify backup {}", b.name), stored, repo.progress_interval);
     let stats: Vec<std::result::Result<tarball::VerifyStats, (Error, String)>> =
         futures_util::stream::iter(b.parts.clone())
             .map(|part| {
                 let manifest = Arc::clone(&manifest);
                 let what = crate::ops::repo::place::Logical::Part { backup: &b.name, index: part.index };
+                let progress = &progress;
                 async move {
-                    parts::verify_part(repo, &part.key, part.index, what, manifest).await.map_err(|e| (e, part.key))
+                    parts::verify_part(repo, &part.key, part.index, what, manifest, progress)
+                        .await
+                        .map_err(|e| (e, part.key))
                 }
             })
             .buffer_unordered(jobs.max(1))
             .collect()
             .await;
+    progress.finish();
     for s in stats {
         let s = s?;
         result.files += s.files;

@@ -1,0 +1,6 @@
+//! Backups a large primary can live with (issue 14): the starting checkpoint, progress lines,
+//! a rate limit, a backup from a standby, multipart uploads and resumed backups.
+
+mod checkpoint;
+mod rate;
+mod standby_backup;
