@@ -26,7 +26,7 @@ use crate::{Error, Result};
 mod extract;
 mod verify;
 
-pub use extract::{ExtractStats, extract_tar};
+pub use extract::{ExtractStats, extract_tar, extract_tar_keeping};
 pub use verify::{VerifyStats, verify_tar};
 
 /// Read size for files streamed into a tar part.
