@@ -7,6 +7,7 @@ mod integration {
     mod binding_metadata;
     mod cli_exit_codes;
     pub mod common;
+    mod delta;
     mod deploy;
     mod faults;
     mod first_hour;

@@ -32,7 +32,7 @@ mod verify;
 pub use apply::{ApplyStats, apply_tar, lay_out};
 pub use incremental::{IncrementalPart, write_tar_incremental};
 
-pub use extract::{ExtractStats, extract_tar};
+pub use extract::{ExtractStats, extract_tar, extract_tar_keeping};
 pub use verify::{VerifyStats, verify_tar};
 
 /// Read size for files streamed into a tar part.

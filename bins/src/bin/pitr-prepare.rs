@@ -46,14 +46,19 @@ struct Cli {
     #[arg(long, value_enum, default_value = "promote")]
     target_action: Action,
     /// Delete the contents of a non-empty PGDATA first
-    #[arg(long)]
+    #[arg(long, conflicts_with = "delta")]
     force: bool,
+    /// Restore over PGDATA of the same cluster: keep files whose size and SHA-256 match the
+    /// backup, fetch the others, remove what the backup does not have
+    #[arg(long)]
+    delta: bool,
     /// Restore tablespace OID into DIR instead of its original location (repeatable)
     #[arg(long, value_name = "OID=DIR")]
     tablespace_map: Vec<String>,
-    /// Parts restored at once
-    #[arg(long, default_value_t = 2)]
-    jobs: usize,
+    /// Parts restored at once (and files compared at once with --delta); default: the
+    /// machine's available cores
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Timeline to recover along: latest (PostgreSQL's default: the highest timeline after the
     /// backup's), current (the backup's) or a timeline id; checked and written as a number
     #[arg(long, value_name = "latest|current|N")]
@@ -120,10 +125,11 @@ fn main() -> ExitCode {
                 Action::Shutdown => TargetAction::Shutdown,
             },
             force: cli.force,
+            delta: cli.delta,
             tablespace_map: tablespace_map(&cli.tablespace_map)?,
             restore_command: walvault::ops::restore::restore_command::restore_command(&config)?,
             cache_dir: config.cache_dir.clone(),
-            jobs: cli.jobs,
+            jobs: cli.jobs.unwrap_or_else(walvault::ops::restore::default_jobs),
             prefetch: config.fetch_prefetch,
             timeline: cli.target_timeline.as_deref().map(str::parse::<TimelineChoice>).transpose()?,
             archive: cli.archive == OnOff::On,
@@ -144,6 +150,19 @@ fn main() -> ExitCode {
                     out.wal.timeline,
                     if out.archive { "on" } else { "off" }
                 );
+                if let Some(d) = &out.delta {
+                    tracing::info!(
+                        "delta: {} files ({} bytes) kept, {} files ({} bytes) fetched, {} files ({} bytes) removed; {} of {} parts not downloaded",
+                        d.kept_files,
+                        d.kept_bytes,
+                        d.fetched_files,
+                        d.fetched_bytes,
+                        d.removed_files,
+                        d.removed_bytes,
+                        d.parts_skipped,
+                        d.parts
+                    );
+                }
                 tracing::info!("next: {}", out.next_command);
             }
             Ok(())

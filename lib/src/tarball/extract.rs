@@ -34,8 +34,11 @@ pub struct ExtractStats {
     pub symlinks: u64,
     /// File bytes written.
     pub bytes: u64,
-    /// Archive paths extracted, in archive order.
+    /// Archive paths extracted, in archive order (kept files included).
     pub paths: Vec<String>,
+    /// Files left as they were ([`extract_tar_keeping`]) and their bytes.
+    pub kept_files: u64,
+    pub kept_bytes: u64,
 }
 
 /// Extract a tar stream into `dest` (an existing directory), checking every entry against
@@ -50,6 +53,22 @@ pub fn extract_tar<R: Read>(
     expected: &Manifest,
     remap: &BTreeMap<u32, PathBuf>,
 ) -> Result<ExtractStats> {
+    extract_tar_keeping(input, dest, expected, remap, &HashSet::new())
+}
+
+/// As [`extract_tar`], but the files named in `keep` (manifest paths whose file on disk the
+/// caller found to have the manifest's size and SHA-256) are left as they are: their data is
+/// skipped, they count as extracted.
+///
+/// # Errors
+/// As [`extract_tar`].
+pub fn extract_tar_keeping<R: Read>(
+    input: R,
+    dest: &Path,
+    expected: &Manifest,
+    remap: &BTreeMap<u32, PathBuf>,
+    keep: &HashSet<String>,
+) -> Result<ExtractStats> {
     expected.validate()?;
     if !fs::metadata(dest).with_path(dest)?.is_dir() {
         return Err(Error::Invalid(format!("{} is not a directory", dest.display())));
@@ -58,6 +77,7 @@ pub fn extract_tar<R: Read>(
         dest,
         manifest: expected,
         remap,
+        keep: Some(keep),
         stats: ExtractStats::default(),
         seen: HashSet::new(),
         buf: vec![0; READ_CHUNK],
@@ -75,6 +95,7 @@ pub(super) struct Extractor<'a> {
     dest: &'a Path,
     manifest: &'a Manifest,
     remap: &'a BTreeMap<u32, PathBuf>,
+    keep: Option<&'a HashSet<String>>,
     stats: ExtractStats,
     seen: HashSet<String>,
     buf: Vec<u8>,
@@ -107,7 +128,15 @@ pub(super) fn entry_kind(t: tar::EntryType) -> std::result::Result<EntryKind, &'
 impl<'a> Extractor<'a> {
     /// An extractor that writes nothing yet (for callers that lay out entries themselves).
     pub(super) fn new(dest: &'a Path, manifest: &'a Manifest, remap: &'a BTreeMap<u32, PathBuf>) -> Self {
-        Extractor { dest, manifest, remap, stats: ExtractStats::default(), seen: HashSet::new(), buf: Vec::new() }
+        Extractor {
+            dest,
+            manifest,
+            remap,
+            keep: None,
+            stats: ExtractStats::default(),
+            seen: HashSet::new(),
+            buf: Vec::new(),
+        }
     }
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
@@ -137,6 +166,10 @@ impl<'a> Extractor<'a> {
             EntryKind::Symlink => {
                 let link = entry.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned());
                 self.symlink(path, listed, link)?;
+            }
+            EntryKind::File if self.keep.is_some_and(|k| k.contains(path)) => {
+                self.stats.kept_files += 1;
+                self.stats.kept_bytes += listed.size;
             }
             EntryKind::File => self.file(path, listed, entry.size(), &mut entry)?,
         }

@@ -33,10 +33,6 @@ use crate::tarball::IncrementalPart;
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result, tarball};
 
-/// Progress callback of earlier versions (progress is now shown by
-/// [`crate::ops::repo::progress`]); kept while `bins/src/common.rs` names it.
-pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
-
 /// How to take the backup.
 #[derive(Clone)]
 pub struct BackupOptions {

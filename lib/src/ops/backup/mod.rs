@@ -3,5 +3,5 @@
 pub mod base;
 pub mod files;
 pub mod flow;
-pub mod standby;
 pub mod incremental;
+pub mod standby;

@@ -147,6 +147,7 @@ async fn prepare(repo: &Repo, opts: &RestoreTestOptions, backup: &BackupMetadata
         backup: Some(backup.name.clone()),
         action: TargetAction::Promote,
         force: false,
+        delta: false,
         tablespace_map,
         restore_command: opts.restore_command.clone(),
         cache_dir: None,
