@@ -107,7 +107,11 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
         let sysid = Some(known.place.system_identifier).filter(|s| *s != 0);
         match crate::ops::archive::prefetch::take(&dir, name, dest, sysid) {
             Ok(Some(bytes)) => {
-                return Ok(outcome(Source::Spool, format!("{} (prefetched)", dir.join(name).display()), bytes));
+                return Ok(outcome(
+                    Source::Spool,
+                    format!("{} (prefetched)", local::spooled(&dir, name).display()),
+                    bytes,
+                ));
             }
             Ok(None) => {}
             Err(e) => tracing::warn!("prefetched {name} unusable, fetching it again: {e}"),

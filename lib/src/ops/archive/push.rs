@@ -104,7 +104,7 @@ pub(super) fn cached_cluster(repo: &Repo, index: &WalIndex) -> Option<ClusterInf
     let id = index.identity()?;
     let env = id.envs.get(repo.layout.env())?;
     let cluster = ClusterInfo {
-        system_identifier: env.system_identifier.parse().ok()?,
+        system_identifier: env.system_identifier.0,
         pg_major: env.pg_major,
         wal_segment_size: env.wal_segment_size,
     };
@@ -298,7 +298,7 @@ async fn verify_identity(repo: &Repo, index: &mut WalIndex, cluster: Option<&Clu
 
 fn accepts(repo: &Repo, id: &Identity, cluster: Option<&ClusterInfo>) -> bool {
     let env_ok = match (id.envs.get(repo.layout.env()), cluster) {
-        (Some(env), Some(c)) => env.system_identifier == c.system_identifier.to_string(),
+        (Some(env), Some(c)) => env.system_identifier.0 == c.system_identifier,
         (Some(_), None) => true,
         (None, _) => false,
     };

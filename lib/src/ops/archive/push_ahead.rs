@@ -30,6 +30,7 @@ use futures_util::stream::FuturesUnordered;
 use crate::error::IoContext;
 use crate::fsutil::PidFile;
 use crate::ops::Repo;
+use crate::ops::repo::local;
 use crate::ops::repo::wal_index::WalIndex;
 use crate::wal::WalFileName;
 use crate::{Error, Result};
@@ -62,7 +63,7 @@ fn file_identity(meta: &std::fs::Metadata) -> String {
 /// True (and the marker removed) when `path` was pushed ahead and has not changed since.
 pub fn take_done(dir: &Path, path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
-    let marker = dir.join("done").join(name);
+    let marker = local::done_dir(dir).join(name);
     let Ok(recorded) = std::fs::read_to_string(&marker) else { return false };
     let matches = std::fs::metadata(path).is_ok_and(|m| file_identity(&m) == recorded);
     let _ = std::fs::remove_file(&marker);
@@ -71,12 +72,12 @@ pub fn take_done(dir: &Path, path: &Path) -> bool {
 
 /// Record that `name`, with identity `meta` when it was read, is durably stored.
 fn mark_done(dir: &Path, name: &str, meta: &std::fs::Metadata) -> Result<()> {
-    crate::fsutil::write_atomic(&dir.join("done").join(name), file_identity(meta).as_bytes(), false)
+    crate::fsutil::write_atomic(&local::done_dir(dir).join(name), file_identity(meta).as_bytes(), false)
 }
 
 /// True while a live helper holds `dir`'s lock.
 pub fn helper_running(dir: &Path) -> bool {
-    PidFile::held(&dir.join(".lock"))
+    PidFile::held(&local::lock_file(dir))
 }
 
 /// The `.ready` files in `pg_wal/archive_status` other than `except`, oldest first.
@@ -110,7 +111,7 @@ pub struct Claim(#[allow(dead_code)] PidFile);
 /// [`CLAIM_WAIT`].
 pub async fn claim_or_wait(dir: &Path, path: &Path) -> Turn {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return Turn::Unclaimed };
-    let claims = dir.join("claim");
+    let claims = local::claims_dir(dir);
     if crate::fsutil::create_private_dir_all(&claims).is_err() {
         return Turn::Unclaimed;
     }
@@ -150,12 +151,12 @@ pub struct HelperStats {
 /// The push-ahead directory cannot be created. A file that fails is logged and left to
 /// PostgreSQL's own call for it.
 pub async fn run_helper(repo: &Repo, cache_dir: &Path, pg_wal: &Path, parallel: usize) -> Result<HelperStats> {
-    let dir = crate::ops::repo::local::push_ahead_dir(cache_dir, &repo.url, repo.layout.env());
-    for sub in ["claim", "done"] {
-        crate::fsutil::create_private_dir_all(&dir.join(sub)).with_path(dir.join(sub))?;
+    let dir = local::push_ahead_dir(cache_dir, &repo.url, repo.layout.env());
+    for sub in [local::claims_dir(&dir), local::done_dir(&dir)] {
+        crate::fsutil::create_private_dir_all(&sub).with_path(&sub)?;
     }
     let mut stats = HelperStats::default();
-    let Some(_lock) = PidFile::acquire(&dir.join(".lock")) else { return Ok(stats) };
+    let Some(_lock) = PidFile::acquire(&local::lock_file(&dir)) else { return Ok(stats) };
     remove_stale_markers(&dir, pg_wal);
     // The identity the wal-push call that started this helper verifies (it may still be
     // doing so): wait for it in the cache, bounded.
@@ -180,10 +181,10 @@ pub async fn run_helper(repo: &Repo, cache_dir: &Path, pg_wal: &Path, parallel: 
                 if inflight.len() >= parallel.max(1) {
                     break;
                 }
-                if skip.contains(&name) || dir.join("done").join(&name).exists() {
+                if skip.contains(&name) || local::done_dir(&dir).join(&name).exists() {
                     continue;
                 }
-                let Some(claim) = PidFile::acquire(&dir.join("claim").join(&name)) else { continue };
+                let Some(claim) = PidFile::acquire(&local::claims_dir(&dir).join(&name)) else { continue };
                 let found = match index.find(repo, &name, true).await {
                     Ok(f) => f,
                     Err(e) => {
@@ -270,7 +271,7 @@ async fn read_unchanged(path: &Path) -> Result<(Bytes, std::fs::Metadata)> {
 /// or gone) and claims of processes that died.
 fn remove_stale_markers(dir: &Path, pg_wal: &Path) {
     let status = pg_wal.join("archive_status");
-    if let Ok(entries) = std::fs::read_dir(dir.join("done")) {
+    if let Ok(entries) = std::fs::read_dir(local::done_dir(dir)) {
         for e in entries.flatten() {
             let name = e.file_name();
             let waiting = status.join(format!("{}.ready", name.to_string_lossy())).exists();
@@ -279,7 +280,7 @@ fn remove_stale_markers(dir: &Path, pg_wal: &Path) {
             }
         }
     }
-    if let Ok(entries) = std::fs::read_dir(dir.join("claim")) {
+    if let Ok(entries) = std::fs::read_dir(local::claims_dir(dir)) {
         for e in entries.flatten() {
             if !PidFile::held(&e.path()) {
                 let _ = std::fs::remove_file(e.path());

@@ -102,7 +102,7 @@ fn decide(config: &Config, req: &PushRequest<'_>, launch: &dyn Fn() -> Option<Co
 /// inherits.
 fn start_helper(dir: &Path, pg_wal: &Path, launch: &dyn Fn() -> Option<Command>) {
     use std::os::unix::fs::OpenOptionsExt;
-    let log = dir.join("helper.log");
+    let log = local::helper_log(dir);
     // Keep the log small: the last run's lines only once it passes 1 MiB.
     let truncate = std::fs::metadata(&log).is_ok_and(|m| m.len() > 1 << 20);
     let stderr = std::fs::OpenOptions::new()
