@@ -14,6 +14,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::codec;
 use crate::ops::Repo;
+use crate::ops::archive::claims::{self, Turn};
 use crate::ops::repo::blocking;
 use crate::ops::repo::identity::{self, ClusterInfo, Identity};
 use crate::ops::repo::place::Logical;
@@ -36,7 +37,7 @@ pub struct PushOutcome {
 }
 
 /// Archive the WAL file at `path`. With a push-ahead directory (`ahead`, see
-/// [`crate::ops::archive::push_ahead`]), the file is first claimed there: when the push-ahead helper
+/// [`crate::ops::archive::claims`]), the file is first claimed there: when the push-ahead helper
 /// stored it meanwhile, nothing more is done; while another process pushes it, this call
 /// waits for that push.
 ///
@@ -49,10 +50,10 @@ pub async fn wal_push(repo: &Repo, path: &Path, cache_dir: Option<&Path>, ahead:
     let name = file_name(path)?;
     let parsed = WalFileName::parse(&name)?;
     let _claim = match ahead {
-        Some(dir) => match crate::ops::archive::push_ahead::claim_or_wait(dir, path).await {
-            crate::ops::archive::push_ahead::Turn::Done => return Ok(pushed_ahead(repo, &name, started)),
-            crate::ops::archive::push_ahead::Turn::Claimed(c) => Some(c),
-            crate::ops::archive::push_ahead::Turn::Unclaimed => None,
+        Some(dir) => match claims::claim_or_wait(dir, path).await {
+            Turn::Done => return Ok(pushed_ahead(repo, &name, started)),
+            Turn::Claimed(c) => Some(c),
+            Turn::Unclaimed => None,
         },
         None => None,
     };

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use crate::config::Config;
 use crate::error::ExitCode;
 use crate::ops::Repo;
+use crate::ops::archive::claims;
 use crate::ops::archive::push::{self, PushOutcome};
 use crate::ops::archive::push_ahead::{self, HelperStats};
 use crate::ops::repo::local;
@@ -78,7 +79,7 @@ fn decide(config: &Config, req: &PushRequest<'_>, launch: &dyn Fn() -> Option<Co
     if let (Some(dir), Some(pg_wal)) = (&ahead, pg_wal) {
         // The common case in a backlog: the helper stored this file already. No runtime,
         // no storage client, no read of the file.
-        if push_ahead::take_done(dir, req.path) {
+        if claims::take_done(dir, req.path) {
             let name = req.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             tracing::debug!("{name} was pushed ahead by the push-ahead helper");
             return Ok(PushAnswer::PushedAhead { name });
