@@ -121,3 +121,17 @@ fn start_helper(dir: &Path, pg_wal: &Path, launch: &dyn Fn() -> Option<Command>)
         tracing::debug!("push-ahead helper not started: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_stored_file_exits_zero() {
+        assert_eq!(PushAnswer::PushedAhead { name: "f".into() }.exit_code(), 0);
+        assert_eq!(PushAnswer::HelperDone(HelperStats::default()).exit_code(), 0);
+        assert_eq!(PushAnswer::Failed(Error::Refused("other content".into())).exit_code(), 5);
+        let transient = Error::Storage { op: "put", key: "k".into(), reason: "503".into(), permanent: false };
+        assert_eq!(PushAnswer::Failed(transient).exit_code(), 3);
+    }
+}
