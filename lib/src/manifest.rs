@@ -83,7 +83,7 @@ pub struct ManifestEntry {
 pub struct ManifestBackup {
     pub name: String,
     pub env: String,
-    pub system_identifier: String,
+    pub system_identifier: crate::wal::SystemId,
     pub timeline: u32,
     pub start_lsn: crate::wal::Lsn,
     pub stop_lsn: crate::wal::Lsn,

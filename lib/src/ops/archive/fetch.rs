@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::ops::Repo;
 use crate::ops::archive::fetch_place::{self, Reloaded};
+use crate::ops::archive::prefetch;
 use crate::ops::repo::local::{self, Plan};
 use crate::ops::repo::wal_file::{self, fetch_object};
 use crate::ops::repo::wal_index::WalIndex;
@@ -48,23 +49,13 @@ pub struct FetchOutcome {
 pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Path>) -> Result<FetchOutcome> {
     let started = Instant::now();
     let parsed = WalFileName::parse(name)?;
-    let owner = local::owner_of(dest);
     let plan = Plan::for_dest(cache_dir, repo, dest);
-    if let Some(plan) = &plan
-        && let Some(reader) = parsed.segno(plan.seg_size).map(|s| plan.path().reader(s))
-        && parsed.is_segment()
-        && plan.path().has(parsed.tli())
-        && reader != parsed.tli()
-    {
-        // PostgreSQL tries an older timeline's file only when the newer one was not found:
-        // past the fork that file holds the parent's WAL, never this recovery's.
-        return Err(Error::not_found(format!(
-            "{name} for this recovery (it follows timeline {} there, whose file is not archived)",
-            reader
-        )));
+    if let Some(plan) = &plan {
+        refuse_off_path(plan, &parsed, name)?;
     }
     // Identity on every call: the place objects must be bound to, and the data directory's
     // cluster against it (a stale cache of another repository at this URL is dropped).
+    let owner = local::owner_of(dest);
     let spool = cache_dir.zip(owner.as_deref()).map(|(cache, owner)| local::prefetch_dir(cache, repo, owner));
     let mut index = WalIndex::load(cache_dir, repo);
     let mut known = fetch_place::known(repo, &mut index).await?;
@@ -75,46 +66,70 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
         // PostgreSQL runs restore_command: archive recovery has begun, so the segments
         // pitr-prepare fetched ahead may go into pg_wal now (never before: a data directory
         // without recovery.signal must not find WAL to start from).
-        crate::ops::archive::prefetch::adopt_staged(&local::prefetch_dir(cache, repo, &plan.pgdata), plan);
+        prefetch::adopt_staged(&local::prefetch_dir(cache, repo, &plan.pgdata), plan);
     }
-    if let (Some(cache), Some(owner), true) = (cache_dir, owner.as_deref(), parsed.is_segment()) {
-        let dir = local::prefetch_dir(cache, repo, owner);
-        crate::ops::archive::prefetch::set_position(&dir, name);
-        let outcome = |source, object: String, bytes| FetchOutcome {
-            name: name.to_string(),
-            object,
-            source,
-            bytes,
-            millis: started.elapsed().as_millis() as u64,
-            requests: repo.storage.stats(),
-        };
-        if let Some(plan) = &plan {
-            let pgdata = &plan.pgdata;
-            let in_pg_wal = pgdata.join("pg_wal").join(name);
-            // Only a segment the archive gave (placed by the worker, or restored earlier
-            // through %p: both leave `.done`) is vouched for; a file copied into pg_wal by
-            // hand is left to PostgreSQL's own order, archive first.
-            let from_archive = pgdata.join("pg_wal/archive_status").join(format!("{name}.done")).exists();
-            match wal_file::verify_segment(&in_pg_wal, &parsed, Some(plan.system_identifier)) {
-                Ok(bytes) if from_archive => {
-                    return Ok(outcome(Source::PgWal, in_pg_wal.display().to_string(), bytes));
-                }
-                Ok(_) => tracing::debug!("{name} is in pg_wal but was not placed from the archive"),
-                Err(e) if in_pg_wal.exists() => tracing::debug!("not reading {name} from pg_wal: {e}"),
-                Err(_) => {}
-            }
-        }
+    if let (Some(dir), true) = (&spool, parsed.is_segment()) {
+        prefetch::set_position(dir, name);
         let sysid = Some(known.place.system_identifier).filter(|s| *s != 0);
-        match crate::ops::archive::prefetch::take(&dir, name, dest, sysid) {
-            Ok(Some(bytes)) => {
-                return Ok(outcome(Source::Spool, format!("{} (prefetched)", dir.join(name).display()), bytes));
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!("prefetched {name} unusable, fetching it again: {e}"),
+        if let Some((source, object, bytes)) = served_locally(plan.as_ref(), dir, &parsed, name, dest, sysid) {
+            let millis = started.elapsed().as_millis() as u64;
+            let requests = repo.storage.stats();
+            return Ok(FetchOutcome { name: name.to_string(), object, source, bytes, millis, requests });
         }
-        return from_archive(repo, name, dest, index, plan.as_ref(), Some(&dir)).await;
     }
     from_archive(repo, name, dest, index, plan.as_ref(), spool.as_deref()).await
+}
+
+/// PostgreSQL tries an older timeline's file only when the newer one was not found: past
+/// the fork that file holds the parent's WAL, never this recovery's. Such a request is "not
+/// found".
+fn refuse_off_path(plan: &Plan, parsed: &WalFileName, name: &str) -> Result<()> {
+    let path = plan.path();
+    match parsed.segno(plan.seg_size).map(|s| path.reader(s)) {
+        Some(reader) if parsed.is_segment() && path.has(parsed.tli()) && reader != parsed.tli() => {
+            Err(Error::not_found(format!(
+                "{name} for this recovery (it follows timeline {reader} there, whose file is not archived)"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The segment already here: in pg_wal of a planned recovery (verified, placed from the
+/// archive), else in the spool of prefetch directory `dir` (verified, then moved to `dest`).
+/// Where it came from, what to call it, and its length.
+fn served_locally(
+    plan: Option<&Plan>,
+    dir: &Path,
+    parsed: &WalFileName,
+    name: &str,
+    dest: &Path,
+    sysid: Option<u64>,
+) -> Option<(Source, String, u64)> {
+    if let Some(plan) = plan {
+        let pgdata = &plan.pgdata;
+        let in_pg_wal = pgdata.join("pg_wal").join(name);
+        // Only a segment the archive gave (placed by the worker, or restored earlier
+        // through %p: both leave `.done`) is vouched for; a file copied into pg_wal by
+        // hand is left to PostgreSQL's own order, archive first.
+        let from_archive = pgdata.join("pg_wal/archive_status").join(format!("{name}.done")).exists();
+        match wal_file::verify_segment(&in_pg_wal, parsed, Some(plan.system_identifier)) {
+            Ok(bytes) if from_archive => return Some((Source::PgWal, in_pg_wal.display().to_string(), bytes)),
+            Ok(_) => tracing::debug!("{name} is in pg_wal but was not placed from the archive"),
+            Err(e) if in_pg_wal.exists() => tracing::debug!("not reading {name} from pg_wal: {e}"),
+            Err(_) => {}
+        }
+    }
+    match prefetch::take(dir, name, dest, sysid) {
+        Ok(Some(bytes)) => {
+            Some((Source::Spool, format!("{} (prefetched)", local::spooled(dir, name).display()), bytes))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("prefetched {name} unusable, fetching it again: {e}");
+            None
+        }
+    }
 }
 
 /// True when `pg_wal/name` of `dest`'s data directory is still there, whole: checked right

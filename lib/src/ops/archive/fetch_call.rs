@@ -135,3 +135,40 @@ fn log(name: &str, answer: &Answer) {
         Answer::Failed { .. } | Answer::WorkerDone { .. } => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage() -> Error {
+        Error::Storage { op: "get", key: "k".into(), reason: "timeout".into(), permanent: true }
+    }
+
+    /// What PostgreSQL is answered for each failure, in archive recovery and in standby mode.
+    #[test]
+    fn each_failure_gets_its_exit_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pgdata = dir.path().join("pgdata");
+        std::fs::create_dir_all(pgdata.join("pg_wal")).expect("pg_wal");
+        let dest = pgdata.join("pg_wal/RECOVERYXLOG");
+        let code = |e: Error| FetchCall::failed(e, &dest).exit_code();
+        let archive_recovery = [
+            (Error::not_found("x"), 1),
+            (storage(), 203),
+            (Error::Hole("hole".into()), 205),
+            (Error::corrupt("o", "bad"), 204),
+            (Error::config("WALVAULT_REPO", "not set"), 202),
+        ];
+        for (e, want) in archive_recovery {
+            assert_eq!(code(e), want);
+        }
+        // A standby retries what an outage or later archiving may cure, nothing else.
+        std::fs::write(pgdata.join("standby.signal"), "").expect("standby.signal");
+        let standby = [(storage(), 3), (Error::Hole("hole".into()), 5), (Error::corrupt("o", "bad"), 204)];
+        for (e, want) in standby {
+            assert_eq!(code(e), want);
+        }
+        // Outside a data directory (wal-fetch by hand) there is no standby.
+        assert_eq!(FetchCall::failed(storage(), &dir.path().join("x")).exit_code(), 203);
+    }
+}

@@ -1,6 +1,7 @@
 //! Archive: the WAL stream in both directions (`wal-push`, its push-ahead helper, `wal-fetch`
 //! and its prefetch worker).
 
+pub mod claims;
 pub mod fetch;
 pub mod fetch_call;
 mod fetch_place;

@@ -21,7 +21,6 @@
 //! its name); anything else is removed and fetched from the archive. A killed worker leaves
 //! at most a temporary file, never served and removed by the next worker.
 
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -49,7 +48,7 @@ const MAX_LIFE: Duration = Duration::from_secs(24 * 3600);
 /// # Errors
 /// I/O errors naming the file (the caller then fetches from the archive instead).
 pub fn take(dir: &Path, name: &str, dest: &Path, sysid: Option<u64>) -> Result<Option<u64>> {
-    let src = dir.join(name);
+    let src = local::spooled(dir, name);
     if !src.exists() {
         return Ok(None);
     }
@@ -82,17 +81,17 @@ pub fn seg_size_of(path: &Path) -> Option<u64> {
 /// Record the segment PostgreSQL asked for last (best effort), for the worker to follow.
 pub fn set_position(dir: &Path, name: &str) {
     if crate::fsutil::create_private_dir_all(dir).is_ok() {
-        let _ = crate::fsutil::write_atomic(&dir.join("position"), name.as_bytes(), false);
+        let _ = crate::fsutil::write_atomic(&local::position_file(dir), name.as_bytes(), false);
     }
 }
 
 fn position(dir: &Path) -> Option<WalFileName> {
-    std::fs::read_to_string(dir.join("position")).ok().and_then(|s| WalFileName::parse(s.trim()).ok())
+    std::fs::read_to_string(local::position_file(dir)).ok().and_then(|s| WalFileName::parse(s.trim()).ok())
 }
 
 /// True while a worker holds `dir`'s lock.
 pub fn worker_running(dir: &Path) -> bool {
-    Lock::holder(&dir.join(".lock")).is_some_and(pid_alive)
+    crate::fsutil::PidFile::held(&local::lock_file(dir))
 }
 
 /// Mark `name` archived in `pg_wal/archive_status`, as PostgreSQL does for a file restored
@@ -186,7 +185,7 @@ pub fn worker_serves(cache_dir: &Path, repo: &Repo, dest: &Path) -> bool {
 /// (in the spool, or placed in pg_wal along the plan's path), following the position
 /// wal-fetch records; stop at the first segment the archive does not hold yet, or once
 /// PostgreSQL has asked for nothing new for a while. Only one worker runs per directory
-/// (a lock file with its pid).
+/// (its `.lock`, a [`crate::fsutil::PidFile`]).
 ///
 /// # Errors
 /// Storage, key and corruption errors (the worker logs them; recovery is unaffected: a
@@ -200,7 +199,7 @@ pub async fn fill(
     target: &Target,
 ) -> Result<usize> {
     crate::fsutil::create_private_dir_all(dir).with_path(dir)?;
-    let Some(_lock) = Lock::acquire(dir) else { return Ok(0) };
+    let Some(_lock) = crate::fsutil::PidFile::acquire(&local::lock_file(dir)) else { return Ok(0) };
     let mut index = WalIndex::load(Some(cache_dir), repo);
     if let Some(id) = index.identity().filter(|id| id.repository_id.is_some()) {
         repo.set_place(Some(id));
@@ -243,7 +242,7 @@ pub async fn fill(
         let mut at_end = false;
         for next in upcoming(&pos, depth, target) {
             let final_path = match target {
-                Target::Spool { .. } => dir.join(next.to_string()),
+                Target::Spool { .. } => local::spooled(dir, &next.to_string()),
                 Target::PgWal { pg_wal, .. } => pg_wal.join(next.to_string()),
             };
             if wal_file::verify_segment(&final_path, &next, sysid).is_ok() {
@@ -306,7 +305,7 @@ async fn fetch_one(
     sysid: Option<u64>,
 ) -> Result<()> {
     let file = name.to_string();
-    let staged = dir.join(format!("{file}.staged"));
+    let staged = local::spooling(dir, &file);
     fetch_object(repo, &key, &name, &staged, sysid).await?;
     let placed = wal_file::verify_segment(&staged, &name, sysid).and_then(|_| match target {
         Target::Spool { .. } => wal_file::move_file(&staged, &final_path),
@@ -319,7 +318,7 @@ async fn fetch_one(
 }
 
 fn identity_sysid(index: &WalIndex, repo: &Repo) -> Option<u64> {
-    index.identity().and_then(|id| id.envs.get(repo.layout.env())).and_then(|e| e.system_identifier.parse::<u64>().ok())
+    index.identity().and_then(|id| id.envs.get(repo.layout.env())).map(|e| e.system_identifier.0)
 }
 
 /// The `depth` segments after `pos`: along the plan's path, or on `pos`'s timeline.
@@ -397,38 +396,4 @@ pub fn remove_dead_temps(dir: &Path, staged_too: bool) {
 
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// `dir/.lock` holding the worker's pid; a lock whose pid is gone is stale.
-struct Lock(PathBuf);
-
-impl Lock {
-    fn holder(path: &Path) -> Option<u32> {
-        std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<u32>().ok())
-    }
-
-    fn acquire(dir: &Path) -> Option<Lock> {
-        let path = dir.join(".lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-                Ok(mut f) => {
-                    let _ = write!(f, "{}", std::process::id());
-                    return Some(Lock(path));
-                }
-                Err(_) => {
-                    if Self::holder(&path).is_some_and(pid_alive) {
-                        return None;
-                    }
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        None
-    }
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

@@ -14,6 +14,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::codec;
 use crate::ops::Repo;
+use crate::ops::archive::claims::{self, Turn};
 use crate::ops::repo::blocking;
 use crate::ops::repo::identity::{self, ClusterInfo, Identity};
 use crate::ops::repo::place::Logical;
@@ -36,7 +37,7 @@ pub struct PushOutcome {
 }
 
 /// Archive the WAL file at `path`. With a push-ahead directory (`ahead`, see
-/// [`crate::ops::archive::push_ahead`]), the file is first claimed there: when the push-ahead helper
+/// [`crate::ops::archive::claims`]), the file is first claimed there: when the push-ahead helper
 /// stored it meanwhile, nothing more is done; while another process pushes it, this call
 /// waits for that push.
 ///
@@ -49,10 +50,10 @@ pub async fn wal_push(repo: &Repo, path: &Path, cache_dir: Option<&Path>, ahead:
     let name = file_name(path)?;
     let parsed = WalFileName::parse(&name)?;
     let _claim = match ahead {
-        Some(dir) => match crate::ops::archive::push_ahead::claim_or_wait(dir, path).await {
-            crate::ops::archive::push_ahead::Turn::Done => return Ok(pushed_ahead(repo, &name, started)),
-            crate::ops::archive::push_ahead::Turn::Claimed(c) => Some(c),
-            crate::ops::archive::push_ahead::Turn::Unclaimed => None,
+        Some(dir) => match claims::claim_or_wait(dir, path).await {
+            Turn::Done => return Ok(pushed_ahead(repo, &name, started)),
+            Turn::Claimed(c) => Some(c),
+            Turn::Unclaimed => None,
         },
         None => None,
     };
@@ -104,7 +105,7 @@ pub(super) fn cached_cluster(repo: &Repo, index: &WalIndex) -> Option<ClusterInf
     let id = index.identity()?;
     let env = id.envs.get(repo.layout.env())?;
     let cluster = ClusterInfo {
-        system_identifier: env.system_identifier.parse().ok()?,
+        system_identifier: env.system_identifier.0,
         pg_major: env.pg_major,
         wal_segment_size: env.wal_segment_size,
     };
@@ -298,7 +299,7 @@ async fn verify_identity(repo: &Repo, index: &mut WalIndex, cluster: Option<&Clu
 
 fn accepts(repo: &Repo, id: &Identity, cluster: Option<&ClusterInfo>) -> bool {
     let env_ok = match (id.envs.get(repo.layout.env()), cluster) {
-        (Some(env), Some(c)) => env.system_identifier == c.system_identifier.to_string(),
+        (Some(env), Some(c)) => env.system_identifier.0 == c.system_identifier,
         (Some(_), None) => true,
         (None, _) => false,
     };

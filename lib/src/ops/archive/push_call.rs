@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use crate::config::Config;
 use crate::error::ExitCode;
 use crate::ops::Repo;
+use crate::ops::archive::claims;
 use crate::ops::archive::push::{self, PushOutcome};
 use crate::ops::archive::push_ahead::{self, HelperStats};
 use crate::ops::repo::local;
@@ -78,7 +79,7 @@ fn decide(config: &Config, req: &PushRequest<'_>, launch: &dyn Fn() -> Option<Co
     if let (Some(dir), Some(pg_wal)) = (&ahead, pg_wal) {
         // The common case in a backlog: the helper stored this file already. No runtime,
         // no storage client, no read of the file.
-        if push_ahead::take_done(dir, req.path) {
+        if claims::take_done(dir, req.path) {
             let name = req.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             tracing::debug!("{name} was pushed ahead by the push-ahead helper");
             return Ok(PushAnswer::PushedAhead { name });
@@ -102,7 +103,7 @@ fn decide(config: &Config, req: &PushRequest<'_>, launch: &dyn Fn() -> Option<Co
 /// inherits.
 fn start_helper(dir: &Path, pg_wal: &Path, launch: &dyn Fn() -> Option<Command>) {
     use std::os::unix::fs::OpenOptionsExt;
-    let log = dir.join("helper.log");
+    let log = local::helper_log(dir);
     // Keep the log small: the last run's lines only once it passes 1 MiB.
     let truncate = std::fs::metadata(&log).is_ok_and(|m| m.len() > 1 << 20);
     let stderr = std::fs::OpenOptions::new()
@@ -118,5 +119,19 @@ fn start_helper(dir: &Path, pg_wal: &Path, launch: &dyn Fn() -> Option<Command>)
     cmd.arg(std::path::absolute(pg_wal).unwrap_or_else(|_| pg_wal.to_path_buf())).stderr(stderr);
     if let Err(e) = cmd.spawn() {
         tracing::debug!("push-ahead helper not started: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_stored_file_exits_zero() {
+        assert_eq!(PushAnswer::PushedAhead { name: "f".into() }.exit_code(), 0);
+        assert_eq!(PushAnswer::HelperDone(HelperStats::default()).exit_code(), 0);
+        assert_eq!(PushAnswer::Failed(Error::Refused("other content".into())).exit_code(), 5);
+        let transient = Error::Storage { op: "put", key: "k".into(), reason: "503".into(), permanent: false };
+        assert_eq!(PushAnswer::Failed(transient).exit_code(), 3);
     }
 }

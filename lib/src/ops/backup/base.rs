@@ -235,7 +235,7 @@ async fn copy_and_finish(
         name: name.to_string(),
         env: repo.layout.env().to_string(),
         cluster: opts.cluster.clone(),
-        system_identifier: server.system_identifier.to_string(),
+        system_identifier: crate::wal::SystemId(server.system_identifier),
         pg_version_num: server.version_num,
         wal_segment_size: seg,
         timeline: start.timeline,

@@ -40,11 +40,10 @@ pub async fn reference(
     if kind.is_full() {
         return Ok(None);
     }
-    let sysid = system_identifier.to_string();
     let all = catalog::backups(repo).await?;
     let path = timeline_path(repo, timeline, all.first().map_or(16 << 20, |b| b.wal_segment_size)).await?;
     let candidate = all.iter().rev().find(|b| {
-        b.system_identifier == sysid
+        b.system_identifier.0 == system_identifier
             && (kind == BackupType::Incr || b.backup_type.is_full())
             && path.as_ref().map_or(b.timeline == timeline, |p| p.contains_point(b.timeline, b.start_lsn))
     });

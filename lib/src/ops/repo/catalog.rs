@@ -24,7 +24,7 @@ pub struct BackupMetadata {
     pub name: String,
     pub env: String,
     pub cluster: String,
-    pub system_identifier: String,
+    pub system_identifier: crate::wal::SystemId,
     pub pg_version_num: u32,
     pub wal_segment_size: u64,
     pub timeline: u32,

@@ -90,7 +90,7 @@ impl Format1Marks {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvIdentity {
     /// `pg_control`'s system identifier, as a decimal string (JSON numbers lose precision).
-    pub system_identifier: String,
+    pub system_identifier: crate::wal::SystemId,
     pub pg_major: Option<u32>,
     pub wal_segment_size: u64,
     pub created_at: DateTime<Utc>,
@@ -338,19 +338,17 @@ pub const NEW_REPOSITORY: &str = "use a new repository or prefix for encrypted b
 fn add_env(repo: &Repo, id: &mut Identity, cluster: &ClusterInfo) -> Result<bool> {
     let env = repo.layout.env();
     match id.envs.get(env) {
-        Some(known) if known.system_identifier != cluster.system_identifier.to_string() => {
-            Err(Error::Refused(format!(
-                "WAL from system identifier {} refused: environment {env} of repository {} holds system identifier {}",
-                cluster.system_identifier, repo.url, known.system_identifier
-            ))
-            .with_hint("a different cluster needs its own WALVAULT_ENV or repository"))
-        }
+        Some(known) if known.system_identifier.0 != cluster.system_identifier => Err(Error::Refused(format!(
+            "WAL from system identifier {} refused: environment {env} of repository {} holds system identifier {}",
+            cluster.system_identifier, repo.url, known.system_identifier
+        ))
+        .with_hint("a different cluster needs its own WALVAULT_ENV or repository")),
         Some(_) => Ok(false),
         None => {
             id.envs.insert(
                 env.to_string(),
                 EnvIdentity {
-                    system_identifier: cluster.system_identifier.to_string(),
+                    system_identifier: crate::wal::SystemId(cluster.system_identifier),
                     pg_major: cluster.pg_major,
                     wal_segment_size: cluster.wal_segment_size,
                     created_at: Utc::now(),

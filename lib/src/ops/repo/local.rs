@@ -59,6 +59,45 @@ pub fn push_ahead_dir(cache_dir: &Path, url: &str, env: &str) -> PathBuf {
     cache_dir.join(format!("push-{}", short_hash(&[url, env])))
 }
 
+/// The lock of the process working in `dir` (the push-ahead helper, the prefetch worker):
+/// a [`crate::fsutil::PidFile`].
+pub fn lock_file(dir: &Path) -> PathBuf {
+    dir.join(".lock")
+}
+
+/// The push-ahead claims (`claim/NAME`: a [`crate::fsutil::PidFile`] of the process pushing
+/// NAME now) of push-ahead directory `dir`.
+pub fn claims_dir(dir: &Path) -> PathBuf {
+    dir.join("claim")
+}
+
+/// The push-ahead done markers (`done/NAME`: NAME is durably stored) of push-ahead
+/// directory `dir`.
+pub fn done_dir(dir: &Path) -> PathBuf {
+    dir.join("done")
+}
+
+/// The push-ahead helper's log (its stderr) in push-ahead directory `dir`.
+pub fn helper_log(dir: &Path) -> PathBuf {
+    dir.join("helper.log")
+}
+
+/// The segment PostgreSQL asked for last, recorded by wal-fetch in prefetch directory `dir`
+/// for the worker to follow.
+pub fn position_file(dir: &Path) -> PathBuf {
+    dir.join("position")
+}
+
+/// Segment `name` spooled in prefetch directory `dir`, ready to be served.
+pub fn spooled(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// Segment `name` being downloaded into prefetch directory `dir` (never served).
+pub fn spooling(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.staged"))
+}
+
 /// The data directory as PostgreSQL sees it (its working directory is the resolved path).
 pub fn canonical_pgdata(pgdata: &Path) -> PathBuf {
     std::fs::canonicalize(pgdata).or_else(|_| std::path::absolute(pgdata)).unwrap_or_else(|_| pgdata.to_path_buf())

@@ -61,7 +61,7 @@ pub fn seal(meta: &mut BackupMetadata, manifest: &mut Manifest, keyring: &Keyrin
     manifest.backup = Some(ManifestBackup {
         name: meta.name.clone(),
         env: meta.env.clone(),
-        system_identifier: meta.system_identifier.clone(),
+        system_identifier: meta.system_identifier,
         timeline: meta.timeline,
         start_lsn: meta.start_lsn,
         stop_lsn: meta.stop_lsn,
@@ -103,8 +103,8 @@ fn check_fields(m: &BackupMetadata, name: &str, layout: &Layout) -> std::result:
     if m.env != layout.env() {
         return bad("env", format!("{:?} is not this environment ({:?})", m.env, layout.env()));
     }
-    if !m.system_identifier.parse::<u64>().is_ok_and(|s| s != 0) {
-        return bad("system_identifier", format!("{:?} is not a system identifier", m.system_identifier));
+    if m.system_identifier.0 == 0 {
+        return bad("system_identifier", format!("{:?} is not a system identifier", m.system_identifier.to_string()));
     }
     if m.timeline == 0 {
         return bad("timeline", "0 is not a timeline".into());
@@ -284,7 +284,7 @@ fn check_binding(m: &BackupMetadata, b: &ManifestBackup, keyring: &Keyring) -> s
         return differ("env", m.env.clone(), b.env.clone());
     }
     if m.system_identifier != b.system_identifier {
-        return differ("system_identifier", m.system_identifier.clone(), b.system_identifier.clone());
+        return differ("system_identifier", m.system_identifier.to_string(), b.system_identifier.to_string());
     }
     if m.timeline != b.timeline {
         return differ("timeline", m.timeline.to_string(), b.timeline.to_string());

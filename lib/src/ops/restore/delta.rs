@@ -25,7 +25,11 @@ use crate::error::IoContext;
 use crate::manifest::{EntryKind, Manifest, ManifestEntry, tablespace_content, tablespace_link_oid};
 use crate::ops::repo::catalog::BackupMetadata;
 use crate::pg::control::{self, PG_CONTROL};
+use crate::wal::sysid::SystemId;
 use crate::{Error, Result};
+
+/// The advice when --delta refuses a data directory.
+const FORCE_INSTEAD: &str = "use --force to delete its contents and restore everything";
 
 /// Where [`disable`] moves the control file of a delta restore that failed.
 pub const PG_CONTROL_ASIDE: &str = "global/pg_control.walvault-delta";
@@ -77,10 +81,10 @@ pub fn check_not_running(pgdata: &Path) -> Result<()> {
 /// [`Error::Refused`] for another cluster's directory or a non-empty directory without a
 /// control file; [`Error::Io`]/[`Error::Invalid`] for an unreadable control file.
 pub fn check_cluster(pgdata: &Path, backup: &BackupMetadata) -> Result<()> {
-    check_identifier(pgdata, &backup.name, &backup.system_identifier)
+    check_identifier(pgdata, &backup.name, backup.system_identifier)
 }
 
-fn check_identifier(pgdata: &Path, backup: &str, system_identifier: &str) -> Result<()> {
+fn check_identifier(pgdata: &Path, backup: &str, system_identifier: SystemId) -> Result<()> {
     let empty = fs::read_dir(pgdata).map(|mut d| d.next().is_none()).unwrap_or(true);
     if empty {
         return Ok(());
@@ -91,17 +95,19 @@ fn check_identifier(pgdata: &Path, backup: &str, system_identifier: &str) -> Res
     };
     let Some(ours) = found else {
         return Err(Error::Refused(format!(
-            "{} has no {PG_CONTROL}: cannot tell which cluster it belongs to, so --delta leaves it alone\nHINT: use --force to delete its contents and restore everything",
+            "{} has no {PG_CONTROL}: cannot tell which cluster it belongs to, so --delta leaves it alone",
             pgdata.display()
-        )));
+        ))
+        .with_hint(FORCE_INSTEAD));
     };
-    if ours.to_string() != system_identifier {
+    if ours != system_identifier.0 {
         return Err(Error::Refused(format!(
-            "{} belongs to the cluster with system identifier {ours}, backup {} to system identifier {}: --delta restores only over the same cluster (nothing was changed)\nHINT: use --force to delete its contents and restore everything",
+            "{} belongs to the cluster with system identifier {ours}, backup {} to system identifier {}: --delta restores only over the same cluster (nothing was changed)",
             pgdata.display(),
             backup,
             system_identifier
-        )));
+        ))
+        .with_hint(FORCE_INSTEAD));
     }
     Ok(())
 }

@@ -223,10 +223,7 @@ async fn recovery_plan(
     pgdata: &Path,
 ) -> Result<local::Plan> {
     let history = archive.history(repo, end.timeline)?;
-    let sysid = b.system_identifier.parse::<u64>().map_err(|e| {
-        Error::corrupt(format!("backup {}", b.name), format!("system identifier {:?}: {e}", b.system_identifier))
-    })?;
-    Ok(local::Plan::new(repo, pgdata, sysid, b.wal_segment_size, end.timeline, history))
+    Ok(local::Plan::new(repo, pgdata, b.system_identifier.0, b.wal_segment_size, end.timeline, history))
 }
 
 /// Extract every part, move tablespaces, write the recovery settings.

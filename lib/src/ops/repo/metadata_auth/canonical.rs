@@ -24,7 +24,7 @@ pub fn canonical(m: &BackupMetadata) -> Vec<u8> {
     f("name", &m.name);
     f("env", &m.env);
     f("cluster", &m.cluster);
-    f("system_identifier", &m.system_identifier);
+    f("system_identifier", &m.system_identifier.to_string());
     f("pg_version_num", &m.pg_version_num.to_string());
     f("wal_segment_size", &m.wal_segment_size.to_string());
     f("timeline", &m.timeline.to_string());

@@ -57,7 +57,7 @@ fn fixture(encrypted: bool) -> (BackupMetadata, Manifest) {
         name: NAME.into(),
         env: "test".into(),
         cluster: "main".into(),
-        system_identifier: "7324582734658237465".into(),
+        system_identifier: crate::wal::SystemId(7_324_582_734_658_237_465),
         pg_version_num: 150_004,
         wal_segment_size: 16 << 20,
         timeline: 1,

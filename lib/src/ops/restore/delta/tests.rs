@@ -104,7 +104,7 @@ fn a_link_or_a_file_where_the_backup_has_a_directory_goes() {
 fn another_cluster_or_an_unknown_directory_is_refused() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let root = tmp.path();
-    let check = |dir: &Path| check_identifier(dir, "b1", "42");
+    let check = |dir: &Path| check_identifier(dir, "b1", crate::wal::sysid::SystemId(42));
     assert!(check(&root.join("absent")).is_ok());
     write(root, "PG_VERSION", b"16\n");
     assert!(matches!(check(root), Err(Error::Refused(m)) if m.contains("no global/pg_control")));
