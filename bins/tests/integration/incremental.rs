@@ -263,3 +263,64 @@ fn chains_in_list_verify_prune_and_status() {
     let text = String::from_utf8_lossy(&repo.run("walvault", &["list"]).stdout).into_owned();
     assert!(text.contains("BROKEN"), "{text}");
 }
+
+/// PostgreSQL 17 and newer with `summarize_wal`: an increment whose range the summaries do not
+/// cover (the summarizer was off when the reference started) compares by content and says
+/// so; the next one reads only the blocks the summaries name; the chain restores exactly.
+pub(super) fn summaries_drill(bin: PathBuf) {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let p = primary_with(&repo, bin.clone());
+    p.pgbench(&["-i", "-s", "5", "-q"]);
+    p.psql("CREATE TABLE ext(id int, pad text)");
+    let full = backup(&repo, &p, "full");
+    p.psql("ALTER SYSTEM SET summarize_wal = on");
+    p.psql("SELECT pg_reload_conf()");
+    p.psql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 500");
+    p.psql("CHECKPOINT");
+    // The summaries so far removed (as wal_summary_keep_time does): the range is not covered.
+    let summarized = |p: &Cluster| p.psql("SELECT count(*) FROM pg_available_wal_summaries()");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while summarized(&p) == "0" {
+        assert!(std::time::Instant::now() < deadline, "the summarizer wrote nothing");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for f in std::fs::read_dir(p.pgdata.join("pg_wal/summaries")).expect("summaries").flatten() {
+        std::fs::remove_file(f.path()).expect("remove summary");
+    }
+    let first = backup(&repo, &p, "incr");
+    let source = first["block_source"].as_str().unwrap_or("").to_string();
+    assert!(source.starts_with("content (") && source.contains("do not cover"), "{first}");
+
+    p.psql("UPDATE pgbench_accounts SET abalance = abalance + 2 WHERE aid <= 1000");
+    p.psql("TRUNCATE pgbench_history");
+    p.psql("INSERT INTO ext SELECT g, repeat('x', 500) FROM generate_series(1, 5000) g");
+    p.psql("DELETE FROM ext WHERE id > 50");
+    p.psql("VACUUM ext");
+    p.psql("CREATE TABLE born AS SELECT g FROM generate_series(1, 1000) g");
+    let second = backup(&repo, &p, "incr");
+    assert_eq!(second["block_source"], "wal-summaries", "{second}");
+    let (read, total) = (second["read_bytes"].as_u64().expect("read_bytes"), full["bytes"].as_u64().expect("bytes"));
+    assert!(read * 10 < total, "read {read} of {total} bytes");
+    let lsn = p.psql("SELECT pg_current_wal_lsn()");
+    let expected = state(&p);
+    p.switch_and_wait_archived(Duration::from_secs(120));
+
+    let (mut c, out) = prepare_with(&repo, &["--target-lsn", &lsn, "--json"], bin);
+    assert!(out.status.success(), "pitr-prepare: {}", stderr(&out));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(outcome["backup"], second["name"]);
+    recover(&mut c, false);
+    assert_eq!(state(&c), expected, "{}", c.log());
+    amcheck(&c);
+    c.stop();
+}
+
+#[test]
+fn wal_summaries_postgres_17() {
+    summaries_drill(super::common::pg_bin_for(17));
+}
+
+#[test]
+fn wal_summaries_postgres_18() {
+    summaries_drill(super::common::pg_bin_for(18));
+}

@@ -289,5 +289,7 @@ impl Server {
     }
 }
 
+mod summaries;
+
 #[cfg(test)]
 mod tests;
