@@ -277,11 +277,15 @@ pub(super) fn summaries_drill(bin: PathBuf) {
     p.psql("SELECT pg_reload_conf()");
     p.psql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 500");
     p.psql("CHECKPOINT");
-    // The summaries so far removed (as wal_summary_keep_time does): the range is not covered.
-    let summarized = |p: &Cluster| p.psql("SELECT count(*) FROM pg_available_wal_summaries()");
+    // The summaries so far removed (as wal_summary_keep_time does), once the summarizer has
+    // caught up: the range from the full backup is not covered.
+    // The summarizer writes a summary at each checkpoint's redo point.
+    let lsn = p.psql("SELECT redo_lsn FROM pg_control_checkpoint()");
+    let caught_up =
+        |p: &Cluster| p.psql(&format!("SELECT summarized_lsn >= '{lsn}' FROM pg_get_wal_summarizer_state()"));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while summarized(&p) == "0" {
-        assert!(std::time::Instant::now() < deadline, "the summarizer wrote nothing");
+    while caught_up(&p) != "t" {
+        assert!(std::time::Instant::now() < deadline, "the summarizer did not reach {lsn}");
         std::thread::sleep(Duration::from_millis(200));
     }
     for f in std::fs::read_dir(p.pgdata.join("pg_wal/summaries")).expect("summaries").flatten() {
