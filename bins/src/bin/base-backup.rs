@@ -51,6 +51,10 @@ struct Cli {
     /// changed since the newest backup of any type); without a backup to build on, full
     #[arg(long = "type", value_name = "TYPE", default_value = "full")]
     backup_type: String,
+    /// With --type diff or incr: take a full backup instead when the newest full backup is
+    /// this old (e.g. 7d for a weekly full from a nightly schedule)
+    #[arg(long, value_name = "DURATION")]
+    full_every: Option<String>,
     #[command(flatten)]
     common: common::Common,
 }
@@ -75,6 +79,10 @@ fn main() -> ExitCode {
         let config = cli.common.load("base-backup")?;
         let archive_timeout = archive_timeout(&cli.archive_timeout)?;
         let backup_type = walvault::ops::repo::catalog::BackupType::parse(&cli.backup_type)?;
+        let full_every = match &cli.full_every {
+            Some(v) => Some(walvault::ops::repo::human::parse_duration("--full-every", v)?),
+            None => None,
+        };
         let conn = ConnParams::from_env_and_flags(cli.host.clone(), cli.port, cli.user.clone(), cli.dbname.clone())?;
         let opts = BackupOptions {
             conn,
@@ -86,6 +94,7 @@ fn main() -> ExitCode {
             cluster: config.cluster.clone(),
             progress: common::progress_bar(),
             backup_type,
+            full_every,
         };
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;

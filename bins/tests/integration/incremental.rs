@@ -328,3 +328,24 @@ fn wal_summaries_postgres_17() {
 fn wal_summaries_postgres_18() {
     summaries_drill(super::common::pg_bin_for(18));
 }
+
+/// `--full-every`: a nightly `--type incr` takes a full backup once the newest full backup is
+/// that old, an incremental one before.
+#[test]
+fn full_every_turns_an_incr_into_the_weekly_full() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let p = super::pitr::primary(&repo);
+    let first = base_backup(&repo, &p, &["--type", "incr", "--full-every", "7d"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(super::raw::json(&first).get("backup_type").is_none(), "no backup to build on: a full one");
+    let incr = base_backup(&repo, &p, &["--type", "incr", "--full-every", "7d"]);
+    assert_eq!(super::raw::json(&incr)["backup_type"], "incr", "{}", stderr(&incr));
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = base_backup(&repo, &p, &["--type", "incr", "--full-every", "1s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(super::raw::json(&out).get("backup_type").is_none(), "the full backup is over 1 s old: {}", stderr(&out));
+    assert!(stderr(&out).contains("older than --full-every"), "{}", stderr(&out));
+    let bad = base_backup(&repo, &p, &["--type", "weekly"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("--type"), "{}", stderr(&bad));
+}

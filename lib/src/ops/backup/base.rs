@@ -55,6 +55,8 @@ pub struct BackupOptions {
     pub progress: Option<ProgressFn>,
     /// `--type`: full, or only what changed since a reference ([`super::incremental`]).
     pub backup_type: BackupType,
+    /// `--full-every`: a diff/incr is taken in full when the newest full backup is this old.
+    pub full_every: Option<chrono::TimeDelta>,
 }
 
 /// Default part size: 256 MiB of file data.
@@ -82,8 +84,7 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         wal_segment_size: server.wal_segment_size,
     };
     identity::ensure(repo, &cluster).await?;
-    let reference =
-        super::incremental::reference(repo, opts.backup_type, server.system_identifier, server.timeline).await?;
+    let reference = super::incremental::reference(repo, opts, server.system_identifier, server.timeline).await?;
     let name = fresh_backup_name(repo, &opts.cluster).await?;
     let start = server.backup_start(&name, true).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);

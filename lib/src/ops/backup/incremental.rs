@@ -29,16 +29,18 @@ pub struct Reference {
 /// The reference for a backup of type `kind` of the cluster `system_identifier` starting on
 /// `timeline`: for `diff` the newest full backup, for `incr` the newest backup of any type,
 /// on this timeline's path. `None` (with a warning: the backup is then a full one) when there
-/// is none, or it has no block map (written before incremental backups).
+/// is none, or it has no block map (written before incremental backups), or the newest full
+/// backup is older than `--full-every`.
 ///
 /// # Errors
 /// Storage, key and corruption errors reading the reference.
 pub async fn reference(
     repo: &Repo,
-    kind: BackupType,
+    opts: &super::base::BackupOptions,
     system_identifier: u64,
     timeline: u32,
 ) -> Result<Option<Reference>> {
+    let kind = opts.backup_type;
     if kind.is_full() {
         return Ok(None);
     }
@@ -50,6 +52,17 @@ pub async fn reference(
             && (kind == BackupType::Incr || b.backup_type.is_full())
             && path.as_ref().map_or(b.timeline == timeline, |p| p.contains_point(b.timeline, b.start_lsn))
     });
+    let newest_full = all.iter().rev().find(|b| b.system_identifier == sysid && b.backup_type.is_full());
+    if let (Some(every), Some(full)) = (opts.full_every, newest_full)
+        && chrono::Utc::now() - full.stop_time >= every
+    {
+        tracing::info!(
+            "the newest full backup {} is older than --full-every {}: taking a full backup",
+            full.name,
+            crate::ops::repo::human::human_duration(every)
+        );
+        return Ok(None);
+    }
     let Some(meta) = candidate else {
         tracing::warn!(
             "no {} backup of this cluster on timeline {timeline} to build on: taking a full backup",
