@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 use ring::digest::{Context, SHA256};
 
 use crate::manifest::check_relative_path;
+
+mod changed;
 use crate::{Error, Result};
+pub use changed::{ChangedBlocks, RelationChanges, relation_segment};
 
 /// The block size: PostgreSQL's page.
 pub const BLOCK: usize = 8192;

@@ -58,6 +58,10 @@ struct Cli {
     /// changed since the newest backup of any type); without a backup to build on, full
     #[arg(long = "type", value_name = "TYPE", default_value = "full")]
     backup_type: String,
+    /// With --type diff or incr: take a full backup instead when the newest full backup is
+    /// this old (e.g. 7d for a weekly full from a nightly schedule)
+    #[arg(long, value_name = "DURATION")]
+    full_every: Option<String>,
     #[command(flatten)]
     common: common::Common,
 }
@@ -83,6 +87,10 @@ fn main() -> ExitCode {
         let archive_timeout = archive_timeout(&cli.archive_timeout)?;
         let backup_type = walvault::ops::repo::catalog::BackupType::parse(&cli.backup_type)?;
         let max_rate = cli.max_rate.as_deref().map(|r| walvault::throttle::parse_rate("--max-rate", r)).transpose()?;
+        let full_every = match &cli.full_every {
+            Some(v) => Some(walvault::ops::repo::human::parse_duration("--full-every", v)?),
+            None => None,
+        };
         let conn = ConnParams::from_env_and_flags(cli.host.clone(), cli.port, cli.user.clone(), cli.dbname.clone())?;
         let opts = BackupOptions {
             conn,
@@ -96,6 +104,7 @@ fn main() -> ExitCode {
             max_rate,
             max_standby_lag: config.standby_max_lag,
             checkpoint: if cli.checkpoint == "fast" { Checkpoint::Fast } else { Checkpoint::Spread },
+            full_every,
         };
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;

@@ -174,3 +174,178 @@ fn chain_of_full_and_three_increments_restores_every_link_s3() {
 fn chain_of_full_and_three_increments_restores_every_link_postgres_17() {
     chain_drill(Backend::Fs, super::common::pg_bin_for(17));
 }
+
+/// list, verify, prune and status know chains: types, references and lengths listed; every
+/// chain verified end to end (a broken one fails, naming the missing backup); prune keeps the
+/// chain of a kept backup and says why; status reports the newest full and incremental.
+#[test]
+fn chains_in_list_verify_prune_and_status() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let mut p = super::pitr::primary(&repo);
+    p.psql("CREATE TABLE t(id int, v text)");
+    let mut names = Vec::new();
+    for (i, kind) in ["full", "incr", "incr", "diff"].iter().enumerate() {
+        p.psql(&format!("INSERT INTO t SELECT g, 'batch {i}' FROM generate_series(1, 2000) g"));
+        names.push(backup(&repo, &p, kind)["name"].as_str().expect("name").to_string());
+    }
+    p.switch_and_wait_archived(Duration::from_secs(120));
+    p.stop();
+
+    let out = repo.run("walvault", &["list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = super::raw::json(&out);
+    let chains: Vec<(String, u64, String)> = listing["chains"]
+        .as_array()
+        .expect("chains")
+        .iter()
+        .map(|c| {
+            let kind = c["type"].as_str().expect("type").to_string();
+            (kind, c["length"].as_u64().expect("length"), c["reference"].as_str().unwrap_or("-").to_string())
+        })
+        .collect();
+    let expected = [
+        ("full".to_string(), 1, "-".to_string()),
+        ("incr".to_string(), 2, names[0].clone()),
+        ("incr".to_string(), 3, names[1].clone()),
+        ("diff".to_string(), 2, names[0].clone()),
+    ];
+    assert_eq!(chains, expected);
+    let text = String::from_utf8_lossy(&repo.run("walvault", &["list"]).stdout).into_owned();
+    assert!(text.contains("BUILDS ON") && text.contains("incr     3"), "{text}");
+
+    let out = repo.run("walvault", &["verify", "--json", "--no-report"]);
+    assert_eq!(super::raw::json(&out)["status"], "passed", "{}", String::from_utf8_lossy(&out.stdout));
+
+    let status = repo.run("walvault", &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.contains(&format!("newest full {}", names[0])), "{text}");
+    assert!(text.contains(&format!("newest incremental {}", names[3])), "{text}");
+    let prom = String::from_utf8_lossy(&repo.run("walvault", &["status", "--prometheus"]).stdout).into_owned();
+    assert!(prom.contains("walvault_backup_last_full_completion_timestamp_seconds{"), "{prom}");
+    assert!(prom.contains("walvault_backup_last_incremental_completion_timestamp_seconds{"), "{prom}");
+
+    // Long after: only the newest (the diff) is kept by the policy, and its full backup with it.
+    let later = super::ops::time_from_now("+200 days");
+    let out = repo.run("walvault", &["prune", "--dry-run", "--json", "--now", &later]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan = super::raw::json(&out);
+    let fate: Vec<(bool, String)> = plan["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .map(|d| (d["keep"] == true, d["reason"].as_str().unwrap_or("").to_string()))
+        .collect();
+    assert_eq!(fate.iter().map(|f| f.0).collect::<Vec<_>>(), [true, false, false, true], "{fate:?}");
+    assert!(fate[0].1.contains(&format!("{} builds on it", names[3])), "{fate:?}");
+    // Keep the second incr: its whole chain stays.
+    let out = repo.run("walvault", &["prune", "--dry-run", "--json", "--now", &later, "--keep", &names[2]]);
+    let kept: Vec<bool> =
+        super::raw::json(&out)["backups"].as_array().expect("b").iter().map(|d| d["keep"] == true).collect();
+    assert_eq!(kept, [true, true, true, true]);
+
+    // The middle of a chain deleted by hand: verify fails on its successor, naming it.
+    let env = "production";
+    delete_raw(&repo, &format!("database/{env}/{}_metadata.json", names[1]));
+    let out = repo.run("walvault", &["verify", "--json", "--no-report"]);
+    let report = super::raw::json(&out);
+    assert_eq!(report["status"], "failed");
+    let failed: Vec<String> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["status"] == "failed")
+        .map(|c| c["detail"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        failed.iter().any(|d| d.contains(&format!("backup {}, which {} builds on, is missing", names[1], names[2]))),
+        "{failed:?}"
+    );
+    let text = String::from_utf8_lossy(&repo.run("walvault", &["list"]).stdout).into_owned();
+    assert!(text.contains("BROKEN"), "{text}");
+}
+
+/// PostgreSQL 17 and newer with `summarize_wal`: an increment whose range the summaries do not
+/// cover (the summarizer was off when the reference started) compares by content and says
+/// so; the next one reads only the blocks the summaries name; the chain restores exactly.
+pub(super) fn summaries_drill(bin: PathBuf) {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let p = primary_with(&repo, bin.clone());
+    p.pgbench(&["-i", "-s", "5", "-q"]);
+    p.psql("CREATE TABLE ext(id int, pad text)");
+    let full = backup(&repo, &p, "full");
+    p.psql("ALTER SYSTEM SET summarize_wal = on");
+    p.psql("SELECT pg_reload_conf()");
+    p.psql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 500");
+    p.psql("CHECKPOINT");
+    // The summaries so far removed (as wal_summary_keep_time does), once the summarizer has
+    // caught up: the range from the full backup is not covered.
+    // The summarizer writes a summary at each checkpoint's redo point.
+    let lsn = p.psql("SELECT redo_lsn FROM pg_control_checkpoint()");
+    let caught_up =
+        |p: &Cluster| p.psql(&format!("SELECT summarized_lsn >= '{lsn}' FROM pg_get_wal_summarizer_state()"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while caught_up(&p) != "t" {
+        assert!(std::time::Instant::now() < deadline, "the summarizer did not reach {lsn}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for f in std::fs::read_dir(p.pgdata.join("pg_wal/summaries")).expect("summaries").flatten() {
+        std::fs::remove_file(f.path()).expect("remove summary");
+    }
+    let first = backup(&repo, &p, "incr");
+    let source = first["block_source"].as_str().unwrap_or("").to_string();
+    assert!(source.starts_with("content (") && source.contains("do not cover"), "{first}");
+
+    p.psql("UPDATE pgbench_accounts SET abalance = abalance + 2 WHERE aid <= 1000");
+    p.psql("TRUNCATE pgbench_history");
+    p.psql("INSERT INTO ext SELECT g, repeat('x', 500) FROM generate_series(1, 5000) g");
+    p.psql("DELETE FROM ext WHERE id > 50");
+    p.psql("VACUUM ext");
+    p.psql("CREATE TABLE born AS SELECT g FROM generate_series(1, 1000) g");
+    let second = backup(&repo, &p, "incr");
+    assert_eq!(second["block_source"], "wal-summaries", "{second}");
+    let (read, total) = (second["read_bytes"].as_u64().expect("read_bytes"), full["bytes"].as_u64().expect("bytes"));
+    assert!(read * 10 < total, "read {read} of {total} bytes");
+    let lsn = p.psql("SELECT pg_current_wal_lsn()");
+    let expected = state(&p);
+    p.switch_and_wait_archived(Duration::from_secs(120));
+
+    let (mut c, out) = prepare_with(&repo, &["--target-lsn", &lsn, "--json"], bin);
+    assert!(out.status.success(), "pitr-prepare: {}", stderr(&out));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(outcome["backup"], second["name"]);
+    recover(&mut c, false);
+    assert_eq!(state(&c), expected, "{}", c.log());
+    amcheck(&c);
+    c.stop();
+}
+
+#[test]
+fn wal_summaries_postgres_17() {
+    summaries_drill(super::common::pg_bin_for(17));
+}
+
+#[test]
+fn wal_summaries_postgres_18() {
+    summaries_drill(super::common::pg_bin_for(18));
+}
+
+/// `--full-every`: a nightly `--type incr` takes a full backup once the newest full backup is
+/// that old, an incremental one before.
+#[test]
+fn full_every_turns_an_incr_into_the_weekly_full() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let p = super::pitr::primary(&repo);
+    let first = base_backup(&repo, &p, &["--type", "incr", "--full-every", "7d"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(super::raw::json(&first).get("backup_type").is_none(), "no backup to build on: a full one");
+    let incr = base_backup(&repo, &p, &["--type", "incr", "--full-every", "7d"]);
+    assert_eq!(super::raw::json(&incr)["backup_type"], "incr", "{}", stderr(&incr));
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = base_backup(&repo, &p, &["--type", "incr", "--full-every", "1s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(super::raw::json(&out).get("backup_type").is_none(), "the full backup is over 1 s old: {}", stderr(&out));
+    assert!(stderr(&out).contains("older than --full-every"), "{}", stderr(&out));
+    let bad = base_backup(&repo, &p, &["--type", "weekly"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("--type"), "{}", stderr(&bad));
+}

@@ -38,7 +38,7 @@ fn part(data: &Path, reference: Option<&crate::blockmap::BlockMap>, spool: &Path
             let (tar, entries, blocks) = ok(write_tar_blocks(Vec::new(), &files));
             (tar, IncrementalPart { entries, blocks, ..Default::default() })
         }
-        Some(r) => ok(write_tar_incremental(Vec::new(), &files, r, spool)),
+        Some(r) => ok(write_tar_incremental(Vec::new(), &files, r, None, spool)),
     }
 }
 

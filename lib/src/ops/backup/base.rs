@@ -57,6 +57,8 @@ pub struct BackupOptions {
     pub max_standby_lag: Duration,
     /// The checkpoint that starts the backup: spread (the default, as `pg_basebackup`) or fast.
     pub checkpoint: Checkpoint,
+    /// `--full-every`: a diff/incr is taken in full when the newest full backup is this old.
+    pub full_every: Option<chrono::TimeDelta>,
 }
 
 /// How the checkpoint that starts a backup is taken.
@@ -100,8 +102,7 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         wal_segment_size: server.wal_segment_size,
     };
     identity::ensure(repo, &cluster).await?;
-    let reference =
-        super::incremental::reference(repo, opts.backup_type, server.system_identifier, server.timeline).await?;
+    let reference = super::incremental::reference(repo, opts, server.system_identifier, server.timeline).await?;
     let name = fresh_backup_name(repo, &opts.cluster).await?;
     tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
     let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
@@ -170,6 +171,7 @@ async fn copy_and_finish(
     let walk_root = pgdata.to_path_buf();
     let files = blocking(move || datadir::walk(&walk_root, Some(&version_dir))).await?;
     let total: u64 = files.iter().map(|f| f.size).sum();
+    let (changed, source) = super::incremental::changed_blocks(server, reference, start).await?;
     let mut parts = datadir::split_parts(files, opts.part_size.max(1));
     // The walk puts global/pg_control last: its part is read once every other part is, as
     // PostgreSQL copies it (a standby backup ends at the minRecoveryPoint it holds).
@@ -184,7 +186,7 @@ async fn copy_and_finish(
         let spool = spool.path().to_path_buf();
         let flow = &flow;
         let part = match reference {
-            Some(r) => Part::Incremental(files, Arc::clone(&r.blocks)),
+            Some(r) => Part::Incremental(files, Arc::clone(&r.blocks), changed.clone()),
             None => Part::Files(files),
         };
         async move {
@@ -228,7 +230,7 @@ async fn copy_and_finish(
     let (parts, mut outputs): (Vec<PartInfo>, Vec<IncrementalPart>) = results.into_iter().unzip();
     let entries = outputs.iter_mut().flat_map(|o| std::mem::take(&mut o.entries)).collect();
     let mut manifest = Manifest::new(entries, tablespaces.clone());
-    let blocks = super::incremental::merge(&mut manifest, outputs);
+    let (blocks, read_bytes) = super::incremental::merge(&mut manifest, outputs);
     let manifest_key = repo.layout.backup_object(name, &format!("manifest.json{}", repo.object_ext()));
     let mut meta = BackupMetadata {
         format: metadata_auth::METADATA_FORMAT,
@@ -259,9 +261,11 @@ async fn copy_and_finish(
         seconds: 0.0,
         backup_type: Default::default(),
         reference: None,
+        block_source: None,
+        read_bytes: None,
         mac: None,
     };
-    super::incremental::finish(repo, &mut meta, &mut manifest, &blocks, reference).await?;
+    super::incremental::finish(repo, &mut meta, &mut manifest, &blocks, reference, (source, read_bytes)).await?;
     // The metadata's MAC, and its digest inside the authenticated manifest.
     metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
@@ -276,7 +280,7 @@ async fn copy_and_finish(
 enum Part {
     Files(Vec<DataFile>),
     /// Files compared with a reference's block map.
-    Incremental(Vec<DataFile>, Arc<crate::blockmap::BlockMap>),
+    Incremental(Vec<DataFile>, Arc<crate::blockmap::BlockMap>, Option<Arc<crate::blockmap::ChangedBlocks>>),
     Bytes(Vec<(String, Vec<u8>)>),
 }
 
@@ -312,8 +316,8 @@ async fn upload_part(
                 let read_bytes = entries.iter().map(|e| e.size).sum();
                 (encoder, IncrementalPart { entries, blocks, read_bytes, ..Default::default() })
             }
-            Part::Incremental(files, reference) => {
-                tarball::write_tar_incremental(encoder, files, reference, &spool_dir)?
+            Part::Incremental(files, reference, changed) => {
+                tarball::write_tar_incremental(encoder, files, reference, changed.as_deref(), &spool_dir)?
             }
             Part::Bytes(items) => {
                 let refs: Vec<(&str, &[u8])> = items.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();

@@ -4,13 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::blockmap::BlockMap;
+use crate::blockmap::{BlockMap, ChangedBlocks};
 use crate::manifest::{Manifest, ManifestReference};
 use crate::ops::Repo;
 use crate::ops::repo::catalog::{self, BackupMetadata, BackupType, WalArchive};
 use crate::ops::repo::wal_index::WalIndex;
 use crate::ops::repo::{chain, metadata_auth, parts};
+use crate::pg::backup_api::{BackupStart, Server};
 use crate::tarball::IncrementalPart;
 use crate::wal::WalFileName;
 use crate::wal::follow::Path;
@@ -27,16 +29,18 @@ pub struct Reference {
 /// The reference for a backup of type `kind` of the cluster `system_identifier` starting on
 /// `timeline`: for `diff` the newest full backup, for `incr` the newest backup of any type,
 /// on this timeline's path. `None` (with a warning: the backup is then a full one) when there
-/// is none, or it has no block map (written before incremental backups).
+/// is none, or it has no block map (written before incremental backups), or the newest full
+/// backup is older than `--full-every`.
 ///
 /// # Errors
 /// Storage, key and corruption errors reading the reference.
 pub async fn reference(
     repo: &Repo,
-    kind: BackupType,
+    opts: &super::base::BackupOptions,
     system_identifier: u64,
     timeline: u32,
 ) -> Result<Option<Reference>> {
+    let kind = opts.backup_type;
     if kind.is_full() {
         return Ok(None);
     }
@@ -47,6 +51,17 @@ pub async fn reference(
             && (kind == BackupType::Incr || b.backup_type.is_full())
             && path.as_ref().map_or(b.timeline == timeline, |p| p.contains_point(b.timeline, b.start_lsn))
     });
+    let newest_full = all.iter().rev().find(|b| b.system_identifier.0 == system_identifier && b.backup_type.is_full());
+    if let (Some(every), Some(full)) = (opts.full_every, newest_full)
+        && chrono::Utc::now() - full.stop_time >= every
+    {
+        tracing::info!(
+            "the newest full backup {} is older than --full-every {}: taking a full backup",
+            full.name,
+            crate::ops::repo::human::human_duration(every)
+        );
+        return Ok(None);
+    }
     let Some(meta) = candidate else {
         tracing::warn!(
             "no {} backup of this cluster on timeline {timeline} to build on: taking a full backup",
@@ -81,16 +96,57 @@ async fn timeline_path(repo: &Repo, timeline: u32, seg: u64) -> Result<Option<Pa
     Ok(Some(Path::new(&history, timeline, seg)))
 }
 
-/// Merge the parts' outputs into the manifest's incremental fields; returns the block map.
-pub fn merge(manifest: &mut Manifest, outputs: Vec<IncrementalPart>) -> BlockMap {
+/// Merge the parts' outputs into the manifest's incremental fields; returns the block map and
+/// the bytes read from the data directory.
+pub fn merge(manifest: &mut Manifest, outputs: Vec<IncrementalPart>) -> (BlockMap, u64) {
     let mut blocks = BlockMap::default();
+    let mut read = 0;
     for out in outputs {
         manifest.deltas.extend(out.deltas);
         manifest.unchanged.extend(out.unchanged);
         blocks.files.extend(out.blocks.files);
+        read += out.read_bytes;
     }
-    blocks
+    (blocks, read)
 }
+
+/// How long base-backup waits for the WAL summarizer to reach the backup's start.
+const SUMMARIZER_WAIT: Duration = Duration::from_secs(60);
+
+/// Where an incremental's changed blocks come from: PostgreSQL's WAL summaries between the
+/// reference's start and this backup's (17 and newer, `summarize_wal = on`), else every file
+/// compared by content; the second value says which, and why not the summaries.
+///
+/// # Errors
+/// A failed query.
+pub async fn changed_blocks(
+    server: &Server,
+    reference: Option<&Reference>,
+    start: &BackupStart,
+) -> Result<(Option<Arc<ChangedBlocks>>, Option<String>)> {
+    let Some(r) = reference else { return Ok((None, None)) };
+    let why = if r.meta.timeline != start.timeline {
+        format!("the reference is on timeline {}, this backup on {}", r.meta.timeline, start.timeline)
+    } else {
+        match server.changed_blocks(start.timeline, r.meta.start_lsn, start.lsn, SUMMARIZER_WAIT).await? {
+            Ok(changed) => {
+                tracing::info!(
+                    "changed blocks from WAL summaries {} to {}: {} relation forks",
+                    r.meta.start_lsn,
+                    start.lsn,
+                    changed.relations.len()
+                );
+                return Ok((Some(Arc::new(changed)), Some(SOURCE_SUMMARIES.into())));
+            }
+            Err(why) => why,
+        }
+    };
+    tracing::info!("comparing every file by content (WAL summaries not used: {why})");
+    Ok((None, Some(format!("content ({why})"))))
+}
+
+/// `block_source` of an incremental whose relation blocks came from WAL summaries.
+pub const SOURCE_SUMMARIES: &str = "wal-summaries";
 
 /// Store the block map and name the reference in the manifest and the metadata (before the
 /// metadata is sealed: both fields are covered).
@@ -103,11 +159,14 @@ pub async fn finish(
     manifest: &mut Manifest,
     blocks: &BlockMap,
     reference: Option<&Reference>,
+    (source, read_bytes): (Option<String>, u64),
 ) -> Result<()> {
     manifest.block_map_sha256 = Some(chain::save_block_map(repo, &meta.name, &meta.manifest_key, blocks).await?);
     if let Some(r) = reference {
         meta.backup_type = r.kind;
         meta.reference = Some(r.meta.name.clone());
+        meta.block_source = source;
+        meta.read_bytes = Some(read_bytes);
         manifest.reference = Some(ManifestReference {
             name: r.meta.name.clone(),
             metadata_sha256: metadata_auth::metadata_sha256(&r.meta),

@@ -57,6 +57,12 @@ pub struct BackupMetadata {
     /// The backup an incremental builds on (absent for a full backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// An incremental's source of changed blocks: `wal-summaries`, or `content (why not)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_source: Option<String>,
+    /// Bytes an incremental read from the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bytes: Option<u64>,
     /// HMAC-SHA256 of the canonical form, lowercase hex (format 2, encrypted repositories).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,

@@ -57,9 +57,11 @@ pub fn canonical(m: &BackupMetadata) -> Vec<u8> {
     }
     // Fields added later appear only when set, so earlier metadata keeps its canonical form.
     // Incremental backups only (section 9): a full backup's form is unchanged.
-    if !m.backup_type.is_full() || m.reference.is_some() {
+    if !m.backup_type.is_full() || m.reference.is_some() || m.block_source.is_some() || m.read_bytes.is_some() {
         f("backup_type", m.backup_type.name());
         f("reference", m.reference.as_deref().unwrap_or(""));
+        f("block_source", m.block_source.as_deref().unwrap_or(""));
+        f("read_bytes", &m.read_bytes.map_or(String::new(), |b| b.to_string()));
     }
     if m.from_standby {
         f("from_standby", "true");

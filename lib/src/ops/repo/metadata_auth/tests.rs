@@ -81,6 +81,8 @@ fn fixture(encrypted: bool) -> (BackupMetadata, Manifest) {
         seconds: 2.5,
         backup_type: Default::default(),
         reference: None,
+        block_source: None,
+        read_bytes: None,
         mac: None,
     };
     (meta, Manifest::new(files, ts))
