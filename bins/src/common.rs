@@ -32,7 +32,6 @@ impl Common {
     /// A detached copy of this binary (its own process group, stdin and stdout closed) with
     /// the flags that name the repository, environment and config file; secrets stay in the
     /// environment it inherits. The caller adds its own arguments and stderr.
-    #[allow(dead_code)]
     pub fn detached_self(&self) -> Option<std::process::Command> {
         use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe().ok()?;
@@ -62,16 +61,6 @@ impl Common {
         }
         Config::load(self.config.as_deref(), &overrides)
     }
-}
-
-#[allow(dead_code)]
-/// The listing cache directory: WALVAULT_CACHE_DIR, else beside PGDATA (or the current
-/// directory, which is PGDATA when PostgreSQL runs archive_command and restore_command).
-pub fn cache_dir(config: &Config) -> Option<PathBuf> {
-    config.cache_dir.clone().or_else(|| {
-        let pgdata = std::env::var_os("PGDATA").map(PathBuf::from).or_else(|| std::env::current_dir().ok())?;
-        walvault::ops::repo::wal_index::default_cache_dir(&pgdata)
-    })
 }
 
 /// One line per event on stderr: `wal-push: message`, `wal-push: warning: message`.
@@ -133,68 +122,5 @@ pub fn print_json(value: &impl serde::Serialize) {
 
 /// A small runtime: one WAL file per process needs no more than two workers.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("tokio runtime", e))
-}
-
-/// A progress bar on a terminal (bytes stored of the total); `None` when stderr is not one,
-/// where the one-line-per-part log is the progress.
-#[allow(dead_code)]
-pub fn progress_bar() -> Option<walvault::ops::backup::base::ProgressFn> {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    Some(std::sync::Arc::new(move |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-        if done >= total {
-            bar.finish_and_clear();
-        }
-    }))
-}
-
-/// The restore_command pitr-prepare writes: wal-fetch beside this binary, with the
-/// repository, environment and config file named (and `WALVAULT_ENCRYPTION=none` when that
-/// was chosen) -- never a key.
-#[allow(dead_code)]
-pub fn restore_command(config: &Config) -> String {
-    let fetch = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("wal-fetch")))
-        .filter(|p| p.is_file())
-        .map_or_else(|| "wal-fetch".to_string(), |p| p.display().to_string());
-    let mut cmd = format!(
-        "{} --repo {} --env {}",
-        shell_quote(&fetch),
-        shell_quote(&config.repo.to_string()),
-        shell_quote(&config.env)
-    );
-    if let Some(file) = &config.config_file {
-        cmd.push_str(&format!(" --config {}", shell_quote(&file.display().to_string())));
-    }
-    if let Some(dir) = &config.cache_dir {
-        cmd = format!("WALVAULT_CACHE_DIR={} {cmd}", shell_quote(&dir.display().to_string()));
-    }
-    // The choice to run without a key is carried over (it is not a secret; a key is).
-    if config.keyring.unencrypted_by_choice() {
-        cmd = format!("WALVAULT_ENCRYPTION=none {cmd}");
-    }
-    cmd + " %f %p"
-}
-
-fn shell_quote(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=".contains(c)) {
-        s.to_string()
-    } else {
-        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('$', "\\$").replace('`', "\\`"))
-    }
+    walvault::ops::repo::runtime::runtime()
 }

@@ -13,8 +13,6 @@ use walvault::ops::retention::prune::{PruneOptions, PrunePolicy};
 use walvault::ops::verify::VerifyOptions;
 use walvault::ops::verify::restore_test::RestoreTestOptions;
 
-use crate::common;
-
 fn seconds(setting: &str, value: &str) -> Result<Duration, Error> {
     Ok(parse_duration(setting, value)?.to_std().unwrap_or(Duration::ZERO))
 }
@@ -72,7 +70,7 @@ impl VerifyArgs {
             Some(RestoreTestOptions {
                 pg_bin: self.pg_bin.clone(),
                 scratch_dir: self.scratch_dir.clone(),
-                restore_command: common::restore_command(config),
+                restore_command: walvault::ops::restore::restore_command::restore_command(config)?,
                 check_sql: self.check_sql.clone(),
                 check_db: self.check_db.clone(),
                 check_user: self.check_user.clone(),

@@ -130,67 +130,73 @@ fn temp_name(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.walvault.{}.{nanos}.tmp", std::process::id()))
 }
 
-/// A file naming the process that owns something (a worker's lock, a claim on one WAL file):
-/// its pid and start time, so that a file left by a process that died -- or whose pid was
-/// reused since -- is recognised as stale and taken over. Removed when dropped.
+/// A lock file owning something (a worker's lock, a claim on one WAL file): an exclusive
+/// `flock` on the file ([`File::try_lock`]), which the kernel releases when the process
+/// ends however it ends. A file left by a process that died -- killed before it wrote
+/// anything, or after -- is therefore never mistaken for a live holder, and a reused pid
+/// changes nothing. The holder's pid and start time are written into the file for people
+/// reading it. Removed when dropped.
 #[derive(Debug)]
-pub struct PidFile(PathBuf);
+pub struct PidFile {
+    path: PathBuf,
+    // Holds the lock while open; closed (and unlocked) after the file is removed.
+    file: File,
+}
 
 impl PidFile {
-    /// Create `path` for this process, unless a live process holds it. A stale file is
-    /// replaced.
+    /// Lock `path` (created 0600 if missing) for this process, unless another holder has it.
     pub fn acquire(path: &Path) -> Option<PidFile> {
-        // Written in full under a temporary name, then linked into place (link fails when the
-        // name exists): the file is never seen empty, even if this process is killed midway.
-        let me = std::process::id();
-        let tmp = temp_name(path);
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| write!(f, "{me} {}", start_time(me).unwrap_or_default()));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-            return None;
-        }
-        let mut acquired = None;
+        use std::os::unix::fs::MetadataExt;
         for _ in 0..3 {
-            match std::fs::hard_link(&tmp, path) {
-                Ok(()) => {
-                    acquired = Some(PidFile(path.to_path_buf()));
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if PidFile::held(path) {
-                        break;
-                    }
-                    let _ = std::fs::remove_file(path);
-                }
-                Err(_) => break,
+            let file =
+                OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path).ok()?;
+            if !try_lock_briefly(&file) {
+                return None;
+            }
+            // A holder that was removing the file as it released the lock leaves this handle
+            // on a name that is gone: lock the file that is there now instead.
+            let same = match (file.metadata(), std::fs::metadata(path)) {
+                (Ok(mine), Ok(there)) => mine.dev() == there.dev() && mine.ino() == there.ino(),
+                _ => false,
+            };
+            if same {
+                let me = std::process::id();
+                let mut f = &file;
+                let _ = f.set_len(0).and_then(|()| write!(f, "{me} {}", start_time(me).unwrap_or_default()));
+                return Some(PidFile { path: path.to_path_buf(), file });
             }
         }
-        let _ = std::fs::remove_file(&tmp);
-        acquired
+        None
     }
 
-    /// True when `path` exists and names a process that is still running.
+    /// True when `path` exists and a live process holds its lock.
     pub fn held(path: &Path) -> bool {
-        let Ok(text) = std::fs::read_to_string(path) else { return false };
-        let mut words = text.split_whitespace();
-        // Always written whole (see `acquire`): anything else is not a live holder's.
-        let Some(pid) = words.next().and_then(|p| p.parse::<u32>().ok()) else { return false };
-        match (words.next().and_then(|t| t.parse::<u64>().ok()), start_time(pid)) {
-            (Some(recorded), Some(now)) => recorded == now,
-            (None, Some(_)) => true,
-            (_, None) => false,
+        let Ok(file) = File::open(path) else { return false };
+        matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+    }
+}
+
+/// An exclusive lock on `file`, retried for a few milliseconds: [`PidFile::held`] takes a
+/// shared lock for an instant to look, which must not turn a free lock into a refusal.
+fn try_lock_briefly(file: &File) -> bool {
+    for attempt in 0..5 {
+        match file.try_lock() {
+            Ok(()) => return true,
+            Err(std::fs::TryLockError::WouldBlock) if attempt < 4 => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(_) => return false,
         }
     }
+    false
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        // Removed while still locked, so that nobody locks a name about to disappear
+        // without noticing (see `acquire`); the lock goes with the handle right after.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
     }
 }
 
@@ -212,17 +218,47 @@ mod tests {
         let path = dir.path().join("lock");
         let held = PidFile::acquire(&path).expect("first");
         assert!(PidFile::held(&path));
-        assert!(PidFile::acquire(&path).is_none(), "held by a live process");
+        assert!(PidFile::acquire(&path).is_none(), "held by a live holder");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.starts_with(&format!("{} ", std::process::id())), "names its holder: {text:?}");
         drop(held);
         assert!(!path.exists(), "removed on drop");
-        // A process that is gone (pid 2^22 + 1 is above pid_max's ceiling), or this pid with
-        // another start time (a reused pid): stale.
+        // Left by a process that is gone (pid 2^22 + 1 is above pid_max's ceiling), by this
+        // pid with another start time (a reused pid), or empty (killed between create and
+        // write): nobody holds its lock, so it is taken over.
         for stale in ["4194305 12".to_string(), format!("{} 1", std::process::id()), String::new()] {
             std::fs::write(&path, stale).expect("write");
             assert!(!PidFile::held(&path));
             let taken = PidFile::acquire(&path).expect("stale file taken over");
             drop(taken);
         }
+    }
+
+    /// A holder killed with SIGKILL releases its lock with its life: the file it leaves is
+    /// taken over at once. (`flock(1)` takes the same lock as [`File::lock`].)
+    #[test]
+    fn a_killed_holder_releases_its_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lock");
+        let mut holder = std::process::Command::new("flock")
+            .arg("--no-fork")
+            .arg(&path)
+            .args(["sleep", "60"])
+            .spawn()
+            .expect("flock(1) from util-linux");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !PidFile::held(&path) {
+            assert!(std::time::Instant::now() < deadline, "flock(1) never took the lock");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(PidFile::acquire(&path).is_none(), "held by the other process");
+        holder.kill().expect("kill");
+        holder.wait().expect("wait");
+        // Reaped: the kernel has released the lock; the file is still there, naming nobody.
+        assert!(path.exists() && !PidFile::held(&path));
+        let taken = PidFile::acquire(&path).expect("taken over");
+        assert!(PidFile::held(&path));
+        drop(taken);
     }
 
     #[test]

@@ -7,8 +7,7 @@ use clap::Parser;
 use walvault::ops::backup::base::{BackupOptions, Checkpoint, DEFAULT_PART_SIZE};
 use walvault::pg::backup_api::ConnParams;
 
-#[path = "../common.rs"]
-mod common;
+use walvault_bins::common;
 
 /// Take an online, consistent physical backup (non-exclusive backup API, PGDATA read
 /// locally, compressed and encrypted tar parts, manifest). Complete only once the WAL that
@@ -55,6 +54,14 @@ struct Cli {
     /// Where parts are spooled before upload (default: $TMPDIR)
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// full (everything), diff (what changed since the newest full backup) or incr (what
+    /// changed since the newest backup of any type); without a backup to build on, full
+    #[arg(long = "type", value_name = "TYPE", default_value = "full")]
+    backup_type: String,
+    /// With --type diff or incr: take a full backup instead when the newest full backup is
+    /// this old (e.g. 7d for a weekly full from a nightly schedule)
+    #[arg(long, value_name = "DURATION")]
+    full_every: Option<String>,
     #[command(flatten)]
     common: common::Common,
 }
@@ -78,7 +85,12 @@ fn main() -> ExitCode {
     let run = || -> Result<(), walvault::Error> {
         let config = cli.common.load("base-backup")?;
         let archive_timeout = archive_timeout(&cli.archive_timeout)?;
+        let backup_type = walvault::ops::repo::catalog::BackupType::parse(&cli.backup_type)?;
         let max_rate = cli.max_rate.as_deref().map(|r| walvault::throttle::parse_rate("--max-rate", r)).transpose()?;
+        let full_every = match &cli.full_every {
+            Some(v) => Some(walvault::ops::repo::human::parse_duration("--full-every", v)?),
+            None => None,
+        };
         let conn = ConnParams::from_env_and_flags(cli.host.clone(), cli.port, cli.user.clone(), cli.dbname.clone())?;
         let opts = BackupOptions {
             conn,
@@ -88,10 +100,12 @@ fn main() -> ExitCode {
             archive_timeout,
             spool_dir: cli.spool_dir.clone(),
             cluster: config.cluster.clone(),
+            backup_type,
             max_rate,
             max_standby_lag: config.standby_max_lag,
             resume_window: config.resume_window,
             checkpoint: if cli.checkpoint == "fast" { Checkpoint::Fast } else { Checkpoint::Spread },
+            full_every,
         };
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;

@@ -5,10 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use walvault::error::{ExitCode as Code, FETCH_HARD_FAILURE_BASE};
-use walvault::ops::archive::fetch::Source;
-
-#[path = "../common.rs"]
-mod common;
+use walvault::ops::archive::fetch_call::{self, Answer, FetchCall, FetchRequest};
+use walvault_bins::common;
 
 /// Find, download, verify, decrypt and decompress one WAL file into place.
 ///
@@ -59,98 +57,31 @@ fn main() -> ExitCode {
             return ExitCode::from(FETCH_HARD_FAILURE_BASE + Code::Config.code());
         }
     };
-    let run = || -> Result<Source, walvault::Error> {
-        let config = cli.common.load("wal-fetch")?;
-        let cache = common::cache_dir(&config);
-        common::runtime()?.block_on(async {
-            let repo = walvault::ops::Repo::open(&config).await?;
-            if let (Some(seg), Some(cache)) = (cli.prefetch_worker, cache.as_deref()) {
-                return prefetch_worker(&repo, cache, &cli, seg, config.fetch_prefetch).await;
-            }
-            let mut out = walvault::ops::archive::fetch::restore(&repo, &cli.name, &cli.dest, cache.as_deref()).await?;
-            if let (true, Some(cache)) = (config.fetch_prefetch > 0, cache.as_deref()) {
-                let seg = match out.source {
-                    Source::PgWal => Some(out.bytes),
-                    _ => walvault::ops::archive::prefetch::seg_size_of(&cli.dest),
-                };
-                let running = walvault::ops::archive::prefetch::owner_of(&cli.dest).is_some_and(|d| {
-                    walvault::ops::archive::prefetch::worker_running(&walvault::ops::archive::prefetch::dir(
-                        cache, &repo, &d,
-                    ))
-                });
-                if let (Some(seg), false) = (seg, running) {
-                    spawn_prefetch_worker(&cli, seg);
-                }
-            }
-            // Exit 1 ("read it from pg_wal") only for a file that is there right now.
-            if out.source == Source::PgWal
-                && !walvault::ops::archive::fetch::still_in_pg_wal(&cli.dest, &cli.name, out.bytes)
-            {
-                tracing::warn!("{} left pg_wal after it was verified: fetching it from the archive", cli.name);
-                out = walvault::ops::archive::fetch::wal_fetch(&repo, &cli.name, &cli.dest, cache.as_deref()).await?;
-            }
-            if cli.common.json {
-                common::print_json(&out);
-            }
-            tracing::debug!(
-                "{} {} from {} ({} bytes, {} ms)",
-                if out.source == Source::PgWal { "verified" } else { "fetched" },
-                out.name,
-                out.object,
-                out.bytes,
-                out.millis
-            );
-            tracing::debug!("requests: {}", serde_json::to_string(&out.requests).unwrap_or_default());
-            Ok(out.source)
-        })
+    let request = FetchRequest { name: &cli.name, dest: &cli.dest, worker: cli.prefetch_worker };
+    let call = match cli.common.load("wal-fetch") {
+        Ok(config) => fetch_call::run(&config, &request),
+        Err(e) => FetchCall::failed(e, &cli.dest),
     };
-    match run() {
-        Ok(Source::PgWal) => {
-            tracing::debug!("{} is in pg_wal, complete and verified: PostgreSQL reads it there", cli.name);
-            ExitCode::from(Code::NotFound.code())
-        }
-        Ok(_) => ExitCode::SUCCESS,
-        Err(walvault::Error::NotFound { what }) => {
-            tracing::debug!("{what} not found");
-            ExitCode::from(Code::NotFound.code())
-        }
-        Err(e) if standby_retries(&cli.dest, &e) => {
-            // In standby mode "not available" never ends recovery: PostgreSQL retries (or
-            // streams). A storage outage or a hole that later archiving may fill must not
-            // shut the standby down; it stays fatal in archive recovery toward a target.
-            let code = e.exit_code().code();
-            common::fail("wal-fetch", &e, code);
-            eprintln!("wal-fetch: standby mode (standby.signal): answering {code} so that PostgreSQL retries");
-            ExitCode::from(code)
-        }
-        Err(e) => common::fail("wal-fetch", &e, e.exit_code().fetch_code()),
+    if let Some(seg) = call.start_worker {
+        spawn_prefetch_worker(&cli, seg);
     }
+    report(&cli, &call);
+    ExitCode::from(call.exit_code())
 }
 
-/// A failure worth retrying in standby mode: storage, or a hole in the archive.
-fn standby_retries(dest: &std::path::Path, e: &walvault::Error) -> bool {
-    let retryable = matches!(e, walvault::Error::Storage { .. } | walvault::Error::Hole(_));
-    retryable && walvault::ops::archive::prefetch::pgdata_of(dest).is_some_and(|d| d.join("standby.signal").exists())
-}
-
-/// The detached worker: follow PostgreSQL's position, keeping the next segments ready (in
-/// pg_wal along pitr-prepare's plan, else in the spool).
-async fn prefetch_worker(
-    repo: &walvault::ops::Repo,
-    cache: &std::path::Path,
-    cli: &Cli,
-    seg: u64,
-    depth: usize,
-) -> Result<Source, walvault::Error> {
-    use walvault::ops::archive::prefetch::{self, Plan, Target};
-    let Some(owner) = prefetch::owner_of(&cli.dest) else { return Ok(Source::Archive) };
-    let dir = prefetch::dir(cache, repo, &owner);
-    let plan = prefetch::pgdata_of(&cli.dest).and_then(|pgdata| Plan::load(cache, repo, &pgdata));
-    let target = match plan {
-        Some(plan) => Target::PgWal { pg_wal: plan.pgdata.join("pg_wal"), plan },
-        None => Target::Spool { seg_size: seg },
-    };
-    let n = prefetch::fill(repo, cache, &dir, &cli.name, depth, &target).await?;
-    tracing::debug!("prefetched {n} segments after {}", cli.name);
-    Ok(Source::Archive)
+/// The file's outcome as JSON (`--json`), or the error's line (and hint).
+fn report(cli: &Cli, call: &FetchCall) {
+    match &call.answer {
+        Answer::Restored(out) | Answer::InPgWal(out) if cli.common.json => common::print_json(out),
+        Answer::Failed { error, standby } => {
+            common::fail("wal-fetch", error, call.exit_code());
+            if *standby {
+                eprintln!(
+                    "wal-fetch: standby mode (standby.signal): answering {} so that PostgreSQL retries",
+                    call.exit_code()
+                );
+            }
+        }
+        _ => {}
+    }
 }

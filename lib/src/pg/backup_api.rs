@@ -291,6 +291,7 @@ impl Server {
 
 mod standby;
 pub use standby::ReplayState;
+mod summaries;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ pub mod follow;
 pub mod header;
 pub mod lsn;
 pub mod segment;
+pub mod sysid;
 pub mod timeline;
 
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod proptests;
 pub use header::{KNOWN_MAGICS, LONG_HEADER_LEN, LongPageHeader, parse_long_header, pg_major_for_magic};
 pub use lsn::{Lsn, is_valid_seg_size};
 pub use segment::{WalFileName, segments_per_xlog_id};
+pub use sysid::SystemId;
 pub use timeline::{HistoryEntry, format_history, parse_history, timeline_of_point};
 
 /// A synthetic WAL segment for tests: a valid long page header (`XLP_LONG_HEADER`, 8 kB

@@ -22,7 +22,7 @@ fn timed_lines(mut cmd: Command) -> (Vec<(Instant, String)>, std::process::ExitS
     (lines, status, reader.join().expect("stdout reader"))
 }
 
-/// `what: 42.3% of 1.6 GiB, 21.0 MiB/s, ETA 38 s`: the percent, if `line` is a progress
+/// `what: 42.3% of 1.60 GiB, 21.00 MiB/s, ETA 38 s`: the percent, if `line` is a progress
 /// line of `what`.
 fn percent(line: &str, what: &str) -> Option<f64> {
     let rest = line.split_once(&format!("{what}: "))?.1;

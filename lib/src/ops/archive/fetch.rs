@@ -5,19 +5,16 @@
 //! against the repository identity, fsync, rename into place, fsync the directory. On any
 //! error no file is left at `%p`.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Instant;
 
-use tokio_util::io::SyncIoBridge;
-
-use crate::codec::{self, crypt::Keyring};
 use crate::ops::Repo;
 use crate::ops::archive::fetch_place::{self, Reloaded};
-use crate::ops::repo::blocking;
-use crate::ops::repo::place::Logical;
+use crate::ops::archive::prefetch;
+use crate::ops::repo::local::{self, Plan};
+use crate::ops::repo::wal_file::{self, fetch_object};
 use crate::ops::repo::wal_index::WalIndex;
-use crate::wal::{self, WalFileName};
+use crate::wal::WalFileName;
 use crate::{Error, Result};
 
 /// Where the file PostgreSQL asked for came from.
@@ -52,87 +49,94 @@ pub struct FetchOutcome {
 pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Path>) -> Result<FetchOutcome> {
     let started = Instant::now();
     let parsed = WalFileName::parse(name)?;
-    let owner = crate::ops::archive::prefetch::owner_of(dest);
-    let plan = cache_dir.and_then(|cache| {
-        crate::ops::archive::prefetch::pgdata_of(dest)
-            .and_then(|pgdata| crate::ops::archive::prefetch::Plan::load(cache, repo, &pgdata))
-    });
-    if let Some(plan) = &plan
-        && let Some(reader) = parsed.segno(plan.seg_size).map(|s| plan.path().reader(s))
-        && parsed.is_segment()
-        && plan.path().has(parsed.tli())
-        && reader != parsed.tli()
-    {
-        // PostgreSQL tries an older timeline's file only when the newer one was not found:
-        // past the fork that file holds the parent's WAL, never this recovery's.
-        return Err(Error::not_found(format!(
-            "{name} for this recovery (it follows timeline {} there, whose file is not archived)",
-            reader
-        )));
+    let plan = Plan::for_dest(cache_dir, repo, dest);
+    if let Some(plan) = &plan {
+        refuse_off_path(plan, &parsed, name)?;
     }
     // Identity on every call: the place objects must be bound to, and the data directory's
     // cluster against it (a stale cache of another repository at this URL is dropped).
-    let spool =
-        cache_dir.zip(owner.as_deref()).map(|(cache, owner)| crate::ops::archive::prefetch::dir(cache, repo, owner));
+    let owner = local::owner_of(dest);
+    let spool = cache_dir.zip(owner.as_deref()).map(|(cache, owner)| local::prefetch_dir(cache, repo, owner));
     let mut index = WalIndex::load(cache_dir, repo);
     let mut known = fetch_place::known(repo, &mut index).await?;
-    if let Some(pgdata) = crate::ops::archive::prefetch::pgdata_of(dest) {
+    if let Some(pgdata) = local::pgdata_of(dest) {
         fetch_place::check_data_directory(repo, &mut index, &mut known, &pgdata, spool.as_deref()).await?;
     }
     if let (Some(plan), Some(cache)) = (&plan, cache_dir) {
         // PostgreSQL runs restore_command: archive recovery has begun, so the segments
         // pitr-prepare fetched ahead may go into pg_wal now (never before: a data directory
         // without recovery.signal must not find WAL to start from).
-        crate::ops::archive::prefetch::adopt_staged(
-            &crate::ops::archive::prefetch::dir(cache, repo, &plan.pgdata),
-            plan,
-        );
+        prefetch::adopt_staged(&local::prefetch_dir(cache, repo, &plan.pgdata), plan);
     }
-    if let (Some(cache), Some(owner), true) = (cache_dir, owner.as_deref(), parsed.is_segment()) {
-        let dir = crate::ops::archive::prefetch::dir(cache, repo, owner);
-        crate::ops::archive::prefetch::set_position(&dir, name);
-        let outcome = |source, object: String, bytes| FetchOutcome {
-            name: name.to_string(),
-            object,
-            source,
-            bytes,
-            millis: started.elapsed().as_millis() as u64,
-            requests: repo.storage.stats(),
-        };
-        if let Some(plan) = &plan {
-            let pgdata = &plan.pgdata;
-            let in_pg_wal = pgdata.join("pg_wal").join(name);
-            // Only a segment the archive gave (placed by the worker, or restored earlier
-            // through %p: both leave `.done`) is vouched for; a file copied into pg_wal by
-            // hand is left to PostgreSQL's own order, archive first.
-            let from_archive = pgdata.join("pg_wal/archive_status").join(format!("{name}.done")).exists();
-            match crate::ops::archive::prefetch::verify_segment(&in_pg_wal, &parsed, Some(plan.system_identifier)) {
-                Ok(bytes) if from_archive => {
-                    return Ok(outcome(Source::PgWal, in_pg_wal.display().to_string(), bytes));
-                }
-                Ok(_) => tracing::debug!("{name} is in pg_wal but was not placed from the archive"),
-                Err(e) if in_pg_wal.exists() => tracing::debug!("not reading {name} from pg_wal: {e}"),
-                Err(_) => {}
-            }
-        }
+    if let (Some(dir), true) = (&spool, parsed.is_segment()) {
+        prefetch::set_position(dir, name);
         let sysid = Some(known.place.system_identifier).filter(|s| *s != 0);
-        match crate::ops::archive::prefetch::take(&dir, name, dest, sysid) {
-            Ok(Some(bytes)) => {
-                return Ok(outcome(Source::Spool, format!("{} (prefetched)", dir.join(name).display()), bytes));
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!("prefetched {name} unusable, fetching it again: {e}"),
+        if let Some((source, object, bytes)) = served_locally(plan.as_ref(), dir, &parsed, name, dest, sysid) {
+            let millis = started.elapsed().as_millis() as u64;
+            let requests = repo.storage.stats();
+            return Ok(FetchOutcome { name: name.to_string(), object, source, bytes, millis, requests });
         }
-        return from_archive(repo, name, dest, index, plan.as_ref(), Some(&dir)).await;
     }
     from_archive(repo, name, dest, index, plan.as_ref(), spool.as_deref()).await
+}
+
+/// PostgreSQL tries an older timeline's file only when the newer one was not found: past
+/// the fork that file holds the parent's WAL, never this recovery's. Such a request is "not
+/// found".
+fn refuse_off_path(plan: &Plan, parsed: &WalFileName, name: &str) -> Result<()> {
+    let path = plan.path();
+    match parsed.segno(plan.seg_size).map(|s| path.reader(s)) {
+        Some(reader) if parsed.is_segment() && path.has(parsed.tli()) && reader != parsed.tli() => {
+            Err(Error::not_found(format!(
+                "{name} for this recovery (it follows timeline {reader} there, whose file is not archived)"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The segment already here: in pg_wal of a planned recovery (verified, placed from the
+/// archive), else in the spool of prefetch directory `dir` (verified, then moved to `dest`).
+/// Where it came from, what to call it, and its length.
+fn served_locally(
+    plan: Option<&Plan>,
+    dir: &Path,
+    parsed: &WalFileName,
+    name: &str,
+    dest: &Path,
+    sysid: Option<u64>,
+) -> Option<(Source, String, u64)> {
+    if let Some(plan) = plan {
+        let pgdata = &plan.pgdata;
+        let in_pg_wal = pgdata.join("pg_wal").join(name);
+        // Only a segment the archive gave (placed by the worker, or restored earlier
+        // through %p: both leave `.done`) is vouched for; a file copied into pg_wal by
+        // hand is left to PostgreSQL's own order, archive first.
+        let from_archive = pgdata.join("pg_wal/archive_status").join(format!("{name}.done")).exists();
+        match wal_file::verify_segment(&in_pg_wal, parsed, Some(plan.system_identifier)) {
+            Ok(bytes) if from_archive => return Some((Source::PgWal, in_pg_wal.display().to_string(), bytes)),
+            Ok(_) => tracing::debug!("{name} is in pg_wal but was not placed from the archive"),
+            Err(e) if in_pg_wal.exists() => tracing::debug!("not reading {name} from pg_wal: {e}"),
+            Err(_) => {}
+        }
+    }
+    match prefetch::take(dir, name, dest, sysid) {
+        Ok(Some(bytes)) => {
+            Some((Source::Spool, format!("{} (prefetched)", local::spooled(dir, name).display()), bytes))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("prefetched {name} unusable, fetching it again: {e}");
+            None
+        }
+    }
 }
 
 /// True when `pg_wal/name` of `dest`'s data directory is still there, whole: checked right
 /// before wal-fetch answers "read it from pg_wal" (exit 1), which must never be said of a
 /// file that is not there.
 pub fn still_in_pg_wal(dest: &Path, name: &str, bytes: u64) -> bool {
-    let Some(pgdata) = crate::ops::archive::prefetch::pgdata_of(dest) else { return false };
+    let Some(pgdata) = local::pgdata_of(dest) else { return false };
     std::fs::metadata(pgdata.join("pg_wal").join(name)).is_ok_and(|m| m.is_file() && m.len() == bytes && bytes > 0)
 }
 
@@ -142,10 +146,7 @@ pub fn still_in_pg_wal(dest: &Path, name: &str, bytes: u64) -> bool {
 /// [`Error::NotFound`] when the archive does not hold `name` (and only then); corruption,
 /// key, storage and I/O errors otherwise.
 pub async fn wal_fetch(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Path>) -> Result<FetchOutcome> {
-    let plan = cache_dir.and_then(|cache| {
-        crate::ops::archive::prefetch::pgdata_of(dest)
-            .and_then(|pgdata| crate::ops::archive::prefetch::Plan::load(cache, repo, &pgdata))
-    });
+    let plan = Plan::for_dest(cache_dir, repo, dest);
     from_archive(repo, name, dest, WalIndex::load(cache_dir, repo), plan.as_ref(), None).await
 }
 
@@ -155,7 +156,7 @@ async fn from_archive(
     name: &str,
     dest: &Path,
     mut index: WalIndex,
-    plan: Option<&crate::ops::archive::prefetch::Plan>,
+    plan: Option<&Plan>,
     spool: Option<&Path>,
 ) -> Result<FetchOutcome> {
     let started = Instant::now();
@@ -196,63 +197,4 @@ async fn from_archive(
         millis: started.elapsed().as_millis() as u64,
         requests: repo.storage.stats(),
     })
-}
-
-pub(super) async fn fetch_object(
-    repo: &Repo,
-    key: &str,
-    parsed: &WalFileName,
-    dest: &Path,
-    expected_sysid: Option<u64>,
-) -> Result<u64> {
-    // Bound to its name in this place: a renamed, copied or foreign object is refused here.
-    let expect = repo.expect(&Logical::Wal(&parsed.to_string())).await?;
-    let reader = repo.storage.get(key).await?;
-    let bridge = SyncIoBridge::new(reader);
-    let object = repo.storage.describe(key);
-    let keyring = repo.keyring.clone();
-    let dest = dest.to_path_buf();
-    let check_header = parsed.has_page_header().then(|| parsed.clone());
-    blocking(move || {
-        let mut bytes = 0;
-        let dest_name = dest.display().to_string();
-        crate::fsutil::write_atomic_with(&dest, true, |file| {
-            bytes = decode_checked(bridge, &keyring, (&object, &expect), file, &dest_name)?;
-            if let Some(name) = &check_header {
-                check_segment_header(file, &object, name, expected_sysid)?;
-            }
-            Ok(())
-        })?;
-        Ok(bytes)
-    })
-    .await
-}
-
-/// Decode into `file` (written for `dest`, `%p`: write errors such as a full disk name it,
-/// read errors the object); the decoder checks the plaintext digest against the header's.
-fn decode_checked(
-    input: impl Read + Send,
-    keyring: &Keyring,
-    (object, expect): (&str, &codec::Expect),
-    file: &mut std::fs::File,
-    dest: &str,
-) -> Result<u64> {
-    let reader = std::io::BufReader::with_capacity(1 << 20, input);
-    let (_, len) = codec::decode_to(reader, keyring, object, Some(expect), false, file, dest)?;
-    Ok(len)
-}
-
-/// A segment must carry a valid long page header of this repository's cluster, for the
-/// segment it is named after ([`wal::check::check_segment`]).
-fn check_segment_header(
-    file: &mut std::fs::File,
-    object: &str,
-    name: &WalFileName,
-    expected_sysid: Option<u64>,
-) -> Result<()> {
-    let mut head = Vec::with_capacity(wal::header::LONG_HEADER_LEN);
-    let io = |e: std::io::Error| Error::corrupt(object, format!("cannot read back the restored file: {e}"));
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    file.take(wal::header::LONG_HEADER_LEN as u64).read_to_end(&mut head).map_err(io)?;
-    wal::check::check_segment(&head, None, name, expected_sysid).map(|_| ()).map_err(|f| f.into_error(object, name))
 }

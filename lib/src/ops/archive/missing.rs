@@ -3,8 +3,8 @@
 
 use crate::Error;
 use crate::ops::Repo;
-use crate::ops::archive::prefetch::Plan;
 use crate::ops::repo::catalog::WalArchive;
+use crate::ops::repo::local::Plan;
 use crate::ops::repo::wal_index::WalIndex;
 use crate::wal::WalFileName;
 use crate::wal::follow::{self, Answer};

@@ -14,6 +14,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::codec;
 use crate::ops::Repo;
+use crate::ops::archive::claims::{self, Turn};
 use crate::ops::repo::blocking;
 use crate::ops::repo::identity::{self, ClusterInfo, Identity};
 use crate::ops::repo::place::Logical;
@@ -36,7 +37,7 @@ pub struct PushOutcome {
 }
 
 /// Archive the WAL file at `path`. With a push-ahead directory (`ahead`, see
-/// [`crate::ops::archive::push_ahead`]), the file is first claimed there: when the push-ahead helper
+/// [`crate::ops::archive::claims`]), the file is first claimed there: when the push-ahead helper
 /// stored it meanwhile, nothing more is done; while another process pushes it, this call
 /// waits for that push.
 ///
@@ -49,15 +50,15 @@ pub async fn wal_push(repo: &Repo, path: &Path, cache_dir: Option<&Path>, ahead:
     let name = file_name(path)?;
     let parsed = WalFileName::parse(&name)?;
     let _claim = match ahead {
-        Some(dir) => match crate::ops::archive::push_ahead::claim_or_wait(dir, path).await {
-            crate::ops::archive::push_ahead::Turn::Done => return Ok(pushed_ahead(repo, &name, started)),
-            crate::ops::archive::push_ahead::Turn::Claimed(c) => Some(c),
-            crate::ops::archive::push_ahead::Turn::Unclaimed => None,
+        Some(dir) => match claims::claim_or_wait(dir, path).await {
+            Turn::Done => return Ok(pushed_ahead(repo, &name, started)),
+            Turn::Claimed(c) => Some(c),
+            Turn::Unclaimed => None,
         },
         None => None,
     };
     let data = read_input(path).await?;
-    let cluster = if parsed.has_page_header() { Some(check_segment(&name, &data)?) } else { None };
+    let cluster = if parsed.has_page_header() { Some(check_segment(&name, &data, None)?) } else { None };
     if let WalFileName::History { tli } = parsed {
         check_history(&name, tli, &data)?;
     }
@@ -104,7 +105,7 @@ pub(super) fn cached_cluster(repo: &Repo, index: &WalIndex) -> Option<ClusterInf
     let id = index.identity()?;
     let env = id.envs.get(repo.layout.env())?;
     let cluster = ClusterInfo {
-        system_identifier: env.system_identifier.parse().ok()?,
+        system_identifier: env.system_identifier.0,
         pg_major: env.pg_major,
         wal_segment_size: env.wal_segment_size,
     };
@@ -151,10 +152,7 @@ pub(super) async fn push_one(
     };
     let parsed = WalFileName::parse(name)?;
     if parsed.has_page_header() {
-        let c = check_segment(name, &data)?;
-        if expected.is_some_and(|e| e.system_identifier != c.system_identifier) {
-            return Err(Error::Refused(format!("{name}: system identifier {} differs", c.system_identifier)));
-        }
+        check_segment(name, &data, expected.map(|e| e.system_identifier))?;
     }
     if let WalFileName::History { tli } = parsed {
         check_history(name, tli, &data)?;
@@ -257,35 +255,20 @@ fn check_history(name: &str, tli: u32, data: &[u8]) -> Result<()> {
     }
 }
 
-/// Check a segment's long page header and length; return the cluster it belongs to.
-fn check_segment(name: &str, data: &[u8]) -> Result<ClusterInfo> {
-    let header = wal::parse_long_header(data).map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
-    let pg_major = wal::header::pg_major_for_magic(header.magic).ok_or_else(|| {
+/// Check a segment to archive ([`wal::check::check_segment`]: page header, length, name,
+/// and the `expected` cluster when known) and its page magic; return the cluster it belongs to.
+fn check_segment(name: &str, data: &[u8], expected: Option<u64>) -> Result<ClusterInfo> {
+    let parsed = WalFileName::parse(name)?;
+    let len = Some(data.len() as u64);
+    let info = wal::check::check_segment(data, len, &parsed, expected).map_err(|f| f.into_input_error(name))?;
+    let pg_major = wal::header::pg_major_for_magic(info.magic).ok_or_else(|| {
         Error::Refused(format!(
             "{name}: unknown WAL page magic 0x{:04X}; this walvault knows PostgreSQL {}",
-            header.magic,
+            info.magic,
             known_majors()
         ))
     })?;
-    let named = WalFileName::parse(name).ok().and_then(|n| n.segno(u64::from(header.seg_size)));
-    if named != Some(header.segno()) {
-        return Err(Error::Invalid(format!(
-            "{name}: the page header says this is the segment at {}; a file archived under another segment's name could never be restored",
-            header.page_addr
-        )));
-    }
-    if data.len() as u64 != u64::from(header.seg_size) {
-        return Err(Error::Invalid(format!(
-            "{name}: file is {} bytes but its page header says the segment size is {}",
-            data.len(),
-            header.seg_size
-        )));
-    }
-    Ok(ClusterInfo {
-        system_identifier: header.system_id,
-        pg_major: Some(pg_major),
-        wal_segment_size: u64::from(header.seg_size),
-    })
+    Ok(ClusterInfo { system_identifier: info.system_id, pg_major: Some(pg_major), wal_segment_size: info.seg_size })
 }
 
 fn known_majors() -> String {
@@ -316,7 +299,7 @@ async fn verify_identity(repo: &Repo, index: &mut WalIndex, cluster: Option<&Clu
 
 fn accepts(repo: &Repo, id: &Identity, cluster: Option<&ClusterInfo>) -> bool {
     let env_ok = match (id.envs.get(repo.layout.env()), cluster) {
-        (Some(env), Some(c)) => env.system_identifier == c.system_identifier.to_string(),
+        (Some(env), Some(c)) => env.system_identifier.0 == c.system_identifier,
         (Some(_), None) => true,
         (None, _) => false,
     };

@@ -17,24 +17,21 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
-use crate::manifest::{Manifest, ManifestEntry, ManifestTablespace};
+use crate::manifest::{Manifest, ManifestTablespace};
 use crate::ops::Repo;
 use crate::ops::backup::flow::Flow;
 use crate::ops::backup::resume;
 use crate::ops::repo::blocking;
-use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
+use crate::ops::repo::catalog::{BackupMetadata, BackupType, LatestPointer, PartInfo};
 use crate::ops::repo::identity::{self, ClusterInfo};
 use crate::ops::repo::metadata_auth;
 use crate::ops::repo::place::Logical;
 use crate::ops::repo::wal_index::WalIndex;
 use crate::pg::backup_api::{self, ConnParams, Server};
 use crate::pg::datadir::{self, DataFile};
+use crate::tarball::IncrementalPart;
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result, tarball};
-
-/// Progress callback of earlier versions (progress is now shown by
-/// [`crate::ops::repo::progress`]); kept while `bins/src/common.rs` names it.
-pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// How to take the backup.
 #[derive(Clone)]
@@ -52,6 +49,8 @@ pub struct BackupOptions {
     pub spool_dir: Option<PathBuf>,
     /// Cluster name for the backup name.
     pub cluster: String,
+    /// `--type`: full, or only what changed since a reference ([`super::incremental`]).
+    pub backup_type: BackupType,
     /// Bytes per second read from the data directory, and uploaded (each); `None`: no limit.
     pub max_rate: Option<u64>,
     /// How far behind its primary a standby may be (`WALVAULT_STANDBY_MAX_LAG`).
@@ -60,6 +59,8 @@ pub struct BackupOptions {
     pub resume_window: Duration,
     /// The checkpoint that starts the backup: spread (the default, as `pg_basebackup`) or fast.
     pub checkpoint: Checkpoint,
+    /// `--full-every`: a diff/incr is taken in full when the newest full backup is this old.
+    pub full_every: Option<chrono::TimeDelta>,
 }
 
 /// How the checkpoint that starts a backup is taken.
@@ -103,12 +104,16 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         wal_segment_size: server.wal_segment_size,
     };
     identity::ensure(repo, &cluster).await?;
-    let leftover = resume::find_leftover(repo, &opts.cluster, server.system_identifier, opts.resume_window).await?;
+    let reference = super::incremental::reference(repo, opts, server.system_identifier, server.timeline).await?;
+    // Only a full backup resumes or leaves parts to resume: an incremental's hold deltas.
+    let window = if reference.is_some() { Duration::ZERO } else { opts.resume_window };
+    let leftover = resume::find_leftover(repo, &opts.cluster, server.system_identifier, window).await?;
     let name = resume::backup_name(repo, &opts.cluster, leftover.as_ref()).await?;
     tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
     let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
-    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, leftover.as_ref()).await;
+    let prior = (reference.as_ref(), leftover.as_ref(), window);
+    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, prior).await;
     if result.is_err() {
         // Leave the server clean; the parts stay invisible without a metadata object.
         let _ = server.backup_stop().await;
@@ -151,12 +156,13 @@ async fn copy_and_finish(
     pgdata: &Path,
     name: &str,
     start: &backup_api::BackupStart,
-    leftover: Option<&resume::Leftover>,
+    (reference, leftover, window): (Option<&super::incremental::Reference>, Option<&resume::Leftover>, Duration),
 ) -> Result<BackupMetadata> {
     let version_dir = server.tablespace_version_dir();
     let walk_root = pgdata.to_path_buf();
     let files = blocking(move || datadir::walk(&walk_root, Some(&version_dir))).await?;
     let total: u64 = files.iter().map(|f| f.size).sum();
+    let (changed, source) = super::incremental::changed_blocks(server, reference, start).await?;
     let records = leftover.map(|l| l.records.clone()).unwrap_or_default();
     let part_size = opts.part_size;
     let plan = blocking(move || Ok(resume::plan(&records, files, part_size))).await?;
@@ -178,12 +184,16 @@ async fn copy_and_finish(
     let part_job = |i: u32, files: Vec<DataFile>| {
         let spool = spool.path().to_path_buf();
         let flow = &flow;
+        let part = match reference {
+            Some(r) => Part::Incremental(files, Arc::clone(&r.blocks), changed.clone()),
+            None => Part::Files(files),
+        };
         async move {
-            let looked = files.clone();
+            let looked = part.files().to_vec();
             let seen = blocking(move || Ok(resume::look(&looked))).await?;
-            let (info, entries) = upload_part(repo, name, i, Part::Files(files), &spool, flow).await?;
-            if !opts.resume_window.is_zero() {
-                resume::write_record(repo, name, server.system_identifier, seen, &info, &entries).await?;
+            let (info, output) = upload_part(repo, name, i, part, &spool, flow).await?;
+            if !window.is_zero() {
+                resume::write_record(repo, name, server.system_identifier, seen, &info, &output).await?;
             }
             tracing::info!(
                 "part {}/{count}: {} files, {} -> {} bytes",
@@ -192,11 +202,11 @@ async fn copy_and_finish(
                 info.bytes,
                 info.stored_bytes
             );
-            Ok::<_, Error>((info, entries))
+            Ok::<_, Error>((info, output))
         }
     };
     let uploads = futures_util::stream::iter(parts).map(|(i, files)| part_job(i, files));
-    let mut results: Vec<(PartInfo, Vec<ManifestEntry>)> = uploads.buffered(opts.jobs.max(1)).try_collect().await?;
+    let mut results: Vec<(PartInfo, IncrementalPart)> = uploads.buffered(opts.jobs.max(1)).try_collect().await?;
     if let Some((i, files)) = control_part {
         results.push(part_job(i, files).await?);
     }
@@ -223,15 +233,17 @@ async fn copy_and_finish(
         .into_iter()
         .map(|t| ManifestTablespace { oid: t.oid, name: t.name, location: t.location.display().to_string() })
         .collect();
-    let (parts, entries): (Vec<PartInfo>, Vec<Vec<ManifestEntry>>) = results.into_iter().unzip();
-    let mut manifest = Manifest::new(entries.into_iter().flatten().collect(), tablespaces.clone());
+    let (parts, mut outputs): (Vec<PartInfo>, Vec<IncrementalPart>) = results.into_iter().unzip();
+    let entries = outputs.iter_mut().flat_map(|o| std::mem::take(&mut o.entries)).collect();
+    let mut manifest = Manifest::new(entries, tablespaces.clone());
+    let (blocks, read_bytes) = super::incremental::merge(&mut manifest, outputs);
     let manifest_key = repo.layout.backup_object(name, &format!("manifest.json{}", repo.object_ext()));
     let mut meta = BackupMetadata {
         format: metadata_auth::METADATA_FORMAT,
         name: name.to_string(),
         env: repo.layout.env().to_string(),
         cluster: opts.cluster.clone(),
-        system_identifier: server.system_identifier.to_string(),
+        system_identifier: crate::wal::SystemId(server.system_identifier),
         pg_version_num: server.version_num,
         wal_segment_size: seg,
         timeline: start.timeline,
@@ -253,8 +265,13 @@ async fn copy_and_finish(
         tablespaces,
         from_standby: server.in_recovery,
         seconds: 0.0,
+        backup_type: Default::default(),
+        reference: None,
+        block_source: None,
+        read_bytes: None,
         mac: None,
     };
+    super::incremental::finish(repo, &mut meta, &mut manifest, &blocks, reference, (source, read_bytes)).await?;
     // The metadata's MAC, and its digest inside the authenticated manifest.
     metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
@@ -268,7 +285,18 @@ async fn copy_and_finish(
 
 enum Part {
     Files(Vec<DataFile>),
+    /// Files compared with a reference's block map.
+    Incremental(Vec<DataFile>, Arc<crate::blockmap::BlockMap>, Option<Arc<crate::blockmap::ChangedBlocks>>),
     Bytes(Vec<(String, Vec<u8>)>),
+}
+
+impl Part {
+    fn files(&self) -> &[DataFile] {
+        match self {
+            Part::Files(files) | Part::Incremental(files, ..) => files,
+            Part::Bytes(_) => &[],
+        }
+    }
 }
 
 /// tar → compress → encrypt into a spool file, then upload it streaming from disk.
@@ -279,14 +307,15 @@ async fn upload_part(
     part: Part,
     spool: &Path,
     flow: &Flow,
-) -> Result<(PartInfo, Vec<ManifestEntry>)> {
+) -> Result<(PartInfo, IncrementalPart)> {
     let key = repo.layout.backup_object(name, &format!("part_{index:05}.tar{}", repo.object_ext()));
     let path = spool.join(format!("part_{index:05}"));
     let (settings, write_key) = (repo.codec, repo.keyring.write_key().cloned());
     let context = repo.context(&Logical::Part { backup: name, index }).await?;
     let spool_path = path.clone();
+    let spool_dir = spool.to_path_buf();
     let flow_in = flow.clone();
-    let mut entries = blocking(move || {
+    let mut output = blocking(move || {
         // 0600 whatever the umask: without a key the spool holds plain database files.
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -296,22 +325,33 @@ async fn upload_part(
             .with_path(&spool_path)?;
         let out = std::io::BufWriter::with_capacity(1 << 20, file);
         let encoder = flow_in.reading(Encoder::new(out, &settings, write_key.as_ref(), None, &context)?);
-        let (encoder, entries) = match &part {
-            Part::Files(files) => tarball::write_tar(encoder, files)?,
+        let (encoder, output) = match &part {
+            Part::Files(files) => {
+                let (encoder, entries, blocks) = tarball::write_tar_blocks(encoder, files)?;
+                let read_bytes = entries.iter().map(|e| e.size).sum();
+                (encoder, IncrementalPart { entries, blocks, read_bytes, ..Default::default() })
+            }
+            Part::Incremental(files, reference, changed) => {
+                tarball::write_tar_incremental(encoder, files, reference, changed.as_deref(), &spool_dir)?
+            }
             Part::Bytes(items) => {
                 let refs: Vec<(&str, &[u8])> = items.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
-                tarball::write_tar_bytes(encoder, &refs)?
+                let (encoder, entries) = tarball::write_tar_bytes(encoder, &refs)?;
+                let files = items.iter().map(|(p, d)| (p.clone(), crate::blockmap::of_bytes(d))).collect();
+                let blocks = crate::blockmap::BlockMap { files };
+                (encoder, IncrementalPart { entries, blocks, ..Default::default() })
             }
         };
         let mut out = encoder.into_inner().finish()?;
         out.flush().with_path(&spool_path)?;
-        Ok(entries)
+        Ok(output)
     })
     .await?;
+    let entries = &mut output.entries;
     let stored = std::fs::metadata(&path).with_path(&path)?.len();
     flow.upload(repo, &key, &path).await?;
     let _ = std::fs::remove_file(&path);
-    for e in &mut entries {
+    for e in entries.iter_mut() {
         e.part = index;
     }
     let info = PartInfo {
@@ -321,7 +361,7 @@ async fn upload_part(
         bytes: entries.iter().map(|e| e.size).sum(),
         stored_bytes: stored,
     };
-    Ok((info, entries))
+    Ok((info, output))
 }
 
 /// Wait until every segment from `first` to `last` on `timeline` is in the archive.

@@ -146,10 +146,8 @@ pub async fn files_restore(repo: &Repo, kind: &str, backup: Option<&str>, dir: &
         Error::not_found(format!("{what} of kind {kind} in {} ({})", repo.url, repo.layout.files_root(kind)))
     })?;
     if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
-        return Err(Error::Refused(format!(
-            "{} is not empty: refusing to overwrite it\nHINT: restore into an empty directory and move the files into place",
-            dir.display()
-        )));
+        return Err(Error::Refused(format!("{} is not empty: refusing to overwrite it", dir.display()))
+            .with_hint("restore into an empty directory and move the files into place"));
     }
     std::fs::create_dir_all(dir).with_path(dir)?;
     let manifest = load_manifest(repo, &meta).await?;

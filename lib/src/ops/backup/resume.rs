@@ -27,12 +27,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::blockmap::BlockMap;
 use crate::codec;
 use crate::manifest::ManifestEntry;
 use crate::ops::Repo;
 use crate::ops::repo::catalog::PartInfo;
 use crate::ops::repo::place::Logical;
 use crate::pg::datadir::{self, DataFile, FileKind};
+use crate::tarball::IncrementalPart;
 use crate::{Error, Result};
 
 /// How much older than the look a file's modification time must be for its part to be reused.
@@ -52,6 +54,8 @@ pub struct PartRecord {
     pub system_identifier: String,
     pub info: PartInfo,
     pub entries: Vec<ManifestEntry>,
+    /// The part's block map (binary form, base64): every backup's block map covers every file.
+    pub blocks: String,
     pub seen: Vec<SeenFile>,
     /// When the entries were looked at, nanoseconds since the epoch (this host's clock).
     pub seen_at_ns: i64,
@@ -105,14 +109,16 @@ pub async fn write_record(
     system_identifier: u64,
     (seen, seen_at_ns): (Vec<SeenFile>, i64),
     info: &PartInfo,
-    entries: &[ManifestEntry],
+    output: &IncrementalPart,
 ) -> Result<()> {
+    use base64::Engine;
     let record = PartRecord {
         format: RECORD_FORMAT,
         backup: backup.to_string(),
         system_identifier: system_identifier.to_string(),
         info: info.clone(),
-        entries: entries.to_vec(),
+        entries: output.entries.clone(),
+        blocks: base64::engine::general_purpose::STANDARD.encode(output.blocks.encode()),
         seen,
         seen_at_ns,
         host: hostname(),
@@ -241,11 +247,30 @@ async fn load_leftover(repo: &Repo, name: &str, system_identifier: u64) -> Resul
     Ok(Some(Leftover { name: name.to_string(), records }))
 }
 
+impl PartRecord {
+    /// The part as base-backup's copy loop returns it (its block map decoded when the record
+    /// was read, so this cannot fail).
+    fn part(&self) -> IncrementalPart {
+        let blocks = decode_blocks(&self.blocks, "").unwrap_or_default();
+        IncrementalPart { entries: self.entries.clone(), blocks, ..Default::default() }
+    }
+}
+
+fn decode_blocks(text: &str, object: &str) -> Result<BlockMap> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| Error::corrupt(object, e))?;
+    BlockMap::decode(&bytes, object)
+}
+
 async fn read_record(repo: &Repo, key: &str, backup: &str, index: u32) -> Result<PartRecord> {
     let json = repo.read_object(key, &Logical::PartRecord { backup, index }, false).await?;
     let r: PartRecord = serde_json::from_slice(&json).map_err(|e| Error::corrupt(repo.storage.describe(key), e))?;
     if r.format != RECORD_FORMAT || r.backup != backup {
         return Err(Error::corrupt(repo.storage.describe(key), "a record of another backup or format"));
+    }
+    let blocks = decode_blocks(&r.blocks, &repo.storage.describe(key))?;
+    if r.entries.iter().any(|e| e.kind == crate::manifest::EntryKind::File && !blocks.files.contains_key(&e.path)) {
+        return Err(Error::corrupt(repo.storage.describe(key), "a file without its block digests"));
     }
     Ok(r)
 }
@@ -254,7 +279,7 @@ async fn read_record(repo: &Repo, key: &str, backup: &str, index: u32) -> Result
 /// one holding `global/pg_control` last).
 #[derive(Debug, Default)]
 pub struct Plan {
-    pub reused: Vec<(PartInfo, Vec<ManifestEntry>)>,
+    pub reused: Vec<(PartInfo, IncrementalPart)>,
     pub new_parts: Vec<(u32, Vec<DataFile>)>,
 }
 
@@ -275,7 +300,7 @@ pub fn plan(records: &[PartRecord], files: Vec<DataFile>, part_size: u64) -> Pla
         }
         let free = (0..total as u32).filter(|i| !reused.contains_key(i));
         return Plan {
-            reused: reused.values().map(|r| (r.info.clone(), r.entries.clone())).collect(),
+            reused: reused.values().map(|r| (r.info.clone(), r.part())).collect(),
             new_parts: free.zip(parts).collect(),
         };
     }

@@ -61,7 +61,7 @@ pub fn seal(meta: &mut BackupMetadata, manifest: &mut Manifest, keyring: &Keyrin
     manifest.backup = Some(ManifestBackup {
         name: meta.name.clone(),
         env: meta.env.clone(),
-        system_identifier: meta.system_identifier.clone(),
+        system_identifier: meta.system_identifier,
         timeline: meta.timeline,
         start_lsn: meta.start_lsn,
         stop_lsn: meta.stop_lsn,
@@ -69,6 +69,11 @@ pub fn seal(meta: &mut BackupMetadata, manifest: &mut Manifest, keyring: &Keyrin
         metadata_sha256: sha256_hex(&canonical(meta)),
     });
     Ok(())
+}
+
+/// Lowercase hex SHA-256 of the metadata's canonical form (what a manifest binds to).
+pub fn metadata_sha256(m: &BackupMetadata) -> String {
+    sha256_hex(&canonical(m))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -98,8 +103,8 @@ fn check_fields(m: &BackupMetadata, name: &str, layout: &Layout) -> std::result:
     if m.env != layout.env() {
         return bad("env", format!("{:?} is not this environment ({:?})", m.env, layout.env()));
     }
-    if !m.system_identifier.parse::<u64>().is_ok_and(|s| s != 0) {
-        return bad("system_identifier", format!("{:?} is not a system identifier", m.system_identifier));
+    if m.system_identifier.0 == 0 {
+        return bad("system_identifier", format!("{:?} is not a system identifier", m.system_identifier.to_string()));
     }
     if m.timeline == 0 {
         return bad("timeline", "0 is not a timeline".into());
@@ -117,6 +122,17 @@ fn check_fields(m: &BackupMetadata, name: &str, layout: &Layout) -> std::result:
     match &m.key_fingerprint {
         Some(f) if !is_lower_hex(f, 16) => return bad("key_fingerprint", format!("{f:?} is not 16 hex digits")),
         None if m.encrypted => return bad("key_fingerprint", "missing for an encrypted backup".into()),
+        _ => {}
+    }
+    match (&m.reference, m.backup_type.is_full()) {
+        (Some(r), true) => return bad("reference", format!("{r:?} on a full backup")),
+        (None, false) => return bad("reference", format!("missing on a {} backup", m.backup_type.name())),
+        (Some(r), false)
+            if r == &m.name
+                || layout.parse_backup_metadata_key(&layout.backup_metadata_key(r)).as_deref() != Some(r.as_str()) =>
+        {
+            return bad("reference", format!("{r:?} is not another backup's name"));
+        }
         _ => {}
     }
     match &m.mac {
@@ -268,7 +284,7 @@ fn check_binding(m: &BackupMetadata, b: &ManifestBackup, keyring: &Keyring) -> s
         return differ("env", m.env.clone(), b.env.clone());
     }
     if m.system_identifier != b.system_identifier {
-        return differ("system_identifier", m.system_identifier.clone(), b.system_identifier.clone());
+        return differ("system_identifier", m.system_identifier.to_string(), b.system_identifier.to_string());
     }
     if m.timeline != b.timeline {
         return differ("timeline", m.timeline.to_string(), b.timeline.to_string());

@@ -3,19 +3,23 @@
 //! here depends on a command room.
 
 pub mod catalog;
+pub mod chain;
 pub mod decrypt;
 pub mod envs;
 pub mod files_catalog;
 pub mod human;
 pub mod identity;
 pub mod keys;
+pub mod local;
 pub mod metadata_auth;
 pub mod objects;
 pub mod parts;
 pub mod place;
 pub mod progress;
 pub mod reports;
+pub mod runtime;
 pub mod timelines;
+pub mod wal_file;
 pub mod wal_index;
 pub mod windows;
 
@@ -131,7 +135,7 @@ impl Repo {
 
 /// Run blocking work (codecs, file I/O) off the async runtime.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| crate::Error::Invalid(format!("internal task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| crate::Error::Internal(format!("a worker task failed: {e}")))?
 }
 
 /// An instant a century from now: the deadline of a timeout too large to add to the clock.

@@ -20,6 +20,8 @@ pub enum Logical<'a> {
     Manifest(&'a str),
     /// The record of part `index` of base backup `backup` (what a resumed backup may reuse).
     PartRecord { backup: &'a str, index: u32 },
+    /// The block map of base backup `backup` (`blockmap.bin`).
+    BlockMap(&'a str),
     /// Object `file` (`archive.tar`, `manifest.json`) of file-storage backup `backup`.
     Files { kind: &'a str, backup: &'a str, file: &'a str },
 }
@@ -32,6 +34,7 @@ impl Logical<'_> {
             Logical::Part { backup, index } => format!("backup/{backup}/part/{index}"),
             Logical::Manifest(backup) => format!("backup/{backup}/manifest"),
             Logical::PartRecord { backup, index } => format!("backup/{backup}/part/{index}/record"),
+            Logical::BlockMap(backup) => format!("backup/{backup}/blockmap"),
             Logical::Files { kind, backup, file } => format!("files/{kind}/{backup}/{file}"),
         }
     }
@@ -47,6 +50,7 @@ impl Logical<'_> {
             Logical::Part { backup, .. }
             | Logical::PartRecord { backup, .. }
             | Logical::Manifest(backup)
+            | Logical::BlockMap(backup)
             | Logical::Files { backup, .. } => backup,
             Logical::Wal(_) => return None,
         };
@@ -86,8 +90,7 @@ impl Place {
     /// encrypted repository the format-1 marks count only when sealed by a key of `keyring`.
     pub fn of(id: Option<&Identity>, env: &str, keyring: &Keyring) -> Place {
         let repository = id.and_then(|id| id.repository_id.as_deref()).and_then(parse_repository_id);
-        let system_identifier =
-            id.and_then(|id| id.envs.get(env)).and_then(|e| e.system_identifier.parse::<u64>().ok()).unwrap_or(0);
+        let system_identifier = id.and_then(|id| id.envs.get(env)).map_or(0, |e| e.system_identifier.0);
         let encrypted = id.is_some_and(|id| id.encrypted);
         let format1 = match (repository, id.and_then(|id| id.format1.as_ref())) {
             (None, _) => Format1::All,
@@ -241,7 +244,7 @@ mod tests {
         id.envs.insert(
             "production".into(),
             EnvIdentity {
-                system_identifier: "7300000000000000005".into(),
+                system_identifier: crate::wal::SystemId(7_300_000_000_000_000_005),
                 pg_major: Some(15),
                 wal_segment_size: 16 << 20,
                 created_at: Utc::now(),

@@ -124,7 +124,7 @@ fn spawn_lines(counts: Arc<Counts>, every: Duration) -> mpsc::Sender<()> {
 }
 
 impl Counts {
-    /// `backup b1: 42.3% of 1.6 GiB, 45.1 MiB/s, ETA 38 s`.
+    /// `backup b1: 42.3% of 1.60 GiB, 45.10 MiB/s, ETA 38 s`.
     fn line(&self) -> String {
         let total = self.total.load(Ordering::Relaxed);
         let done = self.done.load(Ordering::Relaxed).min(total);
@@ -137,7 +137,7 @@ impl Counts {
 }
 
 impl Counts {
-    /// `backup b1: 100.0% of 1.6 GiB, 45.1 MiB/s, done in 38 s`.
+    /// `backup b1: 100.0% of 1.60 GiB, 45.10 MiB/s, done in 38 s`.
     fn last_line(&self) -> String {
         let done = self.done.load(Ordering::Relaxed);
         let seconds = self.started.elapsed().as_secs_f64();
@@ -224,10 +224,10 @@ mod tests {
         counts.total.store(400 << 20, Ordering::Relaxed);
         counts.done.store(100 << 20, Ordering::Relaxed);
         let line = counts.line();
-        assert!(line.starts_with("backup b: 25.0% of 400.0 MiB, 10.0 MiB/s, ETA 3"), "{line}");
+        assert!(line.starts_with("backup b: 25.0% of 400.00 MiB, 10.00 MiB/s, ETA 3"), "{line}");
         // More counted than expected (tar headers): never past 100%.
         counts.done.store(401 << 20, Ordering::Relaxed);
-        assert!(counts.line().starts_with("backup b: 100.0% of 400.0 MiB"), "{}", counts.line());
+        assert!(counts.line().starts_with("backup b: 100.0% of 400.00 MiB"), "{}", counts.line());
         assert_eq!(eta_text(30.2), "31 s");
         assert_eq!(eta_text(600.0), "10 min");
         assert_eq!(eta_text(8.0 * 3600.0 + 61.0), "8 h 2 min");

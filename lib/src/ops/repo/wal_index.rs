@@ -71,7 +71,7 @@ impl WalIndex {
             env: repo.layout.env().to_string(),
             ..CacheFile::default()
         };
-        let path = cache_dir.map(|d| d.join(cache_file_name(&repo.url, repo.layout.env())));
+        let path = cache_dir.map(|d| crate::ops::repo::local::wal_index_file(d, &repo.url, repo.layout.env()));
         let data = path
             .as_deref()
             .and_then(|p| std::fs::read(p).ok())
@@ -209,7 +209,7 @@ impl WalIndex {
 
     /// Move the cache to another directory (pitr-prepare hands its listing to wal-fetch).
     pub fn relocate(&mut self, cache_dir: &Path, repo: &Repo) {
-        self.path = Some(cache_dir.join(cache_file_name(&repo.url, repo.layout.env())));
+        self.path = Some(crate::ops::repo::local::wal_index_file(cache_dir, &repo.url, repo.layout.env()));
     }
 
     /// List `wal/<env>/` by delimiter, three levels deep, to learn which days exist.
@@ -276,19 +276,4 @@ impl WalIndex {
 fn day_end(day: NaiveDate) -> DateTime<Utc> {
     let next = day.succ_opt().unwrap_or(day);
     next.and_hms_opt(0, 0, 0).map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc())
-}
-
-/// One cache file per repository and environment: `wal-index-<hash>.json`.
-pub(crate) fn cache_file_name(url: &str, env: &str) -> String {
-    let digest = crate::codec::sha256_hex(format!("{url}\n{env}").as_bytes());
-    format!("wal-index-{}.json", &digest[..16])
-}
-
-/// The default cache directory: beside PGDATA, never inside it:
-/// `<parent of PGDATA>/.walvault-cache/<PGDATA's name>`.
-pub fn default_cache_dir(pgdata: &Path) -> Option<PathBuf> {
-    let abs = std::path::absolute(pgdata).ok()?;
-    let parent = abs.parent()?;
-    let name = abs.file_name()?;
-    Some(parent.join(".walvault-cache").join(name))
 }

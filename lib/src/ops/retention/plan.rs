@@ -55,7 +55,9 @@ pub(super) async fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> 
     let (p, now) = (&opts.policy, opts.now);
     let backups = catalog::backups(repo).await?;
     let names: Vec<(String, DateTime<Utc>)> = backups.iter().map(|b| (b.name.clone(), b.stop_time)).collect();
-    let decisions = decide(&names, "database", p.backups, p, now);
+    let mut decisions = decide(&names, "database", p.backups, p, now);
+    let references: Vec<Option<String>> = backups.iter().map(|b| b.reference.clone()).collect();
+    super::chains::keep_chains(&mut decisions, &references);
     let mut steps = Vec::new();
     let mut file_decisions = Vec::new();
     let mut known: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();

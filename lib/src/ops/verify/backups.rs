@@ -134,6 +134,7 @@ async fn read_backup(
         let why = format!("{} is listed in part {}, which the backup does not have", stray.path, stray.part);
         return Err((Error::corrupt(repo.storage.describe(&b.manifest_key), why), b.manifest_key.clone()));
     }
+    check_chain(repo, b, &manifest).await?;
     let manifest = Arc::new(manifest);
     let stored = b.parts.iter().map(|p| p.stored_bytes).sum();
     let progress = Progress::start(format!("verify backup {}", b.name), stored, repo.progress_interval);
@@ -159,6 +160,27 @@ async fn read_backup(
         result.bytes += s.bytes;
     }
     Ok(())
+}
+
+/// An incremental's chain end to end (every link present and the one it was computed against,
+/// every file of the backup rebuildable from the chain, the block map); a full backup's block
+/// map. The parts of each link are read when that link is verified.
+async fn check_chain(
+    repo: &Repo,
+    b: &BackupMetadata,
+    manifest: &crate::manifest::Manifest,
+) -> std::result::Result<(), (Error, String)> {
+    let map_key = crate::ops::repo::chain::block_map_key(&b.manifest_key);
+    match crate::ops::restore::chain::prepare(repo, b, manifest).await {
+        Ok(Some(c)) => {
+            tracing::info!("backup {}: chain {} is whole", b.name, c.names().join(" -> "));
+            Ok(())
+        }
+        Ok(None) => {
+            crate::ops::repo::chain::load_block_map(repo, b, manifest).await.map(|_| ()).map_err(|e| (e, map_key))
+        }
+        Err(e) => Err((e, b.manifest_key.clone())),
+    }
 }
 
 /// Folders without a metadata object (an interrupted base-backup or prune), and latest.json.

@@ -24,7 +24,7 @@ pub fn canonical(m: &BackupMetadata) -> Vec<u8> {
     f("name", &m.name);
     f("env", &m.env);
     f("cluster", &m.cluster);
-    f("system_identifier", &m.system_identifier);
+    f("system_identifier", &m.system_identifier.to_string());
     f("pg_version_num", &m.pg_version_num.to_string());
     f("wal_segment_size", &m.wal_segment_size.to_string());
     f("timeline", &m.timeline.to_string());
@@ -56,6 +56,13 @@ pub fn canonical(m: &BackupMetadata) -> Vec<u8> {
         f(&format!("tablespaces[{i}].location"), &t.location);
     }
     // Fields added later appear only when set, so earlier metadata keeps its canonical form.
+    // Incremental backups only (section 9): a full backup's form is unchanged.
+    if !m.backup_type.is_full() || m.reference.is_some() || m.block_source.is_some() || m.read_bytes.is_some() {
+        f("backup_type", m.backup_type.name());
+        f("reference", m.reference.as_deref().unwrap_or(""));
+        f("block_source", m.block_source.as_deref().unwrap_or(""));
+        f("read_bytes", &m.read_bytes.map_or(String::new(), |b| b.to_string()));
+    }
     if m.from_standby {
         f("from_standby", "true");
     }

@@ -57,7 +57,7 @@ fn fixture(encrypted: bool) -> (BackupMetadata, Manifest) {
         name: NAME.into(),
         env: "test".into(),
         cluster: "main".into(),
-        system_identifier: "7324582734658237465".into(),
+        system_identifier: crate::wal::SystemId(7_324_582_734_658_237_465),
         pg_version_num: 150_004,
         wal_segment_size: 16 << 20,
         timeline: 1,
@@ -79,6 +79,10 @@ fn fixture(encrypted: bool) -> (BackupMetadata, Manifest) {
         tablespaces: ts.clone(),
         from_standby: false,
         seconds: 2.5,
+        backup_type: Default::default(),
+        reference: None,
+        block_source: None,
+        read_bytes: None,
         mac: None,
     };
     (meta, Manifest::new(files, ts))
