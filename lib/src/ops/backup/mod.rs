@@ -3,6 +3,6 @@
 pub mod base;
 pub mod files;
 pub mod flow;
-pub mod resume;
 pub mod incremental;
+pub mod resume;
 pub mod standby;
