@@ -189,6 +189,9 @@ async fn copy_and_finish(
             None => Part::Files(files),
         };
         async move {
+            if leftover.is_some_and(|l| l.recorded.contains(&i)) {
+                resume::forget(repo, name, i).await?;
+            }
             let looked = part.files().to_vec();
             let seen = blocking(move || Ok(resume::look(&looked))).await?;
             let (info, output) = upload_part(repo, name, i, part, &spool, flow).await?;

@@ -133,6 +133,16 @@ pub async fn write_record(
     repo.storage.put(&record_key(repo, backup, info.index), Bytes::from(encoded)).await
 }
 
+/// Before part `index` of a resumed `backup` is stored again: its old record is voided first
+/// (an empty object: the backup's role may write but not delete), so a run killed between
+/// the part and its new record never leaves a record of other content.
+///
+/// # Errors
+/// Storage failures.
+pub async fn forget(repo: &Repo, backup: &str, index: u32) -> Result<()> {
+    repo.storage.put(&record_key(repo, backup, index), Bytes::new()).await
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
@@ -168,6 +178,8 @@ async fn fresh_backup_name(repo: &Repo, cluster: &str) -> Result<String> {
 pub struct Leftover {
     pub name: String,
     pub records: Vec<PartRecord>,
+    /// Parts with a record, reusable or not (voided before the part is stored again).
+    pub recorded: HashSet<u32>,
 }
 
 /// The newest folder of `cluster` without a metadata object, named within `window` of now,
@@ -210,9 +222,12 @@ async fn load_leftover(repo: &Repo, name: &str, system_identifier: u64) -> Resul
     let objects = repo.storage.list(&repo.layout.backup_prefix(name), None, None).await?.objects;
     let sizes: HashMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
     let mut records = Vec::new();
-    for o in objects.iter().filter(|o| o.key.contains(".record.json")) {
+    let mut recorded = HashSet::new();
+    // An empty record was voided by a later run.
+    for o in objects.iter().filter(|o| o.key.contains(".record.json") && o.size > 0) {
         let index = o.key.rsplit('/').next().and_then(|f| f.strip_prefix("part_")).and_then(|f| f.get(..5));
         let Some(index) = index.and_then(|i| i.parse::<u32>().ok()) else { continue };
+        recorded.insert(index);
         let r = match read_record(repo, &o.key, name, index).await {
             Ok(r) if r.system_identifier == system_identifier.to_string() && r.info.index == index => r,
             Ok(_) => continue,
@@ -244,7 +259,7 @@ async fn load_leftover(repo: &Repo, name: &str, system_identifier: u64) -> Resul
         );
         return Ok(None);
     }
-    Ok(Some(Leftover { name: name.to_string(), records }))
+    Ok(Some(Leftover { name: name.to_string(), records, recorded }))
 }
 
 impl PartRecord {
