@@ -23,12 +23,15 @@ def section(scale, bb, f, table, target, machine_line):
     rows = {r["tool"]: r for r in res["rows"]}
     small = {r["tool"]: r for r in ((bb or {}).get("results") or {}).get("rows", [])}
     out = []
-    for mine, theirs in (("base-backup (primary)", "walvault base-backup"), ("pitr-prepare", "walvault pitr-prepare"),
+    if scale.get("quick"):
+        out.append("- MB/s against the basebackup stage: not compared on a quick run (at 0.5 GB the fixed costs -- "
+                   "connection, checkpoint, waiting for the WAL archive -- are most of the wall time)")
+    for mine, theirs in [] if scale.get("quick") else (("base-backup (primary)", "walvault base-backup"), ("pitr-prepare", "walvault pitr-prepare"),
                          ("base-backup (standby)", "walvault base-backup")):
         if mine in rows and theirs in small:
             a, b = rows[mine]["mb_per_s"], small[theirs]["mb_per_s"]
             out.append(target(a >= 0.9 * b, f"{mine}: {a:.0f} MB/s against {b:.0f} MB/s on the basebackup stage's cluster "
-                              "(target: within 10%)", f"{a / b:.2f}x"))
+                              "(target: within 10%)", f"ratio {a / b:.2f}"))
     rss = max((r["maxrss_mib"] for r in res["rows"]), default=0)
     out.append(target(rss < 64, f"max RSS {rss:.0f} MiB (target: under 64 MiB)", f"{rss:.0f} MiB"))
     spool = max((r.get("spool_peak_mib") or 0 for r in res["rows"]), default=0)
