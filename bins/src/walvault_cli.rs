@@ -137,6 +137,8 @@ impl PruneArgs {
             now: parse_now(self.now.as_deref())?,
             dry_run: self.dry_run,
             max_deletes: self.max_deletes,
+            // Set from WALVAULT_RESUME_WINDOW by the caller, which has the configuration.
+            resume_window: std::time::Duration::ZERO,
         })
     }
 }

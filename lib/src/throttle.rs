@@ -70,16 +70,32 @@ impl Throttle {
 /// # Errors
 /// [`Error::Config`] naming `setting`, for anything else or a rate under [`MIN_RATE`].
 pub fn parse_rate(setting: &str, value: &str) -> Result<u64> {
-    let bad = || {
+    let text = value.trim();
+    parse_bytes(setting, text.strip_suffix("/s").unwrap_or(text), MIN_RATE).map_err(|_| {
         Error::config(
             setting,
             format!(
                 "{value:?} is not a rate; expected bytes per second with an optional K, M or G suffix, at least 32K (e.g. 20M)"
             ),
         )
+    })
+}
+
+/// Parse a size in bytes: digits with an optional `K`, `M` or `G` suffix (powers of 1024;
+/// lowercase, `Ki`/`Mi`/`Gi` and a trailing `B` accepted), at least `min`.
+///
+/// # Errors
+/// [`Error::Config`] naming `setting`.
+pub fn parse_bytes(setting: &str, value: &str, min: u64) -> Result<u64> {
+    let bad = || {
+        Error::config(
+            setting,
+            format!(
+                "{value:?} is not a size; expected bytes with an optional K, M or G suffix, at least {min} (e.g. 64M)"
+            ),
+        )
     };
     let text = value.trim();
-    let text = text.strip_suffix("/s").unwrap_or(text);
     let text = text.strip_suffix(['B', 'b']).unwrap_or(text);
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = text.split_at(digits);
@@ -91,11 +107,11 @@ pub fn parse_rate(setting: &str, value: &str) -> Result<u64> {
         "g" | "G" | "Gi" => 30,
         _ => return Err(bad()),
     };
-    let rate = number.checked_mul(1 << shift).ok_or_else(bad)?;
-    if rate < MIN_RATE {
+    let bytes = number.checked_mul(1 << shift).ok_or_else(bad)?;
+    if bytes < min {
         return Err(bad());
     }
-    Ok(rate)
+    Ok(bytes)
 }
 
 #[cfg(test)]

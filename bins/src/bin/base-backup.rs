@@ -103,6 +103,7 @@ fn main() -> ExitCode {
             backup_type,
             max_rate,
             max_standby_lag: config.standby_max_lag,
+            resume_window: config.resume_window,
             checkpoint: if cli.checkpoint == "fast" { Checkpoint::Fast } else { Checkpoint::Spread },
             full_every,
         };

@@ -106,7 +106,8 @@ async fn dispatch(repo: &Repo, config: &Config, command: &Command, json: bool) -
             return Ok(report.status == "passed");
         }
         Command::Prune(args) => {
-            let plan = prune::prune(repo, &args.options()?).await?;
+            let options = prune::PruneOptions { resume_window: config.resume_window, ..args.options()? };
+            let plan = prune::prune(repo, &options).await?;
             show(json, &plan, || prune::render(&plan));
         }
         Command::Status(args) => {

@@ -2,5 +2,7 @@
 //! a rate limit, a backup from a standby, multipart uploads and resumed backups.
 
 mod checkpoint;
+mod multipart;
 mod rate;
+mod resume;
 mod standby_backup;

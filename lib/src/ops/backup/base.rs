@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::Utc;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::codec::{self, Encoder};
@@ -21,6 +20,7 @@ use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestTablespace};
 use crate::ops::Repo;
 use crate::ops::backup::flow::Flow;
+use crate::ops::backup::resume;
 use crate::ops::repo::blocking;
 use crate::ops::repo::catalog::{BackupMetadata, BackupType, LatestPointer, PartInfo};
 use crate::ops::repo::identity::{self, ClusterInfo};
@@ -55,10 +55,20 @@ pub struct BackupOptions {
     pub max_rate: Option<u64>,
     /// How far behind its primary a standby may be (`WALVAULT_STANDBY_MAX_LAG`).
     pub max_standby_lag: Duration,
+    /// How long an interrupted backup may be resumed (`WALVAULT_RESUME_WINDOW`; zero: never).
+    pub resume_window: Duration,
     /// The checkpoint that starts the backup: spread (the default, as `pg_basebackup`) or fast.
     pub checkpoint: Checkpoint,
     /// `--full-every`: a diff/incr is taken in full when the newest full backup is this old.
     pub full_every: Option<chrono::TimeDelta>,
+}
+
+/// What a backup builds on: the backup an incremental refers to, or the leftover of an
+/// interrupted run that a full backup resumes (never both).
+#[derive(Clone, Copy)]
+struct Prior<'a> {
+    reference: Option<&'a super::incremental::Reference>,
+    leftover: Option<&'a resume::Leftover>,
 }
 
 /// How the checkpoint that starts a backup is taken.
@@ -103,11 +113,17 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     };
     identity::ensure(repo, &cluster).await?;
     let reference = super::incremental::reference(repo, opts, server.system_identifier, server.timeline).await?;
-    let name = fresh_backup_name(repo, &opts.cluster).await?;
+    // Only a full backup resumes a leftover: an incremental starts afresh.
+    let leftover = match reference {
+        None => resume::find_leftover(repo, &opts.cluster, server.system_identifier, opts.resume_window).await?,
+        Some(_) => None,
+    };
+    let name = resume::backup_name(repo, &opts.cluster, leftover.as_ref()).await?;
     tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
     let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
-    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, reference.as_ref()).await;
+    let prior = Prior { reference: reference.as_ref(), leftover: leftover.as_ref() };
+    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, prior).await;
     if result.is_err() {
         // Leave the server clean; the parts stay invisible without a metadata object.
         let _ = server.backup_stop().await;
@@ -125,21 +141,6 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         meta.seconds
     );
     Ok(meta)
-}
-
-/// A backup name nothing in the repository uses yet: names have one-second resolution, and a
-/// backup must never write into another's folder (a complete one, or one still running).
-async fn fresh_backup_name(repo: &Repo, cluster: &str) -> Result<String> {
-    for _ in 0..5 {
-        let name = repo.layout.backup_name(cluster, Utc::now());
-        let taken = repo.storage.head(&repo.layout.backup_metadata_key(&name)).await?.is_some()
-            || !repo.storage.list(&repo.layout.backup_prefix(&name), None, None).await?.objects.is_empty();
-        if !taken {
-            return Ok(name);
-        }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-    }
-    Err(Error::Refused(format!("no free backup name for cluster {cluster}: another backup is starting every second")))
 }
 
 fn check_pgdata(given: Option<&Path>, server: &Server) -> Result<PathBuf> {
@@ -165,14 +166,18 @@ async fn copy_and_finish(
     pgdata: &Path,
     name: &str,
     start: &backup_api::BackupStart,
-    reference: Option<&super::incremental::Reference>,
+    prior: Prior<'_>,
 ) -> Result<BackupMetadata> {
     let version_dir = server.tablespace_version_dir();
     let walk_root = pgdata.to_path_buf();
     let files = blocking(move || datadir::walk(&walk_root, Some(&version_dir))).await?;
     let total: u64 = files.iter().map(|f| f.size).sum();
+    let (reference, leftover) = (prior.reference, prior.leftover);
     let (changed, source) = super::incremental::changed_blocks(server, reference, start).await?;
-    let mut parts = datadir::split_parts(files, opts.part_size.max(1));
+    let records = leftover.map(|l| l.records.clone()).unwrap_or_default();
+    let part_size = opts.part_size;
+    let plan = blocking(move || Ok(resume::plan(&records, files, part_size))).await?;
+    let mut parts = plan.new_parts;
     // The walk puts global/pg_control last: its part is read once every other part is, as
     // PostgreSQL copies it (a standby backup ends at the minRecoveryPoint it holds).
     let control_part = parts.pop();
@@ -180,17 +185,32 @@ async fn copy_and_finish(
         .prefix("walvault-spool-")
         .tempdir_in(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
         .with_path(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let count = parts.len() + usize::from(control_part.is_some());
+    let count = plan.reused.len() + parts.len() + usize::from(control_part.is_some());
     let flow = Flow::start(format!("backup {name}"), total, repo.progress_interval, opts.max_rate);
-    let part_job = |i: usize, files| {
+    if leftover.is_some() {
+        let bytes = plan.reused.iter().map(|(p, _)| p.bytes).sum();
+        flow.progress.add(bytes);
+        tracing::info!("resuming backup {name}: {} of {count} parts ({bytes} bytes) reused", plan.reused.len());
+    }
+    let part_job = |i: u32, files: Vec<DataFile>| {
         let spool = spool.path().to_path_buf();
         let flow = &flow;
+        let looked = files.clone();
         let part = match reference {
             Some(r) => Part::Incremental(files, Arc::clone(&r.blocks), changed.clone()),
             None => Part::Files(files),
         };
         async move {
-            let (info, output) = upload_part(repo, name, i as u32, part, &spool, flow).await?;
+            // What a resumed run may reuse: recorded for the parts of a full backup only.
+            let record = reference.is_none() && !opts.resume_window.is_zero();
+            let seen = match record {
+                true => Some(blocking(move || Ok(resume::look(&looked))).await?),
+                false => None,
+            };
+            let (info, output) = upload_part(repo, name, i, part, &spool, flow).await?;
+            if let Some(seen) = seen {
+                resume::write_record(repo, name, server.system_identifier, seen, &info, &output.entries).await?;
+            }
             tracing::info!(
                 "part {}/{count}: {} files, {} -> {} bytes",
                 i + 1,
@@ -201,11 +221,16 @@ async fn copy_and_finish(
             Ok::<_, Error>((info, output))
         }
     };
-    let uploads = futures_util::stream::iter(parts.into_iter().enumerate()).map(|(i, files)| part_job(i, files));
+    let uploads = futures_util::stream::iter(parts).map(|(i, files)| part_job(i, files));
     let mut results: Vec<(PartInfo, IncrementalPart)> = uploads.buffered(opts.jobs.max(1)).try_collect().await?;
-    if let Some(files) = control_part {
-        results.push(part_job(count - 1, files).await?);
+    if let Some((i, files)) = control_part {
+        results.push(part_job(i, files).await?);
     }
+    // A reused part's files have no block digests here: a later incremental stores them whole.
+    let reused =
+        plan.reused.into_iter().map(|(info, entries)| (info, IncrementalPart { entries, ..Default::default() }));
+    results.extend(reused);
+    results.sort_by_key(|(p, _)| p.index);
     flow.progress.finish();
 
     let stop = server.backup_stop().await?;
@@ -334,8 +359,7 @@ async fn upload_part(
     .await?;
     let entries = &mut output.entries;
     let stored = std::fs::metadata(&path).with_path(&path)?.len();
-    flow.before_upload(stored).await;
-    repo.storage.put_file(&key, &path).await?;
+    flow.upload(repo, &key, &path).await?;
     let _ = std::fs::remove_file(&path);
     for e in entries.iter_mut() {
         e.part = index;

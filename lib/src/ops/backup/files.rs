@@ -87,8 +87,7 @@ pub async fn files_backup(
     .await?;
     flow.progress.finish();
     let stored_bytes = std::fs::metadata(&path).with_path(&path)?.len();
-    flow.before_upload(stored_bytes).await;
-    repo.storage.put_file(&archive_key, &path).await?;
+    flow.upload(repo, &archive_key, &path).await?;
     drop(spool);
 
     let manifest = Manifest::new(stored, Vec::new());

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::ops::Repo;
 use crate::ops::repo::progress::{Metered, Progress};
 use crate::throttle::Throttle;
 
@@ -28,15 +29,11 @@ impl Flow {
         Metered::new(out, self.progress.clone(), self.read.clone())
     }
 
-    /// Wait until `bytes` more may be uploaded.
-    pub async fn before_upload(&self, bytes: u64) {
-        if let Some(t) = &self.upload {
-            t.take(bytes).await;
-        }
-    }
-
-    /// The upload limit, for storage that paces itself piece by piece.
-    pub fn upload_limit(&self) -> Option<Arc<Throttle>> {
-        self.upload.clone()
+    /// Upload the spooled file `path` to `key` within the upload limit.
+    ///
+    /// # Errors
+    /// As [`crate::storage::Storage::put_file`].
+    pub async fn upload(&self, repo: &Repo, key: &str, path: &std::path::Path) -> crate::Result<()> {
+        repo.storage.put_file_limited(key, path, self.upload.as_deref()).await
     }
 }

@@ -4,4 +4,5 @@ pub mod base;
 pub mod files;
 pub mod flow;
 pub mod incremental;
+pub mod resume;
 pub mod standby;

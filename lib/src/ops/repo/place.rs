@@ -20,6 +20,8 @@ pub enum Logical<'a> {
     Manifest(&'a str),
     /// The block map of base backup `backup` (`blockmap.bin`).
     BlockMap(&'a str),
+    /// The record of part `index` of base backup `backup` (what a resumed backup may reuse).
+    PartRecord { backup: &'a str, index: u32 },
     /// Object `file` (`archive.tar`, `manifest.json`) of file-storage backup `backup`.
     Files { kind: &'a str, backup: &'a str, file: &'a str },
 }
@@ -32,6 +34,7 @@ impl Logical<'_> {
             Logical::Part { backup, index } => format!("backup/{backup}/part/{index}"),
             Logical::Manifest(backup) => format!("backup/{backup}/manifest"),
             Logical::BlockMap(backup) => format!("backup/{backup}/blockmap"),
+            Logical::PartRecord { backup, index } => format!("backup/{backup}/part/{index}/record"),
             Logical::Files { kind, backup, file } => format!("files/{kind}/{backup}/{file}"),
         }
     }
@@ -47,6 +50,7 @@ impl Logical<'_> {
             Logical::Part { backup, .. }
             | Logical::Manifest(backup)
             | Logical::BlockMap(backup)
+            | Logical::PartRecord { backup, .. }
             | Logical::Files { backup, .. } => backup,
             Logical::Wal(_) => return None,
         };
