@@ -14,6 +14,7 @@ pub mod objects;
 pub mod parts;
 pub mod place;
 pub mod reports;
+pub mod summary;
 pub mod timelines;
 pub mod wal_index;
 pub mod windows;

@@ -2,4 +2,5 @@
 //! Prometheus).
 
 pub mod list;
+mod quick;
 pub mod status;
