@@ -239,6 +239,7 @@ pub fn render(r: &Report) -> String {
     if let Some(rt) = &r.restore_test {
         out.push_str(&format!("\n{}\n", rt.summary_line()));
     }
+    out.push_str(&scope::render(&r.scope));
     if let Some(key) = &r.report_key {
         out.push_str(&format!("\nreport: {key}\n"));
     }

@@ -127,5 +127,25 @@ fn default_choice<'a>(
     chosen
 }
 
+/// What was read and what is due, as lines.
+pub fn render(s: &Scope) -> String {
+    let size = crate::ops::repo::human::human_bytes;
+    let mut out = format!(
+        "\nread this run ({}): {} backups ({}), {} WAL objects ({})\n",
+        s.mode,
+        s.backups_read.len(),
+        size(s.bytes_read),
+        s.wal_checked,
+        size(s.wal_bytes)
+    );
+    for d in &s.backups_due {
+        let when = d
+            .last_verified
+            .map_or("never read".to_string(), |t| format!("last read {}", t.format("%Y-%m-%d %H:%M UTC")));
+        out.push_str(&format!("due: {} ({}, {when})\n", d.name, size(d.stored_bytes)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;
