@@ -74,6 +74,7 @@ pub async fn wal_push(repo: &Repo, path: &Path, cache_dir: Option<&Path>, ahead:
     let pushed = push_one(repo, path, &name, Some(Bytes::from(data)), None, found, cluster).await;
     if let Ok(Pushed { stored_at: Some((day, ext)), .. }) = &pushed {
         index.record(*day, &name, ext);
+        crate::ops::repo::summary::wal_pushed(repo, cache_dir, &repo.layout.wal_key(*day, &name, ext), &name).await;
     }
     index.save();
     let mut outcome = pushed?.outcome;

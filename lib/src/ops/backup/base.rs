@@ -133,6 +133,7 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let metadata_key = repo.layout.backup_metadata_key(&name);
     repo.storage.put(&metadata_key, json_bytes(&meta)?).await?;
     update_latest(repo, &meta).await?;
+    crate::ops::repo::summary::backup_added(repo, &meta).await;
     tracing::info!(
         "backup {name} complete: {} files, {} bytes stored as {} in {:.1} s",
         meta.files,

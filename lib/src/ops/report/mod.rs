@@ -2,4 +2,6 @@
 //! Prometheus).
 
 pub mod list;
+mod prometheus;
+mod quick;
 pub mod status;

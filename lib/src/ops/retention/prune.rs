@@ -147,6 +147,7 @@ pub async fn prune(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
         plan.done += 1;
     }
     plan.complete = true;
+    crate::ops::repo::summary::recount(repo).await;
     Ok(plan)
 }
 
