@@ -399,9 +399,12 @@ async fn wait_for_archive(
         }
         if Instant::now() >= deadline {
             return Err(Error::Refused(format!(
-                "WAL file {name}, needed to make the backup consistent, was not archived within {} s\nHINT: check archive_command and pg_stat_archiver; the backup is incomplete and latest.json was not changed",
+                "WAL file {name}, needed to make the backup consistent, was not archived within {} s",
                 timeout.as_secs()
-            )));
+            ))
+            .with_hint(
+                "check archive_command and pg_stat_archiver; the backup is incomplete and latest.json was not changed",
+            ));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
