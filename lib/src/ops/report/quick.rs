@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::status::{BackupHealth, Facts, StatusOptions, VerificationHealth, WalHealth};
+use super::facts::{BackupHealth, Facts, StatusOptions, VerificationHealth, WalHealth};
 use crate::Result;
 use crate::ops::Repo;
 use crate::ops::repo::summary::Summary;
@@ -90,10 +90,10 @@ pub(super) async fn facts(repo: &Repo, opts: &StatusOptions, mut summary: Summar
         age_seconds: 0.0,
         time_to_recover_seconds: v.time_to_recover_seconds,
     });
-    if let Some((at, key)) = super::status::newest_report(repo).await?
+    if let Some((at, key)) = super::facts::newest_report(repo).await?
         && verification.as_ref().is_none_or(|v| v.key != key && at > v.timestamp)
     {
-        verification = Some(super::status::read_report(repo, key, at).await?);
+        verification = Some(super::facts::read_report(repo, key, at).await?);
     }
     Ok(Facts { wal, timelines: tls, windows, window_problems: Vec::new(), backups, verification, source: "summary" })
 }
