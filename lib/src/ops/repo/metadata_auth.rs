@@ -22,7 +22,7 @@ use ring::{digest, hmac};
 use crate::codec::crypt::Keyring;
 use crate::layout::Layout;
 use crate::manifest::{EntryKind, Manifest, ManifestBackup};
-use crate::ops::repo::catalog::BackupMetadata;
+use crate::ops::repo::metadata::BackupMetadata;
 use crate::{Error, Result};
 
 mod canonical;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::codec::crypt::Key;
 use crate::manifest::{ManifestEntry, ManifestTablespace};
-use crate::ops::repo::catalog::PartInfo;
+use crate::ops::repo::metadata::PartInfo;
 use crate::wal::Lsn;
 
 const NAME: &str = "main_test_20240115_100000";
