@@ -72,7 +72,7 @@ EOF
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
 psql_p() { as_pg "$PG_BIN/psql" -X -A -t -h "$WORK" -p "$PORT" -U postgres -d postgres -c "$1"; }
 as_pg "$PG_BIN/pgbench" -h "$WORK" -p "$PORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
-as_pg env PGHOST="$WORK" PGPORT="$PORT" PGUSER=postgres PGDATA="$WORK/pg" "$BIN/base-backup" >/dev/null 2>"$WORK/backup.err" \
+as_pg env PGHOST="$WORK" PGPORT="$PORT" PGUSER=postgres PGDATA="$WORK/pg" "$BIN/base-backup" --checkpoint fast >/dev/null 2>"$WORK/backup.err" \
     || { cat "$WORK/backup.err" >&2; die "base-backup failed"; }
 start_lsn=$(psql_p "SELECT pg_current_wal_lsn()")
 log "base backup done at $start_lsn; writing $SEGMENTS segments of pgbench WAL"

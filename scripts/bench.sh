@@ -5,6 +5,8 @@
 #
 #   scripts/bench.sh [--quick] [--stages corpora,archive-single,drain,live,restore,basebackup,s3,codec]
 #                    [--segments N] [--no-build]
+#   scripts/bench.sh --stages scale   the issue-14 stage, only when named: a pgbench scale-1000
+#                    cluster (about 15 GB) backed up, restored, from a standby, and resumed
 #
 # --quick: few segments and small clusters (a smoke run, about 10 minutes on 2 cores).
 # Stages are in scripts/bench/harness.py; the PITR stage is scripts/bench-pitr.sh (set
@@ -17,7 +19,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 args=()
 build=true
 while [ $# -gt 0 ]; do

@@ -74,7 +74,7 @@ as_pg "$PG_BIN/pgbench" -h "$WORK" -p "$PORT" -U postgres -i -s 5 -q postgres >/
 
 log "base backup with scripts/backup-postgresql.sh (base-backup), as the database host's CronJob runs it"
 as_pg env PGHOST="$WORK" PGPORT="$PORT" PGDATA="$PRIMARY" BACKUP_JSON="$WORK/backup.json" \
-    scripts/backup-postgresql.sh > "$WORK/backup.out"
+    scripts/backup-postgresql.sh --checkpoint fast > "$WORK/backup.out"
 sed 's/^/  /' "$WORK/backup.out" >&2
 B_NAME=$(json_field "$WORK/backup.json" name)
 B_BYTES=$(json_field "$WORK/backup.json" bytes)

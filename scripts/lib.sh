@@ -210,7 +210,7 @@ archive_desc() {
 
 # restore_main BACKUP_DESC TARGET_DESC PITR_PREPARE_ARGS...
 #
-# Environment: PGDATA (required), SKIP_CONFIRMATION, FORCE, START_SERVER (default true),
+# Environment: PGDATA (required), SKIP_CONFIRMATION, FORCE, DELTA, START_SERVER (default true),
 # PG_START_TIMEOUT (default 3600 s), VERIFY_SQL, KEEP_RUNNING (default false), ARCHIVE
 # (on|off, default off), TARGET_TIMELINE (latest|current|N), PG_BIN, WALVAULT_BIN_DIR, and
 # the repository settings of every binary.
@@ -223,11 +223,15 @@ archive_desc() {
 restore_main() {
     local backup_desc=$1 target_desc=$2
     shift 2
-    local pgdata=${PGDATA:-} force start keep timeout prepare
+    local pgdata=${PGDATA:-} force delta start keep timeout prepare
     [ -n "$pgdata" ] || fail 2 "PGDATA is not set: the data directory to restore into"
     case $pgdata in /*) ;; *) pgdata=$PWD/$pgdata ;; esac
     pgdata=${pgdata%/}
     force=$(bool_knob FORCE false)
+    delta=$(bool_knob DELTA false)
+    if [ "$force" = true ] && [ "$delta" = true ]; then
+        fail 2 "FORCE=true and DELTA=true: choose one (DELTA keeps what matches the backup, FORCE deletes everything first)"
+    fi
     start=$(bool_knob START_SERVER true)
     keep=$(bool_knob KEEP_RUNNING false)
     timeout=${PG_START_TIMEOUT:-3600}
@@ -236,6 +240,7 @@ restore_main() {
     prepare=$(walvault_bin pitr-prepare)
     local args=("$@") archive=${ARCHIVE:-off}
     [ "$force" = true ] && args+=(--force)
+    [ "$delta" = true ] && args+=(--delta)
     case $archive in
         on | off) args+=(--archive "$archive") ;;
         *) fail 2 "ARCHIVE=$archive: expected on (the restored server replaces production and archives) or off" ;;
@@ -244,6 +249,7 @@ restore_main() {
 
     local what="About to restore backup $backup_desc into PGDATA=$pgdata and recover to $target_desc."
     [ "$force" = true ] && what="$what FORCE=true: everything in $pgdata is deleted first."
+    [ "$delta" = true ] && what="$what DELTA=true: files of $pgdata that differ from the backup are replaced, the others deleted."
     confirm_restore "$what"
 
     RESTORE_PGDATA=$pgdata
@@ -274,6 +280,12 @@ restore_main() {
     must_reach=$(json_field "$out" must_reach)
     secs=$(awk -v s="$secs" 'BEGIN { printf "%.1f", s }')
     log "pitr-prepare restored $name ($files files, $(human_bytes "$bytes")) in $secs s; the archive reaches $lsn (timeline $tli)"
+    local delta_line=
+    if [ "$delta" = true ]; then
+        delta_line=$(printf '  delta               %s kept, %s fetched, %s removed\n' \
+            "$(human_bytes "$(json_field "$out" kept_bytes '    ')")" "$(human_bytes "$(json_field "$out" fetched_bytes '    ')")" \
+            "$(human_bytes "$(json_field "$out" removed_bytes '    ')")")
+    fi
 
     # pitr-prepare run as root gives PGDATA to the owner of its parent; a parent owned by
     # root (PGDATA is a mount point under /) leaves it to root, which PostgreSQL refuses.
@@ -288,9 +300,9 @@ restore_main() {
     fi
 
     local report_head
-    report_head=$(printf 'walvault restore report (%s)\n  backup restored     %s (%s files, %s)\n  recovery target     %s\n  archive reaches     %s (segment %s, timeline %s)\n  archiving           %s\n  pitr-prepare        %s s\n' \
+    report_head=$(printf 'walvault restore report (%s)\n  backup restored     %s (%s files, %s)\n  recovery target     %s\n  archive reaches     %s (segment %s, timeline %s)\n  archiving           %s\n  pitr-prepare        %s s\n%s' \
         "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$name" "$files" "$(human_bytes "$bytes")" "$target_desc" "$lsn" "$segment" "$tli" \
-        "$(archive_desc "$archive")" "$secs")
+        "$(archive_desc "$archive")" "$secs" "$delta_line")
     if [ "$start" != true ]; then
         printf '\n%s\n  server              not started (START_SERVER=false); to recover, as the postgres user run:\n' "$report_head"
         printf '                      %s/%s\n' "$PG_BIN" "$next"

@@ -14,7 +14,7 @@
 #   --backup NAME       start from this backup (as `walvault list` shows it) instead
 #
 # Environment: the same as restore-postgresql.sh: the repository settings (WALVAULT_REPO,
-# BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE or WALVAULT_ENCRYPTION=none, AWS_*, ...), PGDATA, SKIP_CONFIRMATION, FORCE,
+# BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE or WALVAULT_ENCRYPTION=none, AWS_*, ...), PGDATA, SKIP_CONFIRMATION, FORCE, DELTA,
 # START_SERVER, PG_START_TIMEOUT, VERIFY_SQL, KEEP_RUNNING, PG_BIN, WALVAULT_BIN_DIR,
 # ARCHIVE (on when the restore replaces production, as the Job sets it; off by default:
 # archive_mode = 'off', nothing written into the archive) and TARGET_TIMELINE (latest,

@@ -8,7 +8,7 @@
 #   WALVAULT_REPO, WALVAULT_ENV, BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE (or WALVAULT_ENCRYPTION=none), AWS_*, ...
 #                       the repository, as for every walvault binary (or --config FILE /
 #                       WALVAULT_CONFIG)
-#   PGDATA              data directory to restore into (required; must be empty unless FORCE)
+#   PGDATA              data directory to restore into (required; must be empty unless FORCE or DELTA)
 #   BACKUP_FILE         latest (default; the runbook's latest.sql.gz.enc means the same) or a
 #                       backup name as `walvault list` shows it
 #   RECOVERY_TARGET     latest (default: replay all archived WAL) or immediate (stop as soon
@@ -24,6 +24,10 @@
 #   SKIP_CONFIRMATION   true: no prompt. Otherwise type yes on a terminal; without a terminal
 #                       it refuses (exit 5) and writes nothing
 #   FORCE               true: delete what PGDATA holds first (pitr-prepare --force)
+#   DELTA               true: PGDATA holds this cluster (a damaged volume, an old copy): keep
+#                       the files that match the backup, fetch the others, delete what the
+#                       backup does not have (pitr-prepare --delta); another cluster's PGDATA
+#                       is refused (exit 5). Not with FORCE
 #   START_SERVER        true (default): start PostgreSQL, wait until it is promoted, run
 #                       VERIFY_SQL, stop it; false: stop after pitr-prepare, print the command
 #   PG_START_TIMEOUT    seconds to wait for recovery to end (default 3600)

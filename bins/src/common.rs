@@ -124,24 +124,3 @@ pub fn print_json(value: &impl serde::Serialize) {
 pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     walvault::ops::repo::runtime::runtime()
 }
-
-/// A progress bar on a terminal (bytes stored of the total); `None` when stderr is not one,
-/// where the one-line-per-part log is the progress.
-pub fn progress_bar() -> Option<walvault::ops::backup::base::ProgressFn> {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    Some(std::sync::Arc::new(move |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-        if done >= total {
-            bar.finish_and_clear();
-        }
-    }))
-}

@@ -137,6 +137,8 @@ impl PruneArgs {
             now: parse_now(self.now.as_deref())?,
             dry_run: self.dry_run,
             max_deletes: self.max_deletes,
+            // Set from WALVAULT_RESUME_WINDOW by the caller, which has the configuration.
+            resume_window: std::time::Duration::ZERO,
         })
     }
 }
@@ -203,6 +205,17 @@ pub struct FilesBackupArgs {
     /// Where the archive is spooled before upload (default the system temp directory)
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
+    /// Most bytes per second read from DIR, and uploaded (each): a number with an optional K,
+    /// M or G suffix (powers of 1024), e.g. 20M; default: no limit
+    #[arg(long, value_name = "RATE")]
+    pub max_rate: Option<String>,
+}
+
+impl FilesBackupArgs {
+    /// `--max-rate` in bytes per second.
+    pub fn max_rate(&self) -> Result<Option<u64>, walvault::Error> {
+        self.max_rate.as_deref().map(|r| walvault::throttle::parse_rate("--max-rate", r)).transpose()
+    }
 }
 
 #[derive(Debug, Args)]

@@ -7,11 +7,13 @@ mod integration {
     mod binding_metadata;
     mod cli_exit_codes;
     pub mod common;
+    mod delta;
     mod deploy;
     mod faults;
     mod first_hour;
     mod forks;
     mod hardening;
+    mod incremental;
     mod keys;
     mod ops;
     mod pg_e2e;
@@ -19,6 +21,7 @@ mod integration {
     mod pitr;
     mod push_ahead;
     mod raw;
+    mod scale;
     mod scripts;
     mod security;
     mod standby;

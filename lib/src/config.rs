@@ -39,6 +39,9 @@ pub const SETTINGS: &[&str] = &[
     "WALVAULT_CACHE_DIR",
     "WALVAULT_PUSH_PARALLEL",
     "WALVAULT_FETCH_PREFETCH",
+    "WALVAULT_PROGRESS_INTERVAL",
+    "WALVAULT_STANDBY_MAX_LAG",
+    "WALVAULT_RESUME_WINDOW",
     "WALVAULT_S3_PATH_STYLE",
     "WALVAULT_S3_SSE",
     "WALVAULT_S3_KMS_KEY_ID",
@@ -48,6 +51,8 @@ pub const SETTINGS: &[&str] = &[
     "WALVAULT_S3_ATTEMPT_TIMEOUT",
     "WALVAULT_S3_CONNECT_TIMEOUT",
     "WALVAULT_S3_STALL_TIMEOUT",
+    "WALVAULT_S3_MULTIPART_THRESHOLD",
+    "WALVAULT_S3_MULTIPART_PART_SIZE",
     "WALVAULT_LOG",
     "AWS_REGION",
     "AWS_ENDPOINT_URL",
@@ -217,6 +222,12 @@ pub struct Config {
     pub push_parallel: usize,
     /// Segments wal-fetch downloads ahead of PostgreSQL's requests.
     pub fetch_prefetch: usize,
+    /// Time between two progress lines of a long command when stderr is not a terminal.
+    pub progress_interval: Duration,
+    /// How far behind its primary a standby may be for base-backup to back it up.
+    pub standby_max_lag: Duration,
+    /// How long an interrupted base-backup may be resumed (zero: never).
+    pub resume_window: Duration,
 }
 
 impl Config {
@@ -271,6 +282,9 @@ impl Config {
             config_file: None,
             push_parallel: bounded(raw, "WALVAULT_PUSH_PARALLEL", 2, 1..=16)?,
             fetch_prefetch: bounded(raw, "WALVAULT_FETCH_PREFETCH", 4, 0..=64)?,
+            progress_interval: Duration::from_secs(bounded(raw, "WALVAULT_PROGRESS_INTERVAL", 30, 1..=3600)? as u64),
+            standby_max_lag: Duration::from_secs(bounded(raw, "WALVAULT_STANDBY_MAX_LAG", 300, 0..=604_800)? as u64),
+            resume_window: Duration::from_secs(bounded(raw, "WALVAULT_RESUME_WINDOW", 86_400, 0..=604_800)? as u64),
         })
     }
 }
@@ -356,6 +370,13 @@ fn s3_options(raw: &RawSettings) -> Result<S3Options> {
     seconds("WALVAULT_S3_ATTEMPT_TIMEOUT", &mut s3.attempt_timeout)?;
     seconds("WALVAULT_S3_CONNECT_TIMEOUT", &mut s3.connect_timeout)?;
     seconds("WALVAULT_S3_STALL_TIMEOUT", &mut s3.stall_timeout)?;
+    let min_part = S3Options::MIN_MULTIPART_PART_SIZE;
+    if let Some(v) = raw.get("WALVAULT_S3_MULTIPART_THRESHOLD") {
+        s3.multipart_threshold = crate::throttle::parse_bytes("WALVAULT_S3_MULTIPART_THRESHOLD", v, min_part)?;
+    }
+    if let Some(v) = raw.get("WALVAULT_S3_MULTIPART_PART_SIZE") {
+        s3.multipart_part_size = crate::throttle::parse_bytes("WALVAULT_S3_MULTIPART_PART_SIZE", v, min_part)?;
+    }
     Ok(s3)
 }
 

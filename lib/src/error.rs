@@ -3,7 +3,9 @@
 //! Policy: library code returns [`Error`]; it never prints and never exits. Each variant
 //! names the thing that went wrong (an object key, a file path, a setting) so that a binary
 //! can print `error.to_string()` as its one log line. Operator advice, where there is some,
-//! goes in [`Error::hint`], printed by the binaries on its own `HINT:` line.
+//! is a hint on the error, never text in its message: a variant's own advice, or one attached
+//! where the error is made ([`Error::with_hint`]); [`Error::hint`] returns it and the binaries
+//! print it on its own `HINT:` line.
 //! Messages are lowercase and have no final period.
 
 use std::fmt;
@@ -72,6 +74,14 @@ pub enum Error {
     /// PostgreSQL (a connection, a query, a server binary) failed.
     #[error("postgresql: {0}")]
     Postgres(String),
+
+    /// A fault of walvault itself (a worker task panicked), not of the input or the repository.
+    #[error("internal error: {0}")]
+    Internal(String),
+
+    /// `inner` with the operator advice known where it was made.
+    #[error("{inner}")]
+    Hinted { inner: Box<Error>, hint: String },
 }
 
 /// Exit codes, one table for every binary (documented in the README and `lib.rs`).
@@ -91,6 +101,8 @@ pub enum ExitCode {
     Postgres = 7,
     /// `verify` found a problem, or `status` is past a threshold (the check itself ran).
     Unhealthy = 8,
+    /// A fault of walvault itself (a panicked worker): report it as a bug.
+    Internal = 9,
 }
 
 /// Offset added to every wal-fetch failure other than "not found".
@@ -122,15 +134,30 @@ impl Error {
             Error::AlreadyExists { .. } | Error::Refused(_) | Error::Hole(_) => ExitCode::Refused,
             Error::Io { .. } => ExitCode::Io,
             Error::Postgres(_) => ExitCode::Postgres,
+            Error::Internal(_) => ExitCode::Internal,
+            Error::Hinted { inner, .. } => inner.exit_code(),
         }
     }
 
-    /// Operator advice for this error, if there is any.
-    pub fn hint(&self) -> Option<&'static str> {
+    /// The error itself, without an attached hint: what to match on.
+    pub fn root(&self) -> &Error {
         match self {
-            Error::Key { reason, .. } if reason.contains(crate::ops::repo::identity::UNREGISTERED) => Some(
-                "if this is the new key of a rotation, register it once with `walvault key add` (with this key configured); otherwise check BACKUP_ENCRYPTION_KEY / WALVAULT_KEY_FILE",
-            ),
+            Error::Hinted { inner, .. } => inner.root(),
+            other => other,
+        }
+    }
+
+    /// This error with operator advice `hint` (one line, no `HINT:` prefix).
+    #[must_use]
+    pub fn with_hint(self, hint: impl Into<String>) -> Error {
+        Error::Hinted { inner: Box::new(self), hint: hint.into() }
+    }
+
+    /// Operator advice for this error, if there is any: the hint attached where it was made,
+    /// else the advice of its kind.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::Hinted { hint, .. } => Some(hint),
             Error::Key { .. } => {
                 Some("check BACKUP_ENCRYPTION_KEY / WALVAULT_KEY_FILE; WALVAULT_READ_KEYS may list older keys")
             }
@@ -143,13 +170,14 @@ impl Error {
             Error::Storage { permanent: true, .. } => {
                 Some("check WALVAULT_REPO, AWS_ENDPOINT_URL, credentials and network")
             }
+            Error::Internal(_) => Some("this is a bug in walvault: please report it with the lines above"),
             _ => None,
         }
     }
 
     /// True when retrying the same call may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Storage { permanent: false, .. })
+        matches!(self.root(), Error::Storage { permanent: false, .. })
     }
 
     /// Shorthand for a missing object.

@@ -15,6 +15,8 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
+use crate::wal::segment::NAME_SUFFIXES;
+
 /// The repository identity object.
 pub const IDENTITY_KEY: &str = "walvault.json";
 
@@ -177,9 +179,9 @@ pub fn name_time(name: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Split `000000010000000000000003.zst.enc` into the PostgreSQL name and the extension.
-/// WAL names never contain dots except `.history`, `.partial` and `NNNNNNNN.backup`.
+/// WAL names never contain dots except their suffixes ([`NAME_SUFFIXES`]).
 fn split_wal_file(file: &str) -> Option<(&str, &str)> {
-    for suffix in [".history", ".partial", ".backup"] {
+    for suffix in NAME_SUFFIXES {
         if let Some(at) = file.find(suffix) {
             let end = at + suffix.len();
             return Some((&file[..end], &file[end..]));

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+pub mod chain;
+mod incremental;
+pub use incremental::{Delta, ManifestReference, Unchanged};
+
 /// The manifest format version this build writes and reads.
 pub const MANIFEST_VERSION: u32 = 1;
 
@@ -28,6 +32,18 @@ pub struct Manifest {
     /// format 2; absent in older manifests). See [`ManifestBackup`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<ManifestBackup>,
+    /// An incremental backup's reference: the backup its deltas and unchanged files build on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ManifestReference>,
+    /// Lowercase hex SHA-256 of the backup's block map (`blockmap.bin`, decoded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_map_sha256: Option<String>,
+    /// Stored files that hold only changed blocks, by path (see [`Delta`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub deltas: std::collections::BTreeMap<String, Delta>,
+    /// Files identical to the reference's, not stored again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged: Vec<Unchanged>,
     /// Path to index in `files`, built on first lookup.
     #[serde(skip)]
     index: OnceLock<HashMap<String, usize>>,
@@ -61,7 +77,7 @@ pub struct ManifestEntry {
 
 /// What a backup's plain-JSON metadata says about the backup, kept inside the authenticated
 /// manifest so that a restore can cross-check the metadata before it writes anything
-/// (`docs/FORMAT.md`, section 7; [`crate::ops::repo::metadata_auth`]).
+/// (`docs/FORMAT.md`, section 7; checked in `ops/repo/metadata_auth.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestBackup {
@@ -89,7 +105,17 @@ pub struct ManifestTablespace {
 impl Manifest {
     /// An empty manifest of the current version.
     pub fn new(files: Vec<ManifestEntry>, tablespaces: Vec<ManifestTablespace>) -> Self {
-        Manifest { version: MANIFEST_VERSION, files, tablespaces, backup: None, index: OnceLock::new() }
+        Manifest {
+            version: MANIFEST_VERSION,
+            files,
+            tablespaces,
+            backup: None,
+            reference: None,
+            block_map_sha256: None,
+            deltas: Default::default(),
+            unchanged: Vec::new(),
+            index: OnceLock::new(),
+        }
     }
 
     /// Check everything a reader relies on: the version, every path (relative, no `..`, `.`
@@ -136,7 +162,7 @@ impl Manifest {
                 return Err(Error::Refused(format!("manifest tablespace {} has an unsafe location {loc:?}", ts.oid)));
             }
         }
-        Ok(())
+        self.validate_incremental(&seen)
     }
 
     /// The entry stored at `path`, if any. The index is built on the first call; if `files`

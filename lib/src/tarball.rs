@@ -18,15 +18,21 @@ use std::os::unix::fs::MetadataExt;
 
 use ring::digest::{Context, SHA256};
 
+use crate::blockmap::{BlockHasher, BlockMap};
 use crate::error::IoContext;
 use crate::manifest::{EntryKind, ManifestEntry};
 use crate::pg::datadir::{DataFile, FileKind};
 use crate::{Error, Result};
 
+mod apply;
 mod extract;
+mod incremental;
 mod verify;
 
-pub use extract::{ExtractStats, extract_tar};
+pub use apply::{ApplyStats, apply_tar, lay_out};
+pub use incremental::{IncrementalPart, write_tar_incremental};
+
+pub use extract::{ExtractStats, extract_tar, extract_tar_keeping};
 pub use verify::{VerifyStats, verify_tar};
 
 /// Read size for files streamed into a tar part.
@@ -43,18 +49,30 @@ const OUTPUT: &str = "tar output stream";
 /// # Errors
 /// [`Error::Io`] naming the file for a read failure, or the output stream for a write failure.
 pub fn write_tar<W: Write>(out: W, entries: &[DataFile]) -> Result<(W, Vec<ManifestEntry>)> {
+    write_tar_blocks(out, entries).map(|(out, stored, _)| (out, stored))
+}
+
+/// [`write_tar`], with the block digests of every stored file ([`crate::blockmap`]).
+///
+/// # Errors
+/// As [`write_tar`].
+pub fn write_tar_blocks<W: Write>(out: W, entries: &[DataFile]) -> Result<(W, Vec<ManifestEntry>, BlockMap)> {
     let mut builder = tar::Builder::new(out);
     let mut stored = Vec::with_capacity(entries.len());
+    let mut blocks = BlockMap::default();
     for entry in entries {
         let item = match &entry.kind {
-            FileKind::File => append_file(&mut builder, entry)?,
+            FileKind::File => append_file(&mut builder, entry)?.map(|(item, digests)| {
+                blocks.files.insert(item.path.clone(), digests);
+                item
+            }),
             FileKind::Dir => Some(append_dir(&mut builder, entry)?),
             FileKind::Symlink(target) => Some(append_symlink(&mut builder, entry, target)?),
         };
         stored.extend(item);
     }
     let out = builder.into_inner().with_path(OUTPUT)?;
-    Ok((out, stored))
+    Ok((out, stored, blocks))
 }
 
 /// Write in-memory files (the stop call's `backup_label` and `tablespace_map`) as a finished
@@ -121,7 +139,10 @@ fn append_symlink<W: Write>(builder: &mut tar::Builder<W>, entry: &DataFile, tar
     Ok(empty_entry(entry, EntryKind::Symlink, Some(target.to_owned())))
 }
 
-fn append_file<W: Write>(builder: &mut tar::Builder<W>, entry: &DataFile) -> Result<Option<ManifestEntry>> {
+fn append_file<W: Write>(
+    builder: &mut tar::Builder<W>,
+    entry: &DataFile,
+) -> Result<Option<(ManifestEntry, crate::blockmap::FileBlocks)>> {
     let path = &entry.abs_path;
     let file = match File::open(path) {
         Ok(f) => f,
@@ -141,6 +162,7 @@ fn append_file<W: Write>(builder: &mut tar::Builder<W>, entry: &DataFile) -> Res
         remaining: size,
         padded: 0,
         hash: Context::new(&SHA256),
+        blocks: BlockHasher::default(),
         read_error: None,
     };
     if let Err(e) = builder.append_data(&mut header, &entry.rel_path, &mut reader) {
@@ -152,7 +174,7 @@ fn append_file<W: Write>(builder: &mut tar::Builder<W>, entry: &DataFile) -> Res
     if reader.padded > 0 {
         tracing::debug!("{} shrank by {} bytes while it was read", path.display(), reader.padded);
     }
-    Ok(Some(ManifestEntry {
+    let item = ManifestEntry {
         path: entry.rel_path.clone(),
         size,
         sha256: hex::encode(reader.hash.finish()),
@@ -160,7 +182,8 @@ fn append_file<W: Write>(builder: &mut tar::Builder<W>, entry: &DataFile) -> Res
         part: 0,
         kind: EntryKind::File,
         link_target: None,
-    }))
+    };
+    Ok(Some((item, reader.blocks.finish())))
 }
 
 /// Yields exactly `remaining` bytes: the file's, then zeros if it ended early. Hashes them all.
@@ -169,6 +192,7 @@ struct ExactReader<R> {
     remaining: u64,
     padded: u64,
     hash: Context,
+    blocks: BlockHasher,
     /// A failure reading the file, kept so it is reported against the file, not the output.
     read_error: Option<io::Error>,
 }
@@ -203,6 +227,7 @@ impl<R: Read> Read for ExactReader<R> {
             n
         };
         self.hash.update(&buf[..n]);
+        self.blocks.update(&buf[..n]);
         self.remaining -= n as u64;
         Ok(n)
     }
@@ -210,3 +235,5 @@ impl<R: Read> Read for ExactReader<R> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_incremental;

@@ -21,6 +21,8 @@ Stages (in this order; --stages picks some):
                  wal-push vs curl PUT (storage floor), requests per segment (client and server)
   codec          the Criterion codec benches (lib/benches/codec.rs) on a real segment of
                  each corpus: encode/decode MiB/s, zstd 1/3, gzip 6, with and without AES
+  scale          (issue 14; scripts/bench/scale_stage.py) a pgbench scale-1000 cluster: base-backup
+                 and pitr-prepare MB/s, max RSS, spool peak; the backup from a standby; a resume
 
 Run by scripts/bench.sh (which builds release binaries and installs pgBackRest); by hand:
   WALVAULT_BIN_DIR=target/release python3 scripts/bench/harness.py [--quick] [--stages a,b]
@@ -53,7 +55,9 @@ PG = pwd.getpwnam("postgres") if ROOT else None
 SEG = 16 * 1024 * 1024
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 PGBR_PASS = "benchmarkbenchmarkbenchmark"
-STAGES = ["corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3", "codec"]
+STAGES = ["corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3", "codec", "scale"]
+# `scale` (a 15 GB cluster, hours on 2 cores) runs only when named.
+DEFAULT_STAGES = [s for s in STAGES if s != "scale"]
 PORTS = {"pgbench": 54340, "oltp": 54341, "live": 54342, "bb": 54343}
 
 
@@ -681,7 +685,7 @@ def stage_basebackup(ctx):
             log(f"basebackup {name}: {n / 1e6 / r['wall_s']:.0f} MB/s of {n / 1e6:.0f} MB, {r['cpu_s']:.1f} CPU s, "
                 f"{r['maxrss_kib'] / 1024:.0f} MiB")
         spool = mkdir_pg(os.path.join(w, "bb-spool"))
-        add("walvault base-backup", measure([f"{BIN}/base-backup", "--json", "--spool-dir", spool], env=env, cwd=w, timeout=3600,
+        add("walvault base-backup", measure([f"{BIN}/base-backup", "--json", "--checkpoint", "fast", "--spool-dir", spool], env=env, cwd=w, timeout=3600,
                                             capture=True), "backup")
         stored = du(repo)
         rdir = os.path.join(w, "bb-restore-walvault")
@@ -890,7 +894,7 @@ def stage_codec(ctx):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer segments and smaller clusters: a smoke run")
-    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated, from: " + ", ".join(STAGES))
+    ap.add_argument("--stages", default=",".join(DEFAULT_STAGES), help="comma-separated, from: " + ", ".join(STAGES))
     ap.add_argument("--out", default=os.path.join(REPO_ROOT, "docs", "benchmarks"), help="where the JSON goes")
     ap.add_argument("--segments", type=int, help="segments per corpus (default 200, quick 24)")
     a = ap.parse_args()
@@ -929,7 +933,11 @@ def main():
             before = machine()
             t0 = time.time()
             try:
-                res = globals()["stage_" + s.replace("-", "_")](ctx)
+                if s == "scale":
+                    import scale_stage  # noqa: PLC0415 -- it imports this module
+                    res = scale_stage.stage_scale(ctx)
+                else:
+                    res = globals()["stage_" + s.replace("-", "_")](ctx)
                 err = None
             except Exception as e:  # noqa: BLE001 -- one failed stage is reported, the rest still run
                 res, err = None, f"{type(e).__name__}: {e}"

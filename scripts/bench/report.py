@@ -101,6 +101,7 @@ def main():
     a = ap.parse_args()
     d = a.src
     docs = {s: load(d, s) for s in ("corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3", "codec")}
+    scale = load(d, "scale")  # its own section, marked quick on its own
     present = [x for x in docs.values() if x]
     if not present:
         sys.exit(f"no benchmark JSON in {d}")
@@ -348,6 +349,8 @@ def main():
         summary += ["## Against the baselines", "", "No target is stated for these; they say where walvault stands.", ""] + versus + [""]
     at = md.index("## Corpora") if "## Corpora" in md else len(md)
     md = md[:at] + summary + md[at:]
+    import report_scale  # noqa: PLC0415
+    md += report_scale.section(scale, docs["basebackup"], f, table, target, machine_line)
     md += ["## Codec (Criterion)", ""]
     cd = docs.get("codec")
     if cd and cd.get("results"):

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use walvault::ops::backup::base::{BackupOptions, DEFAULT_PART_SIZE};
+use walvault::ops::backup::base::{BackupOptions, Checkpoint, DEFAULT_PART_SIZE};
 use walvault::pg::backup_api::ConnParams;
 
 use walvault_bins::common;
@@ -15,7 +15,7 @@ use walvault_bins::common;
 #[derive(Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  PGHOST=/var/run/postgresql PGDATA=/var/lib/postgresql/data base-backup\n  base-backup --host /tmp --port 5433 --pgdata /srv/pg --json"
+    after_help = "Examples:\n  PGHOST=/var/run/postgresql PGDATA=/var/lib/postgresql/data base-backup\n  base-backup --host /tmp --port 5433 --pgdata /srv/pg --checkpoint fast --json"
 )]
 struct Cli {
     /// Server host or socket directory (PGHOST)
@@ -43,9 +43,25 @@ struct Cli {
     /// or a duration such as 10m or 2h (at most 7d)
     #[arg(long, value_name = "DURATION", default_value = "600")]
     archive_timeout: String,
+    /// The checkpoint that starts the backup: spread (no I/O burst on the server; may take up to
+    /// checkpoint_timeout x checkpoint_completion_target) or fast (immediate)
+    #[arg(long, value_name = "MODE", value_parser = ["fast", "spread"], default_value = "spread")]
+    checkpoint: String,
+    /// Most bytes per second read from the data directory, and uploaded (each): a number with
+    /// an optional K, M or G suffix (powers of 1024), e.g. 20M; default: no limit
+    #[arg(long, value_name = "RATE")]
+    max_rate: Option<String>,
     /// Where parts are spooled before upload (default: $TMPDIR)
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// full (everything), diff (what changed since the newest full backup) or incr (what
+    /// changed since the newest backup of any type); without a backup to build on, full
+    #[arg(long = "type", value_name = "TYPE", default_value = "full")]
+    backup_type: String,
+    /// With --type diff or incr: take a full backup instead when the newest full backup is
+    /// this old (e.g. 7d for a weekly full from a nightly schedule)
+    #[arg(long, value_name = "DURATION")]
+    full_every: Option<String>,
     #[command(flatten)]
     common: common::Common,
 }
@@ -69,6 +85,12 @@ fn main() -> ExitCode {
     let run = || -> Result<(), walvault::Error> {
         let config = cli.common.load("base-backup")?;
         let archive_timeout = archive_timeout(&cli.archive_timeout)?;
+        let backup_type = walvault::ops::repo::catalog::BackupType::parse(&cli.backup_type)?;
+        let max_rate = cli.max_rate.as_deref().map(|r| walvault::throttle::parse_rate("--max-rate", r)).transpose()?;
+        let full_every = match &cli.full_every {
+            Some(v) => Some(walvault::ops::repo::human::parse_duration("--full-every", v)?),
+            None => None,
+        };
         let conn = ConnParams::from_env_and_flags(cli.host.clone(), cli.port, cli.user.clone(), cli.dbname.clone())?;
         let opts = BackupOptions {
             conn,
@@ -78,7 +100,12 @@ fn main() -> ExitCode {
             archive_timeout,
             spool_dir: cli.spool_dir.clone(),
             cluster: config.cluster.clone(),
-            progress: common::progress_bar(),
+            backup_type,
+            max_rate,
+            max_standby_lag: config.standby_max_lag,
+            resume_window: config.resume_window,
+            checkpoint: if cli.checkpoint == "fast" { Checkpoint::Fast } else { Checkpoint::Spread },
+            full_every,
         };
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;

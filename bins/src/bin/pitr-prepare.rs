@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser, ValueEnum};
-use walvault::ops::restore::pitr_prepare::{PrepareOptions, TimelineChoice, parse_time};
+use walvault::config::Config;
+use walvault::ops::restore::pitr_prepare::{PrepareOptions, PrepareOutcome, TimelineChoice, parse_time};
 use walvault::pg::recovery::{RecoveryTarget, TargetAction};
 
 use walvault_bins::common;
@@ -46,14 +47,19 @@ struct Cli {
     #[arg(long, value_enum, default_value = "promote")]
     target_action: Action,
     /// Delete the contents of a non-empty PGDATA first
-    #[arg(long)]
+    #[arg(long, conflicts_with = "delta")]
     force: bool,
+    /// Restore over PGDATA of the same cluster: keep files whose size and SHA-256 match the
+    /// backup, fetch the others, remove what the backup does not have
+    #[arg(long)]
+    delta: bool,
     /// Restore tablespace OID into DIR instead of its original location (repeatable)
     #[arg(long, value_name = "OID=DIR")]
     tablespace_map: Vec<String>,
-    /// Parts restored at once
-    #[arg(long, default_value_t = 2)]
-    jobs: usize,
+    /// Parts restored at once (and files compared at once with --delta); default: the
+    /// machine's available cores
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Timeline to recover along: latest (PostgreSQL's default: the highest timeline after the
     /// backup's), current (the backup's) or a timeline id; checked and written as a number
     #[arg(long, value_name = "latest|current|N")]
@@ -110,41 +116,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let run = || -> Result<(), walvault::Error> {
         let config = cli.common.load("pitr-prepare")?;
-        let opts = PrepareOptions {
-            pgdata: std::path::absolute(&cli.pgdata).map_err(|e| walvault::Error::io(&cli.pgdata, e))?,
-            target: target(&cli)?,
-            backup: cli.backup.clone(),
-            action: match cli.target_action {
-                Action::Promote => TargetAction::Promote,
-                Action::Pause => TargetAction::Pause,
-                Action::Shutdown => TargetAction::Shutdown,
-            },
-            force: cli.force,
-            tablespace_map: tablespace_map(&cli.tablespace_map)?,
-            restore_command: walvault::ops::restore::restore_command::restore_command(&config)?,
-            cache_dir: config.cache_dir.clone(),
-            jobs: cli.jobs,
-            prefetch: config.fetch_prefetch,
-            timeline: cli.target_timeline.as_deref().map(str::parse::<TimelineChoice>).transpose()?,
-            archive: cli.archive == OnOff::On,
-        };
+        let opts = options(&cli, &config)?;
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;
             let out = walvault::ops::restore::pitr_prepare::pitr_prepare(&repo, &opts).await?;
-            if cli.common.json {
-                common::print_json(&out);
-            } else {
-                tracing::info!(
-                    "restored {} ({} files, {} bytes) in {:.1} s; WAL reaches {} on timeline {}; archiving {}",
-                    out.backup,
-                    out.files,
-                    out.bytes,
-                    out.seconds,
-                    out.wal.last_lsn,
-                    out.wal.timeline,
-                    if out.archive { "on" } else { "off" }
-                );
-                tracing::info!("next: {}", out.next_command);
+            match cli.common.json {
+                true => common::print_json(&out),
+                false => report(&out),
             }
             Ok(())
         })
@@ -153,4 +131,55 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => common::fail("pitr-prepare", &e, e.exit_code().code()),
     }
+}
+
+/// The restore asked for on the command line, with the configuration's settings.
+fn options(cli: &Cli, config: &Config) -> Result<PrepareOptions, walvault::Error> {
+    Ok(PrepareOptions {
+        pgdata: std::path::absolute(&cli.pgdata).map_err(|e| walvault::Error::io(&cli.pgdata, e))?,
+        target: target(cli)?,
+        backup: cli.backup.clone(),
+        action: match cli.target_action {
+            Action::Promote => TargetAction::Promote,
+            Action::Pause => TargetAction::Pause,
+            Action::Shutdown => TargetAction::Shutdown,
+        },
+        force: cli.force,
+        delta: cli.delta,
+        tablespace_map: tablespace_map(&cli.tablespace_map)?,
+        restore_command: walvault::ops::restore::restore_command::restore_command(config)?,
+        cache_dir: config.cache_dir.clone(),
+        jobs: cli.jobs.unwrap_or_else(walvault::ops::restore::default_jobs),
+        prefetch: config.fetch_prefetch,
+        timeline: cli.target_timeline.as_deref().map(str::parse::<TimelineChoice>).transpose()?,
+        archive: cli.archive == OnOff::On,
+    })
+}
+
+/// The outcome as log lines: what was restored, the delta, the next step.
+fn report(out: &PrepareOutcome) {
+    tracing::info!(
+        "restored {} ({} files, {} bytes) in {:.1} s; WAL reaches {} on timeline {}; archiving {}",
+        out.backup,
+        out.files,
+        out.bytes,
+        out.seconds,
+        out.wal.last_lsn,
+        out.wal.timeline,
+        if out.archive { "on" } else { "off" }
+    );
+    if let Some(d) = &out.delta {
+        tracing::info!(
+            "delta: {} files ({} bytes) kept, {} files ({} bytes) fetched, {} files ({} bytes) removed; {} of {} parts not downloaded",
+            d.kept_files,
+            d.kept_bytes,
+            d.fetched_files,
+            d.fetched_bytes,
+            d.removed_files,
+            d.removed_bytes,
+            d.parts_skipped,
+            d.parts
+        );
+    }
+    tracing::info!("next: {}", out.next_command);
 }

@@ -7,6 +7,8 @@ use walvault::ops::repo::decrypt::Source;
 
 use walvault_bins::common;
 
+use walvault::config::Config;
+use walvault::ops::Repo;
 use walvault::ops::backup::files;
 use walvault::ops::repo::human::human_bytes;
 use walvault::ops::report::status;
@@ -77,86 +79,11 @@ enum KeyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json = cli.common.json;
     let run = || -> Result<walvault::ExitCode, walvault::Error> {
         let config = cli.common.load("walvault")?;
         common::runtime()?.block_on(async {
             let repo = walvault::ops::Repo::open(&config).await?;
-            let healthy = match &cli.command {
-                Command::List => {
-                    let listing = walvault::ops::report::list::list(&repo).await?;
-                    show(json, &listing, || walvault::ops::report::list::render(&listing));
-                    true
-                }
-                Command::Verify(args) => {
-                    let report = verify::verify(&repo, &args.options(&config)?).await?;
-                    show(json, &report, || verify::render(&report));
-                    report.status == "passed"
-                }
-                Command::Prune(args) => {
-                    let plan = prune::prune(&repo, &args.options()?).await?;
-                    show(json, &plan, || prune::render(&plan));
-                    true
-                }
-                Command::Status(args) => {
-                    let s = status::status(&repo, &args.options()?).await?;
-                    match args.prometheus {
-                        true => print!("{}", status::prometheus(&s)),
-                        false => show(json, &s, || status::render(&s)),
-                    }
-                    s.healthy
-                }
-                Command::FilesBackup(a) => {
-                    let meta = files::files_backup(&repo, a.kind.name(), &a.dir, a.spool_dir.clone()).await?;
-                    show(json, &meta, || {
-                        let (size, stored) = (human_bytes(meta.bytes), human_bytes(meta.stored_bytes));
-                        format!("{}: {} files, {size} ({stored} stored)\n", meta.name, meta.files)
-                    });
-                    true
-                }
-                Command::FilesRestore(a) => {
-                    let done = files::files_restore(&repo, a.kind.name(), Some(&a.backup), &a.dir).await?;
-                    show(json, &done, || format!("restored {} into {}: {} files\n", done.backup, done.dir, done.files));
-                    true
-                }
-                Command::Decrypt { object } => {
-                    let source = match object.as_str() {
-                        "-" => Source::Stdin,
-                        o if PathBuf::from(o).is_file() => Source::File(PathBuf::from(o)),
-                        o => Source::Key(o.to_string()),
-                    };
-                    walvault::ops::repo::decrypt::decrypt(&repo, source, std::io::stdout()).await?;
-                    true
-                }
-                Command::Ls { prefix } => {
-                    let objects = walvault::ops::repo::objects::list(&repo, prefix).await?;
-                    let table = || objects.iter().map(|o| format!("{:>12}  {}\n", o.size, o.key)).collect();
-                    show(json, &objects, table);
-                    true
-                }
-                Command::Key(KeyCommand::Add) => {
-                    let done = walvault::ops::repo::keys::add(&repo).await?;
-                    show(json, &done, || match done.added {
-                        true => format!("registered key {} in {}\n", done.fingerprint, done.repository),
-                        false => format!("key {} is already registered in {}\n", done.fingerprint, done.repository),
-                    });
-                    true
-                }
-                Command::Key(KeyCommand::List) => {
-                    let keys = walvault::ops::repo::keys::list(&repo).await?;
-                    show(json, &keys, || {
-                        keys.keys
-                            .iter()
-                            .map(|k| format!("{}  {}\n", k.fingerprint, k.configured.unwrap_or("-")))
-                            .collect()
-                    });
-                    true
-                }
-                Command::Get { key, .. } => {
-                    walvault::ops::repo::objects::get_raw(&repo, key).await?;
-                    true
-                }
-            };
+            let healthy = dispatch(&repo, &config, &cli.command, cli.common.json).await?;
             Ok(if healthy { walvault::ExitCode::Success } else { walvault::ExitCode::Unhealthy })
         })
     };
@@ -164,6 +91,85 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code.code()),
         Err(e) => common::fail("walvault", &e, e.exit_code().code()),
     }
+}
+
+/// Run one subcommand and show its result; false when it found the repository unhealthy.
+async fn dispatch(repo: &Repo, config: &Config, command: &Command, json: bool) -> Result<bool, walvault::Error> {
+    match command {
+        Command::List => {
+            let listing = walvault::ops::report::list::list(repo).await?;
+            show(json, &listing, || walvault::ops::report::list::render(&listing));
+        }
+        Command::Verify(args) => {
+            let report = verify::verify(repo, &args.options(config)?).await?;
+            show(json, &report, || verify::render(&report));
+            return Ok(report.status == "passed");
+        }
+        Command::Prune(args) => {
+            let options = prune::PruneOptions { resume_window: config.resume_window, ..args.options()? };
+            let plan = prune::prune(repo, &options).await?;
+            show(json, &plan, || prune::render(&plan));
+        }
+        Command::Status(args) => {
+            let s = status::status(repo, &args.options()?).await?;
+            match args.prometheus {
+                true => print!("{}", status::prometheus(&s)),
+                false => show(json, &s, || status::render(&s)),
+            }
+            return Ok(s.healthy);
+        }
+        Command::FilesBackup(a) => {
+            let meta = files::files_backup(repo, a.kind.name(), &a.dir, a.spool_dir.clone(), a.max_rate()?).await?;
+            show(json, &meta, || {
+                let (size, stored) = (human_bytes(meta.bytes), human_bytes(meta.stored_bytes));
+                format!("{}: {} files, {size} ({stored} stored)\n", meta.name, meta.files)
+            });
+        }
+        Command::FilesRestore(a) => {
+            let done = files::files_restore(repo, a.kind.name(), Some(&a.backup), &a.dir).await?;
+            show(json, &done, || format!("restored {} into {}: {} files\n", done.backup, done.dir, done.files));
+        }
+        Command::Decrypt { object } => decrypt(repo, object).await?,
+        Command::Ls { prefix } => {
+            let objects = walvault::ops::repo::objects::list(repo, prefix).await?;
+            show(json, &objects, || objects.iter().map(|o| format!("{:>12}  {}\n", o.size, o.key)).collect());
+        }
+        Command::Key(k) => key(repo, k, json).await?,
+        Command::Get { key, .. } => {
+            walvault::ops::repo::objects::get_raw(repo, key).await?;
+        }
+    }
+    Ok(true)
+}
+
+/// `walvault decrypt OBJECT|-`: a key, a local file, or stdin.
+async fn decrypt(repo: &Repo, object: &str) -> Result<(), walvault::Error> {
+    let source = match object {
+        "-" => Source::Stdin,
+        o if PathBuf::from(o).is_file() => Source::File(PathBuf::from(o)),
+        o => Source::Key(o.to_string()),
+    };
+    walvault::ops::repo::decrypt::decrypt(repo, source, std::io::stdout()).await.map(|_| ())
+}
+
+/// `walvault key add|list`.
+async fn key(repo: &Repo, command: &KeyCommand, json: bool) -> Result<(), walvault::Error> {
+    match command {
+        KeyCommand::Add => {
+            let done = walvault::ops::repo::keys::add(repo).await?;
+            show(json, &done, || match done.added {
+                true => format!("registered key {} in {}\n", done.fingerprint, done.repository),
+                false => format!("key {} is already registered in {}\n", done.fingerprint, done.repository),
+            });
+        }
+        KeyCommand::List => {
+            let keys = walvault::ops::repo::keys::list(repo).await?;
+            show(json, &keys, || {
+                keys.keys.iter().map(|k| format!("{}  {}\n", k.fingerprint, k.configured.unwrap_or("-"))).collect()
+            });
+        }
+    }
+    Ok(())
 }
 
 /// JSON on stdout with --json, else the human table.

@@ -65,7 +65,7 @@ fn first_backup_verify_and_list_as_a_new_operator() {
         .env("PGPORT", c.port.to_string())
         .env("PGUSER", "postgres")
         .env("PGDATA", &c.pgdata)
-        .args(["--json", "--part-size", "4000000"])
+        .args(["--json", "--checkpoint", "fast", "--part-size", "4000000"])
         .output()
         .expect("base-backup");
     assert!(out.status.success(), "base-backup: {}", stderr(&out));

@@ -22,6 +22,7 @@ const KNOBS: &[&str] = &[
     "BACKUP_FILE",
     "SKIP_CONFIRMATION",
     "FORCE",
+    "DELTA",
     "START_SERVER",
     "KEEP_RUNNING",
     "VERIFY_SQL",
@@ -180,7 +181,7 @@ fn backup_then_restore_latest_and_point_in_time() {
         .env("PGPORT", p.port.to_string())
         .env("PGUSER", "postgres")
         .env("PGDATA", &p.pgdata)
-        .args(["--part-size", "4000000"])
+        .args(["--checkpoint", "fast", "--part-size", "4000000"])
         .output()
         .expect("backup-postgresql.sh");
     assert!(out.status.success(), "backup-postgresql.sh: {}", stderr(&out));
@@ -226,6 +227,28 @@ fn backup_then_restore_latest_and_point_in_time() {
     assert!(report.contains("archiving           on: the restored server archives"), "{report}");
     assert!(!pgdata.join("recovery.signal").exists(), "promoted");
     assert!(!pgdata.join("postmaster.pid").exists(), "server stopped after verification");
+
+    // DELTA=true over that data directory (same cluster): most files kept, the same rows;
+    // never together with FORCE.
+    let out = script(&repo, "restore-postgresql.sh", false)
+        .env("SKIP_CONFIRMATION", "true")
+        .env("DELTA", "true")
+        .env("FORCE", "true")
+        .env("PGDATA", &pgdata)
+        .output()
+        .expect("restore-postgresql.sh");
+    assert_eq!(out.status.code(), Some(2), "FORCE and DELTA: {}", stderr(&out));
+    let out = script(&repo, "restore-postgresql.sh", false)
+        .env("SKIP_CONFIRMATION", "true")
+        .env("DELTA", "true")
+        .env("PGDATA", &pgdata)
+        .env("VERIFY_SQL", "SELECT count(*) FROM t")
+        .output()
+        .expect("restore-postgresql.sh");
+    assert!(out.status.success(), "DELTA=true: {}\n{}", stderr(&out), stdout(&out));
+    assert_eq!(verification(&out), ["300"], "{}", stdout(&out));
+    let delta = stdout(&out).lines().find(|l| l.starts_with("  delta ")).map(str::to_string);
+    assert!(delta.as_deref().is_some_and(|l| l.contains(" kept, ") && !l.contains(" 0 B kept")), "{}", stdout(&out));
 
     // A target the archive cannot reach: pitr-prepare's refusal (5), nothing written.
     let dir = shared_tempdir();

@@ -9,7 +9,7 @@ use super::common::{Backend, Cluster, TEST_KEY, TestRepo, as_postgres, bin, shar
 use super::pitr::primary;
 
 /// A streaming standby of `p`, restoring from `repo` when streaming stops.
-fn standby_of(repo: &TestRepo, p: &Cluster) -> Cluster {
+pub(super) fn standby_of(repo: &TestRepo, p: &Cluster) -> Cluster {
     let dir = shared_tempdir();
     let pgdata = dir.path().join("pgdata");
     let out = as_postgres(p.bin.join("pg_basebackup"))
@@ -31,7 +31,7 @@ fn standby_of(repo: &TestRepo, p: &Cluster) -> Cluster {
 }
 
 /// Wait until `check` holds, for at most `timeout`.
-fn wait_for(what: &str, timeout: Duration, s: &Cluster, mut check: impl FnMut() -> bool) {
+pub(super) fn wait_for(what: &str, timeout: Duration, s: &Cluster, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
         assert!(Instant::now() < deadline, "{what}: not within {timeout:?}\n{}", s.log());

@@ -289,5 +289,9 @@ impl Server {
     }
 }
 
+mod standby;
+pub use standby::ReplayState;
+mod summaries;
+
 #[cfg(test)]
 mod tests;

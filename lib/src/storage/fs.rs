@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::fs_list;
+use super::fs_list::{self, is_absent, object_meta};
 use super::{ByteReader, Counters, ListResult, ObjectMeta, Op, RequestStats};
 use super::{validate_key, validate_prefix};
 use crate::error::IoContext;
@@ -218,21 +218,11 @@ fn missing_root(root: &Path, what: &str) -> Error {
     }
 }
 
-/// ENOENT, or ENOTDIR (a file where a directory of the key should be).
-pub(super) fn is_absent(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
-}
-
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(Error::io("<storage task>", io::Error::other(e.to_string()))),
+        Err(e) => Err(Error::Internal(format!("a storage task failed: {e}"))),
     }
-}
-
-pub(super) fn object_meta(key: String, m: &std::fs::Metadata) -> ObjectMeta {
-    ObjectMeta { key, size: m.len(), last_modified: m.modified().ok().map(chrono::DateTime::<chrono::Utc>::from) }
 }
 
 fn write_object(root: &Path, key: &str, body: &[u8], mode: WriteMode) -> Result<()> {

@@ -3,9 +3,9 @@
 //! directories that hold no object.
 
 use std::collections::BTreeSet;
+use std::io;
 use std::path::Path;
 
-use super::fs::{is_absent, object_meta};
 use super::{ListResult, ObjectMeta, common_prefix, is_temp_name};
 use crate::error::IoContext;
 use crate::{Error, Result};
@@ -128,4 +128,13 @@ fn any_key(root: &Path, dkey: &str, q: &Query) -> Result<bool> {
         }
     }
     Ok(false)
+}
+
+/// ENOENT, or ENOTDIR (a file where a directory of the key should be).
+pub(super) fn is_absent(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
+pub(super) fn object_meta(key: String, m: &std::fs::Metadata) -> ObjectMeta {
+    ObjectMeta { key, size: m.len(), last_modified: m.modified().ok().map(chrono::DateTime::<chrono::Utc>::from) }
 }

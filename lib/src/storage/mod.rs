@@ -142,6 +142,11 @@ pub struct S3Options {
     /// A request or response body that moves no data for this long fails its attempt (the
     /// SDK's stalled-stream protection); a download is then resumed where it stopped.
     pub stall_timeout: Duration,
+    /// Files at least this large are uploaded in parts (multipart upload); 0 means the default.
+    pub multipart_threshold: u64,
+    /// Bytes per part of a multipart upload (grown so that no upload needs more than 10,000
+    /// parts); 0 means the default.
+    pub multipart_part_size: u64,
 }
 
 impl S3Options {
@@ -155,6 +160,12 @@ impl S3Options {
     pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(900);
     /// Default stall limit: the SDK's own grace period.
     pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(20);
+    /// Default multipart threshold: 128 MiB (one PUT takes at most 5 GiB on AWS).
+    pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 128 << 20;
+    /// Default part size of a multipart upload: 32 MiB (AWS: at least 5 MiB but the last).
+    pub const DEFAULT_MULTIPART_PART_SIZE: u64 = 32 << 20;
+    /// Smallest part S3 accepts (but the last).
+    pub const MIN_MULTIPART_PART_SIZE: u64 = 5 << 20;
 
     /// Documented defaults: 5 attempts, connect 10 s, attempt 300 s, operation 900 s, stall
     /// 20 s, no region/endpoint override, virtual-hosted style, no SSE or storage class.
@@ -169,6 +180,8 @@ impl S3Options {
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             attempt_timeout: Self::DEFAULT_ATTEMPT_TIMEOUT,
             stall_timeout: Self::DEFAULT_STALL_TIMEOUT,
+            multipart_threshold: Self::DEFAULT_MULTIPART_THRESHOLD,
+            multipart_part_size: Self::DEFAULT_MULTIPART_PART_SIZE,
             ..S3Options::default()
         }
     }
@@ -289,9 +302,29 @@ impl Storage {
     /// # Errors
     /// As for `put`, and [`Error::Io`] naming `path` when it cannot be read.
     pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        self.put_file_limited(key, path, None).await
+    }
+
+    /// As [`Storage::put_file`], uploading no faster than `limit` (S3: paced part by part
+    /// for a file over the multipart threshold, which goes up in parallel parts; the local
+    /// backend and a single PUT wait for the whole file's share first).
+    ///
+    /// # Errors
+    /// As for `put_file`.
+    pub async fn put_file_limited(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        limit: Option<&crate::throttle::Throttle>,
+    ) -> Result<()> {
         match self {
-            Storage::Fs(s) => s.put_file(key, path).await,
-            Storage::S3(s) => s.put_file(key, path).await,
+            Storage::Fs(s) => {
+                if let Some(t) = limit {
+                    t.take(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)).await;
+                }
+                s.put_file(key, path).await
+            }
+            Storage::S3(s) => s.put_file(key, path, limit).await,
         }
     }
 

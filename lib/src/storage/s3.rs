@@ -37,7 +37,14 @@ use bytes::Bytes;
 use super::s3_config;
 use super::{ByteReader, Counters, ListResult, ObjectMeta, Op, RequestStats, S3Options};
 use super::{validate_key, validate_prefix};
+use crate::throttle::Throttle;
 use crate::{Error, Result};
+
+mod multipart;
+
+fn nonzero(v: u64, default: u64) -> u64 {
+    if v == 0 { default } else { v }
+}
 
 /// A repository in an S3 bucket under a key prefix.
 #[derive(Debug, Clone)]
@@ -55,6 +62,8 @@ struct Inner {
     kms_key_id: Option<String>,
     storage_class: Option<StorageClass>,
     max_attempts: u32,
+    multipart_threshold: u64,
+    multipart_part_size: u64,
     counters: Counters,
 }
 
@@ -78,6 +87,9 @@ impl S3Storage {
                 kms_key_id,
                 storage_class,
                 max_attempts,
+                multipart_threshold: nonzero(opts.multipart_threshold, S3Options::DEFAULT_MULTIPART_THRESHOLD),
+                multipart_part_size: nonzero(opts.multipart_part_size, S3Options::DEFAULT_MULTIPART_PART_SIZE)
+                    .max(S3Options::MIN_MULTIPART_PART_SIZE),
                 counters: Counters::default(),
             }),
         })
@@ -121,9 +133,17 @@ impl S3Storage {
         }
     }
 
-    /// See [`super::Storage::put_file`]: the body streams from disk.
-    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+    /// See [`super::Storage::put_file_limited`]: the body streams from disk, in parallel
+    /// parts from the multipart threshold on.
+    pub async fn put_file(&self, key: &str, path: &std::path::Path, limit: Option<&Throttle>) -> Result<()> {
         validate_key(key)?;
+        let len = tokio::fs::metadata(path).await.map_err(|e| Error::io(path, e))?.len();
+        if len >= self.inner.multipart_threshold {
+            return self.put_multipart(key, path, len, limit).await;
+        }
+        if let Some(t) = limit {
+            t.take(len).await;
+        }
         match self.send_put(key, PutBody::File(path.to_path_buf()), false).await {
             Ok(()) => Ok(()),
             Err(PutFailure::Precondition) => Err(self.unexpected("put", key, "precondition failed")),

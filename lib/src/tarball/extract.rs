@@ -34,8 +34,11 @@ pub struct ExtractStats {
     pub symlinks: u64,
     /// File bytes written.
     pub bytes: u64,
-    /// Archive paths extracted, in archive order.
+    /// Archive paths extracted, in archive order (kept files included).
     pub paths: Vec<String>,
+    /// Files left as they were ([`extract_tar_keeping`]) and their bytes.
+    pub kept_files: u64,
+    pub kept_bytes: u64,
 }
 
 /// Extract a tar stream into `dest` (an existing directory), checking every entry against
@@ -50,6 +53,22 @@ pub fn extract_tar<R: Read>(
     expected: &Manifest,
     remap: &BTreeMap<u32, PathBuf>,
 ) -> Result<ExtractStats> {
+    extract_tar_keeping(input, dest, expected, remap, &HashSet::new())
+}
+
+/// As [`extract_tar`], but the files named in `keep` (manifest paths whose file on disk the
+/// caller found to have the manifest's size and SHA-256) are left as they are: their data is
+/// skipped, they count as extracted.
+///
+/// # Errors
+/// As [`extract_tar`].
+pub fn extract_tar_keeping<R: Read>(
+    input: R,
+    dest: &Path,
+    expected: &Manifest,
+    remap: &BTreeMap<u32, PathBuf>,
+    keep: &HashSet<String>,
+) -> Result<ExtractStats> {
     expected.validate()?;
     if !fs::metadata(dest).with_path(dest)?.is_dir() {
         return Err(Error::Invalid(format!("{} is not a directory", dest.display())));
@@ -58,6 +77,7 @@ pub fn extract_tar<R: Read>(
         dest,
         manifest: expected,
         remap,
+        keep: Some(keep),
         stats: ExtractStats::default(),
         seen: HashSet::new(),
         buf: vec![0; READ_CHUNK],
@@ -71,10 +91,11 @@ pub fn extract_tar<R: Read>(
     Ok(x.stats)
 }
 
-struct Extractor<'a> {
+pub(super) struct Extractor<'a> {
     dest: &'a Path,
     manifest: &'a Manifest,
     remap: &'a BTreeMap<u32, PathBuf>,
+    keep: Option<&'a HashSet<String>>,
     stats: ExtractStats,
     seen: HashSet<String>,
     buf: Vec<u8>,
@@ -105,6 +126,19 @@ pub(super) fn entry_kind(t: tar::EntryType) -> std::result::Result<EntryKind, &'
 }
 
 impl<'a> Extractor<'a> {
+    /// An extractor that writes nothing yet (for callers that lay out entries themselves).
+    pub(super) fn new(dest: &'a Path, manifest: &'a Manifest, remap: &'a BTreeMap<u32, PathBuf>) -> Self {
+        Extractor {
+            dest,
+            manifest,
+            remap,
+            keep: None,
+            stats: ExtractStats::default(),
+            seen: HashSet::new(),
+            buf: Vec::new(),
+        }
+    }
+
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
@@ -133,6 +167,10 @@ impl<'a> Extractor<'a> {
                 let link = entry.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned());
                 self.symlink(path, listed, link)?;
             }
+            EntryKind::File if self.keep.is_some_and(|k| k.contains(path)) => {
+                self.stats.kept_files += 1;
+                self.stats.kept_bytes += listed.size;
+            }
             EntryKind::File => self.file(path, listed, entry.size(), &mut entry)?,
         }
         self.stats.paths.push(path.to_owned());
@@ -151,7 +189,7 @@ impl<'a> Extractor<'a> {
     }
 
     /// Where `path` goes on disk, with every parent directory checked (created 0700 if missing).
-    fn resolve(&self, path: &str) -> Result<PathBuf> {
+    pub(super) fn resolve(&self, path: &str) -> Result<PathBuf> {
         let redirect = tablespace_content(path).filter(|&(oid, _)| {
             let link = format!("pg_tblspc/{oid}");
             self.manifest.lookup(&link).is_some_and(|e| e.kind == EntryKind::Symlink)
@@ -186,7 +224,7 @@ impl<'a> Extractor<'a> {
         Ok(at)
     }
 
-    fn dir(&mut self, path: &str) -> Result<()> {
+    pub(super) fn dir(&mut self, path: &str) -> Result<()> {
         let at = self.resolve(path)?;
         match fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
@@ -200,7 +238,7 @@ impl<'a> Extractor<'a> {
         Ok(())
     }
 
-    fn symlink(&mut self, path: &str, listed: &ManifestEntry, link: Option<String>) -> Result<()> {
+    pub(super) fn symlink(&mut self, path: &str, listed: &ManifestEntry, link: Option<String>) -> Result<()> {
         let Some(oid) = tablespace_link_oid(path) else {
             return Err(refused(path, "is a symlink outside pg_tblspc"));
         };

@@ -89,14 +89,26 @@ fn vanished_file_is_skipped_and_short_file_is_padded() {
     };
     let (_, entries) = ok(write_tar(Vec::new(), &[gone]));
     assert!(entries.is_empty());
-    let mut reader =
-        ExactReader { inner: &b"abc"[..], remaining: 8, padded: 0, hash: Context::new(&SHA256), read_error: None };
+    let mut reader = ExactReader {
+        inner: &b"abc"[..],
+        remaining: 8,
+        padded: 0,
+        hash: Context::new(&SHA256),
+        blocks: Default::default(),
+        read_error: None,
+    };
     let mut out = Vec::new();
     ok(std::io::copy(&mut reader, &mut out));
     assert_eq!(out, b"abc\0\0\0\0\0");
     assert_eq!((reader.padded, hex::encode(reader.hash.finish())), (5, sha(b"abc\0\0\0\0\0")));
-    let mut long =
-        ExactReader { inner: &b"abcdef"[..], remaining: 4, padded: 0, hash: Context::new(&SHA256), read_error: None };
+    let mut long = ExactReader {
+        inner: &b"abcdef"[..],
+        remaining: 4,
+        padded: 0,
+        hash: Context::new(&SHA256),
+        blocks: Default::default(),
+        read_error: None,
+    };
     let mut out = Vec::new();
     ok(std::io::copy(&mut long, &mut out));
     assert_eq!(out, b"abcd", "a file that grew is cut at the header size");

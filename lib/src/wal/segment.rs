@@ -13,9 +13,12 @@ use crate::{Error, Result};
 /// Length of a segment name, `XLOG_FNAME_LEN`.
 pub const XLOG_FNAME_LEN: usize = 24;
 
-const PARTIAL_SUFFIX: &[u8] = b".partial";
-const HISTORY_SUFFIX: &[u8] = b".history";
-const BACKUP_SUFFIX: &[u8] = b".backup";
+/// The suffixes of the names that are not plain segments (history, partial, backup history):
+/// no other dot occurs in a name PostgreSQL archives.
+pub const NAME_SUFFIXES: [&str; 3] = [".history", ".partial", ".backup"];
+const HISTORY_SUFFIX: &[u8] = NAME_SUFFIXES[0].as_bytes();
+const PARTIAL_SUFFIX: &[u8] = NAME_SUFFIXES[1].as_bytes();
+const BACKUP_SUFFIX: &[u8] = NAME_SUFFIXES[2].as_bytes();
 
 /// A file name PostgreSQL archives or asks for.
 ///

@@ -171,7 +171,7 @@ fn killed_base_backup_and_pitr_prepare_leave_no_usable_half_state() {
     let bb = |extra: &[&str]| {
         let mut c = repo.command_as_postgres("base-backup");
         c.env("PGHOST", &p.socket_dir).env("PGUSER", "postgres").env("PGDATA", &p.pgdata).env("TMPDIR", spool.path());
-        c.args(["--part-size", "2000000"]).args(extra);
+        c.args(["--checkpoint", "fast", "--part-size", "2000000"]).args(extra);
         c
     };
     let t = Instant::now();

@@ -10,30 +10,28 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::Utc;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
-use crate::manifest::{Manifest, ManifestEntry, ManifestTablespace};
+use crate::manifest::{Manifest, ManifestTablespace};
 use crate::ops::Repo;
+use crate::ops::backup::flow::Flow;
+use crate::ops::backup::resume;
 use crate::ops::repo::blocking;
-use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
+use crate::ops::repo::catalog::{BackupMetadata, BackupType, LatestPointer, PartInfo};
 use crate::ops::repo::identity::{self, ClusterInfo};
 use crate::ops::repo::metadata_auth;
 use crate::ops::repo::place::Logical;
 use crate::ops::repo::wal_index::WalIndex;
 use crate::pg::backup_api::{self, ConnParams, Server};
 use crate::pg::datadir::{self, DataFile};
+use crate::tarball::IncrementalPart;
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result, tarball};
-
-/// Progress callback: bytes of file data stored so far, and the total expected.
-pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// How to take the backup.
 #[derive(Clone)]
@@ -51,7 +49,45 @@ pub struct BackupOptions {
     pub spool_dir: Option<PathBuf>,
     /// Cluster name for the backup name.
     pub cluster: String,
-    pub progress: Option<ProgressFn>,
+    /// `--type`: full, or only what changed since a reference ([`super::incremental`]).
+    pub backup_type: BackupType,
+    /// Bytes per second read from the data directory, and uploaded (each); `None`: no limit.
+    pub max_rate: Option<u64>,
+    /// How far behind its primary a standby may be (`WALVAULT_STANDBY_MAX_LAG`).
+    pub max_standby_lag: Duration,
+    /// How long an interrupted backup may be resumed (`WALVAULT_RESUME_WINDOW`; zero: never).
+    pub resume_window: Duration,
+    /// The checkpoint that starts the backup: spread (the default, as `pg_basebackup`) or fast.
+    pub checkpoint: Checkpoint,
+    /// `--full-every`: a diff/incr is taken in full when the newest full backup is this old.
+    pub full_every: Option<chrono::TimeDelta>,
+}
+
+/// What a backup builds on: the backup an incremental refers to, or the leftover of an
+/// interrupted run that a full backup resumes (never both).
+#[derive(Clone, Copy)]
+struct Prior<'a> {
+    reference: Option<&'a super::incremental::Reference>,
+    leftover: Option<&'a resume::Leftover>,
+}
+
+/// How the checkpoint that starts a backup is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Spread over `checkpoint_completion_target` (no I/O spike on the primary; may take minutes).
+    #[default]
+    Spread,
+    /// Immediate: the backup starts at once, at the cost of a burst of writes.
+    Fast,
+}
+
+impl std::fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Checkpoint::Spread => "spread",
+            Checkpoint::Fast => "fast",
+        })
+    }
 }
 
 /// Default part size: 256 MiB of file data.
@@ -67,10 +103,7 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let began = Instant::now();
     let server = backup_api::connect(&opts.conn, "walvault base-backup").await?;
     if server.in_recovery {
-        return Err(Error::Refused(format!(
-            "{} is a standby: base-backup needs the primary\nHINT: point PGHOST at the primary",
-            opts.conn.describe()
-        )));
+        super::standby::check_lag(&server, opts.max_standby_lag, &opts.conn.describe()).await?;
     }
     let pgdata = check_pgdata(opts.pgdata.as_deref(), &server)?;
     let cluster = ClusterInfo {
@@ -79,10 +112,18 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         wal_segment_size: server.wal_segment_size,
     };
     identity::ensure(repo, &cluster).await?;
-    let name = fresh_backup_name(repo, &opts.cluster).await?;
-    let start = server.backup_start(&name, true).await?;
+    let reference = super::incremental::reference(repo, opts, server.system_identifier, server.timeline).await?;
+    // Only a full backup resumes a leftover: an incremental starts afresh.
+    let leftover = match reference {
+        None => resume::find_leftover(repo, &opts.cluster, server.system_identifier, opts.resume_window).await?,
+        Some(_) => None,
+    };
+    let name = resume::backup_name(repo, &opts.cluster, leftover.as_ref()).await?;
+    tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
+    let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
-    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start).await;
+    let prior = Prior { reference: reference.as_ref(), leftover: leftover.as_ref() };
+    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, prior).await;
     if result.is_err() {
         // Leave the server clean; the parts stay invisible without a metadata object.
         let _ = server.backup_stop().await;
@@ -100,21 +141,6 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         meta.seconds
     );
     Ok(meta)
-}
-
-/// A backup name nothing in the repository uses yet: names have one-second resolution, and a
-/// backup must never write into another's folder (a complete one, or one still running).
-async fn fresh_backup_name(repo: &Repo, cluster: &str) -> Result<String> {
-    for _ in 0..5 {
-        let name = repo.layout.backup_name(cluster, Utc::now());
-        let taken = repo.storage.head(&repo.layout.backup_metadata_key(&name)).await?.is_some()
-            || !repo.storage.list(&repo.layout.backup_prefix(&name), None, None).await?.objects.is_empty();
-        if !taken {
-            return Ok(name);
-        }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-    }
-    Err(Error::Refused(format!("no free backup name for cluster {cluster}: another backup is starting every second")))
 }
 
 fn check_pgdata(given: Option<&Path>, server: &Server) -> Result<PathBuf> {
@@ -140,40 +166,72 @@ async fn copy_and_finish(
     pgdata: &Path,
     name: &str,
     start: &backup_api::BackupStart,
+    prior: Prior<'_>,
 ) -> Result<BackupMetadata> {
     let version_dir = server.tablespace_version_dir();
     let walk_root = pgdata.to_path_buf();
     let files = blocking(move || datadir::walk(&walk_root, Some(&version_dir))).await?;
     let total: u64 = files.iter().map(|f| f.size).sum();
-    let parts = datadir::split_parts(files, opts.part_size.max(1));
+    let (reference, leftover) = (prior.reference, prior.leftover);
+    let (changed, source) = super::incremental::changed_blocks(server, reference, start).await?;
+    let records = leftover.map(|l| l.records.clone()).unwrap_or_default();
+    let part_size = opts.part_size;
+    let plan = blocking(move || Ok(resume::plan(&records, files, part_size))).await?;
+    let mut parts = plan.new_parts;
+    // The walk puts global/pg_control last: its part is read once every other part is, as
+    // PostgreSQL copies it (a standby backup ends at the minRecoveryPoint it holds).
+    let control_part = parts.pop();
     let spool = tempfile::Builder::new()
         .prefix("walvault-spool-")
         .tempdir_in(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
         .with_path(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))?;
-    let done = Arc::new(AtomicU64::new(0));
-    let count = parts.len();
-    let uploads = futures_util::stream::iter(parts.into_iter().enumerate())
-        .map(|(i, files)| {
-            let done = Arc::clone(&done);
-            let spool = spool.path().to_path_buf();
-            async move {
-                let (info, entries) = upload_part(repo, name, i as u32, Part::Files(files), &spool).await?;
-                let now = done.fetch_add(info.bytes, Ordering::Relaxed) + info.bytes;
-                if let Some(p) = &opts.progress {
-                    p(now, total);
-                }
-                tracing::info!(
-                    "part {}/{count}: {} files, {} -> {} bytes",
-                    i + 1,
-                    info.files,
-                    info.bytes,
-                    info.stored_bytes
-                );
-                Ok::<_, Error>((info, entries))
+    let count = plan.reused.len() + parts.len() + usize::from(control_part.is_some());
+    let flow = Flow::start(format!("backup {name}"), total, repo.progress_interval, opts.max_rate);
+    if leftover.is_some() {
+        let bytes = plan.reused.iter().map(|(p, _)| p.bytes).sum();
+        flow.progress.add(bytes);
+        tracing::info!("resuming backup {name}: {} of {count} parts ({bytes} bytes) reused", plan.reused.len());
+    }
+    let part_job = |i: u32, files: Vec<DataFile>| {
+        let spool = spool.path().to_path_buf();
+        let flow = &flow;
+        let looked = files.clone();
+        let part = match reference {
+            Some(r) => Part::Incremental(files, Arc::clone(&r.blocks), changed.clone()),
+            None => Part::Files(files),
+        };
+        async move {
+            // What a resumed run may reuse: recorded for the parts of a full backup only.
+            let record = reference.is_none() && !opts.resume_window.is_zero();
+            let seen = match record {
+                true => Some(blocking(move || Ok(resume::look(&looked))).await?),
+                false => None,
+            };
+            let (info, output) = upload_part(repo, name, i, part, &spool, flow).await?;
+            if let Some(seen) = seen {
+                resume::write_record(repo, name, server.system_identifier, seen, &info, &output.entries).await?;
             }
-        })
-        .buffered(opts.jobs.max(1));
-    let mut results: Vec<(PartInfo, Vec<ManifestEntry>)> = uploads.try_collect().await?;
+            tracing::info!(
+                "part {}/{count}: {} files, {} -> {} bytes",
+                i + 1,
+                info.files,
+                info.bytes,
+                info.stored_bytes
+            );
+            Ok::<_, Error>((info, output))
+        }
+    };
+    let uploads = futures_util::stream::iter(parts).map(|(i, files)| part_job(i, files));
+    let mut results: Vec<(PartInfo, IncrementalPart)> = uploads.buffered(opts.jobs.max(1)).try_collect().await?;
+    if let Some((i, files)) = control_part {
+        results.push(part_job(i, files).await?);
+    }
+    // A reused part's files have no block digests here: a later incremental stores them whole.
+    let reused =
+        plan.reused.into_iter().map(|(info, entries)| (info, IncrementalPart { entries, ..Default::default() }));
+    results.extend(reused);
+    results.sort_by_key(|(p, _)| p.index);
+    flow.progress.finish();
 
     let stop = server.backup_stop().await?;
     let mut label_files: Vec<(&str, &[u8])> = vec![("backup_label", stop.backup_label.as_bytes())];
@@ -181,7 +239,7 @@ async fn copy_and_finish(
         label_files.push(("tablespace_map", map.as_bytes()));
     }
     let owned: Vec<(String, Vec<u8>)> = label_files.iter().map(|(p, d)| (p.to_string(), d.to_vec())).collect();
-    results.push(upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path()).await?);
+    results.push(upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path(), &flow).await?);
 
     let seg = server.wal_segment_size;
     let first = start.lsn.segment_number(seg);
@@ -194,8 +252,10 @@ async fn copy_and_finish(
         .into_iter()
         .map(|t| ManifestTablespace { oid: t.oid, name: t.name, location: t.location.display().to_string() })
         .collect();
-    let (parts, entries): (Vec<PartInfo>, Vec<Vec<ManifestEntry>>) = results.into_iter().unzip();
-    let mut manifest = Manifest::new(entries.into_iter().flatten().collect(), tablespaces.clone());
+    let (parts, mut outputs): (Vec<PartInfo>, Vec<IncrementalPart>) = results.into_iter().unzip();
+    let entries = outputs.iter_mut().flat_map(|o| std::mem::take(&mut o.entries)).collect();
+    let mut manifest = Manifest::new(entries, tablespaces.clone());
+    let (blocks, read_bytes) = super::incremental::merge(&mut manifest, outputs);
     let manifest_key = repo.layout.backup_object(name, &format!("manifest.json{}", repo.object_ext()));
     let mut meta = BackupMetadata {
         format: metadata_auth::METADATA_FORMAT,
@@ -222,9 +282,15 @@ async fn copy_and_finish(
         encrypted: repo.keyring.is_encrypted(),
         key_fingerprint: repo.keyring.write_key().map(|k| k.fingerprint_hex()),
         tablespaces,
+        from_standby: server.in_recovery,
         seconds: 0.0,
+        backup_type: Default::default(),
+        reference: None,
+        block_source: None,
+        read_bytes: None,
         mac: None,
     };
+    super::incremental::finish(repo, &mut meta, &mut manifest, &blocks, reference, (source, read_bytes)).await?;
     // The metadata's MAC, and its digest inside the authenticated manifest.
     metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
@@ -238,6 +304,8 @@ async fn copy_and_finish(
 
 enum Part {
     Files(Vec<DataFile>),
+    /// Files compared with a reference's block map.
+    Incremental(Vec<DataFile>, Arc<crate::blockmap::BlockMap>, Option<Arc<crate::blockmap::ChangedBlocks>>),
     Bytes(Vec<(String, Vec<u8>)>),
 }
 
@@ -248,13 +316,16 @@ async fn upload_part(
     index: u32,
     part: Part,
     spool: &Path,
-) -> Result<(PartInfo, Vec<ManifestEntry>)> {
+    flow: &Flow,
+) -> Result<(PartInfo, IncrementalPart)> {
     let key = repo.layout.backup_object(name, &format!("part_{index:05}.tar{}", repo.object_ext()));
     let path = spool.join(format!("part_{index:05}"));
     let (settings, write_key) = (repo.codec, repo.keyring.write_key().cloned());
     let context = repo.context(&Logical::Part { backup: name, index }).await?;
     let spool_path = path.clone();
-    let mut entries = blocking(move || {
+    let spool_dir = spool.to_path_buf();
+    let flow_in = flow.clone();
+    let mut output = blocking(move || {
         // 0600 whatever the umask: without a key the spool holds plain database files.
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -263,23 +334,34 @@ async fn upload_part(
             .open(&spool_path)
             .with_path(&spool_path)?;
         let out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let encoder = Encoder::new(out, &settings, write_key.as_ref(), None, &context)?;
-        let (encoder, entries) = match &part {
-            Part::Files(files) => tarball::write_tar(encoder, files)?,
+        let encoder = flow_in.reading(Encoder::new(out, &settings, write_key.as_ref(), None, &context)?);
+        let (encoder, output) = match &part {
+            Part::Files(files) => {
+                let (encoder, entries, blocks) = tarball::write_tar_blocks(encoder, files)?;
+                let read_bytes = entries.iter().map(|e| e.size).sum();
+                (encoder, IncrementalPart { entries, blocks, read_bytes, ..Default::default() })
+            }
+            Part::Incremental(files, reference, changed) => {
+                tarball::write_tar_incremental(encoder, files, reference, changed.as_deref(), &spool_dir)?
+            }
             Part::Bytes(items) => {
                 let refs: Vec<(&str, &[u8])> = items.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
-                tarball::write_tar_bytes(encoder, &refs)?
+                let (encoder, entries) = tarball::write_tar_bytes(encoder, &refs)?;
+                let files = items.iter().map(|(p, d)| (p.clone(), crate::blockmap::of_bytes(d))).collect();
+                let blocks = crate::blockmap::BlockMap { files };
+                (encoder, IncrementalPart { entries, blocks, ..Default::default() })
             }
         };
-        let mut out = encoder.finish()?;
+        let mut out = encoder.into_inner().finish()?;
         out.flush().with_path(&spool_path)?;
-        Ok(entries)
+        Ok(output)
     })
     .await?;
+    let entries = &mut output.entries;
     let stored = std::fs::metadata(&path).with_path(&path)?.len();
-    repo.storage.put_file(&key, &path).await?;
+    flow.upload(repo, &key, &path).await?;
     let _ = std::fs::remove_file(&path);
-    for e in &mut entries {
+    for e in entries.iter_mut() {
         e.part = index;
     }
     let info = PartInfo {
@@ -289,7 +371,7 @@ async fn upload_part(
         bytes: entries.iter().map(|e| e.size).sum(),
         stored_bytes: stored,
     };
-    Ok((info, entries))
+    Ok((info, output))
 }
 
 /// Wait until every segment from `first` to `last` on `timeline` is in the archive.

@@ -19,10 +19,12 @@ use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{EntryKind, Manifest};
 use crate::ops::Repo;
+use crate::ops::backup::flow::Flow;
 use crate::ops::repo::blocking;
 use crate::ops::repo::files_catalog::{ARCHIVE, FilesMetadata, MANIFEST, check_kind, files_backups, load_manifest};
 use crate::ops::repo::identity;
 use crate::ops::repo::place::Logical;
+use crate::ops::repo::progress::{Metered, Progress};
 use crate::pg::datadir::{DataFile, FileKind};
 use crate::{Error, Result, tarball};
 
@@ -42,8 +44,15 @@ pub struct FilesRestored {
 /// # Errors
 /// [`Error::Config`] for an unknown kind; [`Error::Io`] naming the path that cannot be read;
 /// an encryption mismatch with the repository; storage and codec failures (the backup then
-/// has no metadata object and is not listed).
-pub async fn files_backup(repo: &Repo, kind: &str, dir: &Path, spool_dir: Option<PathBuf>) -> Result<FilesMetadata> {
+/// has no metadata object and is not listed). `max_rate` limits reads from `dir` and the
+/// upload, each, to that many bytes per second.
+pub async fn files_backup(
+    repo: &Repo,
+    kind: &str,
+    dir: &Path,
+    spool_dir: Option<PathBuf>,
+    max_rate: Option<u64>,
+) -> Result<FilesMetadata> {
     let began = Instant::now();
     check_kind(kind)?;
     if !std::fs::metadata(dir).with_path(dir)?.is_dir() {
@@ -64,17 +73,21 @@ pub async fn files_backup(repo: &Repo, kind: &str, dir: &Path, spool_dir: Option
     let path = spool.path().join("archive");
     let (settings, key, spool_path) = (repo.codec, repo.keyring.write_key().cloned(), path.clone());
     let context = repo.context(&Logical::Files { kind, backup: &name, file: ARCHIVE }).await?;
+    let total = entries.iter().map(|e| e.size).sum();
+    let flow = Flow::start(format!("{kind} backup {name}"), total, repo.progress_interval, max_rate);
+    let flow_in = flow.clone();
     let stored = blocking(move || {
         let file = std::fs::File::create(&spool_path).with_path(&spool_path)?;
         let out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let encoder = Encoder::new(out, &settings, key.as_ref(), None, &context)?;
+        let encoder = flow_in.reading(Encoder::new(out, &settings, key.as_ref(), None, &context)?);
         let (encoder, stored) = tarball::write_tar(encoder, &entries)?;
-        encoder.finish()?.flush().with_path(&spool_path)?;
+        encoder.into_inner().finish()?.flush().with_path(&spool_path)?;
         Ok(stored)
     })
     .await?;
+    flow.progress.finish();
     let stored_bytes = std::fs::metadata(&path).with_path(&path)?.len();
-    repo.storage.put_file(&archive_key, &path).await?;
+    flow.upload(repo, &archive_key, &path).await?;
     drop(spool);
 
     let manifest = Manifest::new(stored, Vec::new());
@@ -133,10 +146,8 @@ pub async fn files_restore(repo: &Repo, kind: &str, backup: Option<&str>, dir: &
         Error::not_found(format!("{what} of kind {kind} in {} ({})", repo.url, repo.layout.files_root(kind)))
     })?;
     if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
-        return Err(Error::Refused(format!(
-            "{} is not empty: refusing to overwrite it\nHINT: restore into an empty directory and move the files into place",
-            dir.display()
-        )));
+        return Err(Error::Refused(format!("{} is not empty: refusing to overwrite it", dir.display()))
+            .with_hint("restore into an empty directory and move the files into place"));
     }
     std::fs::create_dir_all(dir).with_path(dir)?;
     let manifest = load_manifest(repo, &meta).await?;
@@ -160,7 +171,9 @@ pub async fn files_restore(repo: &Repo, kind: &str, backup: Option<&str>, dir: &
 
 async fn extract(repo: &Repo, meta: &FilesMetadata, manifest: Manifest, dir: &Path) -> Result<(u64, u64)> {
     let reader = repo.storage.get(&meta.archive_key).await?;
-    let bridge = SyncIoBridge::new(reader);
+    let what = format!("restore of {} backup {}", meta.kind, meta.name);
+    let progress = Progress::start(what, meta.stored_bytes, repo.progress_interval);
+    let bridge = Metered::new(SyncIoBridge::new(reader), progress.clone(), None);
     let (object, keyring, dest) = (repo.storage.describe(&meta.archive_key), repo.keyring.clone(), dir.to_path_buf());
     let expect = repo.expect(&Logical::Files { kind: &meta.kind, backup: &meta.name, file: ARCHIVE }).await?;
     blocking(move || {
@@ -175,6 +188,7 @@ async fn extract(repo: &Repo, meta: &FilesMetadata, manifest: Manifest, dir: &Pa
             return Err(Error::corrupt(&object, format!("{} is in the manifest but not in the archive", missing.path)));
         }
         apply_modes(&dest, &manifest)?;
+        progress.finish();
         Ok((stats.files, stats.bytes))
     })
     .await

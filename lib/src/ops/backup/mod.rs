@@ -2,3 +2,7 @@
 
 pub mod base;
 pub mod files;
+pub mod flow;
+pub mod incremental;
+pub mod resume;
+pub mod standby;

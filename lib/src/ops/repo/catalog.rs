@@ -46,11 +46,66 @@ pub struct BackupMetadata {
     pub encrypted: bool,
     pub key_fingerprint: Option<String>,
     pub tablespaces: Vec<ManifestTablespace>,
+    /// Taken on a hot standby (absent: on the primary).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_standby: bool,
     /// Wall time of the backup (informational: not covered by `mac`).
     pub seconds: f64,
+    /// `full` (absent), `diff` or `incr`.
+    #[serde(default, skip_serializing_if = "BackupType::is_full")]
+    pub backup_type: BackupType,
+    /// The backup an incremental builds on (absent for a full backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// An incremental's source of changed blocks: `wal-summaries`, or `content (why not)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_source: Option<String>,
+    /// Bytes an incremental read from the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bytes: Option<u64>,
     /// HMAC-SHA256 of the canonical form, lowercase hex (format 2, encrypted repositories).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+}
+
+/// What a backup holds: everything, or what changed since its reference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    /// Every file.
+    #[default]
+    Full,
+    /// What changed since the newest full backup.
+    Diff,
+    /// What changed since the newest backup of any type.
+    Incr,
+}
+
+impl BackupType {
+    pub fn is_full(&self) -> bool {
+        *self == BackupType::Full
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Diff => "diff",
+            BackupType::Incr => "incr",
+        }
+    }
+
+    /// Parse `--type`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `--type`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "full" => Ok(BackupType::Full),
+            "diff" => Ok(BackupType::Diff),
+            "incr" => Ok(BackupType::Incr),
+            _ => Err(Error::config("--type", format!("{s:?} is not a backup type; expected full, diff or incr"))),
+        }
+    }
 }
 
 /// One tar part of a backup.

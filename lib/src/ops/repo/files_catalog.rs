@@ -83,9 +83,14 @@ pub async fn verify_files_backup(
 ) -> std::result::Result<tarball::VerifyStats, (Error, String)> {
     let manifest = load_manifest(repo, meta).await.map_err(|e| (e, meta.manifest_key.clone()))?;
     let archive = Logical::Files { kind: &meta.kind, backup: &meta.name, file: ARCHIVE };
-    super::parts::verify_part(repo, &meta.archive_key, 0, archive, std::sync::Arc::new(manifest))
-        .await
-        .map_err(|e| (e, meta.archive_key.clone()))
+    let what = format!("verify {} backup {}", meta.kind, meta.name);
+    let progress = super::progress::Progress::start(what, meta.stored_bytes, repo.progress_interval);
+    let result =
+        super::parts::verify_part(repo, &meta.archive_key, 0, archive, std::sync::Arc::new(manifest), &progress)
+            .await
+            .map_err(|e| (e, meta.archive_key.clone()));
+    progress.finish();
+    result
 }
 
 /// The manifest of file backup `meta`, decoded and validated.

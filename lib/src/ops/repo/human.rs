@@ -5,8 +5,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::{Error, Result};
 
-/// Parse a duration such as `90d`, `7d`, `1h`, `30m`, `45s`, `2w`, or several run together
-/// (`1d12h`). A bare number is seconds.
+/// Parse a duration such as `90d`, `7d`, `1h`, `30m`, `45s`, `2w`, or several together
+/// (`1d12h`, `1h 30m`; humantime's units). A bare number is seconds.
 ///
 /// # Errors
 /// [`Error::Config`] naming `setting` and the accepted forms.
@@ -19,29 +19,8 @@ pub fn parse_duration(setting: &str, value: &str) -> Result<TimeDelta> {
     if let Ok(secs) = text.parse::<i64>() {
         return TimeDelta::try_seconds(secs).filter(|d| *d >= TimeDelta::zero()).ok_or_else(bad);
     }
-    let mut total = TimeDelta::zero();
-    let mut digits = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let n: i64 = digits.parse().map_err(|_| bad())?;
-        digits.clear();
-        let unit = match c {
-            'w' => TimeDelta::try_weeks(n),
-            'd' => TimeDelta::try_days(n),
-            'h' => TimeDelta::try_hours(n),
-            'm' => TimeDelta::try_minutes(n),
-            's' => TimeDelta::try_seconds(n),
-            _ => None,
-        };
-        total = total.checked_add(&unit.ok_or_else(bad)?).ok_or_else(bad)?;
-    }
-    if !digits.is_empty() {
-        return Err(bad());
-    }
-    Ok(total)
+    let parsed = humantime::parse_duration(text).map_err(|_| bad())?;
+    TimeDelta::from_std(parsed).map_err(|_| bad())
 }
 
 /// A threshold: a duration as [`parse_duration`], or `off` (also `none`, `0`) for no limit.
@@ -105,16 +84,9 @@ pub fn human_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-/// Bytes in human units: `1.6 GiB`.
+/// Bytes in human units: `1.60 GiB`.
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    indicatif::HumanBytes(n).to_string()
 }
 
 #[cfg(test)]

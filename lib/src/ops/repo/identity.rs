@@ -304,13 +304,15 @@ fn new_identity(repo: &Repo, cluster: Option<&ClusterInfo>) -> Result<Identity> 
 pub fn check_encryption(repo: &Repo, id: &Identity) -> Result<()> {
     match (id.encrypted, repo.keyring.write_key()) {
         (true, None) => Err(Error::Refused(format!(
-            "repository {} is encrypted and no key is configured: refusing to write unencrypted objects\nHINT: set BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE",
+            "repository {} is encrypted and no key is configured: refusing to write unencrypted objects",
             repo.url
-        ))),
+        ))
+        .with_hint("set BACKUP_ENCRYPTION_KEY or WALVAULT_KEY_FILE")),
         (false, Some(_)) => Err(Error::Refused(format!(
-            "repository {} is unencrypted and a key is configured: refusing to mix encrypted and unencrypted objects\nHINT: use a new repository or prefix for encrypted backups",
+            "repository {} is unencrypted and a key is configured: refusing to mix encrypted and unencrypted objects",
             repo.url
-        ))),
+        ))
+        .with_hint(NEW_REPOSITORY)),
         (true, Some(key)) if !id.key_fingerprints.contains(&key.fingerprint_hex()) => Err(Error::Key {
             object: repo.storage.describe(IDENTITY_KEY),
             reason: format!(
@@ -318,22 +320,29 @@ pub fn check_encryption(repo: &Repo, id: &Identity) -> Result<()> {
                 key.fingerprint_hex(),
                 id.key_fingerprints.join(", ")
             ),
-        }),
+        }
+        .with_hint(
+            "if this is the new key of a rotation, register it once with `walvault key add` (with this key configured); otherwise check BACKUP_ENCRYPTION_KEY / WALVAULT_KEY_FILE",
+        )),
         _ => Ok(()),
     }
 }
 
-/// The words [`Error::hint`] recognises an unregistered write key by.
-pub const UNREGISTERED: &str = "is not registered in this repository";
+/// The words naming an unregistered write key.
+const UNREGISTERED: &str = "is not registered in this repository";
+
+/// The advice for mixing encrypted and unencrypted objects.
+pub const NEW_REPOSITORY: &str = "use a new repository or prefix for encrypted backups";
 
 /// Returns whether `id` changed.
 fn add_env(repo: &Repo, id: &mut Identity, cluster: &ClusterInfo) -> Result<bool> {
     let env = repo.layout.env();
     match id.envs.get(env) {
         Some(known) if known.system_identifier.0 != cluster.system_identifier => Err(Error::Refused(format!(
-            "WAL from system identifier {} refused: environment {env} of repository {} holds system identifier {}\nHINT: a different cluster needs its own WALVAULT_ENV or repository",
+            "WAL from system identifier {} refused: environment {env} of repository {} holds system identifier {}",
             cluster.system_identifier, repo.url, known.system_identifier
-        ))),
+        ))
+        .with_hint("a different cluster needs its own WALVAULT_ENV or repository")),
         Some(_) => Ok(false),
         None => {
             id.envs.insert(

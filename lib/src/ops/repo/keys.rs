@@ -82,10 +82,8 @@ pub async fn add(repo: &Repo) -> Result<KeyAdded> {
     for _ in 0..5 {
         let mut id = existing(repo).await?;
         if !id.encrypted {
-            return Err(Error::Refused(format!(
-                "repository {} is unencrypted: it takes no key\nHINT: use a new repository or prefix for encrypted backups",
-                repo.url
-            )));
+            return Err(Error::Refused(format!("repository {} is unencrypted: it takes no key", repo.url))
+                .with_hint(super::identity::NEW_REPOSITORY));
         }
         let added = !id.key_fingerprints.contains(&fingerprint);
         if !added {

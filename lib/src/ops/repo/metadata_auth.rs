@@ -71,6 +71,11 @@ pub fn seal(meta: &mut BackupMetadata, manifest: &mut Manifest, keyring: &Keyrin
     Ok(())
 }
 
+/// Lowercase hex SHA-256 of the metadata's canonical form (what a manifest binds to).
+pub fn metadata_sha256(m: &BackupMetadata) -> String {
+    sha256_hex(&canonical(m))
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())
 }
@@ -117,6 +122,17 @@ fn check_fields(m: &BackupMetadata, name: &str, layout: &Layout) -> std::result:
     match &m.key_fingerprint {
         Some(f) if !is_lower_hex(f, 16) => return bad("key_fingerprint", format!("{f:?} is not 16 hex digits")),
         None if m.encrypted => return bad("key_fingerprint", "missing for an encrypted backup".into()),
+        _ => {}
+    }
+    match (&m.reference, m.backup_type.is_full()) {
+        (Some(r), true) => return bad("reference", format!("{r:?} on a full backup")),
+        (None, false) => return bad("reference", format!("missing on a {} backup", m.backup_type.name())),
+        (Some(r), false)
+            if r == &m.name
+                || layout.parse_backup_metadata_key(&layout.backup_metadata_key(r)).as_deref() != Some(r.as_str()) =>
+        {
+            return bad("reference", format!("{r:?} is not another backup's name"));
+        }
         _ => {}
     }
     match &m.mac {

@@ -3,6 +3,7 @@
 //! here depends on a command room.
 
 pub mod catalog;
+pub mod chain;
 pub mod decrypt;
 pub mod envs;
 pub mod files_catalog;
@@ -14,6 +15,7 @@ pub mod metadata_auth;
 pub mod objects;
 pub mod parts;
 pub mod place;
+pub mod progress;
 pub mod reports;
 pub mod runtime;
 pub mod timelines;
@@ -39,6 +41,8 @@ pub struct Repo {
     pub codec: CodecSettings,
     /// `s3://bucket/prefix` or `file:///path`, for messages and cache names.
     pub url: String,
+    /// Time between two progress lines of a long command without a terminal.
+    pub progress_interval: std::time::Duration,
     /// Where this environment's objects belong, once known (see [`Repo::place`]).
     place: Arc<Mutex<Option<place::Place>>>,
 }
@@ -56,6 +60,7 @@ impl Repo {
             keyring: Arc::clone(&config.keyring),
             codec: config.codec,
             url: config.repo.to_string(),
+            progress_interval: config.progress_interval,
             place: Arc::default(),
         })
     }
@@ -130,7 +135,7 @@ impl Repo {
 
 /// Run blocking work (codecs, file I/O) off the async runtime.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| crate::Error::Invalid(format!("internal task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| crate::Error::Internal(format!("a worker task failed: {e}")))?
 }
 
 /// An instant a century from now: the deadline of a timeout too large to add to the clock.

@@ -8,6 +8,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::catalog::BackupMetadata;
 use super::place::Logical;
+use super::progress::{Metered, Progress};
 use super::{Repo, blocking};
 use crate::manifest::Manifest;
 use crate::{Error, Result, codec, tarball};
@@ -26,7 +27,8 @@ pub async fn load_manifest(repo: &Repo, b: &BackupMetadata) -> Result<Manifest> 
     Ok(manifest)
 }
 
-/// Read part `index` of a backup at `key` (bound to `what`) and check every entry against `manifest`.
+/// Read part `index` of a backup at `key` (bound to `what`) and check every entry against
+/// `manifest`, counting the stored bytes read into `progress`.
 ///
 /// # Errors
 /// Storage and key errors; [`Error::Corrupt`] naming the part and the entry.
@@ -36,10 +38,11 @@ pub async fn verify_part(
     index: u32,
     what: Logical<'_>,
     manifest: Arc<Manifest>,
+    progress: &Progress,
 ) -> Result<tarball::VerifyStats> {
     let expect = repo.expect(&what).await?;
     let reader = repo.storage.get(key).await?;
-    let bridge = SyncIoBridge::new(reader);
+    let bridge = Metered::new(SyncIoBridge::new(reader), progress.clone(), None);
     let (object, keyring) = (repo.storage.describe(key), repo.keyring.clone());
     blocking(move || {
         let input = std::io::BufReader::with_capacity(1 << 20, bridge);

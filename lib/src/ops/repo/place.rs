@@ -18,6 +18,10 @@ pub enum Logical<'a> {
     Part { backup: &'a str, index: u32 },
     /// The manifest of base backup `backup`.
     Manifest(&'a str),
+    /// The block map of base backup `backup` (`blockmap.bin`).
+    BlockMap(&'a str),
+    /// The record of part `index` of base backup `backup` (what a resumed backup may reuse).
+    PartRecord { backup: &'a str, index: u32 },
     /// Object `file` (`archive.tar`, `manifest.json`) of file-storage backup `backup`.
     Files { kind: &'a str, backup: &'a str, file: &'a str },
 }
@@ -29,6 +33,8 @@ impl Logical<'_> {
             Logical::Wal(name) => format!("wal/{name}"),
             Logical::Part { backup, index } => format!("backup/{backup}/part/{index}"),
             Logical::Manifest(backup) => format!("backup/{backup}/manifest"),
+            Logical::BlockMap(backup) => format!("backup/{backup}/blockmap"),
+            Logical::PartRecord { backup, index } => format!("backup/{backup}/part/{index}/record"),
             Logical::Files { kind, backup, file } => format!("files/{kind}/{backup}/{file}"),
         }
     }
@@ -41,7 +47,11 @@ impl Logical<'_> {
     /// The backup's start time, from its name (`..._YYYYMMDD_HHMMSS`).
     fn backup_time(&self) -> Option<DateTime<Utc>> {
         let name = match self {
-            Logical::Part { backup, .. } | Logical::Manifest(backup) | Logical::Files { backup, .. } => backup,
+            Logical::Part { backup, .. }
+            | Logical::Manifest(backup)
+            | Logical::BlockMap(backup)
+            | Logical::PartRecord { backup, .. }
+            | Logical::Files { backup, .. } => backup,
             Logical::Wal(_) => return None,
         };
         let stamp = name.get(name.len().checked_sub(15)?..)?;

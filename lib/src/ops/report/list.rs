@@ -22,6 +22,40 @@ pub struct Listing {
     pub other_envs: Vec<String>,
     /// Every timeline with its parent, switchpoint and the window of its own files.
     pub timelines: Vec<TimelineInfo>,
+    /// Each backup's type and chain, in the order of `backups`.
+    pub chains: Vec<ChainInfo>,
+}
+
+/// A backup's place in its incremental chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainInfo {
+    pub backup: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub reference: Option<String>,
+    /// Backups a restore reads (1 for a full backup); `None` when a link is missing.
+    pub length: Option<usize>,
+    /// Bytes stored by the whole chain.
+    pub stored_bytes: Option<u64>,
+}
+
+fn chains(backups: &[BackupMetadata]) -> Vec<ChainInfo> {
+    backups
+        .iter()
+        .map(|b| {
+            let names = crate::ops::repo::chain::names_of(backups, b);
+            let stored = names
+                .as_ref()
+                .map(|n| backups.iter().filter(|m| n.contains(&m.name)).map(|m| m.stored_bytes).sum::<u64>());
+            ChainInfo {
+                backup: b.name.clone(),
+                kind: b.backup_type.name(),
+                reference: b.reference.clone(),
+                length: names.map(|n| n.len()),
+                stored_bytes: stored,
+            }
+        })
+        .collect()
 }
 
 /// Backups and windows.
@@ -41,7 +75,8 @@ pub async fn list(repo: &Repo) -> Result<Listing> {
         true => crate::ops::repo::envs::environments(repo).await?.into_iter().filter(|e| *e != env).collect(),
         false => Vec::new(),
     };
-    Ok(Listing { env, backups, windows, other_envs, timelines })
+    let chains = chains(&backups);
+    Ok(Listing { env, backups, windows, other_envs, timelines, chains })
 }
 
 /// The listing as tables that fit a terminal.
@@ -54,20 +89,33 @@ pub fn render(l: &Listing) -> String {
         }
     } else {
         out.push_str(&format!(
-            "{:<40} {:<19} {:<19} {:>3} {:>12} {:>12} {:>10} {:>10}\n",
-            "BACKUP", "STARTED (UTC)", "STOPPED (UTC)", "TL", "START LSN", "STOP LSN", "SIZE", "STORED"
+            "{:<40} {:<4} {:>5} {:<19} {:<19} {:>3} {:>12} {:>12} {:>10} {:>10}  {}\n",
+            "BACKUP",
+            "TYPE",
+            "CHAIN",
+            "STARTED (UTC)",
+            "STOPPED (UTC)",
+            "TL",
+            "START LSN",
+            "STOP LSN",
+            "SIZE",
+            "STORED",
+            "BUILDS ON"
         ));
-        for b in &l.backups {
+        for (b, c) in l.backups.iter().zip(&l.chains) {
             out.push_str(&format!(
-                "{:<40} {:<19} {:<19} {:>3} {:>12} {:>12} {:>10} {:>10}\n",
+                "{:<40} {:<4} {:>5} {:<19} {:<19} {:>3} {:>12} {:>12} {:>10} {:>10}  {}\n",
                 b.name,
+                c.kind,
+                c.length.map_or("BROKEN".to_string(), |n| n.to_string()),
                 b.start_time.format("%Y-%m-%d %H:%M:%S"),
                 b.stop_time.format("%Y-%m-%d %H:%M:%S"),
                 b.timeline,
                 b.start_lsn.to_string(),
                 b.stop_lsn.to_string(),
                 human_bytes(b.bytes),
-                human_bytes(b.stored_bytes)
+                human_bytes(b.stored_bytes),
+                c.reference.as_deref().unwrap_or("-")
             ));
         }
     }

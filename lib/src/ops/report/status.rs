@@ -74,6 +74,9 @@ pub struct BackupHealth {
     pub newest_duration_seconds: Option<f64>,
     pub newest_stored_bytes: Option<u64>,
     pub stored_bytes: u64,
+    /// The newest full backup, and the newest diff/incr backup, with when they finished.
+    pub newest_full: Option<(String, DateTime<Utc>)>,
+    pub newest_incremental: Option<(String, DateTime<Utc>)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,6 +156,8 @@ pub async fn status(repo: &Repo, opts: &StatusOptions) -> Result<Status> {
         newest_duration_seconds: last.map(|b| b.seconds),
         newest_stored_bytes: last.map(|b| b.stored_bytes),
         stored_bytes: backups.iter().map(|b| b.stored_bytes).sum(),
+        newest_full: backups.iter().rfind(|b| b.backup_type.is_full()).map(|b| (b.name.clone(), b.stop_time)),
+        newest_incremental: backups.iter().rfind(|b| !b.backup_type.is_full()).map(|b| (b.name.clone(), b.stop_time)),
     };
     match (last, opts.max_backup_age) {
         (None, _) => problems.push("no complete base backup".to_string()),
@@ -291,6 +296,11 @@ pub fn render(s: &Status) -> String {
         )),
         None => out.push_str("BACKUP  none\n"),
     }
+    for (what, b) in [("full", &s.backups.newest_full), ("incremental", &s.backups.newest_incremental)] {
+        if let Some((n, at)) = b {
+            out.push_str(&format!("BACKUP  newest {what} {n}, finished {} UTC\n", human_time(*at)));
+        }
+    }
     for w in &s.recoverable_window {
         let latest = w.latest.map_or("?".to_string(), human_time);
         out.push_str(&format!("WINDOW  timeline {}: {} to about {latest} UTC\n", w.timeline, human_time(w.earliest)));
@@ -373,6 +383,16 @@ pub fn prometheus(s: &Status) -> String {
         ts(s.backups.newest_stop_time),
     );
     metric("backup_last_age_seconds", "Age of the newest base backup", one(s.backups.age_seconds));
+    metric(
+        "backup_last_full_completion_timestamp_seconds",
+        "When the newest full base backup finished",
+        ts(s.backups.newest_full.as_ref().map(|b| b.1)),
+    );
+    metric(
+        "backup_last_incremental_completion_timestamp_seconds",
+        "When the newest diff or incr base backup finished",
+        ts(s.backups.newest_incremental.as_ref().map(|b| b.1)),
+    );
     metric(
         "backup_last_duration_seconds",
         "Wall time of the newest base backup",

@@ -18,6 +18,7 @@ use crate::ops::Repo;
 use crate::ops::repo::blocking;
 use crate::ops::repo::catalog::{self, BackupMetadata, ChainEnd, PartInfo, WalArchive};
 use crate::ops::repo::local;
+use crate::ops::repo::progress::{Metered, Progress};
 use crate::ops::repo::wal_index::WalIndex;
 use crate::pg::recovery::{self, RecoverySettings, RecoveryTarget, TargetAction};
 use crate::{Error, Result, tarball};
@@ -38,6 +39,8 @@ pub struct PrepareOptions {
     pub action: TargetAction,
     /// Empty a non-empty PGDATA first.
     pub force: bool,
+    /// Restore over PGDATA of the same cluster, fetching only what differs ([`super::delta`]).
+    pub delta: bool,
     /// Tablespace oid → new location.
     pub tablespace_map: BTreeMap<u32, PathBuf>,
     /// The restore_command to write (without secrets).
@@ -69,6 +72,9 @@ pub struct PrepareOutcome {
     pub wal: ChainEnd,
     /// WAL segments fetched ahead: wal-fetch places them in pg_wal once recovery runs.
     pub wal_staged: usize,
+    /// With `--delta`: what was kept, fetched and removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<super::delta::DeltaReport>,
     /// Whether the restored server archives into the repository.
     pub archive: bool,
     /// Replaying every archived file goes past this point (the start of the chain's last
@@ -86,15 +92,31 @@ pub struct PrepareOutcome {
 /// directory, key and corruption errors from the manifest and parts.
 pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareOutcome> {
     let began = Instant::now();
-    check_pgdata(&opts.pgdata, opts.force)?;
+    match opts.delta {
+        true => super::delta::check_not_running(&opts.pgdata)?,
+        false => check_pgdata(&opts.pgdata, opts.force)?,
+    }
     let backup = choose_backup(repo, opts).await?;
+    if opts.delta {
+        super::delta::check_cluster(&opts.pgdata, &backup)?;
+    }
     // The manifest first: the metadata is cross-checked against it before anything uses it.
     let manifest = crate::ops::repo::parts::load_manifest(repo, &backup).await?;
     let mut index = WalIndex::load(None, repo);
     let archive = WalArchive::load(repo, &mut index, backup.wal_segment_size).await?;
     let wal = target::check_wal(repo, &archive, &backup, &opts.target, opts.timeline).await?;
     crate::ops::repo::place::check_parts(repo, &backup).await?;
-    tablespaces::check(&backup.name, &manifest, &opts.tablespace_map, &opts.pgdata)?;
+    let chain = super::chain::prepare(repo, &backup, &manifest).await?;
+    if chain.is_some() && opts.delta {
+        return Err(Error::config(
+            "--delta",
+            format!(
+                "backup {} is incremental: a delta restore of a chain is not supported yet; restore it without --delta",
+                backup.name
+            ),
+        ));
+    }
+    tablespaces::check(&backup.name, &manifest, &opts.tablespace_map, &opts.pgdata, opts.delta)?;
     tracing::info!(
         "restoring {} ({} files, {} bytes) into {}",
         backup.name,
@@ -103,7 +125,11 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
         opts.pgdata.display()
     );
 
-    prepare_dir(&opts.pgdata, opts.force)?;
+    prepare_dir(&opts.pgdata, opts.force && !opts.delta)?;
+    let delta = match opts.delta {
+        true => Some(super::delta::clean_async(&opts.pgdata, &manifest, &opts.tablespace_map, opts.jobs).await?),
+        false => None,
+    };
     let cache = local::cache_dir_for(opts.cache_dir.as_deref(), &opts.pgdata);
     let plan = match &cache {
         Some(_) if opts.prefetch > 0 => Some(recovery_plan(repo, &archive, &backup, &wal, &opts.pgdata).await?),
@@ -127,7 +153,8 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
             _ => Ok(Vec::new()),
         }
     };
-    let (restored, staged) = tokio::join!(restore_into(repo, &backup, &manifest, opts, wal.timeline), stage);
+    let (restored, staged) =
+        tokio::join!(restore_into(repo, &backup, &manifest, opts, wal.timeline, chain.as_ref(), delta.as_ref()), stage);
     // Staging is a head start only: a segment it could not get, wal-fetch fetches (and stops
     // recovery with the right exit code if the archive really fails).
     let wal_staged = match staged {
@@ -144,7 +171,10 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
         Ok(counts) => counts,
         Err(e) => {
             // Never leave half a data directory that someone might start.
-            let _ = prepare_dir(&opts.pgdata, true);
+            match opts.delta {
+                true => super::delta::disable(&opts.pgdata),
+                false => drop(prepare_dir(&opts.pgdata, true)),
+            }
             if let Some(dir) = &spool {
                 let _ = std::fs::remove_dir_all(dir);
             }
@@ -176,6 +206,7 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
         seconds: began.elapsed().as_secs_f64(),
         wal,
         wal_staged,
+        delta: delta.map(|d| d.report_after(files, bytes, backup.parts.len())),
         archive: opts.archive,
         must_reach,
         next_command,
@@ -202,8 +233,13 @@ async fn restore_into(
     manifest: &Manifest,
     opts: &PrepareOptions,
     tli: u32,
+    chain: Option<&super::chain::ChainRestore>,
+    delta: Option<&super::delta::Plan>,
 ) -> Result<(u64, u64)> {
-    let counts = extract_parts(repo, backup, manifest, opts).await?;
+    let counts = match chain {
+        Some(c) => super::chain::restore(repo, c, &opts.pgdata, &opts.tablespace_map, opts.jobs).await?,
+        None => extract_parts(repo, backup, manifest, opts, delta).await?,
+    };
     if !opts.tablespace_map.is_empty() {
         remap_tablespace_map(&opts.pgdata, &opts.tablespace_map)?;
     }
@@ -229,10 +265,8 @@ fn check_pgdata(pgdata: &Path, force: bool) -> Result<()> {
     }
     let non_empty = std::fs::read_dir(pgdata).map(|mut d| d.next().is_some()).unwrap_or(false);
     if non_empty && !force {
-        return Err(Error::Refused(format!(
-            "{} is not empty: refusing to overwrite it\nHINT: restore into an empty directory, or add --force to delete its contents first",
-            pgdata.display()
-        )));
+        return Err(Error::Refused(format!("{} is not empty: refusing to overwrite it", pgdata.display()))
+            .with_hint("restore into an empty directory, or add --force to delete its contents first"));
     }
     Ok(())
 }
@@ -284,20 +318,29 @@ async fn extract_parts(
     b: &BackupMetadata,
     manifest: &Manifest,
     opts: &PrepareOptions,
+    delta: Option<&super::delta::Plan>,
 ) -> Result<(u64, u64)> {
     use futures_util::StreamExt;
-    let results: Vec<(PartInfo, tarball::ExtractStats)> = futures_util::stream::iter(b.parts.clone())
+    let keep = delta.map(|d| d.keep.clone()).unwrap_or_default();
+    let keep = &keep;
+    let parts: Vec<PartInfo> =
+        b.parts.iter().filter(|p| !delta.is_some_and(|d| d.skip_parts.contains(&p.index))).cloned().collect();
+    let stored = parts.iter().map(|p| p.stored_bytes).sum();
+    let progress = Progress::start(format!("restore of {}", b.name), stored, repo.progress_interval);
+    let progress = &progress;
+    let results: Vec<(PartInfo, tarball::ExtractStats)> = futures_util::stream::iter(parts)
         .map(|part| async move {
             let expect =
                 repo.expect(&crate::ops::repo::place::Logical::Part { backup: &b.name, index: part.index }).await?;
             let reader = repo.storage.get(&part.key).await?;
-            let bridge = SyncIoBridge::new(reader);
+            let bridge = Metered::new(SyncIoBridge::new(reader), progress.clone(), None);
             let (object, keyring) = (repo.storage.describe(&part.key), repo.keyring.clone());
             let (manifest, pgdata, remap) = (manifest.clone(), opts.pgdata.clone(), opts.tablespace_map.clone());
+            let keep = std::sync::Arc::clone(keep);
             let stats = blocking(move || {
                 let input = std::io::BufReader::with_capacity(1 << 20, bridge);
                 let (_, body) = codec::decoder(input, &keyring, &object, false, Some(&expect))?;
-                tarball::extract_tar(body, &pgdata, &manifest, &remap).map_err(|e| match e {
+                tarball::extract_tar_keeping(body, &pgdata, &manifest, &remap, &keep).map_err(|e| match e {
                     Error::Io { path, source } if path == object => codec::error_from_io(source, &object),
                     other => other,
                 })
@@ -313,6 +356,7 @@ async fn extract_parts(
         .await
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
+    progress.finish();
     let mut files = 0;
     let mut bytes = 0;
     for (part, stats) in &results {

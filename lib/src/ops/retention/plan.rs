@@ -55,7 +55,9 @@ pub(super) async fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> 
     let (p, now) = (&opts.policy, opts.now);
     let backups = catalog::backups(repo).await?;
     let names: Vec<(String, DateTime<Utc>)> = backups.iter().map(|b| (b.name.clone(), b.stop_time)).collect();
-    let decisions = decide(&names, "database", p.backups, p, now);
+    let mut decisions = decide(&names, "database", p.backups, p, now);
+    let references: Vec<Option<String>> = backups.iter().map(|b| b.reference.clone()).collect();
+    super::chains::keep_chains(&mut decisions, &references);
     let mut steps = Vec::new();
     let mut file_decisions = Vec::new();
     let mut known: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
@@ -75,7 +77,10 @@ pub(super) async fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> 
     }
     let oldest_kept = backups.iter().zip(&decisions).find(|(_, d)| d.keep).map(|(b, _)| b);
     if let Some(b) = oldest_kept {
-        let since = name_time(&b.name).unwrap_or(b.start_time);
+        // A leftover base-backup may resume within the window: kept until then.
+        let window = chrono::TimeDelta::from_std(opts.resume_window).unwrap_or(chrono::TimeDelta::MAX);
+        let resumable = now.checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let since = name_time(&b.name).unwrap_or(b.start_time).min(resumable);
         steps.extend(orphans(repo, &repo.layout.database_root(), &names, since, &mut incomplete).await?);
     }
     let kept: Vec<&catalog::BackupMetadata> =

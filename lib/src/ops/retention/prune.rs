@@ -57,6 +57,9 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Stop after this many deletions (spread a large first prune over several runs).
     pub max_deletes: Option<usize>,
+    /// An interrupted base backup named within this of `now` may still be resumed: its
+    /// folder is kept (`WALVAULT_RESUME_WINDOW`).
+    pub resume_window: std::time::Duration,
 }
 
 /// What prune decided and did.

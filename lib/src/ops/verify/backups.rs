@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use crate::ops::Repo;
 use crate::ops::repo::catalog::{BackupMetadata, LatestPointer};
 use crate::ops::repo::files_catalog;
+use crate::ops::repo::progress::Progress;
 use crate::ops::repo::{identity, parts};
 use crate::ops::verify::{BackupResult, Check};
 use crate::{Error, Result, tarball};
@@ -133,25 +134,53 @@ async fn read_backup(
         let why = format!("{} is listed in part {}, which the backup does not have", stray.path, stray.part);
         return Err((Error::corrupt(repo.storage.describe(&b.manifest_key), why), b.manifest_key.clone()));
     }
+    check_chain(repo, b, &manifest).await?;
     let manifest = Arc::new(manifest);
+    let stored = b.parts.iter().map(|p| p.stored_bytes).sum();
+    let progress = Progress::start(format!("verify backup {}", b.name), stored, repo.progress_interval);
     let stats: Vec<std::result::Result<tarball::VerifyStats, (Error, String)>> =
         futures_util::stream::iter(b.parts.clone())
             .map(|part| {
                 let manifest = Arc::clone(&manifest);
                 let what = crate::ops::repo::place::Logical::Part { backup: &b.name, index: part.index };
+                let progress = &progress;
                 async move {
-                    parts::verify_part(repo, &part.key, part.index, what, manifest).await.map_err(|e| (e, part.key))
+                    parts::verify_part(repo, &part.key, part.index, what, manifest, progress)
+                        .await
+                        .map_err(|e| (e, part.key))
                 }
             })
             .buffer_unordered(jobs.max(1))
             .collect()
             .await;
+    progress.finish();
     for s in stats {
         let s = s?;
         result.files += s.files;
         result.bytes += s.bytes;
     }
     Ok(())
+}
+
+/// An incremental's chain end to end (every link present and the one it was computed against,
+/// every file of the backup rebuildable from the chain, the block map); a full backup's block
+/// map. The parts of each link are read when that link is verified.
+async fn check_chain(
+    repo: &Repo,
+    b: &BackupMetadata,
+    manifest: &crate::manifest::Manifest,
+) -> std::result::Result<(), (Error, String)> {
+    let map_key = crate::ops::repo::chain::block_map_key(&b.manifest_key);
+    match crate::ops::restore::chain::prepare(repo, b, manifest).await {
+        Ok(Some(c)) => {
+            tracing::info!("backup {}: chain {} is whole", b.name, c.names().join(" -> "));
+            Ok(())
+        }
+        Ok(None) => {
+            crate::ops::repo::chain::load_block_map(repo, b, manifest).await.map(|_| ()).map_err(|e| (e, map_key))
+        }
+        Err(e) => Err((e, b.manifest_key.clone())),
+    }
 }
 
 /// Folders without a metadata object (an interrupted base-backup or prune), and latest.json.

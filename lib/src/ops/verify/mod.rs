@@ -11,6 +11,7 @@
 mod backups;
 mod checks_sql;
 pub mod restore_test;
+mod restore_types;
 mod scratch_server;
 pub mod wal;
 

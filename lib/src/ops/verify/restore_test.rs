@@ -8,11 +8,8 @@
 //! line, which outranks `postgresql.conf` and `postgresql.auto.conf`. When walvault runs as
 //! root, the server runs as the `postgres` user, which owns the scratch directory.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
 
 use crate::Result;
 use crate::error::IoContext;
@@ -21,56 +18,10 @@ use crate::ops::repo::catalog::{self, BackupMetadata};
 use crate::ops::restore::pitr_prepare::{self, PrepareOptions};
 use crate::ops::verify::Check;
 use crate::ops::verify::checks_sql as sql;
-pub use crate::ops::verify::checks_sql::QueryResult;
+pub use crate::ops::verify::restore_types::{QueryResult, RestoreTestOptions, RestoreTestResult};
 pub use crate::ops::verify::scratch_server::find_pg_bin;
 use crate::ops::verify::scratch_server::{Server, chown, server_owner, write_config};
 use crate::pg::recovery::{RecoveryTarget, TargetAction};
-
-/// How to run the restore test.
-#[derive(Debug, Clone)]
-pub struct RestoreTestOptions {
-    /// PostgreSQL server binaries; default `/usr/lib/postgresql/<major>/bin`, else `pg_config --bindir`.
-    pub pg_bin: Option<PathBuf>,
-    /// Where the scratch directory is made; default the system temp directory.
-    pub scratch_dir: Option<PathBuf>,
-    /// The restore_command the scratch server uses (wal-fetch with the repository settings).
-    pub restore_command: String,
-    /// SQL run in `check_db` after promotion (default: row counts of the largest tables).
-    pub check_sql: Vec<String>,
-    pub check_db: String,
-    pub check_user: String,
-    /// Largest user tables counted per database when no `check_sql` is given.
-    pub tables: usize,
-    /// Extra server settings (`NAME=VALUE`), e.g. a smaller `shared_buffers` than production's.
-    pub settings: Vec<String>,
-    /// Give up on replay after this long.
-    pub timeout: Duration,
-    /// Fail the test when the time to recover exceeds this (the runbook's RTO).
-    pub max_rto: Option<Duration>,
-    pub jobs: usize,
-}
-
-/// What the restore test measured.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RestoreTestResult {
-    /// `passed` or `failed`.
-    pub status: String,
-    pub backup: Option<String>,
-    pub pg_bin: Option<String>,
-    pub pg_version: Option<String>,
-    /// Restoring the backup into the scratch PGDATA.
-    pub prepare_seconds: f64,
-    /// Starting the server until it was promoted (WAL replay).
-    pub replay_seconds: f64,
-    /// prepare + replay: the measured RTO.
-    pub time_to_recover_seconds: Option<f64>,
-    pub rto_objective_seconds: Option<f64>,
-    pub checks_seconds: f64,
-    /// The commit time of the last transaction replayed.
-    pub recovered_to: Option<DateTime<Utc>>,
-    pub queries: Vec<QueryResult>,
-    pub error: Option<String>,
-}
 
 impl RestoreTestResult {
     /// The report's checks for this test.
@@ -196,6 +147,7 @@ async fn prepare(repo: &Repo, opts: &RestoreTestOptions, backup: &BackupMetadata
         backup: Some(backup.name.clone()),
         action: TargetAction::Promote,
         force: false,
+        delta: false,
         tablespace_map,
         restore_command: opts.restore_command.clone(),
         cache_dir: None,

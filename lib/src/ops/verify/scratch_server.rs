@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::IoContext;
-use crate::ops::verify::checks_sql as sql;
-use crate::ops::verify::restore_test::RestoreTestOptions;
+use crate::ops::verify::restore_types::RestoreTestOptions;
+use crate::pg::socket::{self, Poll};
 use crate::{Error, Result};
 
 /// Our own pg_hba.conf (trust on the private socket), and a postgresql.conf if the backup has
@@ -164,10 +164,10 @@ impl Server {
                     self.log_tail()
                 )));
             }
-            match sql::in_recovery(&self.socket_dir(), &opts.check_user).await {
+            match socket::in_recovery(&self.socket_dir(), &opts.check_user).await {
                 Ok(false) => return Ok(()),
-                Ok(true) | Err(sql::Poll::NotYet) => {}
-                Err(sql::Poll::Fatal(e)) => return Err(e),
+                Ok(true) | Err(Poll::NotYet) => {}
+                Err(Poll::Fatal(e)) => return Err(e),
             }
             if Instant::now() >= deadline {
                 return Err(Error::Postgres(format!(

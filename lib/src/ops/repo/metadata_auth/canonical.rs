@@ -13,7 +13,8 @@ pub const CANONICAL_PREFIX: &[u8] = b"walvault/v1/backup-metadata";
 /// as `name` NUL `len` (u64 big-endian) `value` (UTF-8 text). Integers are decimal, LSNs
 /// `X/Y` in uppercase hex, times RFC 3339 in UTC with 9 fractional digits and `Z`, booleans
 /// `true`/`false`, an absent key fingerprint the empty string; a list is its length in
-/// decimal followed by its items' fields, named `list[i].field`.
+/// decimal followed by its items' fields, named `list[i].field`. Then the fields added later,
+/// only when set: `from_standby` (`true`).
 pub fn canonical(m: &BackupMetadata) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024 + 256 * m.parts.len());
     out.extend_from_slice(CANONICAL_PREFIX);
@@ -53,6 +54,17 @@ pub fn canonical(m: &BackupMetadata) -> Vec<u8> {
         f(&format!("tablespaces[{i}].oid"), &t.oid.to_string());
         f(&format!("tablespaces[{i}].name"), &t.name);
         f(&format!("tablespaces[{i}].location"), &t.location);
+    }
+    // Fields added later appear only when set, so earlier metadata keeps its canonical form.
+    // Incremental backups only (section 9): a full backup's form is unchanged.
+    if !m.backup_type.is_full() || m.reference.is_some() || m.block_source.is_some() || m.read_bytes.is_some() {
+        f("backup_type", m.backup_type.name());
+        f("reference", m.reference.as_deref().unwrap_or(""));
+        f("block_source", m.block_source.as_deref().unwrap_or(""));
+        f("read_bytes", &m.read_bytes.map_or(String::new(), |b| b.to_string()));
+    }
+    if m.from_standby {
+        f("from_standby", "true");
     }
     out
 }

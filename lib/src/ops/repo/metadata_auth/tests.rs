@@ -77,7 +77,12 @@ fn fixture(encrypted: bool) -> (BackupMetadata, Manifest) {
         encrypted,
         key_fingerprint: encrypted.then(|| key().fingerprint_hex()),
         tablespaces: ts.clone(),
+        from_standby: false,
         seconds: 2.5,
+        backup_type: Default::default(),
+        reference: None,
+        block_source: None,
+        read_bytes: None,
         mac: None,
     };
     (meta, Manifest::new(files, ts))
@@ -172,6 +177,7 @@ fn tampered_metadata_is_refused_naming_the_field() {
         ),
         ("mac: does not match", Box::new(|v| v["stop_lsn"] = json!("2/FFFFFFF"))),
         ("mac: does not match", Box::new(|v| v["timeline"] = json!(2))),
+        ("mac: does not match", Box::new(|v| v["from_standby"] = json!(true))),
         ("mac: missing", Box::new(|v| drop(v.as_object_mut().map(|o| o.remove("mac"))))),
         ("parts[0].key: ", Box::new(|v| v["parts"][0]["key"] = json!("database/test/other/part_00000.tar.zst.enc"))),
         ("env: ", Box::new(|v| v["env"] = json!("prod"))),
@@ -197,6 +203,25 @@ fn tampered_metadata_is_refused_naming_the_field() {
     let mut v = base;
     v.as_object_mut().map(|o| o.remove("stop_lsn"));
     assert!(refusal(&v, &manifest, &ring).contains("missing field `stop_lsn`"));
+}
+
+/// A standby's backup says so, under the MAC; a primary's canonical form has no such field
+/// (so metadata written before the field verifies as it did).
+#[test]
+fn from_standby_is_covered_only_when_set() {
+    let ring = keyed();
+    let (mut meta, mut manifest) = fixture(true);
+    let primary = canonical(&meta);
+    assert!(!String::from_utf8_lossy(&primary).contains("from_standby"));
+    meta.from_standby = true;
+    meta.files = manifest.files.iter().filter(|e| e.kind == EntryKind::File).count() as u64;
+    seal(&mut meta, &mut manifest, &ring).expect("seal");
+    assert!(String::from_utf8_lossy(&canonical(&meta)).ends_with("from_standby\0\0\0\0\0\0\0\0\x04true"));
+    let json = serde_json::to_vec(&meta).expect("json");
+    assert!(accept(&json, &manifest, &ring).expect("accepted").from_standby);
+    let mut v = serde_json::to_value(&meta).expect("value");
+    v.as_object_mut().map(|o| o.remove("from_standby"));
+    assert!(refusal(&v, &manifest, &ring).contains("mac: does not match"));
 }
 
 #[test]

@@ -15,7 +15,13 @@ use crate::{Error, Result};
 /// # Errors
 /// [`Error::Config`] naming `--tablespace-map` for a map that does not fit the backup;
 /// [`Error::Refused`] for a destination that holds what the restore would write.
-pub fn check(backup: &str, manifest: &Manifest, remap: &BTreeMap<u32, PathBuf>, pgdata: &Path) -> Result<()> {
+pub fn check(
+    backup: &str,
+    manifest: &Manifest,
+    remap: &BTreeMap<u32, PathBuf>,
+    pgdata: &Path,
+    delta: bool,
+) -> Result<()> {
     let bad = |why: String| Error::config("--tablespace-map", why);
     let mut seen = BTreeSet::new();
     for (oid, dir) in remap {
@@ -43,7 +49,10 @@ pub fn check(backup: &str, manifest: &Manifest, remap: &BTreeMap<u32, PathBuf>, 
     }
     for ts in &manifest.tablespaces {
         let dir = remap.get(&ts.oid).cloned().unwrap_or_else(|| PathBuf::from(&ts.location));
-        check_destination(ts.oid, &dir, manifest)?;
+        // A delta restore compares what is there (and removes what differs).
+        if !delta {
+            check_destination(ts.oid, &dir, manifest)?;
+        }
     }
     Ok(())
 }
@@ -58,9 +67,10 @@ fn check_destination(oid: u32, dir: &Path, manifest: &Manifest) -> Result<()> {
     };
     if !meta.is_dir() {
         return Err(Error::Refused(format!(
-            "tablespace {oid} would be restored into {}, which is not a directory\nHINT: move it with --tablespace-map {oid}=DIR",
+            "tablespace {oid} would be restored into {}, which is not a directory",
             dir.display()
-        )));
+        ))
+        .with_hint(format!("move it with --tablespace-map {oid}=DIR")));
     }
     let tops: BTreeSet<&str> = manifest
         .files
@@ -71,9 +81,10 @@ fn check_destination(oid: u32, dir: &Path, manifest: &Manifest) -> Result<()> {
         .collect();
     if let Some(clash) = tops.iter().find(|top| std::fs::symlink_metadata(dir.join(top)).is_ok()) {
         return Err(Error::Refused(format!(
-            "tablespace {oid} would be restored into {}, which already holds {clash}: refusing to overwrite it\nHINT: restore it elsewhere with --tablespace-map {oid}=DIR, or remove the old directory",
+            "tablespace {oid} would be restored into {}, which already holds {clash}: refusing to overwrite it",
             dir.display()
-        )));
+        ))
+        .with_hint(format!("restore it elsewhere with --tablespace-map {oid}=DIR, or remove the old directory")));
     }
     Ok(())
 }
@@ -110,24 +121,24 @@ mod tests {
         let m = manifest(&original);
         let map = |pairs: &[(u32, PathBuf)]| pairs.iter().cloned().collect::<BTreeMap<_, _>>();
         let err = |r: Result<()>| r.expect_err("refused").to_string();
-        assert!(check("b", &m, &map(&[]), &pgdata).is_ok());
-        assert!(check("b", &m, &map(&[(16384, tmp.path().join("new"))]), &pgdata).is_ok());
-        let e = err(check("b", &m, &map(&[(99, tmp.path().join("new"))]), &pgdata));
+        assert!(check("b", &m, &map(&[]), &pgdata, false).is_ok());
+        assert!(check("b", &m, &map(&[(16384, tmp.path().join("new"))]), &pgdata, false).is_ok());
+        let e = err(check("b", &m, &map(&[(99, tmp.path().join("new"))]), &pgdata, false));
         assert_eq!(e, "setting --tablespace-map: backup b has no tablespace 99; its tablespaces: 16384 (ts1)");
-        let e = err(check("b", &m, &map(&[(16384, PathBuf::from("rel/dir"))]), &pgdata));
+        let e = err(check("b", &m, &map(&[(16384, PathBuf::from("rel/dir"))]), &pgdata, false));
         assert!(e.ends_with("16384=rel/dir: the new location must be an absolute path"), "{e}");
-        let e = err(check("b", &m, &map(&[(16384, pgdata.join("ts"))]), &pgdata));
+        let e = err(check("b", &m, &map(&[(16384, pgdata.join("ts"))]), &pgdata, false));
         assert!(e.contains("must be outside the data directory"), "{e}");
         // the original location already holds an earlier restore
         std::fs::create_dir_all(original.join("PG_15_202209061")).expect("mkdir");
-        let e = err(check("b", &m, &map(&[]), &pgdata));
+        let e = err(check("b", &m, &map(&[]), &pgdata, false));
         assert!(e.contains("already holds PG_15_202209061: refusing to overwrite it"), "{e}");
         // moved elsewhere: fine; a directory with only lost+found: fine
         let moved = tmp.path().join("mnt");
         std::fs::create_dir_all(moved.join("lost+found")).expect("mkdir");
-        assert!(check("b", &m, &map(&[(16384, moved.clone())]), &pgdata).is_ok());
+        assert!(check("b", &m, &map(&[(16384, moved.clone())]), &pgdata, false).is_ok());
         std::fs::write(tmp.path().join("file"), "x").expect("write");
-        let e = err(check("b", &m, &map(&[(16384, tmp.path().join("file"))]), &pgdata));
+        let e = err(check("b", &m, &map(&[(16384, tmp.path().join("file"))]), &pgdata, false));
         assert!(e.contains("which is not a directory"), "{e}");
     }
 }

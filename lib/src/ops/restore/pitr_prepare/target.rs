@@ -88,18 +88,22 @@ pub async fn check_wal(
         None => format!("{} (segment {})", end.last_lsn, end.last_segment),
     };
     let missing = end.gap.clone().unwrap_or_else(|| "the next segment (not archived yet)".to_string());
-    let refuse = |what: String, hint: String| {
-        Error::Refused(format!(
-            "{what}: missing {missing}; the newest point the archive reaches is {newest} on timeline {tli}{hint}"
-        ))
+    let refuse = |what: String, hint: Option<String>| {
+        let e = Error::Refused(format!(
+            "{what}: missing {missing}; the newest point the archive reaches is {newest} on timeline {tli}"
+        ));
+        match hint {
+            Some(h) => e.with_hint(h),
+            None => e,
+        }
     };
     if end.last_lsn < b.stop_lsn {
         let what = format!("the archive cannot make backup {} consistent (it needs WAL up to {})", b.name, b.stop_lsn);
-        return Err(refuse(what, String::new()));
+        return Err(refuse(what, None));
     }
     match target {
         RecoveryTarget::Lsn(l) if *l > end.last_lsn => {
-            Err(refuse(format!("target LSN {l} is beyond the archive on timeline {tli}"), String::new()))
+            Err(refuse(format!("target LSN {l} is beyond the archive on timeline {tli}"), None))
         }
         RecoveryTarget::Time(t) if end.last_archived_at.is_some_and(|a| t.with_timezone(&Utc) > a) => {
             // Object times may be cut to the second (S3): a segment stored in the target's
@@ -111,7 +115,7 @@ pub async fn check_wal(
         RecoveryTarget::Latest | RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) if end.gap.is_some() => Err(refuse(
             "the archive has a gap: recovery would stop there and promote without the transactions after it"
                 .to_string(),
-            String::new(),
+            None,
         )),
         _ => Ok(end),
     }
@@ -125,8 +129,11 @@ fn not_through(e: Error, archive: &WalArchive, b: &BackupMetadata, choice: Optio
             let through = archive.timelines.through_point(b.timeline, b.start_lsn, archive.seg_size);
             let ids: Vec<String> = through.iter().map(u32::to_string).collect();
             Error::Refused(format!(
-                "{why}; recovery_target_timeline 'latest' follows the highest timeline after {}, so PostgreSQL would refuse this backup\nHINT: choose a timeline that passes through it with --target-timeline ({}; current = {})",
-                b.timeline,
+                "{why}; recovery_target_timeline 'latest' follows the highest timeline after {}, so PostgreSQL would refuse this backup",
+                b.timeline
+            ))
+            .with_hint(format!(
+                "choose a timeline that passes through it with --target-timeline ({}; current = {})",
                 ids.join(", "),
                 b.timeline
             ))
@@ -165,30 +172,28 @@ async fn refuse_two_branches(repo: &Repo, archive: &WalArchive, b: &BackupMetada
     };
     let at = |t: &TimelineInfo| t.last_archived_at.map_or("?".to_string(), human_time);
     Err(Error::Refused(format!(
-        "two branches pass through backup {}: timeline {} was written after timeline {tli} began (its newest segment {} archived {} UTC; timeline {tli}'s {} at {} UTC), and recovery_target_timeline 'latest' would follow timeline {tli}, the highest\nHINT: choose the branch to restore: --target-timeline {} or --target-timeline {tli}",
+        "two branches pass through backup {}: timeline {} was written after timeline {tli} began (its newest segment {} archived {} UTC; timeline {tli}'s {} at {} UTC), and recovery_target_timeline 'latest' would follow timeline {tli}, the highest",
         b.name,
         other.timeline,
         other.last_segment.as_deref().unwrap_or("?"),
         at(other),
         followed.last_segment.as_deref().unwrap_or("?"),
         at(&followed),
-        other.timeline
-    )))
+    ))
+    .with_hint(format!("choose the branch to restore: --target-timeline {} or --target-timeline {tli}", other.timeline)))
 }
 
-/// "\nHINT: timeline N reaches it" for other timelines through the backup that match `reaches`.
+/// "timeline N reaches it" for other timelines through the backup that match `reaches`.
 async fn reaching_hint(
     repo: &Repo,
     archive: &WalArchive,
     b: &BackupMetadata,
     tli: u32,
     reaches: impl Fn(&TimelineInfo) -> bool,
-) -> Result<String> {
+) -> Result<Option<String>> {
     let (others, _) = others(repo, archive, b, tli).await?;
-    Ok(match others.iter().filter(|o| reaches(o)).map(|o| o.timeline).max() {
-        Some(n) => format!("\nHINT: timeline {n} reaches it: add --target-timeline {n}"),
-        None => String::new(),
-    })
+    let reaching = others.iter().filter(|o| reaches(o)).map(|o| o.timeline).max();
+    Ok(reaching.map(|n| format!("timeline {n} reaches it: add --target-timeline {n}")))
 }
 
 #[cfg(test)]

@@ -1,0 +1,261 @@
+//! Block maps: the digest of every 8 KiB block of every file a backup stored
+//! (`docs/FORMAT.md`, section 9).
+//!
+//! Every backup keeps one (`blockmap.bin` beside its manifest, its SHA-256 in the manifest) so
+//! that the next incremental backup compares each file block by block with what the previous
+//! backup holds, without reading that backup: a block whose digest differs, or that lies past
+//! the old end of the file, is stored again. Nothing trusts timestamps. A restore checks every
+//! block it writes against the target backup's map.
+//!
+//! Binary form: `WVBLKMAP1` NUL, the file count (u64 big-endian), then per file in path order:
+//! the path length (u32 BE), the path (UTF-8), the file length (u64 BE) and
+//! `ceil(length / 8192)` digests of 16 bytes (the first half of the SHA-256 of the block; the
+//! last block of a file may be shorter than 8192 bytes and is hashed as it is).
+
+use std::collections::BTreeMap;
+
+use ring::digest::{Context, SHA256};
+
+use crate::manifest::check_relative_path;
+
+mod changed;
+use crate::{Error, Result};
+pub use changed::{ChangedBlocks, RelationChanges, relation_segment};
+
+/// The block size: PostgreSQL's page.
+pub const BLOCK: usize = 8192;
+/// First bytes of the binary form.
+const MAGIC: &[u8] = b"WVBLKMAP1\0";
+
+/// A block's digest: the first 16 bytes of its SHA-256.
+pub type Digest = [u8; 16];
+
+/// The digest of one block (full, or the short last block of a file).
+pub fn digest(block: &[u8]) -> Digest {
+    let full = ring::digest::digest(&SHA256, block);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full.as_ref()[..16]);
+    out
+}
+
+/// How many blocks a file of `length` bytes has (the last may be short).
+pub fn block_count(length: u64) -> u64 {
+    length.div_ceil(BLOCK as u64)
+}
+
+/// The byte length of block `index` of a file of `length` bytes.
+pub fn block_len(length: u64, index: u64) -> usize {
+    let start = index.saturating_mul(BLOCK as u64);
+    usize::try_from(length.saturating_sub(start).min(BLOCK as u64)).unwrap_or(BLOCK)
+}
+
+/// The digests of a file held in memory.
+pub fn of_bytes(data: &[u8]) -> FileBlocks {
+    let mut h = BlockHasher::default();
+    h.update(data);
+    h.finish()
+}
+
+/// Digests of one file as it was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileBlocks {
+    pub length: u64,
+    pub digests: Vec<Digest>,
+}
+
+/// Digests a stream block by block, whatever the sizes of the pieces it is given.
+#[derive(Clone)]
+pub struct BlockHasher {
+    ctx: Context,
+    fill: usize,
+    length: u64,
+    digests: Vec<Digest>,
+}
+
+impl Default for BlockHasher {
+    fn default() -> Self {
+        BlockHasher { ctx: Context::new(&SHA256), fill: 0, length: 0, digests: Vec::new() }
+    }
+}
+
+impl BlockHasher {
+    /// Add the next bytes of the file.
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.length += data.len() as u64;
+        while !data.is_empty() {
+            let take = (BLOCK - self.fill).min(data.len());
+            self.ctx.update(&data[..take]);
+            self.fill += take;
+            data = &data[take..];
+            if self.fill == BLOCK {
+                self.close_block();
+            }
+        }
+    }
+
+    fn close_block(&mut self) {
+        let ctx = std::mem::replace(&mut self.ctx, Context::new(&SHA256));
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&ctx.finish().as_ref()[..16]);
+        self.digests.push(out);
+        self.fill = 0;
+    }
+
+    /// The digests of everything added (a short last block included).
+    pub fn finish(mut self) -> FileBlocks {
+        if self.fill > 0 {
+            self.close_block();
+        }
+        FileBlocks { length: self.length, digests: self.digests }
+    }
+}
+
+/// The block digests of every file of one backup, by path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BlockMap {
+    pub files: BTreeMap<String, FileBlocks>,
+}
+
+impl BlockMap {
+    /// The binary form (see the module doc).
+    pub fn encode(&self) -> Vec<u8> {
+        let blocks: usize = self.files.values().map(|f| f.digests.len()).sum();
+        let mut out = Vec::with_capacity(32 + self.files.len() * 64 + blocks * 16);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.files.len() as u64).to_be_bytes());
+        for (path, f) in &self.files {
+            out.extend_from_slice(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_be_bytes());
+            out.extend_from_slice(path.as_bytes());
+            out.extend_from_slice(&f.length.to_be_bytes());
+            for d in &f.digests {
+                out.extend_from_slice(d);
+            }
+        }
+        out
+    }
+
+    /// Parse the binary form, checking every path and digest count.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming `object` and what is wrong.
+    pub fn decode(bytes: &[u8], object: &str) -> Result<BlockMap> {
+        let bad = |why: String| Error::corrupt(object, format!("block map: {why}"));
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(MAGIC.len()).ok_or_else(|| bad("too short".into()))? != MAGIC {
+            return Err(bad("not a block map (magic)".into()));
+        }
+        let count = r.u64().ok_or_else(|| bad("truncated file count".into()))?;
+        let mut files = BTreeMap::new();
+        for i in 0..count {
+            let len = r.u32().ok_or_else(|| bad(format!("file {i}: truncated")))? as usize;
+            let raw = r.take(len).ok_or_else(|| bad(format!("file {i}: truncated path")))?;
+            let path = std::str::from_utf8(raw).map_err(|_| bad(format!("file {i}: path is not utf-8")))?;
+            check_relative_path(path).map_err(|e| bad(e.to_string()))?;
+            let length = r.u64().ok_or_else(|| bad(format!("{path}: truncated length")))?;
+            let n = usize::try_from(block_count(length)).map_err(|_| bad(format!("{path}: length {length}")))?;
+            let raw = r
+                .take(n.checked_mul(16).ok_or_else(|| bad(format!("{path}: length {length}")))?)
+                .ok_or_else(|| bad(format!("{path}: truncated digests")))?;
+            let digests = raw.chunks_exact(16).map(|c| c.try_into().unwrap_or([0; 16])).collect();
+            if files.insert(path.to_string(), FileBlocks { length, digests }).is_some() {
+                return Err(bad(format!("{path} appears twice")));
+            }
+        }
+        if r.at != bytes.len() {
+            return Err(bad(format!("{} bytes after the last file", bytes.len() - r.at)));
+        }
+        Ok(BlockMap { files })
+    }
+
+    /// Lowercase hex SHA-256 of the binary form (what the manifest records).
+    pub fn sha256_hex(encoded: &[u8]) -> String {
+        hex::encode(ring::digest::digest(&SHA256, encoded))
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let out = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(out)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
+    }
+}
+
+/// Sorted block numbers as `[start, count]` runs.
+pub fn to_runs(blocks: &[u64]) -> Vec<[u64; 2]> {
+    let mut runs: Vec<[u64; 2]> = Vec::new();
+    for &b in blocks {
+        match runs.last_mut() {
+            Some(last) if last[0] + last[1] == b => last[1] += 1,
+            _ => runs.push([b, 1]),
+        }
+    }
+    runs
+}
+
+/// The block numbers of `[start, count]` runs, in order.
+pub fn run_blocks(runs: &[[u64; 2]]) -> impl Iterator<Item = u64> + '_ {
+    runs.iter().flat_map(|&[s, n]| s..s.saturating_add(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hasher_splits_blocks_whatever_the_pieces() {
+        let data: Vec<u8> = (0..(BLOCK * 3 + 100)).map(|i| (i % 251) as u8).collect();
+        let mut one = BlockHasher::default();
+        one.update(&data);
+        let mut many = BlockHasher::default();
+        for piece in data.chunks(1000) {
+            many.update(piece);
+        }
+        let (one, many) = (one.finish(), many.finish());
+        assert_eq!(one, many);
+        assert_eq!(one.length, data.len() as u64);
+        assert_eq!(one.digests.len(), 4);
+        assert_eq!(one.digests[3], digest(&data[BLOCK * 3..]));
+        assert_eq!(one.digests[1], digest(&data[BLOCK..BLOCK * 2]));
+        assert_eq!(block_count(0), 0);
+        assert_eq!(block_len(BLOCK as u64 * 3 + 100, 3), 100);
+        assert_eq!(block_len(BLOCK as u64 * 3 + 100, 2), BLOCK);
+    }
+
+    #[test]
+    fn encode_decode_round_trip_and_refusals() {
+        let mut map = BlockMap::default();
+        map.files.insert("base/1/1259".into(), FileBlocks { length: 8193, digests: vec![[1; 16], [2; 16]] });
+        map.files.insert("PG_VERSION".into(), FileBlocks { length: 3, digests: vec![[3; 16]] });
+        map.files.insert("empty".into(), FileBlocks { length: 0, digests: vec![] });
+        let bytes = map.encode();
+        assert_eq!(BlockMap::decode(&bytes, "o").ok(), Some(map));
+        let cut = BlockMap::decode(&bytes[..bytes.len() - 1], "o").map_err(|e| e.to_string());
+        assert!(cut.is_err_and(|e| e.contains("o") && e.contains("block map")));
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(BlockMap::decode(&extra, "o").is_err());
+        let mut bad = BlockMap::default();
+        bad.files.insert("../x".into(), FileBlocks { length: 0, digests: vec![] });
+        assert!(BlockMap::decode(&bad.encode(), "o").is_err());
+    }
+
+    #[test]
+    fn runs() {
+        assert_eq!(to_runs(&[0, 1, 2, 5, 7, 8]), vec![[0, 3], [5, 1], [7, 2]]);
+        assert_eq!(run_blocks(&[[0, 3], [5, 1]]).collect::<Vec<_>>(), vec![0, 1, 2, 5]);
+        assert!(to_runs(&[]).is_empty());
+    }
+}

@@ -1,0 +1,176 @@
+//! `base-backup --type diff|incr`: which backup to build on, and what an incremental adds to
+//! the manifest and metadata (`docs/FORMAT.md`, section 9). The block comparison itself is
+//! [`crate::tarball::write_tar_incremental`]; the block maps [`crate::ops::repo::chain`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::blockmap::{BlockMap, ChangedBlocks};
+use crate::manifest::{Manifest, ManifestReference};
+use crate::ops::Repo;
+use crate::ops::repo::catalog::{self, BackupMetadata, BackupType, WalArchive};
+use crate::ops::repo::wal_index::WalIndex;
+use crate::ops::repo::{chain, metadata_auth, parts};
+use crate::pg::backup_api::{BackupStart, Server};
+use crate::tarball::IncrementalPart;
+use crate::wal::WalFileName;
+use crate::wal::follow::Path;
+use crate::{Error, Result};
+
+/// The backup an incremental builds on, with its block map.
+#[derive(Clone)]
+pub struct Reference {
+    pub meta: BackupMetadata,
+    pub kind: BackupType,
+    pub blocks: Arc<BlockMap>,
+}
+
+/// The reference for a backup of type `kind` of the cluster `system_identifier` starting on
+/// `timeline`: for `diff` the newest full backup, for `incr` the newest backup of any type,
+/// on this timeline's path. `None` (with a warning: the backup is then a full one) when there
+/// is none, or it has no block map (written before incremental backups), or the newest full
+/// backup is older than `--full-every`.
+///
+/// # Errors
+/// Storage, key and corruption errors reading the reference.
+pub async fn reference(
+    repo: &Repo,
+    opts: &super::base::BackupOptions,
+    system_identifier: u64,
+    timeline: u32,
+) -> Result<Option<Reference>> {
+    let kind = opts.backup_type;
+    if kind.is_full() {
+        return Ok(None);
+    }
+    let all = catalog::backups(repo).await?;
+    let path = timeline_path(repo, timeline, all.first().map_or(16 << 20, |b| b.wal_segment_size)).await?;
+    let candidate = all.iter().rev().find(|b| {
+        b.system_identifier.0 == system_identifier
+            && (kind == BackupType::Incr || b.backup_type.is_full())
+            && path.as_ref().map_or(b.timeline == timeline, |p| p.contains_point(b.timeline, b.start_lsn))
+    });
+    let newest_full = all.iter().rev().find(|b| b.system_identifier.0 == system_identifier && b.backup_type.is_full());
+    if let (Some(every), Some(full)) = (opts.full_every, newest_full)
+        && chrono::Utc::now() - full.stop_time >= every
+    {
+        tracing::info!(
+            "the newest full backup {} is older than --full-every {}: taking a full backup",
+            full.name,
+            crate::ops::repo::human::human_duration(every)
+        );
+        return Ok(None);
+    }
+    let Some(meta) = candidate else {
+        tracing::warn!(
+            "no {} backup of this cluster on timeline {timeline} to build on: taking a full backup",
+            if kind == BackupType::Diff { "full" } else { "earlier" }
+        );
+        return Ok(None);
+    };
+    let manifest = parts::load_manifest(repo, meta).await?;
+    let Some(blocks) = chain::load_block_map(repo, meta, &manifest).await? else {
+        tracing::warn!(
+            "backup {} has no block map (written before incremental backups): taking a full backup",
+            meta.name
+        );
+        return Ok(None);
+    };
+    tracing::info!("{} backup against {}", kind.name(), meta.name);
+    Ok(Some(Reference { meta: meta.clone(), kind, blocks: Arc::new(blocks) }))
+}
+
+/// The path of `timeline` through its history (from the archive), `None` for timeline 1.
+async fn timeline_path(repo: &Repo, timeline: u32, seg: u64) -> Result<Option<Path>> {
+    if timeline <= 1 {
+        return Ok(None);
+    }
+    let name = WalFileName::History { tli: timeline }.to_string();
+    let mut index = WalIndex::load(None, repo);
+    let Some(found) = index.find(repo, &name, false).await? else {
+        return Err(Error::not_found(format!("timeline history file {name}, needed to find the backup to build on")));
+    };
+    let archive = WalArchive::from_files(repo, BTreeMap::from([(name, found.key)]), seg).await?;
+    let history = archive.history(repo, timeline)?;
+    Ok(Some(Path::new(&history, timeline, seg)))
+}
+
+/// Merge the parts' outputs into the manifest's incremental fields; returns the block map and
+/// the bytes read from the data directory.
+pub fn merge(manifest: &mut Manifest, outputs: Vec<IncrementalPart>) -> (BlockMap, u64) {
+    let mut blocks = BlockMap::default();
+    let mut read = 0;
+    for out in outputs {
+        manifest.deltas.extend(out.deltas);
+        manifest.unchanged.extend(out.unchanged);
+        blocks.files.extend(out.blocks.files);
+        read += out.read_bytes;
+    }
+    (blocks, read)
+}
+
+/// How long base-backup waits for the WAL summarizer to reach the backup's start.
+const SUMMARIZER_WAIT: Duration = Duration::from_secs(60);
+
+/// Where an incremental's changed blocks come from: PostgreSQL's WAL summaries between the
+/// reference's start and this backup's (17 and newer, `summarize_wal = on`), else every file
+/// compared by content; the second value says which, and why not the summaries.
+///
+/// # Errors
+/// A failed query.
+pub async fn changed_blocks(
+    server: &Server,
+    reference: Option<&Reference>,
+    start: &BackupStart,
+) -> Result<(Option<Arc<ChangedBlocks>>, Option<String>)> {
+    let Some(r) = reference else { return Ok((None, None)) };
+    let why = if r.meta.timeline != start.timeline {
+        format!("the reference is on timeline {}, this backup on {}", r.meta.timeline, start.timeline)
+    } else {
+        match server.changed_blocks(start.timeline, r.meta.start_lsn, start.lsn, SUMMARIZER_WAIT).await? {
+            Ok(changed) => {
+                tracing::info!(
+                    "changed blocks from WAL summaries {} to {}: {} relation forks",
+                    r.meta.start_lsn,
+                    start.lsn,
+                    changed.relations.len()
+                );
+                return Ok((Some(Arc::new(changed)), Some(SOURCE_SUMMARIES.into())));
+            }
+            Err(why) => why,
+        }
+    };
+    tracing::info!("comparing every file by content (WAL summaries not used: {why})");
+    Ok((None, Some(format!("content ({why})"))))
+}
+
+/// `block_source` of an incremental whose relation blocks came from WAL summaries.
+pub const SOURCE_SUMMARIES: &str = "wal-summaries";
+
+/// Store the block map and name the reference in the manifest and the metadata (before the
+/// metadata is sealed: both fields are covered).
+///
+/// # Errors
+/// Storage and codec failures.
+pub async fn finish(
+    repo: &Repo,
+    meta: &mut BackupMetadata,
+    manifest: &mut Manifest,
+    blocks: &BlockMap,
+    reference: Option<&Reference>,
+    (source, read_bytes): (Option<String>, u64),
+) -> Result<()> {
+    manifest.block_map_sha256 = Some(chain::save_block_map(repo, &meta.name, &meta.manifest_key, blocks).await?);
+    if let Some(r) = reference {
+        meta.backup_type = r.kind;
+        meta.reference = Some(r.meta.name.clone());
+        meta.block_source = source;
+        meta.read_bytes = Some(read_bytes);
+        manifest.reference = Some(ManifestReference {
+            name: r.meta.name.clone(),
+            metadata_sha256: metadata_auth::metadata_sha256(&r.meta),
+        });
+    }
+    Ok(())
+}

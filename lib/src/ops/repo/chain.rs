@@ -1,0 +1,129 @@
+//! Incremental chains (`docs/FORMAT.md`, section 9): a full backup and the diff/incr backups
+//! that build on it. Block maps are read and written here, and a chain is walked from any of
+//! its backups back to its full backup, each link checked against the manifest that names it.
+//! Shared by base-backup (the reference), pitr-prepare, verify, prune and list.
+
+use bytes::Bytes;
+
+use super::catalog::{self, BackupMetadata};
+use super::place::Logical;
+use super::{Repo, blocking, metadata_auth, parts};
+use crate::blockmap::BlockMap;
+use crate::manifest::Manifest;
+use crate::{Error, Result, codec};
+
+/// The longest chain followed (a loop or a runaway chain is refused).
+pub const MAX_CHAIN: usize = 1000;
+
+/// One backup of a chain with its manifest (authenticated and cross-checked).
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub meta: BackupMetadata,
+    pub manifest: Manifest,
+}
+
+/// The key of backup `name`'s block map, beside its manifest (same extensions).
+pub fn block_map_key(manifest_key: &str) -> String {
+    manifest_key.replacen("manifest.json", "blockmap.bin", 1)
+}
+
+/// Encode and store backup `name`'s block map; returns the SHA-256 its manifest records.
+///
+/// # Errors
+/// Storage and codec failures.
+pub async fn save_block_map(repo: &Repo, name: &str, manifest_key: &str, map: &BlockMap) -> Result<String> {
+    let plain = map.encode();
+    let sha = BlockMap::sha256_hex(&plain);
+    let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
+    let context = repo.context(&Logical::BlockMap(name)).await?;
+    let encoded = blocking(move || codec::encode_to_vec(&plain, &settings, key.as_ref(), None, &context)).await?;
+    repo.storage.put(&block_map_key(manifest_key), Bytes::from(encoded)).await?;
+    Ok(sha)
+}
+
+/// Backup `b`'s block map, checked against its manifest; `None` for a backup written before
+/// block maps existed.
+///
+/// # Errors
+/// Not found, storage, key and corruption errors naming the object.
+pub async fn load_block_map(repo: &Repo, b: &BackupMetadata, manifest: &Manifest) -> Result<Option<BlockMap>> {
+    let Some(want) = &manifest.block_map_sha256 else { return Ok(None) };
+    let key = block_map_key(&b.manifest_key);
+    let plain = repo.read_object(&key, &Logical::BlockMap(&b.name), false).await?;
+    let object = repo.storage.describe(&key);
+    if !BlockMap::sha256_hex(&plain).eq_ignore_ascii_case(want) {
+        return Err(Error::corrupt(object, "block map differs from the digest its manifest records"));
+    }
+    let map = blocking(move || BlockMap::decode(&plain, &object)).await?;
+    Ok(Some(map))
+}
+
+/// The chain ending at `target` (its manifest already loaded), full backup first. Every link
+/// must exist and be the very backup its successor's manifest names (metadata digest).
+///
+/// # Errors
+/// [`Error::Refused`] naming the missing backup when the chain is broken; [`Error::Corrupt`]
+/// for a link that is not what its successor was computed against.
+pub async fn load(repo: &Repo, target: BackupMetadata, manifest: Manifest) -> Result<Vec<Link>> {
+    let top = target.name.clone();
+    let mut chain = vec![Link { meta: target, manifest }];
+    while let Some(child) = chain.last()
+        && let Some(name) = child.meta.reference.clone()
+    {
+        if chain.len() >= MAX_CHAIN {
+            return Err(Error::Refused(format!("the chain of backup {top} is longer than {MAX_CHAIN} backups")));
+        }
+        let parent = match catalog::backup(repo, &name).await {
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::Refused(format!(
+                    "backup {top} cannot be restored: backup {name}, which {} builds on, is missing (the chain is broken)\nHINT: restore from a backup whose chain is complete (walvault list shows chains)",
+                    child.meta.name
+                )));
+            }
+            other => other?,
+        };
+        check_link(repo, child, &parent)?;
+        let manifest = parts::load_manifest(repo, &parent).await?;
+        chain.push(Link { meta: parent, manifest });
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+fn check_link(repo: &Repo, child: &Link, parent: &BackupMetadata) -> Result<()> {
+    let object = repo.storage.describe(&child.meta.manifest_key);
+    let Some(r) = &child.manifest.reference else {
+        return Err(Error::corrupt(
+            object,
+            format!("backup {} has a reference but its manifest has none", child.meta.name),
+        ));
+    };
+    if r.name != parent.name || !r.metadata_sha256.eq_ignore_ascii_case(&metadata_auth::metadata_sha256(parent)) {
+        let why = format!(
+            "backup {} was computed against {} as it was then, and backup {} in the repository is not that backup",
+            child.meta.name, r.name, parent.name
+        );
+        return Err(Error::corrupt(object, why));
+    }
+    if parent.system_identifier != child.meta.system_identifier || parent.stop_lsn > child.meta.start_lsn {
+        let why = format!("reference {} is not an earlier backup of the same cluster", parent.name);
+        return Err(Error::corrupt(object, why));
+    }
+    Ok(())
+}
+
+/// The names of `b`'s chain, full backup first, from metadata alone (for list and prune);
+/// `None` when a link is missing.
+pub fn names_of(all: &[BackupMetadata], b: &BackupMetadata) -> Option<Vec<String>> {
+    let mut names = vec![b.name.clone()];
+    let mut at = b;
+    while let Some(r) = &at.reference {
+        if names.len() > MAX_CHAIN || names.contains(r) {
+            return None;
+        }
+        at = all.iter().find(|m| &m.name == r)?;
+        names.push(at.name.clone());
+    }
+    names.reverse();
+    Some(names)
+}

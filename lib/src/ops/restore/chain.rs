@@ -1,0 +1,120 @@
+//! Restoring an incremental backup: its whole chain in one pass, straight into PGDATA
+//! (`docs/FORMAT.md`, section 9.3). The chain is loaded and checked before anything is
+//! written (a missing link refuses the restore, naming it); then the target's tree is laid
+//! out and the parts of every backup of the chain are streamed in parallel, each writing only
+//! the blocks no newer backup holds ([`crate::manifest::chain::plan`],
+//! [`crate::tarball::apply_tar`]). Parts that contribute nothing are not downloaded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio_util::io::SyncIoBridge;
+
+use crate::blockmap::FileBlocks;
+use crate::manifest::Manifest;
+use crate::manifest::chain::EntryPlan;
+use crate::ops::Repo;
+use crate::ops::repo::catalog::BackupMetadata;
+use crate::ops::repo::chain::{self, Link};
+use crate::ops::repo::place::Logical;
+use crate::ops::repo::{blocking, place};
+use crate::{Error, Result, codec, tarball};
+
+/// A chain checked and planned, ready to be written.
+pub struct ChainRestore {
+    pub links: Vec<Link>,
+    plan: Vec<HashMap<u32, HashMap<String, EntryPlan>>>,
+    target: Arc<BTreeMap<String, FileBlocks>>,
+}
+
+impl ChainRestore {
+    /// The names of the chain, full backup first.
+    pub fn names(&self) -> Vec<String> {
+        self.links.iter().map(|l| l.meta.name.clone()).collect()
+    }
+}
+
+/// The chain of `backup` loaded, every part present and every file planned; `None` for a
+/// full backup.
+///
+/// # Errors
+/// [`Error::Refused`] for a broken chain (naming the missing backup); corruption, key and
+/// storage errors of any link.
+pub async fn prepare(repo: &Repo, backup: &BackupMetadata, manifest: &Manifest) -> Result<Option<ChainRestore>> {
+    if !manifest.is_incremental() && backup.reference.is_none() {
+        return Ok(None);
+    }
+    let links = chain::load(repo, backup.clone(), manifest.clone()).await?;
+    for link in &links[..links.len().saturating_sub(1)] {
+        place::check_parts(repo, &link.meta).await?;
+    }
+    let object = repo.storage.describe(&chain::block_map_key(&backup.manifest_key));
+    let blocks = chain::load_block_map(repo, backup, manifest)
+        .await?
+        .ok_or_else(|| Error::corrupt(&object, format!("incremental backup {} has no block map", backup.name)))?;
+    for (path, length, _) in manifest.restored_files() {
+        if blocks.files.get(path).map(|f| f.length) != Some(length) {
+            return Err(Error::corrupt(&object, format!("{path} is not in the block map at length {length}")));
+        }
+    }
+    let manifests: Vec<&Manifest> = links.iter().map(|l| &l.manifest).collect();
+    let names: Vec<&str> = links.iter().map(|l| l.meta.name.as_str()).collect();
+    let plan = crate::manifest::chain::plan(&manifests, &names)?;
+    tracing::info!("restoring the chain {}", names.join(" -> "));
+    Ok(Some(ChainRestore { plan, target: Arc::new(blocks.files), links }))
+}
+
+/// Write the planned chain into `pgdata` (an empty directory); returns (files, bytes).
+///
+/// # Errors
+/// As [`tarball::apply_tar`] and [`tarball::lay_out`]; storage and key errors.
+pub async fn restore(
+    repo: &Repo,
+    c: &ChainRestore,
+    pgdata: &std::path::Path,
+    remap: &BTreeMap<u32, PathBuf>,
+    jobs: usize,
+) -> Result<(u64, u64)> {
+    let Some(last) = c.links.last() else { return Ok((0, 0)) };
+    let target = Arc::new(last.manifest.clone());
+    let (dest, map, t) = (pgdata.to_path_buf(), remap.clone(), Arc::clone(&target));
+    let places = Arc::new(blocking(move || tarball::lay_out(&dest, &t, &map)).await?);
+    let mut work = Vec::new();
+    for (k, link) in c.links.iter().enumerate() {
+        for part in &link.meta.parts {
+            if let Some(plan) = c.plan.get(k).and_then(|p| p.get(&part.index)) {
+                work.push((link.meta.name.clone(), part.clone(), Arc::new(plan.clone())));
+            }
+        }
+    }
+    let results = futures_util::stream::iter(work)
+        .map(|(name, part, plan)| {
+            let (places, blocks) = (Arc::clone(&places), Arc::clone(&c.target));
+            async move {
+                let expect = repo.expect(&Logical::Part { backup: &name, index: part.index }).await?;
+                let reader = repo.storage.get(&part.key).await?;
+                let bridge = SyncIoBridge::new(reader);
+                let (object, keyring) = (repo.storage.describe(&part.key), repo.keyring.clone());
+                let stats = blocking(move || {
+                    let input = std::io::BufReader::with_capacity(1 << 20, bridge);
+                    let (_, body) = codec::decoder(input, &keyring, &object, false, Some(&expect))?;
+                    tarball::apply_tar(body, &plan, &places, &blocks).map_err(|e| match e {
+                        Error::Corrupt { object: what, reason } => Error::corrupt(&object, format!("{what}: {reason}")),
+                        other => other,
+                    })
+                })
+                .await?;
+                tracing::info!("{name} part {}: {} blocks from {} files", part.index, stats.blocks, stats.entries);
+                Ok::<_, Error>(stats)
+            }
+        })
+        .buffer_unordered(jobs.max(1))
+        // Every result (not try_collect): no part may still be writing when the caller cleans up.
+        .collect::<Vec<Result<_>>>()
+        .await;
+    results.into_iter().collect::<Result<Vec<_>>>()?;
+    let (files, bytes) = target.restored_files().fold((0, 0), |(n, b), (_, len, _)| (n + 1, b + len));
+    Ok((files, bytes))
+}

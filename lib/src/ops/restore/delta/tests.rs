@@ -1,0 +1,118 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::*;
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&SHA256, data))
+}
+
+fn file(path: &str, data: &[u8], part: u32) -> ManifestEntry {
+    ManifestEntry {
+        path: path.into(),
+        size: data.len() as u64,
+        sha256: sha(data),
+        mode: 0o600,
+        part,
+        kind: EntryKind::File,
+        link_target: None,
+    }
+}
+
+fn dir(path: &str, part: u32) -> ManifestEntry {
+    ManifestEntry {
+        path: path.into(),
+        size: 0,
+        sha256: String::new(),
+        mode: 0o700,
+        part,
+        kind: EntryKind::Dir,
+        link_target: None,
+    }
+}
+
+fn write(root: &Path, rel: &str, data: &[u8]) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().unwrap_or(root)).unwrap_or_else(|e| panic!("{e}"));
+    fs::write(&path, data).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn keeps_matching_files_and_removes_everything_else() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = tmp.path();
+    let manifest = Manifest::new(
+        vec![
+            dir("base", 0),
+            dir("base/5", 0),
+            file("base/5/1000", b"same in part 0", 0),
+            file("base/5/1001", b"also the same", 0),
+            dir("pg_wal", 1),
+            file("base/5/2000", b"changed content", 1),
+            file("base/5/2001", b"truncated content", 1),
+            file("base/5/2002", b"removed", 1),
+            file("backup_label", b"START WAL LOCATION", 2),
+        ],
+        vec![],
+    );
+    write(root, "base/5/1000", b"same in part 0");
+    write(root, "base/5/1001", b"also the same");
+    write(root, "base/5/2000", b"changed CONTENT");
+    write(root, "base/5/2001", b"trunc");
+    write(root, "base/5/9999", b"extra file");
+    write(root, "postmaster.pid", b"4242\n");
+    write(root, "pg_wal/000000010000000000000009", &[7u8; 64]);
+    write(root, "backup_label", b"an older label");
+    write(root, "extra_dir/inner", b"12345");
+
+    let plan = clean(root, &manifest, &BTreeMap::new(), 2).unwrap_or_else(|e| panic!("{e}"));
+    let mut keep: Vec<_> = plan.keep.iter().cloned().collect();
+    keep.sort();
+    assert_eq!(keep, ["base/5/1000", "base/5/1001"]);
+    assert_eq!(plan.report.kept_files, 2);
+    assert_eq!(plan.report.kept_bytes, 27);
+    // postmaster.pid, base/5/9999, the WAL segment, extra_dir/inner.
+    assert_eq!(plan.report.removed_files, 4);
+    assert_eq!(plan.report.removed_bytes, 5 + 10 + 64 + 5);
+    assert_eq!(plan.skip_parts, HashSet::from([0]));
+    for gone in ["postmaster.pid", "base/5/9999", "base/5/2000", "base/5/2001", "backup_label", "extra_dir"] {
+        assert!(!root.join(gone).exists(), "{gone} is still there");
+    }
+    assert!(root.join("pg_wal").is_dir());
+    assert_eq!(fs::read_dir(root.join("pg_wal")).map(|d| d.count()).unwrap_or(99), 0);
+}
+
+#[test]
+fn a_link_or_a_file_where_the_backup_has_a_directory_goes() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = tmp.path().join("pgdata");
+    let elsewhere = tmp.path().join("elsewhere");
+    write(&elsewhere, "keepme", b"not ours");
+    fs::create_dir_all(&root).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&elsewhere, root.join("pg_wal")).unwrap_or_else(|e| panic!("{e}"));
+    write(&root, "base", b"a file, not a directory");
+    let manifest = Manifest::new(vec![dir("pg_wal", 0), dir("base", 0)], vec![]);
+    let plan = clean(&root, &manifest, &BTreeMap::new(), 1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.report.removed_files, 2);
+    assert!(!root.join("pg_wal").exists() && !root.join("base").exists());
+    // Never through the link.
+    assert!(elsewhere.join("keepme").is_file());
+    assert!(plan.skip_parts.is_empty());
+}
+
+#[test]
+fn another_cluster_or_an_unknown_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = tmp.path();
+    let check = |dir: &Path| check_identifier(dir, "b1", crate::wal::sysid::SystemId(42));
+    assert!(check(&root.join("absent")).is_ok());
+    write(root, "PG_VERSION", b"16\n");
+    assert!(matches!(check(root), Err(Error::Refused(m)) if m.contains("no global/pg_control")));
+    write(root, PG_CONTROL, &43u64.to_ne_bytes());
+    assert!(matches!(check(root), Err(Error::Refused(m)) if m.contains("system identifier 43")));
+    write(root, PG_CONTROL, &42u64.to_ne_bytes());
+    assert!(check(root).is_ok());
+    disable(root);
+    assert!(!root.join(PG_CONTROL).exists());
+    assert!(check(root).is_ok(), "the control file moved aside still names the cluster");
+}
