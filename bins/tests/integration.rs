@@ -25,7 +25,9 @@ mod integration {
     mod scripts;
     mod security;
     mod standby;
+    mod status_summary;
     mod timelines;
+    mod verify_scale;
     mod wal_push_fetch;
     pub mod workers;
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
+pub use super::options::{BackupOptions, Checkpoint};
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestTablespace};
@@ -22,46 +23,16 @@ use crate::ops::Repo;
 use crate::ops::backup::flow::Flow;
 use crate::ops::backup::resume;
 use crate::ops::repo::blocking;
-use crate::ops::repo::catalog::{BackupMetadata, BackupType, LatestPointer, PartInfo};
+use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
 use crate::ops::repo::identity::{self, ClusterInfo};
 use crate::ops::repo::metadata_auth;
 use crate::ops::repo::place::Logical;
 use crate::ops::repo::wal_index::WalIndex;
-use crate::pg::backup_api::{self, ConnParams, Server};
+use crate::pg::backup_api::{self, Server};
 use crate::pg::datadir::{self, DataFile};
 use crate::tarball::IncrementalPart;
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result, tarball};
-
-/// How to take the backup.
-#[derive(Clone)]
-pub struct BackupOptions {
-    pub conn: ConnParams,
-    /// The data directory to read; default: the server's `data_directory`.
-    pub pgdata: Option<PathBuf>,
-    /// File bytes per tar part (before compression).
-    pub part_size: u64,
-    /// Parts compressed and uploaded at once.
-    pub jobs: usize,
-    /// How long to wait for the WAL that makes the backup consistent to be archived.
-    pub archive_timeout: Duration,
-    /// Where parts are spooled before upload; default: the system temp directory.
-    pub spool_dir: Option<PathBuf>,
-    /// Cluster name for the backup name.
-    pub cluster: String,
-    /// `--type`: full, or only what changed since a reference ([`super::incremental`]).
-    pub backup_type: BackupType,
-    /// Bytes per second read from the data directory, and uploaded (each); `None`: no limit.
-    pub max_rate: Option<u64>,
-    /// How far behind its primary a standby may be (`WALVAULT_STANDBY_MAX_LAG`).
-    pub max_standby_lag: Duration,
-    /// How long an interrupted backup may be resumed (`WALVAULT_RESUME_WINDOW`; zero: never).
-    pub resume_window: Duration,
-    /// The checkpoint that starts the backup: spread (the default, as `pg_basebackup`) or fast.
-    pub checkpoint: Checkpoint,
-    /// `--full-every`: a diff/incr is taken in full when the newest full backup is this old.
-    pub full_every: Option<chrono::TimeDelta>,
-}
 
 /// What a backup builds on: the backup an incremental refers to, or the leftover of an
 /// interrupted run that a full backup resumes (never both).
@@ -69,25 +40,6 @@ pub struct BackupOptions {
 struct Prior<'a> {
     reference: Option<&'a super::incremental::Reference>,
     leftover: Option<&'a resume::Leftover>,
-}
-
-/// How the checkpoint that starts a backup is taken.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Checkpoint {
-    /// Spread over `checkpoint_completion_target` (no I/O spike on the primary; may take minutes).
-    #[default]
-    Spread,
-    /// Immediate: the backup starts at once, at the cost of a burst of writes.
-    Fast,
-}
-
-impl std::fmt::Display for Checkpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Checkpoint::Spread => "spread",
-            Checkpoint::Fast => "fast",
-        })
-    }
 }
 
 /// Default part size: 256 MiB of file data.
@@ -133,6 +85,7 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let metadata_key = repo.layout.backup_metadata_key(&name);
     repo.storage.put(&metadata_key, json_bytes(&meta)?).await?;
     update_latest(repo, &meta).await?;
+    crate::ops::repo::summary::backup_added(repo, &meta).await;
     tracing::info!(
         "backup {name} complete: {} files, {} bytes stored as {} in {:.1} s",
         meta.files,
@@ -398,9 +351,12 @@ async fn wait_for_archive(
         }
         if Instant::now() >= deadline {
             return Err(Error::Refused(format!(
-                "WAL file {name}, needed to make the backup consistent, was not archived within {} s\nHINT: check archive_command and pg_stat_archiver; the backup is incomplete and latest.json was not changed",
+                "WAL file {name}, needed to make the backup consistent, was not archived within {} s",
                 timeout.as_secs()
-            )));
+            ))
+            .with_hint(
+                "check archive_command and pg_stat_archiver; the backup is incomplete and latest.json was not changed",
+            ));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));

@@ -18,6 +18,7 @@ pub mod place;
 pub mod progress;
 pub mod reports;
 pub mod runtime;
+pub mod summary;
 pub mod timelines;
 pub mod wal_file;
 pub mod wal_index;
