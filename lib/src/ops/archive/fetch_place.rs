@@ -69,7 +69,7 @@ pub(super) async fn reload(
         index.clear();
         index.save();
         if let Some(dir) = spool_dir {
-            crate::ops::archive::prefetch::discard_spool(dir);
+            crate::ops::archive::spool::discard_spool(dir);
         }
         return Err(changed(repo, was, &now));
     }
@@ -128,7 +128,7 @@ pub(super) async fn check_data_directory(
         );
         index.clear();
         if let Some(dir) = spool_dir {
-            crate::ops::archive::prefetch::discard_spool(dir);
+            crate::ops::archive::spool::discard_spool(dir);
         }
         *known = self::known(repo, index).await?;
         if known.place.system_identifier == 0 || known.place.system_identifier == ours {
