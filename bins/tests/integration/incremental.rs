@@ -349,3 +349,47 @@ fn full_every_turns_an_incr_into_the_weekly_full() {
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("--type"), "{}", stderr(&bad));
 }
+
+/// A chain across a timeline switch: after a point-in-time restore of the full backup made
+/// timeline 2, an incr on timeline 2 builds on that full backup (on its path), not on the newer
+/// incr of timeline 1 past the fork; the chain restores on timeline 2.
+#[test]
+fn chain_across_a_timeline_switch() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let mut p = super::pitr::primary(&repo);
+    p.psql("CREATE TABLE t(id int, v text)");
+    p.psql("INSERT INTO t SELECT g, 'one' FROM generate_series(1, 3000) g");
+    let full = backup(&repo, &p, "full");
+    p.psql("UPDATE t SET v = 'early' WHERE id < 100");
+    let early = p.psql("SELECT pg_current_wal_lsn()");
+    p.psql("UPDATE t SET v = 'lost' WHERE id >= 100");
+    p.psql("SELECT pg_switch_wal()");
+    let tl1 = backup(&repo, &p, "incr");
+    p.switch_and_wait_archived(Duration::from_secs(60));
+    p.stop();
+
+    let name = |m: &serde_json::Value| m["name"].as_str().expect("name").to_string();
+    let (mut c, out) =
+        super::pitr::prepare(&repo, &["--backup", &name(&full), "--target-lsn", &early, "--archive", "on"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.append_conf(&c.archive_conf().replace("port = 5432\n", ""));
+    recover(&mut c, true);
+    c.psql("CHECKPOINT");
+    assert_eq!(c.psql("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+    c.psql("INSERT INTO t SELECT g, 'two' FROM generate_series(5001, 6000) g");
+    c.switch_and_wait_archived(Duration::from_secs(60));
+    let tl2 = backup(&repo, &c, "incr");
+    assert_eq!(tl2["timeline"], 2);
+    assert_eq!(tl2["reference"].as_str(), Some(name(&full).as_str()), "not {}: {tl2}", name(&tl1));
+    c.psql("DELETE FROM t WHERE id % 2 = 0");
+    let want = state(&c);
+    let lsn = c.psql("SELECT pg_current_wal_lsn()");
+    c.switch_and_wait_archived(Duration::from_secs(60));
+    c.stop();
+
+    let (mut r, out) = super::pitr::prepare(&repo, &["--backup", &name(&tl2), "--target-lsn", &lsn, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    recover(&mut r, false);
+    assert_eq!(state(&r), want, "{}", r.log());
+    r.stop();
+}
