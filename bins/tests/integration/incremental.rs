@@ -213,8 +213,13 @@ fn chains_in_list_verify_prune_and_status() {
     let text = String::from_utf8_lossy(&repo.run("walvault", &["list"]).stdout).into_owned();
     assert!(text.contains("BUILDS ON") && text.contains("incr     3"), "{text}");
 
-    let out = repo.run("walvault", &["verify", "--json", "--no-report"]);
-    assert_eq!(super::raw::json(&out)["status"], "passed", "{}", String::from_utf8_lossy(&out.stdout));
+    // Every chain verified, and the restore test restores the newest backup's chain.
+    let out = repo.run("walvault", &["verify", "--json", "--no-report", "--restore-test"]);
+    let report = super::raw::json(&out);
+    assert_eq!(report["status"], "passed", "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report["restore_test"]["status"], "passed", "{report:#}");
+    let counts = report["restore_test"]["queries"].to_string();
+    assert!(counts.contains("public.t") && counts.contains("8000"), "{counts}");
 
     let status = repo.run("walvault", &["status"]);
     let text = String::from_utf8_lossy(&status.stdout).into_owned();
