@@ -137,6 +137,24 @@ def incremental_section(doc):
                          f"restoring full + 6 incrementals runs at {b['mb_per_s']:.0f} MB/s, {b['mb_per_s'] / a['mb_per_s']:.2f}x "
                          "the full restore's (target: at least 0.9x)", "the figure above"))
     md.append("")
+    leg = res.get("pgbackrest_pg15") or {}
+    if leg.get("rows"):
+        md.append(f"Against pgBackRest (PostgreSQL {leg['pg']}, which pgBackRest 2.45 supports; walvault compares blocks by "
+                  f"content there, having no WAL summaries), pgbench scale {leg['scale']}:")
+        md.append("")
+        md.append(table(["workload", "tool", "wall s", "CPU s", "stored MB"],
+                        [[r["workload"], r["tool"], f(r["wall_s"]), f(r["cpu_s"]), f(r["stored_bytes"] / 1e6, "{:.2f}")]
+                         for r in leg["rows"]]))
+        md.append("")
+        by = {(r["workload"], r["tool"].split()[0]): r for r in leg["rows"]}
+        w1, p1 = by.get(("about 1% of pages", "walvault")), by.get(("about 1% of pages", "pgBackRest"))
+        if w1 and p1:
+            x = p1["stored_bytes"] / max(1, w1["stored_bytes"])
+            md.append(target(x >= 3, f"at ~1% changed walvault stores {x:.1f}x less than pgBackRest incr (target: at least 3x)",
+                             "the figure above"))
+            md.append("")
+    elif leg.get("skipped"):
+        md += [f"pgBackRest on PostgreSQL 15: skipped ({leg['skipped']}).", ""]
     return md
 
 
