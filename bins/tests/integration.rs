@@ -14,6 +14,7 @@ mod integration {
     mod forks;
     mod hardening;
     mod incremental;
+    mod incremental_chains;
     mod keys;
     mod ops;
     mod pg_e2e;

@@ -426,3 +426,5 @@ fn known_answer_vector() {
     let json = serde_json::to_vec(&vector).expect("json");
     assert_eq!(accept(&json, &manifest, &ring).expect("accepted"), meta);
 }
+
+mod incremental;
