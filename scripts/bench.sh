@@ -3,7 +3,7 @@
 # run on this machine, writes raw JSON into docs/benchmarks/, and the report generator writes
 # docs/BENCHMARKS.md (tables, targets met or missed, docs/benchmarks/drain.svg).
 #
-#   scripts/bench.sh [--quick] [--stages corpora,archive-single,drain,live,restore,basebackup,s3,codec]
+#   scripts/bench.sh [--quick] [--stages corpora,archive-single,drain,live,restore,basebackup,s3,codec,rto]
 #                    [--segments N] [--no-build]
 #
 # --quick: few segments and small clusters (a smoke run, about 10 minutes on 2 cores).

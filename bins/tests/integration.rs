@@ -22,6 +22,7 @@ mod integration {
     mod raw;
     mod scripts;
     mod security;
+    mod slow_s3;
     mod standby;
     mod status_summary;
     mod timelines;

@@ -21,6 +21,9 @@ Stages (in this order; --stages picks some):
                  wal-push vs curl PUT (storage floor), requests per segment (client and server)
   codec          the Criterion codec benches (lib/benches/codec.rs) on a real segment of
                  each corpus: encode/decode MiB/s, zstd 1/3, gzip 6, with and without AES
+  rto            delta against full restore, PITR through a latency- and bandwidth-shaped
+                 S3 against loopback, verify's first and second run, status requests
+                 (scripts/bench/rto.py)
 
 Run by scripts/bench.sh (which builds release binaries and installs pgBackRest); by hand:
   WALVAULT_BIN_DIR=target/release python3 scripts/bench/harness.py [--quick] [--stages a,b]
@@ -53,7 +56,7 @@ PG = pwd.getpwnam("postgres") if ROOT else None
 SEG = 16 * 1024 * 1024
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 PGBR_PASS = "benchmarkbenchmarkbenchmark"
-STAGES = ["corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3", "codec"]
+STAGES = ["corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3", "codec", "rto"]
 PORTS = {"pgbench": 54340, "oltp": 54341, "live": 54342, "bb": 54343}
 
 
@@ -884,6 +887,11 @@ def stage_codec(ctx):
         os.unlink(seg)
         log(f"codec {kind}: " + ", ".join(f"{x['op']} {x['codec']} {x['mib_per_s']:.0f} MiB/s" for x in rows[:2]))
     return out
+
+
+def stage_rto(ctx):
+    import rto  # scripts/bench/rto.py: it uses this module's helpers
+    return rto.stage(ctx)
 
 
 # ----------------------------------------------------------------------------- main
