@@ -193,10 +193,11 @@ def render(doc, f, table, target, machine_line):
     r = doc.get("results") if doc else None
     if not r:
         return md + [f"Not run (`scripts/bench.sh --stages rto`){': ' + doc['error'] if doc and doc.get('error') else ''}.", ""]
+    quick = " A `--quick` run: the targets are stated for the full run (15 GB, 30 backups, 10,000 WAL objects)." if doc.get("quick") else ""
     md += [machine_line(doc), "",
            f"A pgbench cluster of scale {r['scale']} ({f(r.get('cluster_bytes', 0) / 1e9, '{:.1f}')} GB), a base backup and "
            f"{r['segments']} segments of WAL after it, on the S3 test server; restores with `--jobs` at its default "
-           f"({r['jobs']} cores here).", ""]
+           f"({r['jobs']} cores here).{quick}", ""]
     d, p, v = r.get("delta"), r.get("pitr"), r.get("verify")
     if d:
         rep = d.get("report") or {}
