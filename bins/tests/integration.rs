@@ -25,6 +25,7 @@ mod integration {
     mod scale;
     mod scripts;
     mod security;
+    mod slow_s3;
     mod standby;
     mod status_summary;
     mod timelines;

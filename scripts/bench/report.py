@@ -165,7 +165,7 @@ def main():
     a = ap.parse_args()
     d = a.src
     docs = {s: load(d, s) for s in ("corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3", "codec",
-                                      "incremental")}
+                                      "incremental", "rto")}
     scale = load(d, "scale")  # its own section, marked quick on its own
     present = [x for x in docs.values() if x]
     if not present:
@@ -437,6 +437,8 @@ def main():
     md += ["`cargo bench -p walvault --bench codec` (add `-- --quick` for a smoke run; set `WALVAULT_BENCH_SEGMENT` to a real "
            "16 MiB segment, else synthetic WAL-like pages) measures encode and decode throughput of zstd 1, zstd 3 and "
            "gzip 6, with and without AES-256-GCM; Criterion's own report is in `target/criterion/`.", ""]
+    import rto  # scripts/bench/rto.py renders its own section
+    md += rto.render(docs.get("rto"), f, table, target, machine_line)
     with open(a.out, "w") as fh:
         fh.write("\n".join(md))
     print(f"wrote {a.out}" + (" and " + os.path.join(d, "drain.svg") if svg else ""))
