@@ -53,9 +53,23 @@ pub struct VerifyArgs {
     /// Parts read at once
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
-    /// Do not write the report into verification_reports/<env>/
+    /// Do not write the report into verification_reports/<env>/ (nor the progress the next run
+    /// starts from)
     #[arg(long)]
     pub no_report: bool,
+    /// Backups to read in full: a name, latest or all (default: those no run has read yet and
+    /// the newest, then older ones within --max-bytes, read longest ago first)
+    #[arg(long, value_name = "NAME|latest|all")]
+    pub backup: Option<String>,
+    /// Stored bytes of backups to read this run, e.g. 500G: the new ones and the newest always,
+    /// then older ones, read longest ago first, while the total stays within it (successive
+    /// runs rotate through them); default 0
+    #[arg(long, value_name = "SIZE")]
+    pub max_bytes: Option<String>,
+    /// Read every backup and decode every WAL object again (default: what is new since the
+    /// last run that wrote its report)
+    #[arg(long)]
+    pub full: bool,
     /// Pretend the time is T (RFC 3339), for drills and tests
     #[arg(long, value_name = "T")]
     pub now: Option<String>,
@@ -88,6 +102,12 @@ impl VerifyArgs {
             jobs: self.jobs,
             write_report: !self.no_report,
             restore_test,
+            which: match &self.backup {
+                Some(b) => b.parse()?,
+                None => walvault::ops::verify::scope::Which::Default,
+            },
+            full: self.full,
+            max_bytes: self.max_bytes.as_deref().map(|s| parse_size("--max-bytes", s)).transpose()?,
         })
     }
 }
@@ -160,6 +180,10 @@ pub struct StatusArgs {
     /// Print Prometheus text format (for node_exporter's textfile collector)
     #[arg(long)]
     pub prometheus: bool,
+    /// List the whole WAL archive (finds gaps; one LIST per 1000 objects) instead of reading
+    /// the repository summary and the newest day partition (a few requests)
+    #[arg(long)]
+    pub full: bool,
     /// Pretend the time is T (RFC 3339), for drills and tests
     #[arg(long, value_name = "T")]
     pub now: Option<String>,
@@ -173,6 +197,7 @@ impl StatusArgs {
             max_backup_age: parse_limit("--max-backup-age", &self.max_backup_age)?,
             max_verify_age: parse_limit("--max-verify-age", &self.max_verify_age)?,
             pgdata: self.pgdata.clone(),
+            full: self.full,
         })
     }
 }
@@ -227,4 +252,27 @@ pub struct FilesRestoreArgs {
     pub backup: String,
     /// Empty (or new) directory to restore into
     pub dir: PathBuf,
+}
+
+/// A byte count: digits with an optional unit K, M, G or T (powers of 1024, an optional B or
+/// iB after it), e.g. 500G.
+pub fn parse_size(setting: &str, text: &str) -> Result<u64, Error> {
+    let bad = || Error::config(setting, format!("{text:?} is not a size such as 500G or 1048576"));
+    let t = text.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(bad()),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
 }

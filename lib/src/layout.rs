@@ -11,6 +11,7 @@
 //! files/<env>/<kind>/<kind>_<env>_YYYYMMDD_HHMMSS_metadata.json
 //! files/<env>/<kind>/latest.json                  newest complete file-storage backup
 //! verification_reports/<env>/verification_YYYYMMDD_HHMMSS.json
+//! status/<env>/summary.json                       newest WAL, backups, last verification
 //! ```
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -162,6 +163,11 @@ impl Layout {
     /// `verification_reports/<env>/verification_YYYYMMDD_HHMMSS.json`.
     pub fn verification_report_key(&self, at: DateTime<Utc>) -> String {
         format!("{}verification_{}.json", self.verification_reports_root(), at.format("%Y%m%d_%H%M%S"))
+    }
+
+    /// `status/<env>/summary.json`: what `walvault status` reads instead of listing everything.
+    pub fn summary_key(&self) -> String {
+        format!("status/{}/summary.json", self.env)
     }
 
     /// When a report was written, from its key; `None` for other keys.

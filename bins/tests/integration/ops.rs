@@ -192,7 +192,7 @@ fn restore_test_records_the_time_to_recover_s3() {
     assert!(report["checks"].as_array().expect("checks").iter().any(|c| c["name"] == "rto" && c["status"] == "passed"));
 
     let out = repo.run("walvault", &["status", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
     let s = json(&out);
     assert_eq!(s["verification"]["status"], "passed");
     assert!(s["verification"]["time_to_recover_seconds"].as_f64().is_some());

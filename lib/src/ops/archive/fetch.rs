@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::ops::Repo;
 use crate::ops::archive::fetch_place::{self, Reloaded};
-use crate::ops::archive::prefetch;
+use crate::ops::archive::spool;
 use crate::ops::repo::local::{self, Plan};
 use crate::ops::repo::wal_file::{self, fetch_object};
 use crate::ops::repo::wal_index::WalIndex;
@@ -66,10 +66,10 @@ pub async fn restore(repo: &Repo, name: &str, dest: &Path, cache_dir: Option<&Pa
         // PostgreSQL runs restore_command: archive recovery has begun, so the segments
         // pitr-prepare fetched ahead may go into pg_wal now (never before: a data directory
         // without recovery.signal must not find WAL to start from).
-        prefetch::adopt_staged(&local::prefetch_dir(cache, repo, &plan.pgdata), plan);
+        spool::adopt_staged(&local::prefetch_dir(cache, repo, &plan.pgdata), plan);
     }
     if let (Some(dir), true) = (&spool, parsed.is_segment()) {
-        prefetch::set_position(dir, name);
+        spool::set_position(dir, name);
         let sysid = Some(known.place.system_identifier).filter(|s| *s != 0);
         if let Some((source, object, bytes)) = served_locally(plan.as_ref(), dir, &parsed, name, dest, sysid) {
             let millis = started.elapsed().as_millis() as u64;
@@ -120,7 +120,7 @@ fn served_locally(
             Err(_) => {}
         }
     }
-    match prefetch::take(dir, name, dest, sysid) {
+    match spool::take(dir, name, dest, sysid) {
         Ok(Some(bytes)) => {
             Some((Source::Spool, format!("{} (prefetched)", local::spooled(dir, name).display()), bytes))
         }

@@ -79,7 +79,7 @@ fn failed(error: Error, dest: &Path) -> Answer {
 
 /// Answer PostgreSQL's request (see [`fetch::restore`]), or run the prefetch worker.
 pub fn run(config: &Config, req: &FetchRequest<'_>) -> FetchCall {
-    let cache = local::cache_dir(config);
+    let cache = local::cache_dir(config.cache_dir.as_deref());
     let mut start_worker = None;
     let result = block_on(async {
         let repo = Repo::open(config).await?;

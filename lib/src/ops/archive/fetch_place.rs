@@ -69,7 +69,7 @@ pub(super) async fn reload(
         index.clear();
         index.save();
         if let Some(dir) = spool_dir {
-            crate::ops::archive::prefetch::discard_spool(dir);
+            crate::ops::archive::spool::discard_spool(dir);
         }
         return Err(changed(repo, was, &now));
     }
@@ -83,13 +83,14 @@ pub(super) async fn reload(
 
 fn changed(repo: &Repo, was: &Place, now: &Place) -> Error {
     Error::Refused(format!(
-        "repository {} changed under this recovery: its cached identity is repository {} (system identifier {}), it now holds repository {} (system identifier {}); the cached listing and prefetched WAL were discarded and nothing was restored\nHINT: a recovery must read one repository from start to end: point restore_command at the repository the backup came from",
+        "repository {} changed under this recovery: its cached identity is repository {} (system identifier {}), it now holds repository {} (system identifier {}); the cached listing and prefetched WAL were discarded and nothing was restored",
         repo.url,
         was.repository_hex(),
         was.system_identifier,
         now.repository_hex(),
         now.system_identifier
     ))
+    .with_hint("a recovery must read one repository from start to end: point restore_command at the repository the backup came from")
 }
 
 /// The system identifier in `pgdata/global/pg_control` (its first field, in the machine's
@@ -127,7 +128,7 @@ pub(super) async fn check_data_directory(
         );
         index.clear();
         if let Some(dir) = spool_dir {
-            crate::ops::archive::prefetch::discard_spool(dir);
+            crate::ops::archive::spool::discard_spool(dir);
         }
         *known = self::known(repo, index).await?;
         if known.place.system_identifier == 0 || known.place.system_identifier == ours {

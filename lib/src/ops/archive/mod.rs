@@ -10,3 +10,4 @@ pub mod prefetch;
 pub mod push;
 pub mod push_ahead;
 pub mod push_call;
+pub mod spool;

@@ -16,22 +16,22 @@
 //!   is exactly what restore_command would have given it.
 //! - **a spool directory beside PGDATA, otherwise.** The next call is a rename.
 //!
-//! Either way a file is only ever served after [`verify_segment`] (length equal to the
+//! Either way a file is only ever served after [`wal_file::verify_segment`] (length equal to the
 //! segment size in its header, this cluster's system identifier, a page address matching
 //! its name); anything else is removed and fetched from the archive. A killed worker leaves
 //! at most a temporary file, never served and removed by the next worker.
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::Result;
 use crate::error::IoContext;
 use crate::ops::Repo;
-use crate::ops::repo::local::{self, Plan, staged_dir};
+use crate::ops::archive::spool;
+use crate::ops::repo::local::{self, Plan};
 use crate::ops::repo::wal_file::{self, fetch_object};
 use crate::ops::repo::wal_index::WalIndex;
 use crate::wal::{self, WalFileName};
-use crate::{Error, Result};
 
 /// A worker with nothing left to do exits after PostgreSQL has asked for nothing new this long.
 const IDLE: Duration = Duration::from_secs(5);
@@ -42,34 +42,6 @@ const PARALLEL: usize = 2;
 /// Hard bound on one worker's life.
 const MAX_LIFE: Duration = Duration::from_secs(24 * 3600);
 
-/// Move a prefetched `name` into `dest` after [`verify_segment`]; `None` if it was not
-/// prefetched or did not verify (then it is removed and the caller fetches it).
-///
-/// # Errors
-/// I/O errors naming the file (the caller then fetches from the archive instead).
-pub fn take(dir: &Path, name: &str, dest: &Path, sysid: Option<u64>) -> Result<Option<u64>> {
-    let src = local::spooled(dir, name);
-    if !src.exists() {
-        return Ok(None);
-    }
-    let Some(sysid) = sysid else {
-        tracing::debug!("not serving the spooled {name}: the cluster's system identifier is not known yet");
-        return Ok(None);
-    };
-    let sysid = Some(sysid);
-    let parsed = WalFileName::parse(name)?;
-    let len = match wal_file::verify_segment(&src, &parsed, sysid) {
-        Ok(len) => len,
-        Err(e) => {
-            tracing::warn!("not serving the spooled {name}: {e}; fetching it from the archive");
-            let _ = std::fs::remove_file(&src);
-            return Ok(None);
-        }
-    };
-    wal_file::move_file(&src, dest)?;
-    Ok(Some(len))
-}
-
 /// Segment size of a restored segment file, from its page header.
 pub fn seg_size_of(path: &Path) -> Option<u64> {
     let mut head = vec![0u8; wal::header::LONG_HEADER_LEN];
@@ -78,71 +50,9 @@ pub fn seg_size_of(path: &Path) -> Option<u64> {
     wal::parse_long_header(&head).ok().map(|h| u64::from(h.seg_size))
 }
 
-/// Record the segment PostgreSQL asked for last (best effort), for the worker to follow.
-pub fn set_position(dir: &Path, name: &str) {
-    if crate::fsutil::create_private_dir_all(dir).is_ok() {
-        let _ = crate::fsutil::write_atomic(&local::position_file(dir), name.as_bytes(), false);
-    }
-}
-
-fn position(dir: &Path) -> Option<WalFileName> {
-    std::fs::read_to_string(local::position_file(dir)).ok().and_then(|s| WalFileName::parse(s.trim()).ok())
-}
-
 /// True while a worker holds `dir`'s lock.
 pub fn worker_running(dir: &Path) -> bool {
     crate::fsutil::PidFile::held(&local::lock_file(dir))
-}
-
-/// Mark `name` archived in `pg_wal/archive_status`, as PostgreSQL does for a file restored
-/// from the archive, so that it is never archived again after promotion.
-fn mark_done(pg_wal: &Path, name: &str) -> Result<()> {
-    let status = pg_wal.join("archive_status");
-    // Never recursive: a pg_wal that is gone (its data directory removed) is not recreated.
-    match std::fs::DirBuilder::new().mode(0o700).create(&status) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(Error::io(&status, e)),
-        _ => {}
-    }
-    let done = status.join(format!("{name}.done"));
-    // Private, like every file PostgreSQL creates in its data directory.
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&done).with_path(&done)?;
-    Ok(())
-}
-
-/// Place `name` (a verified file at `src`) into `pg_wal`, marked archived.
-///
-/// # Errors
-/// I/O errors; the `.done` mark is removed again if the file could not be placed.
-pub fn place(src: &Path, pg_wal: &Path, name: &str) -> Result<()> {
-    mark_done(pg_wal, name)?;
-    let moved = wal_file::move_file(src, &pg_wal.join(name));
-    if moved.is_err() {
-        let _ = std::fs::remove_file(pg_wal.join("archive_status").join(format!("{name}.done")));
-    }
-    moved
-}
-
-/// Place the segments pitr-prepare staged into pg_wal (each verified and on the plan's path;
-/// anything else is dropped), then remove the staging directory. Best effort: a segment not
-/// placed is fetched through `%p`.
-pub fn adopt_staged(dir: &Path, plan: &Plan) {
-    let staged = staged_dir(dir);
-    let Ok(entries) = std::fs::read_dir(&staged) else { return };
-    let pg_wal = plan.pgdata.join("pg_wal");
-    let mut placed = 0;
-    for e in entries.flatten() {
-        let Some(name) = e.file_name().to_str().and_then(|f| WalFileName::parse(f).ok()) else { continue };
-        let ok =
-            plan.on_path(&name) && wal_file::verify_segment(&e.path(), &name, Some(plan.system_identifier)).is_ok();
-        if ok && !pg_wal.join(name.to_string()).exists() {
-            match place(&e.path(), &pg_wal, &name.to_string()) {
-                Ok(()) => placed += 1,
-                Err(err) => tracing::warn!("{name} not placed in pg_wal: {err}"),
-            }
-        }
-    }
-    let _ = std::fs::remove_dir_all(&staged);
-    tracing::debug!("{placed} segments fetched by pitr-prepare placed in pg_wal");
 }
 
 /// Where the worker puts what it fetches.
@@ -206,23 +116,16 @@ pub async fn fill(
     }
     let sysid = match target {
         Target::PgWal { plan, .. } => Some(plan.system_identifier),
-        Target::Spool { .. } => match identity_sysid(&index, repo) {
-            Some(s) => Some(s),
-            None => {
-                // Spooled files are served only when checked against the cluster's system
-                // identifier: learn it once (one GET) and leave it where wal-fetch looks.
-                let Some(id) = crate::ops::repo::identity::load(repo).await? else { return Ok(0) };
-                index.set_identity(id);
-                index.save();
-                identity_sysid(&index, repo)
-            }
+        Target::Spool { .. } => match spool_sysid(repo, &mut index).await? {
+            Some(sysid) => sysid,
+            None => return Ok(0),
         },
     };
     if let Target::PgWal { pg_wal, .. } = target {
-        remove_dead_temps(pg_wal, false);
+        spool::remove_dead_temps(pg_wal, false);
     }
-    remove_dead_temps(dir, true);
-    let mut pos = position(dir).unwrap_or(WalFileName::parse(name)?);
+    spool::remove_dead_temps(dir, true);
+    let mut pos = spool::position(dir).unwrap_or(WalFileName::parse(name)?);
     let mut last_change = Instant::now();
     let started = Instant::now();
     let mut fetched = 0;
@@ -235,30 +138,10 @@ pub async fn fill(
             break;
         }
         if let Target::Spool { .. } = target {
-            remove_older(dir, &pos);
+            spool::remove_older(dir, &pos);
         }
-        // The missing ones among the next `depth`, in order, as far as the archive holds them.
-        let mut wanted = Vec::new();
-        let mut at_end = false;
-        for next in upcoming(&pos, depth, target) {
-            let final_path = match target {
-                Target::Spool { .. } => local::spooled(dir, &next.to_string()),
-                Target::PgWal { pg_wal, .. } => pg_wal.join(next.to_string()),
-            };
-            if wal_file::verify_segment(&final_path, &next, sysid).is_ok() {
-                continue;
-            }
-            match index.find(repo, &next.to_string(), false).await? {
-                Some(found) => wanted.push((next, found.key, final_path)),
-                None => {
-                    at_end = true;
-                    break;
-                }
-            }
-            if wanted.len() == PARALLEL {
-                break;
-            }
-        }
+        let (wanted, at_end) =
+            missing_next(repo, &mut index, dir, upcoming(&pos, depth, target), target, sysid).await?;
         let did = !wanted.is_empty();
         let results = futures_util::future::join_all(
             wanted
@@ -274,7 +157,7 @@ pub async fn fill(
             // The archive holds nothing more yet: wal-fetch starts a new worker when asked again.
             break;
         }
-        match position(dir) {
+        match spool::position(dir) {
             Some(p) if p != pos => {
                 pos = p;
                 last_change = Instant::now();
@@ -282,7 +165,7 @@ pub async fn fill(
             _ if !did && last_change.elapsed() > IDLE => {
                 // PostgreSQL stopped asking: what it never asked for is not kept.
                 if let Target::Spool { .. } = target {
-                    remove_spooled(dir);
+                    spool::remove_spooled(dir);
                 }
                 break;
             }
@@ -292,6 +175,48 @@ pub async fn fill(
     }
     index.save();
     Ok(fetched)
+}
+
+/// The system identifier spooled files are checked against: the cached identity's, else
+/// learnt once (one GET) and left in the cache where wal-fetch looks. `None` when the
+/// repository has no identity yet (nothing can be checked: the worker stops).
+async fn spool_sysid(repo: &Repo, index: &mut WalIndex) -> Result<Option<Option<u64>>> {
+    if let Some(sysid) = identity_sysid(index, repo) {
+        return Ok(Some(Some(sysid)));
+    }
+    let Some(id) = crate::ops::repo::identity::load(repo).await? else { return Ok(None) };
+    index.set_identity(id);
+    index.save();
+    Ok(Some(identity_sysid(index, repo)))
+}
+
+/// The segments among `next` not already in place (verified), in order, as far as the
+/// archive holds them, at most [`PARALLEL`]: each with its object key and final path; and
+/// whether the archive ended before them.
+async fn missing_next(
+    repo: &Repo,
+    index: &mut WalIndex,
+    dir: &Path,
+    next: Vec<WalFileName>,
+    target: &Target,
+    sysid: Option<u64>,
+) -> Result<(Vec<(WalFileName, String, PathBuf)>, bool)> {
+    let mut wanted = Vec::new();
+    for next in next {
+        let final_path = match target {
+            Target::Spool { .. } => local::spooled(dir, &next.to_string()),
+            Target::PgWal { pg_wal, .. } => pg_wal.join(next.to_string()),
+        };
+        if wal_file::verify_segment(&final_path, &next, sysid).is_ok() {
+            continue;
+        }
+        let Some(found) = index.find(repo, &next.to_string(), false).await? else { return Ok((wanted, true)) };
+        wanted.push((next, found.key, final_path));
+        if wanted.len() == PARALLEL {
+            break;
+        }
+    }
+    Ok((wanted, false))
 }
 
 /// Download one segment into the spool, verify it, move it into place.
@@ -309,7 +234,7 @@ async fn fetch_one(
     fetch_object(repo, &key, &name, &staged, sysid).await?;
     let placed = wal_file::verify_segment(&staged, &name, sysid).and_then(|_| match target {
         Target::Spool { .. } => wal_file::move_file(&staged, &final_path),
-        Target::PgWal { pg_wal, .. } => place(&staged, pg_wal, &file),
+        Target::PgWal { pg_wal, .. } => spool::place(&staged, pg_wal, &file),
     });
     if placed.is_err() {
         let _ = std::fs::remove_file(&staged);
@@ -339,61 +264,4 @@ fn upcoming(pos: &WalFileName, depth: usize, target: &Target) -> Vec<WalFileName
             out
         }
     }
-}
-
-/// Discard everything prefetched into `dir` (spooled and staged): it came from a repository
-/// whose identity no longer holds.
-pub fn discard_spool(dir: &Path) {
-    remove_spooled(dir);
-    let _ = std::fs::remove_dir_all(staged_dir(dir));
-}
-
-/// Remove every spooled segment.
-fn remove_spooled(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        if e.file_name().to_str().is_some_and(|f| WalFileName::parse(f).is_ok()) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Remove spooled files up to `requested` (PostgreSQL has asked for it): consumed or abandoned.
-fn remove_older(dir: &Path, requested: &WalFileName) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let old = e
-            .file_name()
-            .to_str()
-            .and_then(|f| WalFileName::parse(f).ok())
-            .is_some_and(|w| w.sort_key() <= requested.sort_key());
-        if old {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Remove temporary files (ours: `.NAME.walvault.PID.N.tmp`, and in the spool `NAME.staged`)
-/// whose writer is gone: a worker or wal-fetch killed mid-download. A live writer's file is
-/// left alone; in pg_wal nothing else is ever removed. Called by the worker holding the lock.
-pub fn remove_dead_temps(dir: &Path, staged_too: bool) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let Some(f) = e.file_name().to_str().map(str::to_string) else { continue };
-        let dead = if staged_too && f.ends_with(".staged") {
-            true
-        } else if f.starts_with('.') && f.ends_with(".tmp") && f.contains(".walvault.") {
-            let pid = f.rsplit('.').nth(2).and_then(|p| p.parse::<u32>().ok());
-            !pid.is_some_and(pid_alive)
-        } else {
-            false
-        };
-        if dead {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }

@@ -74,6 +74,7 @@ pub async fn wal_push(repo: &Repo, path: &Path, cache_dir: Option<&Path>, ahead:
     let pushed = push_one(repo, path, &name, Some(Bytes::from(data)), None, found, cluster).await;
     if let Ok(Pushed { stored_at: Some((day, ext)), .. }) = &pushed {
         index.record(*day, &name, ext);
+        crate::ops::repo::summary::wal_pushed(repo, cache_dir, &repo.layout.wal_key(*day, &name, ext), &name).await;
     }
     index.save();
     let mut outcome = pushed?.outcome;
@@ -337,22 +338,17 @@ async fn compare_existing(repo: &Repo, key: &str, name: &str, data: &Bytes, dige
     if identical {
         Ok(())
     } else {
-        Err(Error::Refused(format!(
-            "{name}: refusing to overwrite {object}: the archived file has different content\nHINT: two clusters may be archiving into one WALVAULT_ENV; nothing was written"
-        )))
+        Err(Error::Refused(format!("{name}: refusing to overwrite {object}: the archived file has different content"))
+            .with_hint("two clusters may be archiving into one WALVAULT_ENV; nothing was written"))
     }
 }
 
 /// A corrupt archived copy of `name`, with what to do about it.
 fn damaged(e: Error, name: &str) -> Error {
     match e {
-        Error::Corrupt { object, reason } => Error::Corrupt {
-            object,
-            reason: format!(
-                "{reason}
-HINT: the archived copy of {name} is damaged and PostgreSQL still has the file: delete the object and the next wal-push stores it again"
-            ),
-        },
+        Error::Corrupt { object, reason } => Error::Corrupt { object, reason }.with_hint(format!(
+            "the archived copy of {name} is damaged and PostgreSQL still has the file: delete the object and the next wal-push stores it again"
+        )),
         other => other,
     }
 }

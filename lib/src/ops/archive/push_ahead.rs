@@ -172,6 +172,9 @@ async fn push_claimed(
     let (data, meta) = read_unchanged(path).await?;
     let pushed = crate::ops::archive::push::push_one(repo, path, name, Some(data), None, found, Some(expected)).await?;
     claims::mark_done(dir, name, &meta)?;
+    if let Some((day, ext)) = &pushed.stored_at {
+        crate::ops::repo::summary::wal_pushed(repo, dir.parent(), &repo.layout.wal_key(*day, name, ext), name).await;
+    }
     Ok(pushed)
 }
 

@@ -56,7 +56,7 @@ pub fn run(config: &Config, req: &PushRequest<'_>, launch: &dyn Fn() -> Option<C
 }
 
 fn decide(config: &Config, req: &PushRequest<'_>, launch: &dyn Fn() -> Option<Command>) -> Result<PushAnswer> {
-    let cache = local::cache_dir(config);
+    let cache = local::cache_dir(config.cache_dir.as_deref());
     if req.helper {
         // Here the path is the pg_wal directory.
         let Some(cache) = cache.as_deref() else { return Ok(PushAnswer::HelperDone(HelperStats::default())) };

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
+pub use super::options::{BackupOptions, Checkpoint};
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestTablespace};
@@ -22,65 +23,16 @@ use crate::ops::Repo;
 use crate::ops::backup::flow::Flow;
 use crate::ops::backup::resume;
 use crate::ops::repo::blocking;
-use crate::ops::repo::catalog::{BackupMetadata, BackupType, LatestPointer, PartInfo};
+use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
 use crate::ops::repo::identity::{self, ClusterInfo};
 use crate::ops::repo::metadata_auth;
 use crate::ops::repo::place::Logical;
 use crate::ops::repo::wal_index::WalIndex;
-use crate::pg::backup_api::{self, ConnParams, Server};
+use crate::pg::backup_api::{self, Server};
 use crate::pg::datadir::{self, DataFile};
 use crate::tarball::IncrementalPart;
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result, tarball};
-
-/// How to take the backup.
-#[derive(Clone)]
-pub struct BackupOptions {
-    pub conn: ConnParams,
-    /// The data directory to read; default: the server's `data_directory`.
-    pub pgdata: Option<PathBuf>,
-    /// File bytes per tar part (before compression).
-    pub part_size: u64,
-    /// Parts compressed and uploaded at once.
-    pub jobs: usize,
-    /// How long to wait for the WAL that makes the backup consistent to be archived.
-    pub archive_timeout: Duration,
-    /// Where parts are spooled before upload; default: the system temp directory.
-    pub spool_dir: Option<PathBuf>,
-    /// Cluster name for the backup name.
-    pub cluster: String,
-    /// `--type`: full, or only what changed since a reference ([`super::incremental`]).
-    pub backup_type: BackupType,
-    /// Bytes per second read from the data directory, and uploaded (each); `None`: no limit.
-    pub max_rate: Option<u64>,
-    /// How far behind its primary a standby may be (`WALVAULT_STANDBY_MAX_LAG`).
-    pub max_standby_lag: Duration,
-    /// How long an interrupted backup may be resumed (`WALVAULT_RESUME_WINDOW`; zero: never).
-    pub resume_window: Duration,
-    /// The checkpoint that starts the backup: spread (the default, as `pg_basebackup`) or fast.
-    pub checkpoint: Checkpoint,
-    /// `--full-every`: a diff/incr is taken in full when the newest full backup is this old.
-    pub full_every: Option<chrono::TimeDelta>,
-}
-
-/// How the checkpoint that starts a backup is taken.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Checkpoint {
-    /// Spread over `checkpoint_completion_target` (no I/O spike on the primary; may take minutes).
-    #[default]
-    Spread,
-    /// Immediate: the backup starts at once, at the cost of a burst of writes.
-    Fast,
-}
-
-impl std::fmt::Display for Checkpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Checkpoint::Spread => "spread",
-            Checkpoint::Fast => "fast",
-        })
-    }
-}
 
 /// Default part size: 256 MiB of file data.
 pub const DEFAULT_PART_SIZE: u64 = 256 << 20;

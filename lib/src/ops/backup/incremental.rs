@@ -36,7 +36,7 @@ pub struct Reference {
 /// Storage, key and corruption errors reading the reference.
 pub async fn reference(
     repo: &Repo,
-    opts: &super::base::BackupOptions,
+    opts: &super::options::BackupOptions,
     system_identifier: u64,
     timeline: u32,
 ) -> Result<Option<Reference>> {

@@ -4,5 +4,6 @@ pub mod base;
 pub mod files;
 pub mod flow;
 pub mod incremental;
+mod options;
 pub mod resume;
 pub mod standby;

@@ -33,7 +33,9 @@ pub async fn check_lag(server: &Server, max_lag: Duration, who: &str) -> Result<
     }
     let lag = state.lag_seconds();
     if lag > max_lag.as_secs_f64() {
-        return Err(Error::Refused(refusal(who, &state, lag, max_lag)));
+        return Err(Error::Refused(refusal(who, &state, lag, max_lag)).with_hint(
+            "let the standby catch up (pg_wal_replay_resume() if paused), back up another standby or the primary, or raise WALVAULT_STANDBY_MAX_LAG",
+        ));
     }
     tracing::info!("backing up from the standby {who} ({lag:.0} s behind its primary)");
     Ok(())
@@ -43,7 +45,7 @@ fn refusal(who: &str, s: &ReplayState, lag: f64, max_lag: Duration) -> String {
     let at = |l: Option<crate::wal::Lsn>| l.map_or("nothing".to_string(), format_lsn);
     let paused = if s.paused { ", replay is paused" } else { "" };
     format!(
-        "standby {who} is {lag:.0} s behind its primary (replayed up to {}, received up to {}{paused}); WALVAULT_STANDBY_MAX_LAG is {} s\nHINT: let the standby catch up (pg_wal_replay_resume() if paused), back up another standby or the primary, or raise WALVAULT_STANDBY_MAX_LAG",
+        "standby {who} is {lag:.0} s behind its primary (replayed up to {}, received up to {}{paused}); WALVAULT_STANDBY_MAX_LAG is {} s",
         at(s.replayed),
         at(s.received),
         max_lag.as_secs()

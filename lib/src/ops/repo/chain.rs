@@ -76,9 +76,10 @@ pub async fn load(repo: &Repo, target: BackupMetadata, manifest: Manifest) -> Re
         let parent = match catalog::backup(repo, &name).await {
             Err(Error::NotFound { .. }) => {
                 return Err(Error::Refused(format!(
-                    "backup {top} cannot be restored: backup {name}, which {} builds on, is missing (the chain is broken)\nHINT: restore from a backup whose chain is complete (walvault list shows chains)",
+                    "backup {top} cannot be restored: backup {name}, which {} builds on, is missing (the chain is broken)",
                     child.meta.name
-                )));
+                ))
+                .with_hint("restore from a backup whose chain is complete (walvault list shows chains)"));
             }
             other => other?,
         };

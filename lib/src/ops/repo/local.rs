@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::ops::Repo;
 use crate::wal::timeline::HistoryEntry;
 use crate::wal::{self, WalFileName, follow};
@@ -29,11 +28,11 @@ pub fn default_cache_dir(pgdata: &Path) -> Option<PathBuf> {
     Some(parent.join(".walvault-cache").join(name))
 }
 
-/// The cache directory of this process: `WALVAULT_CACHE_DIR`, else beside PGDATA (or the
-/// current directory, which is PGDATA when PostgreSQL runs archive_command and
-/// restore_command).
-pub fn cache_dir(config: &Config) -> Option<PathBuf> {
-    config.cache_dir.clone().or_else(|| {
+/// The cache directory of this process: the `configured` one (`WALVAULT_CACHE_DIR`), else
+/// beside PGDATA (or the current directory, which is PGDATA when PostgreSQL runs
+/// archive_command and restore_command).
+pub fn cache_dir(configured: Option<&Path>) -> Option<PathBuf> {
+    configured.map(Path::to_path_buf).or_else(|| {
         let pgdata = std::env::var_os("PGDATA").map(PathBuf::from).or_else(|| std::env::current_dir().ok())?;
         default_cache_dir(&pgdata)
     })

@@ -18,10 +18,10 @@ pub enum Logical<'a> {
     Part { backup: &'a str, index: u32 },
     /// The manifest of base backup `backup`.
     Manifest(&'a str),
-    /// The record of part `index` of base backup `backup` (what a resumed backup may reuse).
-    PartRecord { backup: &'a str, index: u32 },
     /// The block map of base backup `backup` (`blockmap.bin`).
     BlockMap(&'a str),
+    /// The record of part `index` of base backup `backup` (what a resumed backup may reuse).
+    PartRecord { backup: &'a str, index: u32 },
     /// Object `file` (`archive.tar`, `manifest.json`) of file-storage backup `backup`.
     Files { kind: &'a str, backup: &'a str, file: &'a str },
 }
@@ -33,8 +33,8 @@ impl Logical<'_> {
             Logical::Wal(name) => format!("wal/{name}"),
             Logical::Part { backup, index } => format!("backup/{backup}/part/{index}"),
             Logical::Manifest(backup) => format!("backup/{backup}/manifest"),
-            Logical::PartRecord { backup, index } => format!("backup/{backup}/part/{index}/record"),
             Logical::BlockMap(backup) => format!("backup/{backup}/blockmap"),
+            Logical::PartRecord { backup, index } => format!("backup/{backup}/part/{index}/record"),
             Logical::Files { kind, backup, file } => format!("files/{kind}/{backup}/{file}"),
         }
     }
@@ -48,9 +48,9 @@ impl Logical<'_> {
     fn backup_time(&self) -> Option<DateTime<Utc>> {
         let name = match self {
             Logical::Part { backup, .. }
-            | Logical::PartRecord { backup, .. }
             | Logical::Manifest(backup)
             | Logical::BlockMap(backup)
+            | Logical::PartRecord { backup, .. }
             | Logical::Files { backup, .. } => backup,
             Logical::Wal(_) => return None,
         };
@@ -89,7 +89,7 @@ impl Place {
     /// repository without `walvault.json`, which can only hold format-1 objects). In an
     /// encrypted repository the format-1 marks count only when sealed by a key of `keyring`.
     pub fn of(id: Option<&Identity>, env: &str, keyring: &Keyring) -> Place {
-        let repository = id.and_then(|id| id.repository_id.as_deref()).and_then(parse_repository_id);
+        let repository = id.and_then(|id| id.repository_id.as_deref()).and_then(super::identity::parse_repository_id);
         let system_identifier = id.and_then(|id| id.envs.get(env)).map_or(0, |e| e.system_identifier.0);
         let encrypted = id.is_some_and(|id| id.encrypted);
         let format1 = match (repository, id.and_then(|id| id.format1.as_ref())) {
@@ -186,7 +186,7 @@ impl Place {
 ///
 /// # Errors
 /// [`Error::Misplaced`] naming the part; storage and corruption errors.
-pub async fn check_parts(repo: &crate::ops::Repo, b: &crate::ops::repo::catalog::BackupMetadata) -> Result<()> {
+pub async fn check_parts(repo: &crate::ops::Repo, b: &super::metadata::BackupMetadata) -> Result<()> {
     use tokio::io::AsyncReadExt;
     for part in &b.parts {
         let expect = repo.expect(&Logical::Part { backup: &b.name, index: part.index }).await?;
@@ -203,13 +203,6 @@ pub async fn check_parts(repo: &crate::ops::Repo, b: &crate::ops::repo::catalog:
         crate::codec::check_place(&header, Some(&expect), &object)?;
     }
     Ok(())
-}
-
-/// 32 hex digits.
-pub fn parse_repository_id(text: &str) -> Option<[u8; 16]> {
-    let mut out = [0u8; 16];
-    hex::decode_to_slice(text, &mut out).ok()?;
-    Some(out)
 }
 
 fn is_segment(name: &str) -> bool {

@@ -39,6 +39,10 @@ pub struct TimelineInfo {
     pub first_archived_at: Option<DateTime<Utc>>,
     /// When its newest segment was archived.
     pub last_archived_at: Option<DateTime<Utc>>,
+    /// Taken from the repository summary (`walvault status` without `--full`): `segments` is
+    /// estimated from the first and last names, and the parent is known once counted.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub summarized: bool,
 }
 
 impl TimelineInfo {
@@ -87,6 +91,7 @@ async fn one(repo: &Repo, archive: &WalArchive, tli: u32) -> Result<TimelineInfo
         last_archived_at: archived_at(repo, archive, last_segment.as_ref()).await?,
         first_segment,
         last_segment,
+        summarized: false,
     })
 }
 
@@ -155,6 +160,7 @@ pub fn last_archived_samples(timelines: &[TimelineInfo]) -> Vec<(String, f64)> {
 pub fn describe(t: &TimelineInfo) -> String {
     let origin = match (t.parent, t.switchpoint) {
         (Some(p), Some(sp)) => format!(" (from timeline {p} at {sp})"),
+        _ if t.summarized && t.timeline > 1 => " (parent known after the next verify or prune)".to_string(),
         _ if t.timeline > 1 && !t.history_file => " (history file missing)".to_string(),
         _ if t.timeline > 1 => " (history file unreadable)".to_string(),
         _ => String::new(),
@@ -162,7 +168,8 @@ pub fn describe(t: &TimelineInfo) -> String {
     let at = |x: Option<DateTime<Utc>>| x.map_or("?".to_string(), human_time);
     let files = match (&t.first_segment, &t.last_segment) {
         (Some(first), Some(last)) => format!(
-            "{first} to {last} ({} segments), archived {} to {} UTC",
+            "{first} to {last} ({}{} segments), archived {} to {} UTC",
+            if t.summarized { "about " } else { "" },
             t.segments,
             at(t.first_archived_at),
             at(t.last_archived_at)

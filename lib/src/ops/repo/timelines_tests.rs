@@ -20,6 +20,7 @@ fn tl(tli: u32, began: Option<i64>, first: i64, last: i64) -> TimelineInfo {
         began_at: began.map(at),
         first_archived_at: Some(at(first)),
         last_archived_at: Some(at(last)),
+        summarized: false,
     }
 }
 

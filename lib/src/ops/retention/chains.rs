@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::ops::retention::prune::Decision;
+use crate::ops::retention::policy::Decision;
 
 /// Keep the chain of every kept backup. `references[i]` is what `decisions[i]` builds on
 /// (`None` for a full backup). A backup kept only for this says which backup needs it.
@@ -38,7 +38,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::ops::retention::prune::PrunePolicy;
+    use crate::ops::retention::policy::PrunePolicy;
 
     /// A history of backups, oldest first: each full, a diff (on the newest full) or an incr
     /// (on the newest backup), with its age in days.

@@ -2,4 +2,5 @@
 
 mod chains;
 mod plan;
+mod policy;
 pub mod prune;

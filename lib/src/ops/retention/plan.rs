@@ -10,7 +10,7 @@ use crate::ops::repo::catalog::{self, LatestPointer, WalArchive};
 use crate::ops::repo::files_catalog::{self, KINDS};
 use crate::ops::repo::human::{human_age, human_duration};
 use crate::ops::repo::wal_index::WalIndex;
-use crate::ops::retention::prune::{Decision, PruneOptions, PrunePlan, PrunePolicy, Step, WalDecision};
+use crate::ops::retention::policy::{Decision, PruneOptions, PrunePlan, PrunePolicy, Step, WalDecision};
 use crate::wal::WalFileName;
 use crate::wal::follow::{Anchor, Needs};
 use crate::{Error, Result};

@@ -12,8 +12,10 @@ mod backups;
 mod checks_sql;
 pub mod restore_test;
 mod restore_types;
+pub mod scope;
 mod scratch_server;
 pub mod wal;
+mod wal_content;
 
 use std::time::Instant;
 
@@ -25,7 +27,6 @@ use crate::ops::repo::catalog::{self, WalArchive};
 use crate::ops::repo::files_catalog;
 use crate::ops::repo::human;
 pub use crate::ops::repo::reports::ReportSummary;
-use crate::ops::repo::wal_index::WalIndex;
 use crate::ops::repo::windows::Window;
 use crate::{Error, Result};
 use restore_test::{RestoreTestOptions, RestoreTestResult};
@@ -41,6 +42,13 @@ pub struct VerifyOptions {
     /// Write the report into the repository.
     pub write_report: bool,
     pub restore_test: Option<RestoreTestOptions>,
+    /// `--backup NAME|latest|all` (default: what is new, the newest, older ones in the budget).
+    pub which: scope::Which,
+    /// Read every backup and check every WAL object's content again.
+    pub full: bool,
+    /// Stored bytes to read this run: new backups and the newest always, then older ones
+    /// (read longest ago first) while the total stays within it.
+    pub max_bytes: Option<u64>,
 }
 
 /// The verification report (the runbook's `verification_*.json`).
@@ -56,6 +64,8 @@ pub struct Report {
     pub wal: WalResult,
     pub restore_test: Option<RestoreTestResult>,
     pub recoverable_window: Vec<Window>,
+    /// What this run read and what is due.
+    pub scope: scope::Scope,
     pub duration_seconds: f64,
     /// Where the report was written.
     pub report_key: Option<String>,
@@ -125,9 +135,15 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<Report> {
     let began = Instant::now();
     let mut checks = vec![backups::check_identity(repo).await?];
     let backups = catalog::backups(repo).await?;
+    // A summary that cannot be read or trusted only costs work: everything counts as new.
+    let mut progress = crate::ops::repo::summary::load(repo).await.ok().flatten().unwrap_or_default().verify;
+    let (chosen, mut scope) = scope::select(&backups, &progress, &opts.which, opts.full, opts.max_bytes)?;
     let mut results = Vec::new();
-    for b in &backups {
+    for b in chosen {
         let (check, result) = backups::check_backup(repo, b, opts.jobs).await?;
+        if !check.is_failed() {
+            progress.backups.insert(b.name.clone(), opts.now);
+        }
         checks.push(check);
         results.push(result);
     }
@@ -140,10 +156,21 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<Report> {
         }
     }
     let seg_size = backups.first().map_or(16 << 20, |b| b.wal_segment_size);
-    let mut index = WalIndex::load(None, repo);
-    let archive = WalArchive::load(repo, &mut index, seg_size).await?;
+    let (files, objects) = wal_content::list(repo).await?;
+    let archive = WalArchive::from_files(repo, files, seg_size).await?;
     let wal = wal::check_wal(repo, &archive, &backups).await?;
     checks.extend(wal.checks);
+    let since = if opts.full { None } else { progress.wal_checked_through };
+    let sysid = backups.last().map(|b| b.system_identifier.0);
+    let recent = if opts.full { Vec::new() } else { std::mem::take(&mut progress.wal_recent) };
+    let content = wal_content::check(repo, &objects, since, &recent, sysid, opts.jobs).await?;
+    (scope.wal_checked, scope.wal_bytes, scope.wal_checked_since) = (content.checked, content.bytes, since);
+    checks.push(content.check);
+    if content.passed {
+        (progress.wal_checked_through, progress.wal_recent) = (content.through, content.recent);
+    } else {
+        progress.wal_recent = recent;
+    }
     if backups.is_empty() {
         checks.push(Check::failed("backups", "no complete backup in the repository", None, Instant::now()));
     }
@@ -166,6 +193,7 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<Report> {
         wal: wal.result,
         restore_test: restore,
         recoverable_window: wal.windows,
+        scope,
         duration_seconds: began.elapsed().as_secs_f64(),
         report_key: None,
     };
@@ -174,7 +202,11 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<Report> {
         let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Invalid(format!("report: {e}")))?;
         let started = Instant::now();
         match repo.storage.put(&key, json.into()).await {
-            Ok(()) => report.report_key = Some(key),
+            Ok(()) => {
+                let ttr = report.restore_test.as_ref().and_then(|r| r.time_to_recover_seconds);
+                crate::ops::repo::summary::verified(repo, &key, &report.status, ttr, opts.now, progress).await;
+                report.report_key = Some(key);
+            }
             Err(e) => {
                 report.checks.push(Check::failed("write report", e.to_string(), Some(key), started));
                 report.status = "failed".to_string();
@@ -208,6 +240,7 @@ pub fn render(r: &Report) -> String {
     if let Some(rt) = &r.restore_test {
         out.push_str(&format!("\n{}\n", rt.summary_line()));
     }
+    out.push_str(&scope::render(&r.scope));
     if let Some(key) = &r.report_key {
         out.push_str(&format!("\nreport: {key}\n"));
     }

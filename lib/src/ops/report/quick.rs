@@ -1,0 +1,142 @@
+//! `walvault status` in three requests: the repository summary (one GET), a listing of what
+//! was stored in its newest day partition after the newest segment of each timeline written
+//! that day (one LIST, as wal-push writes the summary at most a minute apart and at once for a
+//! new day or timeline), and the verification reports' keys (one LIST; a report newer than the
+//! summary's, written by an older version or by hand, costs one GET more). The WAL archive is
+//! never listed whole: gaps are `walvault verify`'s to find (`status --full` lists everything).
+
+use chrono::{DateTime, Utc};
+
+use super::facts::{BackupHealth, Facts, StatusOptions, VerificationHealth, WalHealth};
+use crate::Result;
+use crate::ops::Repo;
+use crate::ops::repo::summary::Summary;
+use crate::ops::repo::timelines::{self, TimelineInfo};
+use crate::ops::repo::windows::Window;
+use crate::wal::{Lsn, WalFileName};
+
+/// The facts from `summary`, brought up to date with the newest day partition(s).
+///
+/// # Errors
+/// Storage failures of the listings.
+pub(super) async fn facts(repo: &Repo, opts: &StatusOptions, mut summary: Summary) -> Result<Facts> {
+    let newest_day = summary.wal.newest_key.as_deref().and_then(|k| repo.layout.parse_wal_key(k)).map(|w| w.day);
+    let day = newest_day.unwrap_or_else(|| opts.now.date_naive());
+    let prefix = repo.layout.wal_day_prefix(day);
+    // After the newest segment of every timeline written that day (in name order, an older
+    // timeline's segments come first).
+    let day_start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let after = summary
+        .wal
+        .timelines
+        .values()
+        .filter(|t| t.last_archived_at >= day_start)
+        .filter_map(|t| t.last_segment.as_ref().map(|s| format!("{prefix}{s}")))
+        .min();
+    catch_up(repo, &mut summary, &prefix, after.as_deref()).await?;
+    let seg_size = summary.backups.as_ref().and_then(|b| b.newest.as_ref()).map_or(16 << 20, |b| b.wal_segment_size);
+    let tls = timeline_infos(&summary, seg_size);
+    let followed = timelines::written_most_recently(&tls);
+    let wal = WalHealth {
+        files: usize::try_from(summary.wal.files).unwrap_or(usize::MAX),
+        timeline: followed.map(|t| t.timeline),
+        newest_segment: followed.and_then(|t| t.last_segment.clone()),
+        newest_archived_at: followed.and_then(|t| t.last_archived_at),
+        age_seconds: None,
+        gaps: Vec::new(),
+    };
+    let b = summary.backups.clone().unwrap_or_default();
+    let backups = BackupHealth {
+        count: usize::try_from(b.count).unwrap_or(usize::MAX),
+        newest: b.newest.as_ref().map(|n| n.name.clone()),
+        newest_stop_time: b.newest.as_ref().map(|n| n.stop_time),
+        age_seconds: None,
+        newest_duration_seconds: b.newest.as_ref().map(|n| n.seconds),
+        newest_stored_bytes: b.newest.as_ref().map(|n| n.stored_bytes),
+        stored_bytes: b.stored_bytes,
+        newest_full: b.newest_full.as_ref().map(|n| (n.name.clone(), n.stop_time)),
+        newest_incremental: b.newest_incremental.as_ref().map(|n| (n.name.clone(), n.stop_time)),
+    };
+    // One window: from the oldest backup, once the archive reaches the WAL file of its end, to
+    // the newest segment of the timeline written last (the full listing, `--full`, follows
+    // every timeline's chain and finds gaps).
+    let segno = |n: &str| WalFileName::parse(n).ok().and_then(|w| w.segno(seg_size));
+    let windows = match (b.oldest.as_ref(), followed) {
+        (Some(oldest), Some(t))
+            if t.last_segment.as_deref().and_then(segno) >= segno(&oldest.stop_wal_file)
+                && segno(&oldest.stop_wal_file).is_some() =>
+        {
+            let last = t.last_segment.clone().unwrap_or_default();
+            let end = WalFileName::parse(&last)
+                .ok()
+                .and_then(|w| w.segno(seg_size))
+                .map_or(Lsn(0), |s| Lsn::from_segment(s.saturating_add(1), 0, seg_size));
+            vec![Window {
+                timeline: t.timeline,
+                earliest: oldest.stop_time,
+                earliest_backup: oldest.name.clone(),
+                latest: t.last_archived_at,
+                wal_ends_at: end,
+                last_segment: last,
+                gap: None,
+            }]
+        }
+        _ => Vec::new(),
+    };
+    let mut verification = summary.verification.as_ref().map(|v| VerificationHealth {
+        key: v.key.clone(),
+        timestamp: v.timestamp,
+        status: v.status.clone(),
+        age_seconds: 0.0,
+        time_to_recover_seconds: v.time_to_recover_seconds,
+    });
+    if let Some((at, key)) = super::facts::newest_report(repo).await?
+        && verification.as_ref().is_none_or(|v| v.key != key && at > v.timestamp)
+    {
+        verification = Some(super::facts::read_report(repo, key, at).await?);
+    }
+    Ok(Facts { wal, timelines: tls, windows, window_problems: Vec::new(), backups, verification, source: "summary" })
+}
+
+/// Add what `prefix` holds after `after` (everything without it) to the summary.
+async fn catch_up(repo: &Repo, summary: &mut Summary, prefix: &str, after: Option<&str>) -> Result<()> {
+    let listing = repo.storage.list(prefix, None, after).await?;
+    for o in &listing.objects {
+        let Some(w) = repo.layout.parse_wal_key(&o.key) else { continue };
+        // Up to its timeline's newest known segment, the summary counted it already.
+        let tli = WalFileName::parse(&w.name).map(|n| n.tli()).ok();
+        let known = tli.and_then(|t| summary.wal.timelines.get(&t)).and_then(|t| t.last_segment.as_deref());
+        if known.is_some_and(|k| w.name.as_str() <= k) {
+            continue;
+        }
+        let at: DateTime<Utc> = o.last_modified.unwrap_or_else(Utc::now);
+        summary.wal_stored(&o.key, &w.name, at, 1);
+    }
+    Ok(())
+}
+
+/// The summary's timelines as status shows them (segments estimated from the names).
+fn timeline_infos(summary: &Summary, seg_size: u64) -> Vec<TimelineInfo> {
+    let segno = |n: &Option<String>| n.as_deref().and_then(|n| WalFileName::parse(n).ok()?.segno(seg_size));
+    summary
+        .wal
+        .timelines
+        .iter()
+        .map(|(&tli, t)| TimelineInfo {
+            timeline: tli,
+            parent: t.parent,
+            switchpoint: t.switchpoint,
+            history_file: tli > 1 && (t.began_at.is_some() || t.parent.is_some()),
+            segments: match (segno(&t.first_segment), segno(&t.last_segment)) {
+                (Some(a), Some(b)) if b >= a => usize::try_from(b - a + 1).unwrap_or(usize::MAX),
+                _ => 0,
+            },
+            first_segment: t.first_segment.clone(),
+            last_segment: t.last_segment.clone(),
+            began_at: t.began_at,
+            first_archived_at: t.first_archived_at,
+            last_archived_at: t.last_archived_at,
+            summarized: true,
+        })
+        .collect()
+}
