@@ -52,8 +52,7 @@ struct Stamp {
 }
 
 fn stamp_path(cache_dir: &Path, repo: &Repo) -> PathBuf {
-    let id = hex::encode(&ring::digest::digest(&ring::digest::SHA256, repo.url.as_bytes()).as_ref()[..8]);
-    cache_dir.join(format!("summary-{id}-{}.json", repo.layout.env()))
+    crate::ops::repo::local::summary_stamp_file(cache_dir, &repo.url, repo.layout.env())
 }
 
 fn read_stamp(path: &Path) -> Option<Stamp> {
