@@ -3,7 +3,7 @@
 # run on this machine, writes raw JSON into docs/benchmarks/, and the report generator writes
 # docs/BENCHMARKS.md (tables, targets met or missed, docs/benchmarks/drain.svg).
 #
-#   scripts/bench.sh [--quick] [--stages corpora,archive-single,drain,live,restore,basebackup,s3,codec]
+#   scripts/bench.sh [--quick] [--stages corpora,archive-single,drain,live,restore,basebackup,s3,codec,incremental,rto,scale]
 #                    [--segments N] [--no-build]
 #   scripts/bench.sh --stages scale   the issue-14 stage, only when named: a pgbench scale-1000
 #                    cluster (about 15 GB) backed up, restored, from a standby, and resumed

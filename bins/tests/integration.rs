@@ -14,6 +14,7 @@ mod integration {
     mod forks;
     mod hardening;
     mod incremental;
+    mod incremental_chains;
     mod keys;
     mod ops;
     mod pg_e2e;
@@ -24,6 +25,7 @@ mod integration {
     mod scale;
     mod scripts;
     mod security;
+    mod slow_s3;
     mod standby;
     mod status_summary;
     mod timelines;

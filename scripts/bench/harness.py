@@ -19,10 +19,16 @@ Stages (in this order; --stages picks some):
                  zst + aes) vs pg_basebackup -Ft: MB/s, CPU, max RSS
   s3             drain and single cold calls against the S3 test server (moto on loopback):
                  wal-push vs curl PUT (storage floor), requests per segment (client and server)
+  incremental    PostgreSQL 17 with summarize_wal: full vs incr after ~1%, ~10% and pgbench
+                 60 s changes (bytes read, stored, wall, CPU; pg_basebackup --incremental
+                 beside it), restore of full + 6 incrementals vs the full (scripts/bench/incremental.py)
   codec          the Criterion codec benches (lib/benches/codec.rs) on a real segment of
                  each corpus: encode/decode MiB/s, zstd 1/3, gzip 6, with and without AES
   scale          (issue 14; scripts/bench/scale_stage.py) a pgbench scale-1000 cluster: base-backup
                  and pitr-prepare MB/s, max RSS, spool peak; the backup from a standby; a resume
+  rto            delta against full restore, PITR through a latency- and bandwidth-shaped
+                 S3 against loopback, verify's first and second run, status requests
+                 (scripts/bench/rto.py)
 
 Run by scripts/bench.sh (which builds release binaries and installs pgBackRest); by hand:
   WALVAULT_BIN_DIR=target/release python3 scripts/bench/harness.py [--quick] [--stages a,b]
@@ -55,7 +61,7 @@ PG = pwd.getpwnam("postgres") if ROOT else None
 SEG = 16 * 1024 * 1024
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 PGBR_PASS = "benchmarkbenchmarkbenchmark"
-STAGES = ["corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3", "codec", "scale"]
+STAGES = ["corpora", "archive-single", "drain", "live", "restore", "basebackup", "s3", "codec", "incremental", "rto", "scale"]
 # `scale` (a 15 GB cluster, hours on 2 cores) runs only when named.
 DEFAULT_STAGES = [s for s in STAGES if s != "scale"]
 PORTS = {"pgbench": 54340, "oltp": 54341, "live": 54342, "bb": 54343}
@@ -888,6 +894,17 @@ def stage_codec(ctx):
         os.unlink(seg)
         log(f"codec {kind}: " + ", ".join(f"{x['op']} {x['codec']} {x['mib_per_s']:.0f} MiB/s" for x in rows[:2]))
     return out
+
+
+def stage_incremental(ctx):
+    sys.path.insert(0, HERE)
+    import incremental  # noqa: E402 -- a stage of its own file, loaded when asked for
+    return incremental.run(ctx, sys.modules[__name__])
+
+
+def stage_rto(ctx):
+    import rto  # scripts/bench/rto.py: it uses this module's helpers
+    return rto.stage(ctx)
 
 
 # ----------------------------------------------------------------------------- main

@@ -39,7 +39,7 @@ fn identity(repo: &TestRepo) -> serde_json::Value {
 pub(super) fn place_context(repo: &TestRepo, object: &str, on_cluster: bool) -> Context {
     let id = identity(repo);
     let text = id["repository_id"].as_str().expect("repository_id");
-    let repository = walvault::ops::repo::place::parse_repository_id(text).expect("32 hex digits");
+    let repository = walvault::ops::repo::identity::parse_repository_id(text).expect("32 hex digits");
     let sysid = id["envs"]["production"]["system_identifier"].as_str().map(|s| s.parse::<u64>().expect("sysid"));
     Context {
         repository,

@@ -34,18 +34,18 @@ fn fingerprint(c: &Cluster, db: &str) -> String {
 }
 
 /// Both databases' fingerprints (db2 once it exists).
-fn state(c: &Cluster) -> String {
+pub(super) fn state(c: &Cluster) -> String {
     let has_db2 = c.psql("SELECT count(*) FROM pg_database WHERE datname = 'db2'") == "1";
     format!("{}\n--db2--\n{}", fingerprint(c, "postgres"), if has_db2 { fingerprint(c, "db2") } else { String::new() })
 }
 
-fn backup(repo: &TestRepo, p: &Cluster, kind: &str) -> serde_json::Value {
+pub(super) fn backup(repo: &TestRepo, p: &Cluster, kind: &str) -> serde_json::Value {
     let out = base_backup(repo, p, &["--type", kind, "--part-size", "2000000", "--jobs", "2"]);
     assert!(out.status.success(), "base-backup --type {kind}: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).expect("json summary")
 }
 
-fn amcheck(c: &Cluster) {
+pub(super) fn amcheck(c: &Cluster) {
     let out = as_postgres(c.bin.join("pg_amcheck"))
         .args(["--install-missing", "--all", "--heapallindexed", "-U", "postgres", "-h"])
         .arg(&c.socket_dir)
@@ -55,7 +55,7 @@ fn amcheck(c: &Cluster) {
     assert!(out.status.success(), "pg_amcheck: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
 }
 
-fn delete_raw(repo: &TestRepo, key: &str) {
+pub(super) fn delete_raw(repo: &TestRepo, key: &str) {
     match &repo.fs_root {
         Some(root) => std::fs::remove_file(root.join(key)).expect("remove"),
         None => {
@@ -175,95 +175,6 @@ fn chain_of_full_and_three_increments_restores_every_link_postgres_17() {
     chain_drill(Backend::Fs, super::common::pg_bin_for(17));
 }
 
-/// list, verify, prune and status know chains: types, references and lengths listed; every
-/// chain verified end to end (a broken one fails, naming the missing backup); prune keeps the
-/// chain of a kept backup and says why; status reports the newest full and incremental.
-#[test]
-fn chains_in_list_verify_prune_and_status() {
-    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
-    let mut p = super::pitr::primary(&repo);
-    p.psql("CREATE TABLE t(id int, v text)");
-    let mut names = Vec::new();
-    for (i, kind) in ["full", "incr", "incr", "diff"].iter().enumerate() {
-        p.psql(&format!("INSERT INTO t SELECT g, 'batch {i}' FROM generate_series(1, 2000) g"));
-        names.push(backup(&repo, &p, kind)["name"].as_str().expect("name").to_string());
-    }
-    p.switch_and_wait_archived(Duration::from_secs(120));
-    p.stop();
-
-    let out = repo.run("walvault", &["list", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let listing = super::raw::json(&out);
-    let chains: Vec<(String, u64, String)> = listing["chains"]
-        .as_array()
-        .expect("chains")
-        .iter()
-        .map(|c| {
-            let kind = c["type"].as_str().expect("type").to_string();
-            (kind, c["length"].as_u64().expect("length"), c["reference"].as_str().unwrap_or("-").to_string())
-        })
-        .collect();
-    let expected = [
-        ("full".to_string(), 1, "-".to_string()),
-        ("incr".to_string(), 2, names[0].clone()),
-        ("incr".to_string(), 3, names[1].clone()),
-        ("diff".to_string(), 2, names[0].clone()),
-    ];
-    assert_eq!(chains, expected);
-    let text = String::from_utf8_lossy(&repo.run("walvault", &["list"]).stdout).into_owned();
-    assert!(text.contains("BUILDS ON") && text.contains("incr     3"), "{text}");
-
-    let out = repo.run("walvault", &["verify", "--json", "--no-report"]);
-    assert_eq!(super::raw::json(&out)["status"], "passed", "{}", String::from_utf8_lossy(&out.stdout));
-
-    let status = repo.run("walvault", &["status"]);
-    let text = String::from_utf8_lossy(&status.stdout).into_owned();
-    assert!(text.contains(&format!("newest full {}", names[0])), "{text}");
-    assert!(text.contains(&format!("newest incremental {}", names[3])), "{text}");
-    let prom = String::from_utf8_lossy(&repo.run("walvault", &["status", "--prometheus"]).stdout).into_owned();
-    assert!(prom.contains("walvault_backup_last_full_completion_timestamp_seconds{"), "{prom}");
-    assert!(prom.contains("walvault_backup_last_incremental_completion_timestamp_seconds{"), "{prom}");
-
-    // Long after: only the newest (the diff) is kept by the policy, and its full backup with it.
-    let later = super::ops::time_from_now("+200 days");
-    let out = repo.run("walvault", &["prune", "--dry-run", "--json", "--now", &later]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let plan = super::raw::json(&out);
-    let fate: Vec<(bool, String)> = plan["backups"]
-        .as_array()
-        .expect("backups")
-        .iter()
-        .map(|d| (d["keep"] == true, d["reason"].as_str().unwrap_or("").to_string()))
-        .collect();
-    assert_eq!(fate.iter().map(|f| f.0).collect::<Vec<_>>(), [true, false, false, true], "{fate:?}");
-    assert!(fate[0].1.contains(&format!("{} builds on it", names[3])), "{fate:?}");
-    // Keep the second incr: its whole chain stays.
-    let out = repo.run("walvault", &["prune", "--dry-run", "--json", "--now", &later, "--keep", &names[2]]);
-    let kept: Vec<bool> =
-        super::raw::json(&out)["backups"].as_array().expect("b").iter().map(|d| d["keep"] == true).collect();
-    assert_eq!(kept, [true, true, true, true]);
-
-    // The middle of a chain deleted by hand: verify fails on its successor, naming it.
-    let env = "production";
-    delete_raw(&repo, &format!("database/{env}/{}_metadata.json", names[1]));
-    let out = repo.run("walvault", &["verify", "--json", "--no-report"]);
-    let report = super::raw::json(&out);
-    assert_eq!(report["status"], "failed");
-    let failed: Vec<String> = report["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .filter(|c| c["status"] == "failed")
-        .map(|c| c["detail"].as_str().unwrap_or("").to_string())
-        .collect();
-    assert!(
-        failed.iter().any(|d| d.contains(&format!("backup {}, which {} builds on, is missing", names[1], names[2]))),
-        "{failed:?}"
-    );
-    let text = String::from_utf8_lossy(&repo.run("walvault", &["list"]).stdout).into_owned();
-    assert!(text.contains("BROKEN"), "{text}");
-}
-
 /// PostgreSQL 17 and newer with `summarize_wal`: an increment whose range the summaries do not
 /// cover (the summarizer was off when the reference started) compares by content and says
 /// so; the next one reads only the blocks the summaries name; the chain restores exactly.
@@ -327,25 +238,4 @@ fn wal_summaries_postgres_17() {
 #[test]
 fn wal_summaries_postgres_18() {
     summaries_drill(super::common::pg_bin_for(18));
-}
-
-/// `--full-every`: a nightly `--type incr` takes a full backup once the newest full backup is
-/// that old, an incremental one before.
-#[test]
-fn full_every_turns_an_incr_into_the_weekly_full() {
-    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
-    let p = super::pitr::primary(&repo);
-    let first = base_backup(&repo, &p, &["--type", "incr", "--full-every", "7d"]);
-    assert!(first.status.success(), "{}", stderr(&first));
-    assert!(super::raw::json(&first).get("backup_type").is_none(), "no backup to build on: a full one");
-    let incr = base_backup(&repo, &p, &["--type", "incr", "--full-every", "7d"]);
-    assert_eq!(super::raw::json(&incr)["backup_type"], "incr", "{}", stderr(&incr));
-    std::thread::sleep(Duration::from_millis(1100));
-    let out = base_backup(&repo, &p, &["--type", "incr", "--full-every", "1s"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(super::raw::json(&out).get("backup_type").is_none(), "the full backup is over 1 s old: {}", stderr(&out));
-    assert!(stderr(&out).contains("older than --full-every"), "{}", stderr(&out));
-    let bad = base_backup(&repo, &p, &["--type", "weekly"]);
-    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
-    assert!(stderr(&bad).contains("--type"), "{}", stderr(&bad));
 }

@@ -74,33 +74,30 @@ pub fn apply_tar<R: Read>(
     let mut stats = ApplyStats::default();
     let mut archive = tar::Archive::new(input);
     let mut buf = vec![0u8; BLOCK];
-    let mut seen = 0usize;
+    let mut seen = std::collections::HashSet::new();
     for entry in archive.entries().map_err(|e| Error::corrupt("tar stream", e))? {
         let mut entry = entry.map_err(|e| Error::corrupt("tar stream", e))?;
         let raw = entry.path_bytes().into_owned();
-        let path = String::from_utf8_lossy(&raw).into_owned();
-        let Some(p) = plan.get(&path) else {
+        let name = String::from_utf8_lossy(&raw).into_owned();
+        let Some((path, p)) = plan.get_key_value(&name) else {
             std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| Error::corrupt("tar stream", e))?;
             continue;
         };
-        let (Some(at), Some(blocks)) = (places.get(&path), target.get(&path)) else {
-            return Err(Error::corrupt(&path, "planned but not in the target backup's tree or block map"));
+        let (Some(at), Some(blocks)) = (places.get(path), target.get(path)) else {
+            return Err(Error::corrupt(path, "planned but not in the target backup's tree or block map"));
         };
-        if entry.size() != p.size {
-            return Err(Error::corrupt(
-                &path,
-                format!("size {} in the archive but {} in the manifest", entry.size(), p.size),
-            ));
+        if !seen.insert(path) {
+            return Err(Error::corrupt(path, "appears twice in the part"));
         }
-        stats.blocks += apply_entry(&mut entry, &path, p, at, blocks, &mut buf)?;
+        if entry.size() != p.size {
+            let why = format!("size {} in the archive but {} in the manifest", entry.size(), p.size);
+            return Err(Error::corrupt(path, why));
+        }
+        stats.blocks += apply_entry(&mut entry, path, p, at, blocks, &mut buf)?;
         stats.entries += 1;
-        seen += 1;
     }
-    if seen != plan.len() {
-        return Err(Error::corrupt(
-            "tar stream",
-            format!("{} of {} planned entries are missing", plan.len() - seen, plan.len()),
-        ));
+    if let Some(missing) = plan.keys().find(|k| !seen.contains(k)) {
+        return Err(Error::corrupt(missing, "is in the manifest but not in the part"));
     }
     stats.bytes = stats.blocks * BLOCK as u64;
     Ok(stats)

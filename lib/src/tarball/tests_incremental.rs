@@ -104,4 +104,13 @@ fn incremental_part_restores_exactly_the_changed_tree() {
     let places2 = ok(lay_out(&dest2, &incr_m, &BTreeMap::new()));
     let err = apply_tar(full_tar.as_slice(), plan[0].get(&0).unwrap_or(&empty), &places2, &lying);
     assert!(err.is_err_and(|e| e.to_string().contains("block 0 differs")));
+
+    // A part that lacks a planned entry is refused, naming it.
+    let empty = ok(tar::Builder::new(Vec::new()).into_inner());
+    let err = apply_tar(empty.as_slice(), plan[1].get(&0).unwrap_or(&empty_plan()), &places2, &incr.blocks.files);
+    assert!(err.is_err_and(|e| e.to_string().contains("is in the manifest but not in the part")));
+}
+
+fn empty_plan() -> HashMap<String, crate::manifest::chain::EntryPlan> {
+    HashMap::new()
 }

@@ -110,3 +110,37 @@ fn a_base_backup_of_multipart_parts_restores_every_row() {
     let restored = r.psql("SELECT md5(string_agg(aid || ':' || abalance, ',' ORDER BY aid)) FROM pgbench_accounts");
     assert_eq!(restored, expected, "every row");
 }
+
+/// Part uploads cut after 1 MB up to twice in a row (as many as the client's 2 attempts): a
+/// part cut past its attempts is sent again on its own, and the archive comes back whole.
+#[test]
+fn a_part_cut_off_past_the_retries_is_sent_again_alone() {
+    use super::super::faults::proxy::{Dir, Fault, Plan, Proxy};
+    let proxy = Proxy::start(&super::super::common::s3_endpoint(), Plan::clean());
+    let mut repo = super::super::faults::repo_via(&proxy);
+    repo.env.retain(|(k, _)| k != "WALVAULT_S3_MAX_ATTEMPTS");
+    repo.env.push(("WALVAULT_S3_MAX_ATTEMPTS".into(), "2".into()));
+    repo.env.extend(LOWERED.map(|(k, v)| (k.to_string(), v.to_string())));
+    let src = shared_tempdir();
+    noise(src.path(), "a", 22 << 20, 0x1234_5678_9ABC_DEF1);
+    // Requests under 1 MB (the identity, manifest, metadata) pass; each 5 MiB part is cut.
+    let cut = Fault::Reset { dir: Dir::Request, after: 1 << 20 };
+    proxy.set_plan(Plan::one(5, 1.0, cut, &["PUT"]).transient(2));
+    let out = repo.command("walvault").args(["files-backup", "--kind", "uploads", "--json"]).arg(src.path()).output();
+    let out = out.expect("files-backup");
+    let err = stderr(&out);
+    assert!(out.status.success(), "files-backup: {err}");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let parts = meta["stored_bytes"].as_u64().expect("stored").div_ceil(5 << 20);
+    let again = err.lines().filter(|l| l.contains("; sending it again")).count() as u64;
+    assert!(again >= 1 && err.contains(" of s3://"), "parts cut past the client's attempts sent again: {err}");
+    eprintln!("multipart under faults: {parts} parts, {again} sent again on their own; proxy {:?}", proxy.counts());
+    proxy.set_plan(Plan::clean());
+    assert_eq!(parts_of(&repo, meta["archive_key"].as_str().expect("key")), parts);
+    let dst = shared_tempdir();
+    let target = dst.path().join("restored");
+    let out =
+        repo.command("walvault").args(["files-restore", "--kind", "uploads"]).arg(&target).output().expect("restore");
+    assert!(out.status.success(), "files-restore: {}", stderr(&out));
+    assert!(std::fs::read(src.path().join("a")).expect("src") == std::fs::read(target.join("a")).expect("dst"));
+}

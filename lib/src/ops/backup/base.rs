@@ -34,14 +34,6 @@ use crate::tarball::IncrementalPart;
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result, tarball};
 
-/// What a backup builds on: the backup an incremental refers to, or the leftover of an
-/// interrupted run that a full backup resumes (never both).
-#[derive(Clone, Copy)]
-struct Prior<'a> {
-    reference: Option<&'a super::incremental::Reference>,
-    leftover: Option<&'a resume::Leftover>,
-}
-
 /// Default part size: 256 MiB of file data.
 pub const DEFAULT_PART_SIZE: u64 = 256 << 20;
 
@@ -65,16 +57,14 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     };
     identity::ensure(repo, &cluster).await?;
     let reference = super::incremental::reference(repo, opts, server.system_identifier, server.timeline).await?;
-    // Only a full backup resumes a leftover: an incremental starts afresh.
-    let leftover = match reference {
-        None => resume::find_leftover(repo, &opts.cluster, server.system_identifier, opts.resume_window).await?,
-        Some(_) => None,
-    };
+    // Only a full backup resumes or leaves parts to resume: an incremental's hold deltas.
+    let window = if reference.is_some() { Duration::ZERO } else { opts.resume_window };
+    let leftover = resume::find_leftover(repo, &opts.cluster, server.system_identifier, window).await?;
     let name = resume::backup_name(repo, &opts.cluster, leftover.as_ref()).await?;
     tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
     let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
-    let prior = Prior { reference: reference.as_ref(), leftover: leftover.as_ref() };
+    let prior = (reference.as_ref(), leftover.as_ref(), window);
     let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, prior).await;
     if result.is_err() {
         // Leave the server clean; the parts stay invisible without a metadata object.
@@ -85,7 +75,6 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let metadata_key = repo.layout.backup_metadata_key(&name);
     repo.storage.put(&metadata_key, json_bytes(&meta)?).await?;
     update_latest(repo, &meta).await?;
-    crate::ops::repo::summary::backup_added(repo, &meta).await;
     tracing::info!(
         "backup {name} complete: {} files, {} bytes stored as {} in {:.1} s",
         meta.files,
@@ -119,13 +108,12 @@ async fn copy_and_finish(
     pgdata: &Path,
     name: &str,
     start: &backup_api::BackupStart,
-    prior: Prior<'_>,
+    (reference, leftover, window): (Option<&super::incremental::Reference>, Option<&resume::Leftover>, Duration),
 ) -> Result<BackupMetadata> {
     let version_dir = server.tablespace_version_dir();
     let walk_root = pgdata.to_path_buf();
     let files = blocking(move || datadir::walk(&walk_root, Some(&version_dir))).await?;
     let total: u64 = files.iter().map(|f| f.size).sum();
-    let (reference, leftover) = (prior.reference, prior.leftover);
     let (changed, source) = super::incremental::changed_blocks(server, reference, start).await?;
     let records = leftover.map(|l| l.records.clone()).unwrap_or_default();
     let part_size = opts.part_size;
@@ -148,21 +136,19 @@ async fn copy_and_finish(
     let part_job = |i: u32, files: Vec<DataFile>| {
         let spool = spool.path().to_path_buf();
         let flow = &flow;
-        let looked = files.clone();
         let part = match reference {
             Some(r) => Part::Incremental(files, Arc::clone(&r.blocks), changed.clone()),
             None => Part::Files(files),
         };
         async move {
-            // What a resumed run may reuse: recorded for the parts of a full backup only.
-            let record = reference.is_none() && !opts.resume_window.is_zero();
-            let seen = match record {
-                true => Some(blocking(move || Ok(resume::look(&looked))).await?),
-                false => None,
-            };
+            if leftover.is_some_and(|l| l.recorded.contains(&i)) {
+                resume::forget(repo, name, i).await?;
+            }
+            let looked = part.files().to_vec();
+            let seen = blocking(move || Ok(resume::look(&looked))).await?;
             let (info, output) = upload_part(repo, name, i, part, &spool, flow).await?;
-            if let Some(seen) = seen {
-                resume::write_record(repo, name, server.system_identifier, seen, &info, &output.entries).await?;
+            if !window.is_zero() {
+                resume::write_record(repo, name, server.system_identifier, seen, &info, &output).await?;
             }
             tracing::info!(
                 "part {}/{count}: {} files, {} -> {} bytes",
@@ -179,10 +165,7 @@ async fn copy_and_finish(
     if let Some((i, files)) = control_part {
         results.push(part_job(i, files).await?);
     }
-    // A reused part's files have no block digests here: a later incremental stores them whole.
-    let reused =
-        plan.reused.into_iter().map(|(info, entries)| (info, IncrementalPart { entries, ..Default::default() }));
-    results.extend(reused);
+    results.extend(plan.reused);
     results.sort_by_key(|(p, _)| p.index);
     flow.progress.finish();
 
@@ -260,6 +243,15 @@ enum Part {
     /// Files compared with a reference's block map.
     Incremental(Vec<DataFile>, Arc<crate::blockmap::BlockMap>, Option<Arc<crate::blockmap::ChangedBlocks>>),
     Bytes(Vec<(String, Vec<u8>)>),
+}
+
+impl Part {
+    fn files(&self) -> &[DataFile] {
+        match self {
+            Part::Files(files) | Part::Incremental(files, ..) => files,
+            Part::Bytes(_) => &[],
+        }
+    }
 }
 
 /// tar → compress → encrypt into a spool file, then upload it streaming from disk.
@@ -351,12 +343,9 @@ async fn wait_for_archive(
         }
         if Instant::now() >= deadline {
             return Err(Error::Refused(format!(
-                "WAL file {name}, needed to make the backup consistent, was not archived within {} s",
+                "WAL file {name}, needed to make the backup consistent, was not archived within {} s\nHINT: check archive_command and pg_stat_archiver; the backup is incomplete and latest.json was not changed",
                 timeout.as_secs()
-            ))
-            .with_hint(
-                "check archive_command and pg_stat_archiver; the backup is incomplete and latest.json was not changed",
-            ));
+            )));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));

@@ -27,12 +27,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::blockmap::BlockMap;
 use crate::codec;
 use crate::manifest::ManifestEntry;
 use crate::ops::Repo;
 use crate::ops::repo::catalog::PartInfo;
 use crate::ops::repo::place::Logical;
 use crate::pg::datadir::{self, DataFile, FileKind};
+use crate::tarball::IncrementalPart;
 use crate::{Error, Result};
 
 /// How much older than the look a file's modification time must be for its part to be reused.
@@ -52,6 +54,8 @@ pub struct PartRecord {
     pub system_identifier: String,
     pub info: PartInfo,
     pub entries: Vec<ManifestEntry>,
+    /// The part's block map (binary form, base64): every backup's block map covers every file.
+    pub blocks: String,
     pub seen: Vec<SeenFile>,
     /// When the entries were looked at, nanoseconds since the epoch (this host's clock).
     pub seen_at_ns: i64,
@@ -105,14 +109,16 @@ pub async fn write_record(
     system_identifier: u64,
     (seen, seen_at_ns): (Vec<SeenFile>, i64),
     info: &PartInfo,
-    entries: &[ManifestEntry],
+    output: &IncrementalPart,
 ) -> Result<()> {
+    use base64::Engine;
     let record = PartRecord {
         format: RECORD_FORMAT,
         backup: backup.to_string(),
         system_identifier: system_identifier.to_string(),
         info: info.clone(),
-        entries: entries.to_vec(),
+        entries: output.entries.clone(),
+        blocks: base64::engine::general_purpose::STANDARD.encode(output.blocks.encode()),
         seen,
         seen_at_ns,
         host: hostname(),
@@ -125,6 +131,16 @@ pub async fn write_record(
         super::super::repo::blocking(move || codec::encode_to_vec(&json, &settings, key.as_ref(), None, &context))
             .await?;
     repo.storage.put(&record_key(repo, backup, info.index), Bytes::from(encoded)).await
+}
+
+/// Before part `index` of a resumed `backup` is stored again: its old record is voided first
+/// (an empty object: the backup's role may write but not delete), so a run killed between
+/// the part and its new record never leaves a record of other content.
+///
+/// # Errors
+/// Storage failures.
+pub async fn forget(repo: &Repo, backup: &str, index: u32) -> Result<()> {
+    repo.storage.put(&record_key(repo, backup, index), Bytes::new()).await
 }
 
 fn hostname() -> String {
@@ -162,6 +178,8 @@ async fn fresh_backup_name(repo: &Repo, cluster: &str) -> Result<String> {
 pub struct Leftover {
     pub name: String,
     pub records: Vec<PartRecord>,
+    /// Parts with a record, reusable or not (voided before the part is stored again).
+    pub recorded: HashSet<u32>,
 }
 
 /// The newest folder of `cluster` without a metadata object, named within `window` of now,
@@ -204,9 +222,12 @@ async fn load_leftover(repo: &Repo, name: &str, system_identifier: u64) -> Resul
     let objects = repo.storage.list(&repo.layout.backup_prefix(name), None, None).await?.objects;
     let sizes: HashMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
     let mut records = Vec::new();
-    for o in objects.iter().filter(|o| o.key.contains(".record.json")) {
+    let mut recorded = HashSet::new();
+    // An empty record was voided by a later run.
+    for o in objects.iter().filter(|o| o.key.contains(".record.json") && o.size > 0) {
         let index = o.key.rsplit('/').next().and_then(|f| f.strip_prefix("part_")).and_then(|f| f.get(..5));
         let Some(index) = index.and_then(|i| i.parse::<u32>().ok()) else { continue };
+        recorded.insert(index);
         let r = match read_record(repo, &o.key, name, index).await {
             Ok(r) if r.system_identifier == system_identifier.to_string() && r.info.index == index => r,
             Ok(_) => continue,
@@ -238,7 +259,22 @@ async fn load_leftover(repo: &Repo, name: &str, system_identifier: u64) -> Resul
         );
         return Ok(None);
     }
-    Ok(Some(Leftover { name: name.to_string(), records }))
+    Ok(Some(Leftover { name: name.to_string(), records, recorded }))
+}
+
+impl PartRecord {
+    /// The part as base-backup's copy loop returns it (its block map decoded when the record
+    /// was read, so this cannot fail).
+    fn part(&self) -> IncrementalPart {
+        let blocks = decode_blocks(&self.blocks, "").unwrap_or_default();
+        IncrementalPart { entries: self.entries.clone(), blocks, ..Default::default() }
+    }
+}
+
+fn decode_blocks(text: &str, object: &str) -> Result<BlockMap> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| Error::corrupt(object, e))?;
+    BlockMap::decode(&bytes, object)
 }
 
 async fn read_record(repo: &Repo, key: &str, backup: &str, index: u32) -> Result<PartRecord> {
@@ -247,6 +283,10 @@ async fn read_record(repo: &Repo, key: &str, backup: &str, index: u32) -> Result
     if r.format != RECORD_FORMAT || r.backup != backup {
         return Err(Error::corrupt(repo.storage.describe(key), "a record of another backup or format"));
     }
+    let blocks = decode_blocks(&r.blocks, &repo.storage.describe(key))?;
+    if r.entries.iter().any(|e| e.kind == crate::manifest::EntryKind::File && !blocks.files.contains_key(&e.path)) {
+        return Err(Error::corrupt(repo.storage.describe(key), "a file without its block digests"));
+    }
     Ok(r)
 }
 
@@ -254,7 +294,7 @@ async fn read_record(repo: &Repo, key: &str, backup: &str, index: u32) -> Result
 /// one holding `global/pg_control` last).
 #[derive(Debug, Default)]
 pub struct Plan {
-    pub reused: Vec<(PartInfo, Vec<ManifestEntry>)>,
+    pub reused: Vec<(PartInfo, IncrementalPart)>,
     pub new_parts: Vec<(u32, Vec<DataFile>)>,
 }
 
@@ -275,7 +315,7 @@ pub fn plan(records: &[PartRecord], files: Vec<DataFile>, part_size: u64) -> Pla
         }
         let free = (0..total as u32).filter(|i| !reused.contains_key(i));
         return Plan {
-            reused: reused.values().map(|r| (r.info.clone(), r.entries.clone())).collect(),
+            reused: reused.values().map(|r| (r.info.clone(), r.part())).collect(),
             new_parts: free.zip(parts).collect(),
         };
     }

@@ -206,7 +206,7 @@ fn upgrade(id: &mut Identity) -> Result<bool> {
 
 /// Seal the format-1 marks with the write key (encrypted repositories).
 fn seal(repo: &Repo, id: &mut Identity) -> Result<()> {
-    let repository = id.repository_id.as_deref().and_then(crate::ops::repo::place::parse_repository_id);
+    let repository = id.repository_id.as_deref().and_then(parse_repository_id);
     if let (Some(marks), Some(repository), Some(key)) = (id.format1.as_mut(), repository, repo.keyring.write_key()) {
         marks.reseal(repository, key)?;
     }
@@ -214,10 +214,17 @@ fn seal(repo: &Repo, id: &mut Identity) -> Result<()> {
 }
 
 /// Seal `id`'s marks with `key` (tests of the rules that read them).
+/// 32 hex digits.
+pub fn parse_repository_id(text: &str) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 pub(crate) fn test_seal(id: &mut Identity, key: &crate::codec::Key) {
-    let repository = id.repository_id.as_deref().and_then(crate::ops::repo::place::parse_repository_id).unwrap();
+    let repository = id.repository_id.as_deref().and_then(parse_repository_id).unwrap();
     id.format1.as_mut().unwrap().reseal(repository, key).unwrap();
 }
 

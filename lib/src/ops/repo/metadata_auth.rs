@@ -22,7 +22,7 @@ use ring::{digest, hmac};
 use crate::codec::crypt::Keyring;
 use crate::layout::Layout;
 use crate::manifest::{EntryKind, Manifest, ManifestBackup};
-use crate::ops::repo::catalog::BackupMetadata;
+use crate::ops::repo::metadata::BackupMetadata;
 use crate::{Error, Result};
 
 mod canonical;
@@ -126,7 +126,7 @@ fn check_fields(m: &BackupMetadata, name: &str, layout: &Layout) -> std::result:
     }
     match (&m.reference, m.backup_type.is_full()) {
         (Some(r), true) => return bad("reference", format!("{r:?} on a full backup")),
-        (None, false) => return bad("reference", format!("missing on a {} backup", m.backup_type.name())),
+        (None, false) => return bad("reference", format!("missing on a backup of type {}", m.backup_type.name())),
         (Some(r), false)
             if r == &m.name
                 || layout.parse_backup_metadata_key(&layout.backup_metadata_key(r)).as_deref() != Some(r.as_str()) =>

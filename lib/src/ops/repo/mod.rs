@@ -11,6 +11,7 @@ pub mod human;
 pub mod identity;
 pub mod keys;
 pub mod local;
+pub mod metadata;
 pub mod metadata_auth;
 pub mod objects;
 pub mod parts;

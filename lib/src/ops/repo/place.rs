@@ -89,7 +89,7 @@ impl Place {
     /// repository without `walvault.json`, which can only hold format-1 objects). In an
     /// encrypted repository the format-1 marks count only when sealed by a key of `keyring`.
     pub fn of(id: Option<&Identity>, env: &str, keyring: &Keyring) -> Place {
-        let repository = id.and_then(|id| id.repository_id.as_deref()).and_then(parse_repository_id);
+        let repository = id.and_then(|id| id.repository_id.as_deref()).and_then(super::identity::parse_repository_id);
         let system_identifier = id.and_then(|id| id.envs.get(env)).map_or(0, |e| e.system_identifier.0);
         let encrypted = id.is_some_and(|id| id.encrypted);
         let format1 = match (repository, id.and_then(|id| id.format1.as_ref())) {
@@ -186,7 +186,7 @@ impl Place {
 ///
 /// # Errors
 /// [`Error::Misplaced`] naming the part; storage and corruption errors.
-pub async fn check_parts(repo: &crate::ops::Repo, b: &crate::ops::repo::catalog::BackupMetadata) -> Result<()> {
+pub async fn check_parts(repo: &crate::ops::Repo, b: &super::metadata::BackupMetadata) -> Result<()> {
     use tokio::io::AsyncReadExt;
     for part in &b.parts {
         let expect = repo.expect(&Logical::Part { backup: &b.name, index: part.index }).await?;
@@ -203,13 +203,6 @@ pub async fn check_parts(repo: &crate::ops::Repo, b: &crate::ops::repo::catalog:
         crate::codec::check_place(&header, Some(&expect), &object)?;
     }
     Ok(())
-}
-
-/// 32 hex digits.
-pub fn parse_repository_id(text: &str) -> Option<[u8; 16]> {
-    let mut out = [0u8; 16];
-    hex::decode_to_slice(text, &mut out).ok()?;
-    Some(out)
 }
 
 fn is_segment(name: &str) -> bool {

@@ -144,8 +144,10 @@ async fn folder(repo: &Repo, prefix: &str, what: &str) -> Result<Vec<Step>> {
 }
 
 /// Folders under `root` without a metadata object, named for a time before `before` (the
-/// name time of the oldest kept backup): left by an interrupted backup or prune. A backup
-/// still running is named for a later time than every complete one, so it is never touched.
+/// name time of the oldest kept backup, and before the resume window): left by an interrupted
+/// backup or prune. A new backup still running is named for a later time than every complete
+/// one, and a resumed one for a time within the window, so neither is touched (a resume that
+/// starts in the window's last minutes and outlives it is the exception).
 async fn orphans(
     repo: &Repo,
     root: &str,

@@ -193,7 +193,7 @@ pub(super) async fn check_folders(repo: &Repo, backups: &[BackupMetadata]) -> Re
         let name = prefix.trim_start_matches(&root).trim_end_matches('/');
         if !backups.iter().any(|b| b.name == name) {
             let why = format!(
-                "{prefix} has no metadata object: an interrupted base-backup or prune (prune removes it once it is older than the oldest kept backup)"
+                "{prefix} has no metadata object: an interrupted base-backup (the next run within WALVAULT_RESUME_WINDOW resumes it) or prune (prune removes it once it is older than the oldest kept backup and the resume window)"
             );
             checks.push(Check::warning("incomplete backup", why, Some(prefix.clone()), started));
         }

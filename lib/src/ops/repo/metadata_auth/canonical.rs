@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::ops::repo::catalog::BackupMetadata;
+use crate::ops::repo::metadata::BackupMetadata;
 
 /// First bytes of the canonical form (domain separation), followed by a NUL.
 pub const CANONICAL_PREFIX: &[u8] = b"walvault/v1/backup-metadata";

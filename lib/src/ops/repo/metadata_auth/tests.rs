@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::codec::crypt::Key;
 use crate::manifest::{ManifestEntry, ManifestTablespace};
-use crate::ops::repo::catalog::PartInfo;
+use crate::ops::repo::metadata::PartInfo;
 use crate::wal::Lsn;
 
 const NAME: &str = "main_test_20240115_100000";
@@ -426,3 +426,5 @@ fn known_answer_vector() {
     let json = serde_json::to_vec(&vector).expect("json");
     assert_eq!(accept(&json, &manifest, &ring).expect("accepted"), meta);
 }
+
+mod incremental;
