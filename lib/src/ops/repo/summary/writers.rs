@@ -32,7 +32,12 @@ pub async fn wal_pushed(repo: &Repo, cache_dir: Option<&Path>, key: &str, name: 
         let pushes = stamp.pending;
         match update(repo, |s| s.wal_stored(key, name, now, pushes)).await {
             Ok(()) => stamp = Stamp { written_at: Some(now), pending: 0, newest_key: Some(key.into()), timeline: tli },
-            Err(e) => tracing::warn!("the repository summary was not updated after {name}: {e}"),
+            Err(e) => {
+                // Tried again after the interval, not on every push (a policy that forbids the
+                // write would otherwise cost two requests per segment).
+                (stamp.written_at, stamp.newest_key, stamp.timeline) = (Some(now), Some(key.into()), tli);
+                tracing::warn!("the repository summary was not updated after {name}: {e}");
+            }
         }
     }
     if let Some(path) = stamp_path
