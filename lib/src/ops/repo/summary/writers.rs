@@ -67,6 +67,14 @@ fn read_stamp(path: &Path) -> Option<Stamp> {
 
 /// base-backup finished `b`: one more backup, the newest.
 pub async fn backup_added(repo: &Repo, b: &BackupMetadata) {
+    // A summary that never counted the backups (backups made before it existed): count them all.
+    if !matches!(super::load(repo).await, Ok(Some(s)) if s.backups.is_some()) {
+        match crate::ops::repo::catalog::backups(repo).await {
+            Ok(all) => best_effort(repo, "the backup", |s| s.set_backups(&all)).await,
+            Err(e) => tracing::warn!("the repository summary was not updated after the backup: {e}"),
+        }
+        return;
+    }
     best_effort(repo, "the backup", |s| {
         let mut all = s.backups.take().unwrap_or_default();
         all.count += 1;
