@@ -45,7 +45,7 @@ enum Command {
         #[arg(default_value = "")]
         prefix: String,
     },
-    /// Check every backup and the WAL chain; write the verification report (exit 8 when a check fails)
+    /// Check the backups and WAL new since the last run (--max-bytes, --backup, --full for more) and the WAL chain; write the verification report (exit 8 when a check fails)
     Verify(VerifyArgs),
     /// Delete what the retention policy no longer keeps (--dry-run shows the plan)
     Prune(PruneArgs),

@@ -128,8 +128,23 @@ fn full_every_turns_an_incr_into_the_weekly_full() {
 /// incr of timeline 1 past the fork; the chain restores on timeline 2.
 #[test]
 fn chain_across_a_timeline_switch() {
+    timeline_drill(super::common::pg_bin(), false);
+}
+
+/// The same on PostgreSQL 17 with `summarize_wal`: the changed blocks come from the summaries
+/// of timeline 1 up to the switch and of timeline 2 after it.
+#[test]
+fn chain_across_a_timeline_switch_from_wal_summaries_postgres_17() {
+    timeline_drill(super::common::pg_bin_for(17), true);
+}
+
+fn timeline_drill(bin: std::path::PathBuf, summaries: bool) {
     let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
-    let mut p = super::pitr::primary(&repo);
+    let mut p = super::pitr::primary_with(&repo, bin.clone());
+    if summaries {
+        p.psql("ALTER SYSTEM SET summarize_wal = on");
+        p.psql("SELECT pg_reload_conf()");
+    }
     p.psql("CREATE TABLE t(id int, v text)");
     p.psql("INSERT INTO t SELECT g, 'one' FROM generate_series(1, 3000) g");
     let full = backup(&repo, &p, "full");
@@ -142,8 +157,8 @@ fn chain_across_a_timeline_switch() {
     p.stop();
 
     let name = |m: &serde_json::Value| m["name"].as_str().expect("name").to_string();
-    let (mut c, out) =
-        super::pitr::prepare(&repo, &["--backup", &name(&full), "--target-lsn", &early, "--archive", "on"]);
+    let args = ["--backup", &name(&full), "--target-lsn", &early, "--archive", "on"];
+    let (mut c, out) = super::pitr::prepare_with(&repo, &args, bin.clone());
     assert!(out.status.success(), "{}", stderr(&out));
     c.append_conf(&c.archive_conf().replace("port = 5432\n", ""));
     recover(&mut c, true);
@@ -154,13 +169,17 @@ fn chain_across_a_timeline_switch() {
     let tl2 = backup(&repo, &c, "incr");
     assert_eq!(tl2["timeline"], 2);
     assert_eq!(tl2["reference"].as_str(), Some(name(&full).as_str()), "not {}: {tl2}", name(&tl1));
+    if summaries {
+        assert_eq!(tl2["block_source"], "wal-summaries", "{tl2}");
+    }
     c.psql("DELETE FROM t WHERE id % 2 = 0");
     let want = state(&c);
     let lsn = c.psql("SELECT pg_current_wal_lsn()");
     c.switch_and_wait_archived(Duration::from_secs(60));
     c.stop();
 
-    let (mut r, out) = super::pitr::prepare(&repo, &["--backup", &name(&tl2), "--target-lsn", &lsn, "--json"]);
+    let (mut r, out) =
+        super::pitr::prepare_with(&repo, &["--backup", &name(&tl2), "--target-lsn", &lsn, "--json"], bin);
     assert!(out.status.success(), "{}", stderr(&out));
     recover(&mut r, false);
     assert_eq!(state(&r), want, "{}", r.log());

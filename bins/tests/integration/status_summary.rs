@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::common::{Backend, TEST_KEY, TestRepo, s3_endpoint, stderr};
 use super::faults::proxy::{Plan, Proxy};
 use super::pitr::{base_backup, primary};
-use super::raw::{get_raw, json, put_raw};
+use super::raw::{delete, get_raw, json, put_raw};
 
 fn requests(proxy: &Proxy) -> u64 {
     proxy.counts().get("requests").copied().unwrap_or(0)
@@ -86,4 +86,21 @@ fn status_summary_local_directory_and_a_forged_summary() {
     assert_eq!(s["source"], "listing", "a forged summary is not used: {s}");
     assert_eq!(s["backups"]["count"], 1);
     assert!(stderr(&out).contains("summary mac does not match"), "{}", stderr(&out));
+}
+
+/// A repository whose backups predate the summary (deleted here): status lists everything
+/// until a base-backup counts every backup into the summary.
+#[test]
+fn backups_made_before_the_summary_are_counted() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let (p, _, _) = archive_some(&repo);
+    delete(&repo, "status/production/summary.json");
+    p.psql("INSERT INTO t SELECT g FROM generate_series(1, 1000) g");
+    p.switch_and_wait_archived(Duration::from_secs(120));
+    let s = json(&repo.run("walvault", &["status", "--json"]));
+    assert_eq!((s["source"].as_str(), s["backups"]["count"].as_u64()), (Some("listing"), Some(1)), "{s}");
+    let out = base_backup(&repo, &p, &[]);
+    assert!(out.status.success(), "base-backup: {}", stderr(&out));
+    let s = json(&repo.run("walvault", &["status", "--json"]));
+    assert_eq!((s["source"].as_str(), s["backups"]["count"].as_u64()), (Some("summary"), Some(2)), "{s}");
 }

@@ -36,6 +36,18 @@ impl RelationChanges {
 }
 
 impl ChangedBlocks {
+    /// Add what `other` says changed (over another range).
+    pub fn merge(&mut self, other: ChangedBlocks) {
+        self.segment_blocks = self.segment_blocks.max(other.segment_blocks);
+        for (path, c) in other.relations {
+            let mine = self.relations.entry(path).or_default();
+            mine.blocks.extend(c.blocks);
+            if let Some(l) = c.limit {
+                mine.add(l, true);
+            }
+        }
+    }
+
     /// The blocks of the file at `path` (`length` bytes now, `ref_blocks` blocks in the
     /// reference) that must be read: those the summaries name, all from a limit block, and all
     /// past the reference's end. `None` when `path` is not a relation segment file (compare it

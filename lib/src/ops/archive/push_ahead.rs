@@ -120,7 +120,7 @@ pub async fn run_helper(repo: &Repo, cache_dir: &Path, pg_wal: &Path, parallel: 
                 let path = pg_wal.join(&name);
                 let dir = &dir;
                 inflight.push(async move {
-                    let result = push_claimed(repo, dir, &path, &name, found, expected).await;
+                    let result = push_claimed(repo, (cache_dir, dir), &path, &name, found, expected).await;
                     drop(claim);
                     (name, result)
                 });
@@ -163,7 +163,7 @@ pub async fn run_helper(repo: &Repo, cache_dir: &Path, pg_wal: &Path, parallel: 
 /// Push one claimed file and write its marker before the claim is released.
 async fn push_claimed(
     repo: &Repo,
-    dir: &Path,
+    (cache_dir, dir): (&Path, &Path),
     path: &Path,
     name: &str,
     found: Option<crate::ops::repo::wal_index::Found>,
@@ -173,7 +173,7 @@ async fn push_claimed(
     let pushed = crate::ops::archive::push::push_one(repo, path, name, Some(data), None, found, Some(expected)).await?;
     claims::mark_done(dir, name, &meta)?;
     if let Some((day, ext)) = &pushed.stored_at {
-        crate::ops::repo::summary::wal_pushed(repo, dir.parent(), &repo.layout.wal_key(*day, name, ext), name).await;
+        crate::ops::repo::summary::wal_pushed(repo, Some(cache_dir), &repo.layout.wal_key(*day, name, ext), name).await;
     }
     Ok(pushed)
 }

@@ -75,6 +75,7 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let metadata_key = repo.layout.backup_metadata_key(&name);
     repo.storage.put(&metadata_key, json_bytes(&meta)?).await?;
     update_latest(repo, &meta).await?;
+    crate::ops::repo::summary::backup_added(repo, &meta).await;
     tracing::info!(
         "backup {name} complete: {} files, {} bytes stored as {} in {:.1} s",
         meta.files,
@@ -343,9 +344,12 @@ async fn wait_for_archive(
         }
         if Instant::now() >= deadline {
             return Err(Error::Refused(format!(
-                "WAL file {name}, needed to make the backup consistent, was not archived within {} s\nHINT: check archive_command and pg_stat_archiver; the backup is incomplete and latest.json was not changed",
+                "WAL file {name}, needed to make the backup consistent, was not archived within {} s",
                 timeout.as_secs()
-            )));
+            ))
+            .with_hint(
+                "check archive_command and pg_stat_archiver; the backup is incomplete and latest.json was not changed",
+            ));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));

@@ -14,8 +14,9 @@ use crate::ops::repo::wal_index::WalIndex;
 use crate::ops::repo::{chain, metadata_auth, parts};
 use crate::pg::backup_api::{BackupStart, Server};
 use crate::tarball::IncrementalPart;
-use crate::wal::WalFileName;
 use crate::wal::follow::Path;
+use crate::wal::timeline::HistoryEntry;
+use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result};
 
 /// The backup an incremental builds on, with its block map.
@@ -24,6 +25,9 @@ pub struct Reference {
     pub meta: BackupMetadata,
     pub kind: BackupType,
     pub blocks: Arc<BlockMap>,
+    /// The history of the timeline the backup starts on (empty on timeline 1), to follow the
+    /// WAL summaries from the reference across timeline switches.
+    pub history: Vec<HistoryEntry>,
 }
 
 /// The reference for a backup of type `kind` of the cluster `system_identifier` starting on
@@ -45,7 +49,9 @@ pub async fn reference(
         return Ok(None);
     }
     let all = catalog::backups(repo).await?;
-    let path = timeline_path(repo, timeline, all.first().map_or(16 << 20, |b| b.wal_segment_size)).await?;
+    let history = timeline_history(repo, timeline, all.first().map_or(16 << 20, |b| b.wal_segment_size)).await?;
+    let seg = all.first().map_or(16 << 20, |b| b.wal_segment_size);
+    let path = history.as_ref().map(|h| Path::new(h, timeline, seg));
     let candidate = all.iter().rev().find(|b| {
         b.system_identifier.0 == system_identifier
             && (kind == BackupType::Incr || b.backup_type.is_full())
@@ -78,11 +84,11 @@ pub async fn reference(
         return Ok(None);
     };
     tracing::info!("{} backup against {}", kind.name(), meta.name);
-    Ok(Some(Reference { meta: meta.clone(), kind, blocks: Arc::new(blocks) }))
+    Ok(Some(Reference { meta: meta.clone(), kind, blocks: Arc::new(blocks), history: history.unwrap_or_default() }))
 }
 
-/// The path of `timeline` through its history (from the archive), `None` for timeline 1.
-async fn timeline_path(repo: &Repo, timeline: u32, seg: u64) -> Result<Option<Path>> {
+/// The history of `timeline` (from the archive), `None` for timeline 1.
+async fn timeline_history(repo: &Repo, timeline: u32, seg: u64) -> Result<Option<Vec<HistoryEntry>>> {
     if timeline <= 1 {
         return Ok(None);
     }
@@ -92,8 +98,23 @@ async fn timeline_path(repo: &Repo, timeline: u32, seg: u64) -> Result<Option<Pa
         return Err(Error::not_found(format!("timeline history file {name}, needed to find the backup to build on")));
     };
     let archive = WalArchive::from_files(repo, BTreeMap::from([(name, found.key)]), seg).await?;
-    let history = archive.history(repo, timeline)?;
-    Ok(Some(Path::new(&history, timeline, seg)))
+    Ok(Some(archive.history(repo, timeline)?))
+}
+
+/// The `(timeline, from, to)` pieces of `from..to` along the path of `target` (`history`: its
+/// ancestors and where each one ends), oldest first.
+pub fn ranges_on_path(history: &[HistoryEntry], target: u32, from: Lsn, to: Lsn) -> Vec<(u32, Lsn, Lsn)> {
+    let mut out = Vec::new();
+    let mut begin = Lsn(0);
+    let spans = history.iter().map(|e| (e.tli, e.switchpoint)).chain(std::iter::once((target, Lsn(u64::MAX))));
+    for (tli, end) in spans {
+        let (a, b) = (begin.max(from), end.min(to));
+        if a < b {
+            out.push((tli, a, b));
+        }
+        begin = end;
+    }
+    out
 }
 
 /// Merge the parts' outputs into the manifest's incremental fields; returns the block map and
@@ -125,21 +146,31 @@ pub async fn changed_blocks(
     start: &BackupStart,
 ) -> Result<(Option<Arc<ChangedBlocks>>, Option<String>)> {
     let Some(r) = reference else { return Ok((None, None)) };
-    let why = if r.meta.timeline != start.timeline {
-        format!("the reference is on timeline {}, this backup on {}", r.meta.timeline, start.timeline)
-    } else {
-        match server.changed_blocks(start.timeline, r.meta.start_lsn, start.lsn, SUMMARIZER_WAIT).await? {
-            Ok(changed) => {
-                tracing::info!(
-                    "changed blocks from WAL summaries {} to {}: {} relation forks",
-                    r.meta.start_lsn,
-                    start.lsn,
-                    changed.relations.len()
-                );
-                return Ok((Some(Arc::new(changed)), Some(SOURCE_SUMMARIES.into())));
+    let history = if r.history.is_empty() && start.timeline > 1 { None } else { Some(&r.history) };
+    let ranges = history.map(|h| ranges_on_path(h, start.timeline, r.meta.start_lsn, start.lsn)).unwrap_or_default();
+    let mut all = ChangedBlocks::default();
+    let mut why = None;
+    if history.is_none() {
+        why = Some(format!("the history of timeline {} is unknown", start.timeline));
+    } else if ranges.is_empty() {
+        why = Some(format!("no WAL from {} to {}", r.meta.start_lsn, start.lsn));
+    }
+    for (tli, from, to) in &ranges {
+        match server.changed_blocks(*tli, *from, *to, SUMMARIZER_WAIT).await? {
+            Ok(changed) => all.merge(changed),
+            Err(w) => {
+                why = Some(w);
+                break;
             }
-            Err(why) => why,
         }
+    }
+    let why = match why {
+        None => {
+            let on = ranges.iter().map(|(t, a, b)| format!("timeline {t} {a} to {b}")).collect::<Vec<_>>().join(", ");
+            tracing::info!("changed blocks from WAL summaries ({on}): {} relation forks", all.relations.len());
+            return Ok((Some(Arc::new(all)), Some(SOURCE_SUMMARIES.into())));
+        }
+        Some(w) => w,
     };
     tracing::info!("comparing every file by content (WAL summaries not used: {why})");
     Ok((None, Some(format!("content ({why})"))))
@@ -173,4 +204,21 @@ pub async fn finish(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_the_timeline_path() {
+        let h = |tli, at| HistoryEntry { tli, switchpoint: Lsn(at), reason: String::new() };
+        let history = [h(1, 100), h(2, 200)];
+        assert_eq!(
+            ranges_on_path(&history, 3, Lsn(50), Lsn(250)),
+            vec![(1, Lsn(50), Lsn(100)), (2, Lsn(100), Lsn(200)), (3, Lsn(200), Lsn(250))]
+        );
+        assert_eq!(ranges_on_path(&history, 3, Lsn(150), Lsn(180)), vec![(2, Lsn(150), Lsn(180))]);
+        assert_eq!(ranges_on_path(&[], 1, Lsn(10), Lsn(20)), vec![(1, Lsn(10), Lsn(20))]);
+    }
 }

@@ -53,6 +53,13 @@ pub fn wal_index_file(cache_dir: &Path, url: &str, env: &str) -> PathBuf {
     cache_dir.join(format!("wal-index-{}.json", short_hash(&[url, env])))
 }
 
+/// When WAL summaries were last written by this writer, and what is pending
+/// (`summary-<hash>-<env>.json`, see [`crate::ops::repo::summary`]).
+pub fn summary_stamp_file(cache_dir: &Path, url: &str, env: &str) -> PathBuf {
+    let id = hex::encode(&ring::digest::digest(&ring::digest::SHA256, url.as_bytes()).as_ref()[..8]);
+    cache_dir.join(format!("summary-{id}-{env}.json"))
+}
+
 /// The push-ahead directory of a repository environment under `cache_dir`.
 pub fn push_ahead_dir(cache_dir: &Path, url: &str, env: &str) -> PathBuf {
     cache_dir.join(format!("push-{}", short_hash(&[url, env])))
@@ -277,6 +284,12 @@ mod tests {
         let push = push_ahead_dir(cache, "file:///r", "production");
         let hash = index.file_name().and_then(|n| n.to_str()).map(|n| n["wal-index-".len()..][..16].to_string());
         assert_eq!(push, cache.join(format!("push-{}", hash.expect("hash"))));
+        // The names earlier releases gave (sha256 of the URL and environment, cut).
+        assert_eq!(index, cache.join("wal-index-2692b3d2bde8d3f4.json"));
+        assert_eq!(
+            summary_stamp_file(cache, "file:///r", "production"),
+            cache.join("summary-09ce0d50e14e59cd-production.json")
+        );
         assert_eq!(default_cache_dir(Path::new("/srv/pg/data")), Some(PathBuf::from("/srv/pg/.walvault-cache/data")));
         assert_eq!(pgdata_of(Path::new("/nonexistent/d/pg_wal/RECOVERYXLOG")), Some(PathBuf::from("/nonexistent/d")));
         assert_eq!(pgdata_of(Path::new("/nonexistent/d/x")), None);

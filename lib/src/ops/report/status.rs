@@ -66,8 +66,12 @@ pub struct ReadyHealth {
 pub async fn status(repo: &Repo, opts: &StatusOptions) -> Result<Status> {
     if !opts.full {
         match crate::ops::repo::summary::load(repo).await {
-            Ok(Some(summary)) => return judge(repo, opts, super::quick::facts(repo, opts, summary).await?),
-            Ok(None) => tracing::info!("no repository summary yet: listing the whole archive"),
+            // Backups made before the summary existed are counted by the next base-backup,
+            // prune or verify; until then the listing tells.
+            Ok(Some(summary)) if summary.backups.is_some() => {
+                return judge(repo, opts, super::quick::facts(repo, opts, summary).await?);
+            }
+            Ok(_) => tracing::info!("no repository summary with the backups yet: listing the whole archive"),
             Err(e @ Error::Storage { .. }) => return Err(e),
             Err(e) => tracing::warn!("{e}: listing the whole archive instead"),
         }

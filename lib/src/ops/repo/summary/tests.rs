@@ -51,3 +51,42 @@ fn sealed_summary_checks_and_tampering_is_refused() {
     plain.seal(&Keyring::unencrypted()).unwrap_or_else(|e| panic!("{e}"));
     assert!(plain.mac.is_none() && plain.check("obj", "production", &Keyring::unencrypted()).is_ok());
 }
+
+#[test]
+fn wal_push_writes_the_summary_at_most_once_a_minute_but_at_once_for_a_new_timeline() {
+    use crate::config::{Config, Overrides, RawSettings};
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("file://{}", tmp.path().join("repo").display());
+    let env = |k: &str| match k {
+        "WALVAULT_REPO" => Some(url.clone()),
+        "WALVAULT_ENCRYPTION" => Some("none".to_string()),
+        _ => None,
+    };
+    let raw = RawSettings::load_from(None, &Overrides::new(), env).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::from_raw(&raw).unwrap_or_else(|e| panic!("{e}"));
+    let cache = tmp.path().join("cache");
+    for dir in [&cache, &tmp.path().join("repo")] {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        let repo = Repo::open(&config).await.unwrap_or_else(|e| panic!("{e}"));
+        let day = Utc::now().date_naive();
+        let push = |name: &'static str| {
+            let key = repo.layout.wal_key(day, name, ".zst");
+            let (repo, cache) = (repo.clone(), cache.clone());
+            async move { wal_pushed(&repo, Some(&cache), &key, name).await }
+        };
+        let files = || async { load(&repo).await.unwrap_or_else(|e| panic!("{e}")).map(|s| s.wal.files) };
+        push("000000010000000000000001").await;
+        assert_eq!(files().await, Some(1), "the first push writes the summary");
+        push("000000010000000000000002").await;
+        push("000000010000000000000003").await;
+        assert_eq!(files().await, Some(1), "then pushes are only counted in the cache directory");
+        push("00000002.history").await;
+        let s = load(&repo).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_default();
+        assert_eq!(s.wal.files, 4, "a new timeline is written at once, with every push counted");
+        assert!(s.wal.timelines[&2].began_at.is_some());
+        assert_eq!(s.wal.timelines[&1].last_segment.as_deref(), Some("000000010000000000000001"));
+    });
+}

@@ -32,7 +32,12 @@ pub async fn wal_pushed(repo: &Repo, cache_dir: Option<&Path>, key: &str, name: 
         let pushes = stamp.pending;
         match update(repo, |s| s.wal_stored(key, name, now, pushes)).await {
             Ok(()) => stamp = Stamp { written_at: Some(now), pending: 0, newest_key: Some(key.into()), timeline: tli },
-            Err(e) => tracing::warn!("the repository summary was not updated after {name}: {e}"),
+            Err(e) => {
+                // Tried again after the interval, not on every push (a policy that forbids the
+                // write would otherwise cost two requests per segment).
+                (stamp.written_at, stamp.newest_key, stamp.timeline) = (Some(now), Some(key.into()), tli);
+                tracing::warn!("the repository summary was not updated after {name}: {e}");
+            }
         }
     }
     if let Some(path) = stamp_path
@@ -52,8 +57,7 @@ struct Stamp {
 }
 
 fn stamp_path(cache_dir: &Path, repo: &Repo) -> PathBuf {
-    let id = hex::encode(&ring::digest::digest(&ring::digest::SHA256, repo.url.as_bytes()).as_ref()[..8]);
-    cache_dir.join(format!("summary-{id}-{}.json", repo.layout.env()))
+    crate::ops::repo::local::summary_stamp_file(cache_dir, &repo.url, repo.layout.env())
 }
 
 fn read_stamp(path: &Path) -> Option<Stamp> {
@@ -62,6 +66,14 @@ fn read_stamp(path: &Path) -> Option<Stamp> {
 
 /// base-backup finished `b`: one more backup, the newest.
 pub async fn backup_added(repo: &Repo, b: &BackupMetadata) {
+    // A summary that never counted the backups (backups made before it existed): count them all.
+    if !matches!(super::load(repo).await, Ok(Some(s)) if s.backups.is_some()) {
+        match crate::ops::repo::catalog::backups(repo).await {
+            Ok(all) => best_effort(repo, "the backup", |s| s.set_backups(&all)).await,
+            Err(e) => tracing::warn!("the repository summary was not updated after the backup: {e}"),
+        }
+        return;
+    }
     best_effort(repo, "the backup", |s| {
         let mut all = s.backups.take().unwrap_or_default();
         all.count += 1;
