@@ -73,7 +73,8 @@ pub struct Plan {
     pub methods: Vec<&'static str>,
     /// Let this many eligible requests through untouched first (a fault that starts mid-run).
     pub after: u64,
-    /// At most this many faults in a row on one request target (method and path); the next
+    /// At most this many faults in a row on one request target (method and path, and the part
+    /// number of a multipart upload's part); the next
     /// eligible request for it passes. With fewer than the client's attempts, every request
     /// succeeds in the end: a transient fault. Counted per target so that concurrent requests
     /// (wal-fetch's prefetch workers) cannot use up another request's pass.
@@ -166,7 +167,12 @@ impl Shared {
             u -= p;
             None
         });
-        let key = format!("{method} {}", target.split('?').next().unwrap_or(target));
+        // One counter per object, and per part of a multipart upload (its parts go up at once).
+        let path = target.split('?').next().unwrap_or(target);
+        let key = match target.split(['?', '&']).find(|q| q.starts_with("partNumber=")) {
+            Some(part) => format!("{method} {path}?{part}"),
+            None => format!("{method} {path}"),
+        };
         let run = seen.faults_in_a_row.entry(key).or_default();
         match drawn {
             Some(_) if plan.max_run.is_some_and(|n| *run >= n) => {
