@@ -206,29 +206,9 @@ fn restore_test_records_the_time_to_recover_s3() {
     };
     let segments: Vec<&String> = keys.iter().filter(segment).collect();
     let victim = segments[segments.len() - 2];
-    s3_delete(&repo, victim);
+    super::raw::delete(&repo, victim);
     let name: String = victim.rsplit('/').next().expect("file").chars().take(24).collect();
     assert_verify_names(&repo, &name, "WAL deleted from S3");
-}
-
-/// Delete an object on the S3 test server with one plain HTTP request.
-fn s3_delete(repo: &TestRepo, key: &str) {
-    use std::io::{Read, Write};
-    let endpoint = repo.env.iter().find(|(k, _)| k == "AWS_ENDPOINT_URL").map(|(_, v)| v.clone()).expect("endpoint");
-    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
-    let path = repo.url.trim_start_matches("s3://");
-    let mut s = std::net::TcpStream::connect(&hostport).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    // The test server does not check signatures, but refuses anonymous deletes.
-    let auth = "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
-    write!(
-        s,
-        "DELETE /{path}/{key} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: {auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    assert!(resp.starts_with("HTTP/1.1 204"), "delete {key}: {resp}");
 }
 
 /// Every line of Prometheus text format: a comment, or `name{labels} value`.

@@ -264,3 +264,10 @@ pub fn needed(timelines: &Timelines, present: &Present, anchors: &[Anchor], seg_
 #[cfg(test)]
 #[path = "follow_model.rs"]
 mod follow_model;
+
+/// Cases per run of the model-based tests (timelines here, chains in retention):
+/// `WALVAULT_MODEL_CASES`, default 2,000.
+#[cfg(test)]
+pub(crate) fn model_cases() -> u32 {
+    std::env::var("WALVAULT_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+}

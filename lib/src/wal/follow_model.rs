@@ -138,7 +138,7 @@ fn world() -> impl Strategy<Value = World> {
 }
 
 fn cases() -> u32 {
-    std::env::var("WALVAULT_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    super::model_cases()
 }
 
 /// Every (anchor, timeline through it) pair: the recoveries a backup allows.

@@ -73,6 +73,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::wal::follow::model_cases()))]
+
         /// No prune leaves a kept backup without any backup of its chain; everything the
         /// policy keeps stays kept; nothing else is kept but chains.
         #[test]
