@@ -21,6 +21,7 @@ use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestTablespace};
 use crate::ops::Repo;
 use crate::ops::backup::flow::Flow;
+use crate::ops::backup::lease::Lease;
 use crate::ops::backup::resume;
 use crate::ops::repo::blocking;
 use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
@@ -61,16 +62,25 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let window = if reference.is_some() { Duration::ZERO } else { opts.resume_window };
     let leftover = resume::find_leftover(repo, &opts.cluster, server.system_identifier, window).await?;
     let name = resume::backup_name(repo, &opts.cluster, leftover.as_ref()).await?;
+    // A resumable backup holds a lease on its folder: no two runs ever complete it.
+    let mut lease = if window.is_zero() { None } else { Some(Lease::take(repo, &name).await?) };
     tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
     let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
     let prior = (reference.as_ref(), leftover.as_ref(), window);
-    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, prior).await;
+    let work = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, prior);
+    let result = match lease.as_mut() {
+        Some(lease) => lease.hold(repo, work).await,
+        None => work.await,
+    };
     if result.is_err() {
         // Leave the server clean; the parts stay invisible without a metadata object.
         let _ = server.backup_stop().await;
     }
     let mut meta = result?;
+    if let Some(lease) = &lease {
+        lease.confirm(repo).await?;
+    }
     meta.seconds = began.elapsed().as_secs_f64();
     let metadata_key = repo.layout.backup_metadata_key(&name);
     repo.storage.put(&metadata_key, json_bytes(&meta)?).await?;
