@@ -48,7 +48,7 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let began = Instant::now();
     let server = backup_api::connect(&opts.conn, "walvault base-backup").await?;
     if server.in_recovery {
-        super::standby::check_lag(&server, opts.max_standby_lag, &opts.conn.describe()).await?;
+        super::standby::check_lag(repo, &server, opts.max_standby_lag, &opts.conn.describe()).await?;
     }
     let pgdata = check_pgdata(opts.pgdata.as_deref(), &server)?;
     let cluster = ClusterInfo {
