@@ -12,7 +12,7 @@ use std::path::Path;
 use ring::digest::{Context, SHA256};
 
 use super::{OUTPUT, append_dir, append_file, append_symlink, entry_header};
-use crate::blockmap::{BLOCK, BlockMap, ChangedBlocks, FileBlocks, block_count, digest, to_runs};
+use crate::blockmap::{BLOCK, BlockMap, ChangedBlocks, FileBlocks, block_count, digest, kept_blocks, to_runs};
 use crate::error::IoContext;
 use crate::manifest::{Delta, EntryKind, ManifestEntry, Unchanged};
 use crate::pg::datadir::{DataFile, FileKind};
@@ -100,7 +100,15 @@ fn compare_file<W: Write>(
         hash: Context::new(&SHA256),
         stored: 0,
     };
-    let to_read = changed.and_then(|c| c.blocks_to_read(&entry.rel_path, length, old.digests.len() as u64));
+    let to_read =
+        changed.and_then(|c| c.blocks_to_read(&entry.rel_path, length, old.digests.len() as u64)).map(|mut list| {
+            // A last block that changed length is read too: the reference's digest is of other bytes.
+            let common = block_count(old.length).min(block_count(length));
+            list.extend(kept_blocks(old.length, length)..common);
+            list.sort_unstable();
+            list.dedup();
+            list
+        });
     let digests = match to_read {
         Some(list) => read_listed(&file, path, length, old, &list, &mut changes, spool, part)?,
         None => read_whole(file, path, length, old, &mut changes, spool, part)?,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::blockmap::{BlockMap, ChangedBlocks};
+use crate::blockmap::{BlockMap, ChangedBlocks, StoredMap};
 use crate::manifest::{Manifest, ManifestReference};
 use crate::ops::Repo;
 use crate::ops::repo::catalog::{self, BackupMetadata, BackupType, WalArchive};
@@ -19,7 +19,8 @@ use crate::wal::timeline::HistoryEntry;
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result};
 
-/// The backup an incremental builds on, with its block map.
+/// The backup an incremental builds on, with its effective block map (every file it
+/// restores, merged from its chain).
 #[derive(Clone)]
 pub struct Reference {
     pub meta: BackupMetadata,
@@ -76,13 +77,22 @@ pub async fn reference(
         return Ok(None);
     };
     let manifest = parts::load_manifest(repo, meta).await?;
-    let Some(blocks) = chain::load_block_map(repo, meta, &manifest).await? else {
+    if manifest.block_map_sha256.is_none() {
         tracing::warn!(
             "backup {} has no block map (written before incremental backups): taking a full backup",
             meta.name
         );
         return Ok(None);
+    }
+    let links = match chain::load(repo, meta.clone(), manifest).await {
+        // A broken chain: what builds on it could not be restored either.
+        Err(e) if matches!(e.root(), Error::Refused(_)) => {
+            tracing::warn!("{}: taking a full backup", e.root());
+            return Ok(None);
+        }
+        other => other?,
     };
+    let blocks = chain::effective_map(repo, &links).await?;
     tracing::info!("{} backup against {}", kind.name(), meta.name);
     Ok(Some(Reference { meta: meta.clone(), kind, blocks: Arc::new(blocks), history: history.unwrap_or_default() }))
 }
@@ -192,7 +202,12 @@ pub async fn finish(
     reference: Option<&Reference>,
     (source, read_bytes): (Option<String>, u64),
 ) -> Result<()> {
-    manifest.block_map_sha256 = Some(chain::save_block_map(repo, &meta.name, &meta.manifest_key, blocks).await?);
+    // A full backup's map is complete; an incremental's holds only what it stored.
+    let plain = match reference {
+        None => blocks.encode(),
+        Some(_) => StoredMap::of_backup(blocks, manifest)?.encode(),
+    };
+    manifest.block_map_sha256 = Some(chain::save_block_map(repo, &meta.name, &meta.manifest_key, plain).await?);
     if let Some(r) = reference {
         meta.backup_type = r.kind;
         meta.reference = Some(r.meta.name.clone());
