@@ -160,7 +160,12 @@ proptest! {
             let map = if legacy == 0 {
                 AnyMap::Complete(now)
             } else {
-                let stored = StoredMap::of_backup(&now, &manifest).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let deltas = manifest
+                    .deltas
+                    .iter()
+                    .map(|(p, delta)| (p.clone(), StoredFile::pick(&now.files[p], delta.blocks.clone()).unwrap_or_default()))
+                    .collect();
+                let stored = StoredMap::of_backup(now, deltas, &manifest).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 AnyMap::decode(&stored.encode(), "map").map_err(|e| TestCaseError::fail(e.to_string()))?
             };
             chain.push((manifest, map));

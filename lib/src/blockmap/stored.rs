@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{BlockMap, Digest, Reader, block_count, run_blocks};
+use super::{BlockMap, Digest, FileBlocks, Reader, block_count, run_blocks};
 use crate::manifest::{EntryKind, Manifest, check_relative_path};
 use crate::{Error, Result};
 
@@ -59,26 +59,29 @@ impl AnyMap {
 }
 
 impl StoredMap {
-    /// What `manifest` (an incremental backup's) stores, its digests taken from `now` (the
-    /// digests of every file as the backup read it): every stored file, its `deltas` runs or
-    /// all of its blocks.
+    /// What `manifest` (an incremental backup's) stores: each file stored whole with its
+    /// digests from `whole`, each file with a `deltas` entry with its stored blocks from
+    /// `deltas`.
     ///
     /// # Errors
-    /// [`Error::Internal`] when `now` lacks a stored file or one of its blocks.
-    pub fn of_backup(now: &BlockMap, manifest: &Manifest) -> Result<StoredMap> {
+    /// [`Error::Internal`] when a stored file's digests are missing or are not of its blocks.
+    pub fn of_backup(
+        mut whole: BlockMap,
+        mut deltas: BTreeMap<String, StoredFile>,
+        manifest: &Manifest,
+    ) -> Result<StoredMap> {
         let mut files = BTreeMap::new();
         for e in manifest.files.iter().filter(|e| e.kind == EntryKind::File) {
-            let missing = || Error::Internal(format!("block map: no digests for stored file {}", e.path));
-            let all = now.files.get(&e.path).ok_or_else(missing)?;
+            let wrong = || Error::Internal(format!("block map: no digests for the stored blocks of {}", e.path));
             let file = match manifest.deltas.get(&e.path) {
-                None => StoredFile { length: all.length, runs: whole_runs(all.length), digests: all.digests.clone() },
-                Some(d) => {
-                    let pick = |b: u64| usize::try_from(b).ok().and_then(|i| all.digests.get(i)).copied();
-                    let digests = run_blocks(&d.blocks).map(pick).collect::<Option<Vec<_>>>().ok_or_else(missing)?;
-                    StoredFile { length: d.length, runs: d.blocks.clone(), digests }
-                }
+                None => whole
+                    .files
+                    .remove(&e.path)
+                    .map(|f| StoredFile { length: f.length, runs: whole_runs(f.length), digests: f.digests })
+                    .filter(|f| f.runs.iter().map(|r| r[1]).sum::<u64>() == f.digests.len() as u64),
+                Some(d) => deltas.remove(&e.path).filter(|f| f.runs == d.blocks && f.length == d.length),
             };
-            files.insert(e.path.clone(), file);
+            files.insert(e.path.clone(), file.ok_or_else(wrong)?);
         }
         Ok(StoredMap { files })
     }
@@ -134,6 +137,15 @@ impl StoredMap {
     }
 }
 
+impl StoredFile {
+    /// The blocks `runs` of a file whose digests are `all`; `None` when a run is past its end.
+    pub fn pick(all: &FileBlocks, runs: Vec<[u64; 2]>) -> Option<StoredFile> {
+        let at = |b: u64| usize::try_from(b).ok().and_then(|i| all.digests.get(i)).copied();
+        let digests = run_blocks(&runs).map(at).collect::<Option<Vec<_>>>()?;
+        Some(StoredFile { length: all.length, runs, digests })
+    }
+}
+
 /// One file after its path: length, runs, digests.
 fn decode_file(r: &mut Reader<'_>) -> std::result::Result<StoredFile, String> {
     let length = r.u64().ok_or("truncated length")?;
@@ -167,7 +179,6 @@ pub fn whole_runs(length: u64) -> Vec<[u64; 2]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blockmap::FileBlocks;
     use crate::manifest::{Delta, ManifestEntry, ManifestReference, Unchanged};
 
     fn file(path: &str, size: u64) -> ManifestEntry {
@@ -197,7 +208,9 @@ mod tests {
         m.reference = Some(ManifestReference { name: "r".into(), metadata_sha256: "cd".repeat(32) });
         m.deltas.insert("base/1/delta".into(), Delta { length: 4 * B, blocks: vec![[1, 1], [3, 1]] });
         m.unchanged.push(Unchanged { path: "base/1/same".into(), length: 2 * B, mode: 0o600 });
-        let map = StoredMap::of_backup(&now, &m).map_err(|e| e.to_string());
+        let delta = StoredFile::pick(&now.files["base/1/delta"], vec![[1, 1], [3, 1]]);
+        let deltas = BTreeMap::from([("base/1/delta".to_string(), delta.unwrap_or_default())]);
+        let map = StoredMap::of_backup(now.clone(), deltas.clone(), &m).map_err(|e| e.to_string());
         let Ok(map) = map else { panic!("{map:?}") };
         assert_eq!(map.files.len(), 3, "the unchanged file is not in it");
         assert_eq!(map.files["base/1/delta"].digests, vec![[1; 16], [3; 16]]);
@@ -211,8 +224,22 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert!(StoredMap::decode(&extra, "o").is_err());
+        assert!(StoredMap::of_backup(now.clone(), BTreeMap::new(), &m).is_err(), "a delta's digests missing");
         now.files.remove("base/1/whole");
-        assert!(StoredMap::of_backup(&now, &m).is_err());
+        assert!(StoredMap::of_backup(now, deltas, &m).is_err(), "a whole file's digests missing");
+    }
+
+    #[test]
+    fn the_worked_example_of_format_md() {
+        let delta = StoredFile { length: 245_760, runs: vec![[2, 1], [27, 3]], digests: vec![[1; 16]; 4] };
+        let control = StoredFile { length: 8192, runs: whole_runs(8192), digests: vec![[2; 16]] };
+        let files = BTreeMap::from([("base/5/16384".to_string(), delta), ("global/pg_control".to_string(), control)]);
+        let bytes = StoredMap { files }.encode();
+        assert_eq!(bytes.len(), 207);
+        let head = "57 56 42 4c 4b 4d 41 50 32 00 00 00 00 00 00 00 00 02 00 00 00 0c";
+        assert_eq!(hex::encode(&bytes[..22]), head.replace(' ', ""));
+        let length = "00 00 00 00 00 03 c0 00 00 00 00 02 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 01";
+        assert_eq!(hex::encode(&bytes[34..62]), length.replace(' ', ""));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::blockmap::{BlockMap, ChangedBlocks, StoredMap};
+use crate::blockmap::{BlockMap, ChangedBlocks, StoredFile, StoredMap};
 use crate::manifest::{Manifest, ManifestReference};
 use crate::ops::Repo;
 use crate::ops::repo::catalog::{self, BackupMetadata, BackupType, WalArchive};
@@ -127,15 +127,24 @@ pub fn ranges_on_path(history: &[HistoryEntry], target: u32, from: Lsn, to: Lsn)
     out
 }
 
-/// Merge the parts' outputs into the manifest's incremental fields; returns the block map and
+/// The block digests a backup gathered: of every file stored whole, and of the stored blocks
+/// of each delta.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    pub whole: BlockMap,
+    pub deltas: BTreeMap<String, StoredFile>,
+}
+
+/// Merge the parts' outputs into the manifest's incremental fields; returns the digests and
 /// the bytes read from the data directory.
-pub fn merge(manifest: &mut Manifest, outputs: Vec<IncrementalPart>) -> (BlockMap, u64) {
-    let mut blocks = BlockMap::default();
+pub fn merge(manifest: &mut Manifest, outputs: Vec<IncrementalPart>) -> (Gathered, u64) {
+    let mut blocks = Gathered::default();
     let mut read = 0;
     for out in outputs {
         manifest.deltas.extend(out.deltas);
         manifest.unchanged.extend(out.unchanged);
-        blocks.files.extend(out.blocks.files);
+        blocks.whole.files.extend(out.blocks.files);
+        blocks.deltas.extend(out.stored);
         read += out.read_bytes;
     }
     (blocks, read)
@@ -198,14 +207,14 @@ pub async fn finish(
     repo: &Repo,
     meta: &mut BackupMetadata,
     manifest: &mut Manifest,
-    blocks: &BlockMap,
+    blocks: Gathered,
     reference: Option<&Reference>,
     (source, read_bytes): (Option<String>, u64),
 ) -> Result<()> {
     // A full backup's map is complete; an incremental's holds only what it stored.
     let plain = match reference {
-        None => blocks.encode(),
-        Some(_) => StoredMap::of_backup(blocks, manifest)?.encode(),
+        None => blocks.whole.encode(),
+        Some(_) => StoredMap::of_backup(blocks.whole, blocks.deltas, manifest)?.encode(),
     };
     manifest.block_map_sha256 = Some(chain::save_block_map(repo, &meta.name, &meta.manifest_key, plain).await?);
     if let Some(r) = reference {
