@@ -237,7 +237,7 @@ async fn copy_and_finish(
         read_bytes: None,
         mac: None,
     };
-    super::incremental::finish(repo, &mut meta, &mut manifest, &blocks, reference, (source, read_bytes)).await?;
+    super::incremental::finish(repo, &mut meta, &mut manifest, blocks, reference, (source, read_bytes)).await?;
     // The metadata's MAC, and its digest inside the authenticated manifest.
     metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::catalog::{self, BackupMetadata};
 use super::place::Logical;
 use super::{Repo, blocking, metadata_auth, parts};
-use crate::blockmap::BlockMap;
+use crate::blockmap::{AnyMap, BlockMap, LinkMap, merge_chain};
 use crate::manifest::Manifest;
 use crate::{Error, Result, codec};
 
@@ -27,12 +27,12 @@ pub fn block_map_key(manifest_key: &str) -> String {
     manifest_key.replacen("manifest.json", "blockmap.bin", 1)
 }
 
-/// Encode and store backup `name`'s block map; returns the SHA-256 its manifest records.
+/// Store backup `name`'s block map (`plain`: its binary form); returns the SHA-256 its
+/// manifest records.
 ///
 /// # Errors
 /// Storage and codec failures.
-pub async fn save_block_map(repo: &Repo, name: &str, manifest_key: &str, map: &BlockMap) -> Result<String> {
-    let plain = map.encode();
+pub async fn save_block_map(repo: &Repo, name: &str, manifest_key: &str, plain: Vec<u8>) -> Result<String> {
     let sha = BlockMap::sha256_hex(&plain);
     let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
     let context = repo.context(&Logical::BlockMap(name)).await?;
@@ -41,12 +41,12 @@ pub async fn save_block_map(repo: &Repo, name: &str, manifest_key: &str, map: &B
     Ok(sha)
 }
 
-/// Backup `b`'s block map, checked against its manifest; `None` for a backup written before
-/// block maps existed.
+/// Backup `b`'s block map as stored (complete, or only what an incremental stored), checked
+/// against its manifest; `None` for a backup written before block maps existed.
 ///
 /// # Errors
 /// Not found, storage, key and corruption errors naming the object.
-pub async fn load_block_map(repo: &Repo, b: &BackupMetadata, manifest: &Manifest) -> Result<Option<BlockMap>> {
+pub async fn load_block_map(repo: &Repo, b: &BackupMetadata, manifest: &Manifest) -> Result<Option<AnyMap>> {
     let Some(want) = &manifest.block_map_sha256 else { return Ok(None) };
     let key = block_map_key(&b.manifest_key);
     let plain = repo.read_object(&key, &Logical::BlockMap(&b.name), false).await?;
@@ -54,8 +54,44 @@ pub async fn load_block_map(repo: &Repo, b: &BackupMetadata, manifest: &Manifest
     if !BlockMap::sha256_hex(&plain).eq_ignore_ascii_case(want) {
         return Err(Error::corrupt(object, "block map differs from the digest its manifest records"));
     }
-    let map = blocking(move || BlockMap::decode(&plain, &object)).await?;
+    let map = blocking(move || AnyMap::decode(&plain, &object)).await?;
     Ok(Some(map))
+}
+
+/// The effective block map of the last backup of `links` (a chain, full backup first, as
+/// [`load`] returns it): every file it restores with all its digests, merged from the block
+/// maps of the chain back to the newest complete one ([`crate::blockmap::effective`]).
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the backup whose block map is missing or does not fit its
+/// manifest or its chain; storage and key errors.
+pub async fn effective_map(repo: &Repo, links: &[Link]) -> Result<BlockMap> {
+    let mut maps = Vec::new();
+    for link in links.iter().rev() {
+        let object = repo.storage.describe(&block_map_key(&link.meta.manifest_key));
+        let map = load_block_map(repo, &link.meta, &link.manifest)
+            .await?
+            .ok_or_else(|| Error::corrupt(&object, format!("backup {} has no block map", link.meta.name)))?;
+        let complete = matches!(map, AnyMap::Complete(_));
+        maps.push((link, map, object));
+        if complete {
+            break;
+        }
+    }
+    let (maps, about): (Vec<AnyMap>, Vec<(Manifest, String, String)>) = maps
+        .into_iter()
+        .rev()
+        .map(|(link, map, object)| (map, (link.manifest.clone(), link.meta.name.clone(), object)))
+        .unzip();
+    blocking(move || {
+        let links = maps.into_iter().zip(&about);
+        merge_chain(
+            links
+                .map(|(map, (manifest, name, object))| LinkMap { map, manifest, name, object: object.clone() })
+                .collect(),
+        )
+    })
+    .await
 }
 
 /// The chain ending at `target` (its manifest already loaded), full backup first. Every link
