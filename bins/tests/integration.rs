@@ -8,6 +8,7 @@ mod integration {
     mod cli_exit_codes;
     pub mod common;
     mod delta;
+    mod delta_chain;
     mod deploy;
     mod faults;
     mod first_hour;

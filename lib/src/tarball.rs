@@ -29,7 +29,7 @@ mod extract;
 mod incremental;
 mod verify;
 
-pub use apply::{ApplyStats, apply_tar, lay_out};
+pub use apply::{ApplyStats, apply_tar, lay_out, lay_out_keeping};
 pub use incremental::{IncrementalPart, write_tar_incremental};
 
 pub use extract::{ExtractStats, extract_tar, extract_tar_keeping};

@@ -50,7 +50,8 @@ struct Cli {
     #[arg(long, conflicts_with = "delta")]
     force: bool,
     /// Restore over PGDATA of the same cluster: keep files whose size and SHA-256 match the
-    /// backup, fetch the others, remove what the backup does not have
+    /// backup (for an incremental backup: length and every block digest of its block map),
+    /// fetch the others, remove what the backup does not have
     #[arg(long)]
     delta: bool,
     /// Restore tablespace OID into DIR instead of its original location (repeatable)

@@ -11,14 +11,14 @@ use super::common::{Backend, Cluster, TEST_KEY, TestRepo, stderr, walk};
 use super::pitr::{base_backup, primary, recover};
 
 /// `table=md5 of its rows` for every table of the public schema, in one query.
-fn table_digests(c: &Cluster) -> String {
+pub(super) fn table_digests(c: &Cluster) -> String {
     c.psql(
         "SELECT string_agg(c.relname || '=' || (xpath('/row/m/text()', query_to_xml(format('SELECT md5(coalesce(string_agg(x::text, '','' ORDER BY x::text), '''')) AS m FROM %I x', c.relname), false, true, '')))[1]::text, ' ' ORDER BY c.relname) FROM pg_class c WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace",
     )
 }
 
 /// Every file under `dir` with its content.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+pub(super) fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     walk(dir).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap_or_default())).collect()
 }
 
@@ -34,7 +34,7 @@ fn relation_files(pgdata: &Path) -> Vec<PathBuf> {
 /// Change 1% of the relation files (rows inside the heaps of `heaps`, at least 2), truncate
 /// one more heap, remove another, add an extra file and a stale postmaster.pid. Returns the
 /// paths of the removed and the extra file.
-fn damage(pgdata: &Path, heaps: &[PathBuf]) -> (PathBuf, PathBuf) {
+pub(super) fn damage(pgdata: &Path, heaps: &[PathBuf]) -> (PathBuf, PathBuf) {
     let count = relation_files(pgdata).len();
     let changed = (count / 100).max(2);
     assert!(heaps.len() >= changed + 2, "{} heaps for {changed} changes among {count} relation files", heaps.len());

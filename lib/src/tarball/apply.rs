@@ -5,7 +5,7 @@
 //! Every block written is checked against the target backup's block map, and every stored
 //! entry against its manifest's SHA-256. Nothing is staged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -27,6 +27,20 @@ use crate::{Error, Result};
 /// # Errors
 /// As [`super::extract_tar`] for hostile paths; [`Error::Io`] naming the path.
 pub fn lay_out(dest: &Path, target: &Manifest, remap: &BTreeMap<u32, PathBuf>) -> Result<HashMap<String, PathBuf>> {
+    lay_out_keeping(dest, target, remap, &HashSet::new())
+}
+
+/// As [`lay_out`], but the files named in `keep` (manifest paths a delta restore found equal
+/// to the target on disk) are left as they are and not returned: nothing is written to them.
+///
+/// # Errors
+/// As [`lay_out`].
+pub fn lay_out_keeping(
+    dest: &Path,
+    target: &Manifest,
+    remap: &BTreeMap<u32, PathBuf>,
+    keep: &HashSet<String>,
+) -> Result<HashMap<String, PathBuf>> {
     target.validate()?;
     let mut x = Extractor::new(dest, target, remap);
     for e in &target.files {
@@ -37,7 +51,7 @@ pub fn lay_out(dest: &Path, target: &Manifest, remap: &BTreeMap<u32, PathBuf>) -
         }
     }
     let mut out = HashMap::new();
-    for (path, length, _) in target.restored_files() {
+    for (path, length, _) in target.restored_files().filter(|(p, _, _)| !keep.contains(*p)) {
         let at = x.resolve(path)?;
         let file =
             OpenOptions::new().write(true).create_new(true).mode(0o600).open(&at).map_err(|e| match e.kind() {

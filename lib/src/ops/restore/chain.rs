@@ -5,7 +5,7 @@
 //! the blocks no newer backup holds ([`crate::manifest::chain::plan`],
 //! [`crate::tarball::apply_tar`]). Parts that contribute nothing are not downloaded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -59,7 +59,28 @@ pub async fn prepare(repo: &Repo, backup: &BackupMetadata, manifest: &Manifest) 
     Ok(Some(ChainRestore { plan, target: Arc::new(blocks.files), links }))
 }
 
-/// Write the planned chain into `pgdata` (an empty directory); returns (files, bytes).
+/// What [`restore`] wrote, and the parts of the chain it did not need to download.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    pub files: u64,
+    pub bytes: u64,
+    /// Every part of every backup of the chain.
+    pub parts: u64,
+    /// Parts not downloaded: they hold nothing the restore writes.
+    pub parts_skipped: u64,
+}
+
+impl ChainRestore {
+    /// Every file the target restores: its length and block digests (the effective block map,
+    /// authenticated when the chain was prepared).
+    pub fn target_blocks(&self) -> Arc<BTreeMap<String, FileBlocks>> {
+        Arc::clone(&self.target)
+    }
+}
+
+/// Write the planned chain into `pgdata` (an empty directory, or one a delta restore cleaned:
+/// the target's files named in `keep` are on disk already and left alone; only the other files
+/// are laid out and written, and a part that holds nothing for them is not downloaded).
 ///
 /// # Errors
 /// As [`tarball::apply_tar`] and [`tarball::lay_out`]; storage and key errors.
@@ -69,19 +90,26 @@ pub async fn restore(
     pgdata: &std::path::Path,
     remap: &BTreeMap<u32, PathBuf>,
     jobs: usize,
-) -> Result<(u64, u64)> {
-    let Some(last) = c.links.last() else { return Ok((0, 0)) };
+    keep: &Arc<HashSet<String>>,
+) -> Result<Written> {
+    let Some(last) = c.links.last() else { return Ok(Written::default()) };
     let target = Arc::new(last.manifest.clone());
-    let (dest, map, t) = (pgdata.to_path_buf(), remap.clone(), Arc::clone(&target));
-    let places = Arc::new(blocking(move || tarball::lay_out(&dest, &t, &map)).await?);
+    let (dest, map, t, k) = (pgdata.to_path_buf(), remap.clone(), Arc::clone(&target), Arc::clone(keep));
+    let places = Arc::new(blocking(move || tarball::lay_out_keeping(&dest, &t, &map, &k)).await?);
     let mut work = Vec::new();
+    let mut parts = 0;
     for (k, link) in c.links.iter().enumerate() {
         for part in &link.meta.parts {
-            if let Some(plan) = c.plan.get(k).and_then(|p| p.get(&part.index)) {
-                work.push((link.meta.name.clone(), part.clone(), Arc::new(plan.clone())));
+            parts += 1;
+            let Some(plan) = c.plan.get(k).and_then(|p| p.get(&part.index)) else { continue };
+            let plan: HashMap<String, EntryPlan> =
+                plan.iter().filter(|(path, _)| !keep.contains(*path)).map(|(p, e)| (p.clone(), e.clone())).collect();
+            if !plan.is_empty() {
+                work.push((link.meta.name.clone(), part.clone(), Arc::new(plan)));
             }
         }
     }
+    let parts_skipped = parts - work.len() as u64;
     let results = futures_util::stream::iter(work)
         .map(|(name, part, plan)| {
             let (places, blocks) = (Arc::clone(&places), Arc::clone(&c.target));
@@ -108,6 +136,7 @@ pub async fn restore(
         .collect::<Vec<Result<_>>>()
         .await;
     results.into_iter().collect::<Result<Vec<_>>>()?;
-    let (files, bytes) = target.restored_files().fold((0, 0), |(n, b), (_, len, _)| (n + 1, b + len));
-    Ok((files, bytes))
+    let written = target.restored_files().filter(|(p, _, _)| !keep.contains(*p));
+    let (files, bytes) = written.fold((0, 0), |(n, b), (_, len, _)| (n + 1, b + len));
+    Ok(Written { files, bytes, parts, parts_skipped })
 }

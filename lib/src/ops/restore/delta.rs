@@ -4,29 +4,33 @@
 //! Before anything is written: no live server holds the directory ([`check_not_running`]) and
 //! its `global/pg_control` names the backup's system identifier ([`check_cluster`]); another
 //! cluster's directory is refused untouched. Then [`clean`] walks the directory (and the
-//! backup's tablespaces): a file the authenticated manifest lists with the same size and
-//! SHA-256 is kept; every other file is removed, to be fetched, and whatever the backup does
-//! not have is removed too (`postmaster.pid`, `pg_wal` content, an old `backup_label`,
-//! `recovery.signal`, links where the backup has directories...). The extraction then skips
-//! the kept files ([`crate::tarball::extract_tar_keeping`]) and whole parts that hold nothing
-//! to write. If the restore fails halfway, [`disable`] moves `global/pg_control` aside so the
-//! directory cannot be started, and a new `--delta` run still recognises it.
+//! backup's tablespaces): a file of a full backup is kept when it has the size and SHA-256 its
+//! authenticated manifest lists; a file of an incremental backup when it has the length and
+//! every block digest of the target's effective block map (authenticated, loaded with the
+//! chain before anything is written: [`clean_chain`]). Every other file is removed, to be
+//! fetched, and whatever the backup does not have is removed too (`postmaster.pid`, `pg_wal`
+//! content, an old `backup_label`, `recovery.signal`, links where the backup has
+//! directories...). The extraction then skips the kept files
+//! ([`crate::tarball::extract_tar_keeping`], [`super::chain::restore`]) and whole parts that
+//! hold nothing to write. If the restore fails halfway, [`disable`] moves `global/pg_control`
+//! aside so the directory cannot be started, and a new `--delta` run still recognises it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ring::digest::{Context, SHA256};
-
+use crate::blockmap::FileBlocks;
 use crate::error::IoContext;
-use crate::manifest::{EntryKind, Manifest, ManifestEntry, tablespace_content, tablespace_link_oid};
+use crate::manifest::{EntryKind, Manifest, tablespace_content, tablespace_link_oid};
 use crate::ops::repo::catalog::BackupMetadata;
 use crate::pg::control::{self, PG_CONTROL};
 use crate::wal::sysid::SystemId;
 use crate::{Error, Result};
+
+mod compare;
+pub use compare::CHUNK_BLOCKS;
+use compare::{Candidate, Expect, compare};
 
 /// The advice when --delta refuses a data directory.
 const FORCE_INSTEAD: &str = "use --force to delete its contents and restore everything";
@@ -44,7 +48,8 @@ pub struct DeltaReport {
     /// Files (and links) the backup does not have, removed, and their bytes.
     pub removed_files: u64,
     pub removed_bytes: u64,
-    /// Parts not downloaded at all: everything in them was kept.
+    /// Parts not downloaded at all: everything in them was kept (for a chain: parts of all
+    /// its backups, `parts` counting every part of the chain).
     pub parts_skipped: u64,
     pub parts: u64,
 }
@@ -54,7 +59,7 @@ pub struct DeltaReport {
 pub struct Plan {
     /// Manifest paths of the files kept.
     pub keep: Arc<HashSet<String>>,
-    /// Parts with nothing to write.
+    /// Parts with nothing to write (of a full backup; a chain restore works them out itself).
     pub skip_parts: HashSet<u32>,
     pub report: DeltaReport,
 }
@@ -112,13 +117,57 @@ fn check_identifier(pgdata: &Path, backup: &str, system_identifier: SystemId) ->
     Ok(())
 }
 
-/// Compare `pgdata` (and the tablespaces) with `manifest`, keep what matches, remove the rest;
-/// `jobs` files are hashed at once. Blocking.
+/// Compare `pgdata` (and the tablespaces) with the manifest of a full backup, keep what
+/// matches, remove the rest; `jobs` files are hashed at once. Blocking.
 ///
 /// # Errors
 /// [`Error::Io`] naming the path that could not be read or removed.
 pub fn clean(pgdata: &Path, manifest: &Manifest, remap: &BTreeMap<u32, PathBuf>, jobs: usize) -> Result<Plan> {
-    let mut walk = Walk { manifest, report: DeltaReport::default(), candidates: Vec::new() };
+    clean_with(pgdata, manifest, None, remap, jobs)
+}
+
+/// As [`clean`] for an incremental backup: `manifest` is its manifest (its tree) and `blocks`
+/// its effective block map (every restored file's length and block digests), which decides
+/// each file. Blocking.
+///
+/// # Errors
+/// [`Error::Corrupt`] for a file of the manifest the map lacks; as [`clean`].
+pub fn clean_chain(
+    pgdata: &Path,
+    manifest: &Manifest,
+    blocks: &BTreeMap<String, FileBlocks>,
+    remap: &BTreeMap<u32, PathBuf>,
+    jobs: usize,
+) -> Result<Plan> {
+    clean_with(pgdata, manifest, Some(blocks), remap, jobs)
+}
+
+fn clean_with(
+    pgdata: &Path,
+    manifest: &Manifest,
+    blocks: Option<&BTreeMap<String, FileBlocks>>,
+    remap: &BTreeMap<u32, PathBuf>,
+    jobs: usize,
+) -> Result<Plan> {
+    let files = match blocks {
+        None => manifest
+            .files
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .map(|e| (e.path.as_str(), Expect::Sha256 { size: e.size, sha256: &e.sha256 }))
+            .collect(),
+        Some(map) => {
+            let mut files = std::collections::HashMap::new();
+            for (path, length, _) in manifest.restored_files() {
+                let Some(b) = map.get(path).filter(|b| b.length == length) else {
+                    return Err(Error::corrupt(path, format!("is not in the target's block map at length {length}")));
+                };
+                files.insert(path, Expect::Blocks(b));
+            }
+            files
+        }
+    };
+    let mut walk = Walk { manifest, files, report: DeltaReport::default(), candidates: Vec::new() };
     fs::create_dir_all(pgdata).with_path(pgdata)?;
     walk.dir(pgdata, "")?;
     for ts in &manifest.tablespaces {
@@ -141,41 +190,54 @@ pub fn clean(pgdata: &Path, manifest: &Manifest, remap: &BTreeMap<u32, PathBuf>,
     let Walk { mut report, candidates, .. } = walk;
     let kept = compare(candidates, jobs)?;
     report.kept_files = kept.len() as u64;
-    report.kept_bytes = kept.iter().map(|(_, e)| e.size).sum();
-    let keep: HashSet<String> = kept.into_iter().map(|(_, e)| e.path.clone()).collect();
-    let skip_parts = skippable_parts(pgdata, manifest, remap, &keep);
+    report.kept_bytes = kept.iter().map(|c| c.expect.length()).sum();
+    let keep: HashSet<String> = kept.into_iter().map(|c| c.path).collect();
+    let skip_parts = match blocks {
+        None => skippable_parts(pgdata, manifest, remap, &keep),
+        Some(_) => HashSet::new(),
+    };
     report.parts_skipped = skip_parts.len() as u64;
     Ok(Plan { keep: Arc::new(keep), skip_parts, report })
 }
 
-/// [`clean`] on a blocking thread.
+/// [`clean`] (`blocks` `None`) or [`clean_chain`] on a blocking thread.
 ///
 /// # Errors
 /// As [`clean`].
 pub async fn clean_async(
     pgdata: &Path,
     manifest: &Manifest,
+    blocks: Option<Arc<BTreeMap<String, FileBlocks>>>,
     remap: &BTreeMap<u32, PathBuf>,
     jobs: usize,
 ) -> Result<Plan> {
     let (pgdata, manifest, remap) = (pgdata.to_path_buf(), manifest.clone(), remap.clone());
-    let plan = crate::ops::repo::blocking(move || clean(&pgdata, &manifest, &remap, jobs)).await?;
+    let began = std::time::Instant::now();
+    let plan =
+        crate::ops::repo::blocking(move || clean_with(&pgdata, &manifest, blocks.as_deref(), &remap, jobs)).await?;
     let r = &plan.report;
+    let seconds = began.elapsed().as_secs_f64();
     tracing::info!(
-        "delta: {} files ({} bytes) kept, {} files ({} bytes) of the old state removed, {} of the parts skipped",
+        "delta: {} files ({} bytes) kept, {} files ({} bytes) of the old state removed, in {seconds:.1} s ({:.0} MB/s compared)",
         r.kept_files,
         r.kept_bytes,
         r.removed_files,
         r.removed_bytes,
-        r.parts_skipped
+        r.kept_bytes as f64 / 1e6 / seconds.max(1e-3)
     );
     Ok(plan)
 }
 
 impl Plan {
-    /// The report once the extraction wrote `files` files of `bytes` bytes out of `parts` parts.
-    pub fn report_after(self, files: u64, bytes: u64, parts: usize) -> DeltaReport {
-        DeltaReport { fetched_files: files, fetched_bytes: bytes, parts: parts as u64, ..self.report }
+    /// The report once the restore wrote what `w` says.
+    pub fn report_after(self, w: &super::chain::Written) -> DeltaReport {
+        DeltaReport {
+            fetched_files: w.files,
+            fetched_bytes: w.bytes,
+            parts: w.parts,
+            parts_skipped: w.parts_skipped,
+            ..self.report
+        }
     }
 }
 
@@ -190,9 +252,11 @@ pub fn disable(pgdata: &Path) {
 
 struct Walk<'a> {
     manifest: &'a Manifest,
+    /// Every file the target restores, and what it must be to be kept.
+    files: std::collections::HashMap<&'a str, Expect<'a>>,
     report: DeltaReport,
-    /// Files the manifest lists, to compare: (path on disk, entry).
-    candidates: Vec<(PathBuf, &'a ManifestEntry)>,
+    /// Files the target has, to compare.
+    candidates: Vec<Candidate<'a>>,
 }
 
 impl<'a> Walk<'a> {
@@ -218,10 +282,13 @@ impl<'a> Walk<'a> {
         if meta.is_dir() && listed == Some(EntryKind::Dir) && utf8 {
             return self.dir(at, rel);
         }
-        if meta.is_file() && listed == Some(EntryKind::File) && utf8 {
-            if let Some(entry) = self.manifest.lookup(rel) {
-                self.candidates.push((at.to_path_buf(), entry));
+        if let Some((path, expect)) = self.files.get_key_value(rel).filter(|_| meta.is_file() && utf8) {
+            let at = at.to_path_buf();
+            if meta.len() != expect.length() {
+                // Not worth reading: fetched again.
+                return fs::remove_file(&at).with_path(&at);
             }
+            self.candidates.push(Candidate { at, path: path.to_string(), expect: *expect });
             return Ok(());
         }
         if meta.file_type().is_symlink() && tablespace_link_oid(rel).is_some() && listed == Some(EntryKind::Symlink) {
@@ -249,61 +316,6 @@ impl<'a> Walk<'a> {
         tracing::debug!("delta: removing {}", at.display());
         fs::remove_file(at).with_path(at)
     }
-}
-
-/// Hash the candidates on `jobs` threads; return those equal to their entry, remove the others.
-fn compare(candidates: Vec<(PathBuf, &ManifestEntry)>, jobs: usize) -> Result<Vec<(PathBuf, &ManifestEntry)>> {
-    let next = AtomicUsize::new(0);
-    let verdicts: Vec<Result<Vec<usize>>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..jobs.clamp(1, 64))
-            .map(|_| {
-                s.spawn(|| {
-                    let mut same = Vec::new();
-                    let mut buf = vec![0u8; 1 << 20];
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((path, entry)) = candidates.get(i) else { return Ok(same) };
-                        if matches(path, entry, &mut buf)? {
-                            same.push(i);
-                        } else {
-                            fs::remove_file(path).with_path(path)?;
-                        }
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err(Error::Invalid("a delta comparison thread panicked".into()))))
-            .collect()
-    });
-    let mut same = HashSet::new();
-    for v in verdicts {
-        same.extend(v?);
-    }
-    Ok(candidates.into_iter().enumerate().filter(|(i, _)| same.contains(i)).map(|(_, c)| c).collect())
-}
-
-/// The file at `path` has the entry's size and SHA-256.
-fn matches(path: &Path, entry: &ManifestEntry, buf: &mut [u8]) -> Result<bool> {
-    let mut f = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    if f.metadata().with_path(path)?.len() != entry.size {
-        return Ok(false);
-    }
-    let mut hash = Context::new(&SHA256);
-    loop {
-        match f.read(buf) {
-            Ok(0) => break,
-            Ok(n) => hash.update(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(path, e)),
-        }
-    }
-    Ok(hex::encode(hash.finish()).eq_ignore_ascii_case(&entry.sha256))
 }
 
 /// Parts whose every entry is a kept file or a directory already there.

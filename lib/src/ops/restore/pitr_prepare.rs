@@ -20,6 +20,7 @@ use crate::ops::repo::catalog::{self, BackupMetadata, ChainEnd, PartInfo, WalArc
 use crate::ops::repo::local;
 use crate::ops::repo::progress::{Metered, Progress};
 use crate::ops::repo::wal_index::WalIndex;
+use crate::ops::restore::chain::Written;
 use crate::pg::recovery::{self, RecoverySettings, RecoveryTarget, TargetAction};
 use crate::{Error, Result, tarball};
 
@@ -107,15 +108,6 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     let wal = target::check_wal(repo, &archive, &backup, &opts.target, opts.timeline).await?;
     crate::ops::repo::place::check_parts(repo, &backup).await?;
     let chain = super::chain::prepare(repo, &backup, &manifest).await?;
-    if chain.is_some() && opts.delta {
-        return Err(Error::config(
-            "--delta",
-            format!(
-                "backup {} is incremental: a delta restore of a chain is not supported yet; restore it without --delta",
-                backup.name
-            ),
-        ));
-    }
     tablespaces::check(&backup.name, &manifest, &opts.tablespace_map, &opts.pgdata, opts.delta)?;
     tracing::info!(
         "restoring {} ({} files, {} bytes) into {}",
@@ -127,7 +119,10 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
 
     prepare_dir(&opts.pgdata, opts.force && !opts.delta)?;
     let delta = match opts.delta {
-        true => Some(super::delta::clean_async(&opts.pgdata, &manifest, &opts.tablespace_map, opts.jobs).await?),
+        true => {
+            let blocks = chain.as_ref().map(|c| c.target_blocks());
+            Some(super::delta::clean_async(&opts.pgdata, &manifest, blocks, &opts.tablespace_map, opts.jobs).await?)
+        }
         false => None,
     };
     let cache = local::cache_dir_for(opts.cache_dir.as_deref(), &opts.pgdata);
@@ -167,8 +162,8 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
             0
         }
     };
-    let (files, bytes) = match restored {
-        Ok(counts) => counts,
+    let written = match restored {
+        Ok(written) => written,
         Err(e) => {
             // Never leave half a data directory that someone might start.
             match opts.delta {
@@ -201,12 +196,12 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
         backup: backup.name.clone(),
         backup_stop_time: backup.stop_time,
         pgdata: opts.pgdata.display().to_string(),
-        files,
-        bytes,
+        files: written.files,
+        bytes: written.bytes,
         seconds: began.elapsed().as_secs_f64(),
         wal,
         wal_staged,
-        delta: delta.map(|d| d.report_after(files, bytes, backup.parts.len())),
+        delta: delta.map(|d| d.report_after(&written)),
         archive: opts.archive,
         must_reach,
         next_command,
@@ -235,9 +230,12 @@ async fn restore_into(
     tli: u32,
     chain: Option<&super::chain::ChainRestore>,
     delta: Option<&super::delta::Plan>,
-) -> Result<(u64, u64)> {
+) -> Result<Written> {
     let counts = match chain {
-        Some(c) => super::chain::restore(repo, c, &opts.pgdata, &opts.tablespace_map, opts.jobs).await?,
+        Some(c) => {
+            let keep = delta.map(|d| d.keep.clone()).unwrap_or_default();
+            super::chain::restore(repo, c, &opts.pgdata, &opts.tablespace_map, opts.jobs, &keep).await?
+        }
         None => extract_parts(repo, backup, manifest, opts, delta).await?,
     };
     if !opts.tablespace_map.is_empty() {
@@ -319,7 +317,7 @@ async fn extract_parts(
     manifest: &Manifest,
     opts: &PrepareOptions,
     delta: Option<&super::delta::Plan>,
-) -> Result<(u64, u64)> {
+) -> Result<Written> {
     use futures_util::StreamExt;
     let keep = delta.map(|d| d.keep.clone()).unwrap_or_default();
     let keep = &keep;
@@ -370,7 +368,8 @@ async fn extract_parts(
         files += stats.files;
         bytes += stats.bytes;
     }
-    Ok((files, bytes))
+    let (parts, parts_skipped) = (b.parts.len() as u64, delta.map_or(0, |d| d.skip_parts.len() as u64));
+    Ok(Written { files, bytes, parts, parts_skipped })
 }
 
 fn remap_tablespace_map(pgdata: &Path, remap: &BTreeMap<u32, PathBuf>) -> Result<()> {

@@ -1,7 +1,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ring::digest::SHA256;
+
 use super::*;
+use crate::blockmap::{BLOCK, of_bytes};
+use crate::manifest::{Delta, ManifestEntry, ManifestReference, Unchanged};
 
 fn sha(data: &[u8]) -> String {
     hex::encode(ring::digest::digest(&SHA256, data))
@@ -119,4 +123,65 @@ fn another_cluster_or_an_unknown_directory_is_refused() {
     disable(root);
     assert!(!root.join(PG_CONTROL).exists());
     assert!(check(root).is_ok(), "the control file moved aside still names the cluster");
+}
+
+/// An incremental target: `base/5/1000` stored whole, `base/5/2000` as a delta (its other
+/// blocks from the reference), `base/5/3000` unchanged; the effective map decides each.
+#[test]
+fn a_chain_target_is_decided_block_by_block() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = tmp.path();
+    let data = |seed: u8, len: usize| -> Vec<u8> { (0..len).map(|i| (i % 251) as u8 ^ seed).collect() };
+    let (whole, delta, same, big) =
+        (data(1, 3 * BLOCK), data(2, 5 * BLOCK + 100), data(3, 2 * BLOCK), data(4, 700 * BLOCK + 5));
+    let mut manifest = Manifest::new(
+        vec![
+            dir("base", 0),
+            dir("base/5", 0),
+            file("base/5/1000", &whole, 0),
+            file("base/5/2000", &delta[BLOCK..2 * BLOCK], 0),
+            file("base/5/4000", &big, 1),
+            file("base/5/5000", b"gone", 1),
+        ],
+        vec![],
+    );
+    manifest.reference = Some(ManifestReference { name: "full".into(), metadata_sha256: "cd".repeat(32) });
+    manifest.deltas.insert("base/5/2000".into(), Delta { length: delta.len() as u64, blocks: vec![[1, 1]] });
+    manifest.unchanged.push(Unchanged { path: "base/5/3000".into(), length: same.len() as u64, mode: 0o600 });
+    let mut map = BTreeMap::new();
+    for (path, content) in [("base/5/1000", &whole), ("base/5/2000", &delta), ("base/5/3000", &same)] {
+        map.insert(path.to_string(), of_bytes(content));
+    }
+    map.insert("base/5/4000".to_string(), of_bytes(&big));
+    map.insert("base/5/5000".to_string(), of_bytes(b"gone"));
+
+    // Kept: 1000 (whole), 3000 (unchanged, in no part of this backup). Differ: 2000 in a block
+    // the reference holds, 4000 (three chunks of blocks) in its last block; 5000 truncated.
+    write(root, "base/5/1000", &whole);
+    let mut changed = delta.clone();
+    changed[4 * BLOCK + 7] ^= 0xff;
+    write(root, "base/5/2000", &changed);
+    write(root, "base/5/3000", &same);
+    let mut big_changed = big.clone();
+    big_changed[700 * BLOCK + 2] ^= 1;
+    write(root, "base/5/4000", &big_changed);
+    write(root, "base/5/5000", b"go");
+    write(root, "base/5/9999", b"extra");
+    let plan = clean_chain(root, &manifest, &map, &BTreeMap::new(), 3).unwrap_or_else(|e| panic!("{e}"));
+    let mut keep: Vec<_> = plan.keep.iter().cloned().collect();
+    keep.sort();
+    assert_eq!(keep, ["base/5/1000", "base/5/3000"]);
+    assert_eq!(plan.report.kept_bytes, (whole.len() + same.len()) as u64);
+    assert_eq!((plan.report.removed_files, plan.report.removed_bytes), (1, 5));
+    for gone in ["base/5/2000", "base/5/4000", "base/5/5000", "base/5/9999"] {
+        assert!(!root.join(gone).exists(), "{gone} is still there");
+    }
+
+    // The same big file intact is kept; a map without a restored file is refused.
+    write(root, "base/5/4000", &big);
+    let again = clean_chain(root, &manifest, &map, &BTreeMap::new(), 2).unwrap_or_else(|e| panic!("{e}"));
+    assert!(again.keep.contains("base/5/4000") && root.join("base/5/4000").is_file());
+    map.remove("base/5/3000");
+    let err = clean_chain(root, &manifest, &map, &BTreeMap::new(), 2).map(|_| ()).map_err(|e| e.to_string());
+    assert!(err.is_err_and(|e| e.contains("base/5/3000") && e.contains("block map")));
 }

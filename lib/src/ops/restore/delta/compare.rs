@@ -1,0 +1,177 @@
+//! The keep/compare phase of a delta restore: is a local file exactly what the target restores?
+//!
+//! A file of a full backup is compared with its manifest entry (size and whole-file SHA-256);
+//! a file of an incremental backup with the target's effective block map (length and the
+//! digest of every 8 KiB block), which is all a chain knows about files it did not store whole.
+//! A file whose length differs is removed without being read. The rest is hashed by `jobs`
+//! threads, streaming: a whole-file comparison is one unit of work, a block comparison one unit
+//! per [`CHUNK_BLOCKS`] blocks, so the blocks of one large relation segment are hashed on every
+//! thread at once, and a file stops being read at its first differing block.
+
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use ring::digest::{Context, SHA256};
+
+use crate::blockmap::{BLOCK, FileBlocks, block_count, block_len, digest};
+use crate::error::IoContext;
+use crate::{Error, Result};
+
+/// Blocks hashed as one unit of work (2 MiB).
+pub const CHUNK_BLOCKS: u64 = 256;
+
+/// What a local file must be to be kept.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect<'a> {
+    /// Size and lowercase hex SHA-256 of the whole file (a full backup's manifest).
+    Sha256 { size: u64, sha256: &'a str },
+    /// Length and block digests (an incremental backup's effective block map).
+    Blocks(&'a FileBlocks),
+}
+
+impl Expect<'_> {
+    /// The length the file must have.
+    pub fn length(&self) -> u64 {
+        match self {
+            Expect::Sha256 { size, .. } => *size,
+            Expect::Blocks(b) => b.length,
+        }
+    }
+
+    /// Units of work: one for a whole file, one per chunk of blocks (at least one).
+    fn units(&self) -> usize {
+        match self {
+            Expect::Sha256 { .. } => 1,
+            Expect::Blocks(b) => usize::try_from(block_count(b.length).div_ceil(CHUNK_BLOCKS)).unwrap_or(1).max(1),
+        }
+    }
+}
+
+/// A local file the target has: where it is, its manifest path, and what it must be.
+#[derive(Debug)]
+pub struct Candidate<'a> {
+    pub at: PathBuf,
+    pub path: String,
+    pub expect: Expect<'a>,
+}
+
+/// Compare every candidate on `jobs` threads; remove those that differ and return the others.
+///
+/// # Errors
+/// [`Error::Io`] naming the file that could not be read or removed.
+pub fn compare(candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Vec<Candidate<'_>>> {
+    let mut starts = Vec::with_capacity(candidates.len());
+    let mut total = 0usize;
+    for c in &candidates {
+        starts.push(total);
+        total += c.expect.units();
+    }
+    let differ: Vec<AtomicBool> = candidates.iter().map(|_| AtomicBool::new(false)).collect();
+    let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let buf_len = usize::try_from(CHUNK_BLOCKS).unwrap_or(256) * BLOCK;
+    let outcomes: Vec<Result<()>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..jobs.clamp(1, 64))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut buf = vec![0u8; buf_len];
+                    while !failed.load(Ordering::Relaxed) {
+                        let unit = next.fetch_add(1, Ordering::Relaxed);
+                        if unit >= total {
+                            break;
+                        }
+                        let i = starts.partition_point(|&s| s <= unit).saturating_sub(1);
+                        let (Some(c), Some(flag)) = (candidates.get(i), differ.get(i)) else { break };
+                        if flag.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        match same(c, (unit - starts[i]) as u64, &mut buf) {
+                            Ok(true) => {}
+                            Ok(false) => flag.store(true, Ordering::Relaxed),
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(Error::Invalid("a delta comparison thread panicked".into()))))
+            .collect()
+    });
+    outcomes.into_iter().collect::<Result<Vec<()>>>()?;
+    let mut kept = Vec::new();
+    for (c, flag) in candidates.into_iter().zip(differ) {
+        if !flag.into_inner() {
+            kept.push(c);
+            continue;
+        }
+        tracing::debug!("delta: {} differs", c.path);
+        match fs::remove_file(&c.at) {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(Error::io(&c.at, e)),
+            _ => {}
+        }
+    }
+    Ok(kept)
+}
+
+/// Whether unit `unit` of the candidate matches (a file that vanished or shrank does not).
+fn same(c: &Candidate<'_>, unit: u64, buf: &mut [u8]) -> Result<bool> {
+    let f = match fs::File::open(&c.at) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(&c.at, e)),
+    };
+    if f.metadata().with_path(&c.at)?.len() != c.expect.length() {
+        return Ok(false);
+    }
+    match c.expect {
+        Expect::Sha256 { sha256, .. } => whole_sha256(f, c, buf).map(|h| h.eq_ignore_ascii_case(sha256)),
+        Expect::Blocks(blocks) => same_blocks(&f, c, blocks, unit, buf),
+    }
+}
+
+fn whole_sha256(mut f: fs::File, c: &Candidate<'_>, buf: &mut [u8]) -> Result<String> {
+    let mut hash = Context::new(&SHA256);
+    loop {
+        match f.read(buf) {
+            Ok(0) => return Ok(hex::encode(hash.finish())),
+            Ok(n) => hash.update(buf.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(&c.at, e)),
+        }
+    }
+}
+
+/// Blocks `unit * CHUNK_BLOCKS ..` of the file against their digests, read in one piece.
+fn same_blocks(f: &fs::File, c: &Candidate<'_>, blocks: &FileBlocks, unit: u64, buf: &mut [u8]) -> Result<bool> {
+    let first = unit * CHUNK_BLOCKS;
+    let end = (first + CHUNK_BLOCKS).min(block_count(blocks.length));
+    if first >= end {
+        return Ok(true);
+    }
+    let from = first * BLOCK as u64;
+    let len = usize::try_from(blocks.length.min(end * BLOCK as u64) - from).unwrap_or(usize::MAX);
+    let Some(piece) = buf.get_mut(..len) else { return Ok(false) };
+    match f.read_exact_at(piece, from) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(Error::io(&c.at, e)),
+    }
+    let mut at = 0;
+    for b in first..end {
+        let n = block_len(blocks.length, b);
+        let want = usize::try_from(b).ok().and_then(|i| blocks.digests.get(i));
+        if want.is_none() || want != piece.get(at..at + n).map(digest).as_ref() {
+            return Ok(false);
+        }
+        at += n;
+    }
+    Ok(true)
+}
