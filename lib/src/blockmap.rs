@@ -25,9 +25,10 @@ use crate::manifest::check_relative_path;
 mod changed;
 pub mod effective;
 mod stored;
+pub mod stream;
 use crate::{Error, Result};
 pub use changed::{ChangedBlocks, RelationChanges, relation_segment};
-pub use effective::{LinkMap, kept_blocks, merge_chain};
+pub use effective::{LinkMap, Merger, kept_blocks, merge_chain};
 pub use stored::{AnyMap, StoredFile, StoredMap};
 
 /// The block size: PostgreSQL's page.

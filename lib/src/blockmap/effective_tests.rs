@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::blockmap::stored::StoredMap;
+use crate::blockmap::stream::{CompleteReader, DigestSpool, ReferenceBlocks, spool_chain};
 use crate::blockmap::{BLOCK, Digest, of_bytes};
 use crate::manifest::{Delta, EntryKind, ManifestEntry, ManifestReference, Unchanged};
 
@@ -172,11 +173,33 @@ proptest! {
         }
         let links = chain.iter().map(|(m, map)| link(map.clone(), m)).collect();
         let merged = merge_chain(links).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(merged, d.complete(&files));
+        prop_assert_eq!(&merged, &d.complete(&files));
+        // The same through a spool, the newest complete map streamed.
+        let spooled = spooled(&chain).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(spooled.len(), merged.files.len());
+        for (path, f) in &merged.files {
+            let got = spooled.file(path).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(got.as_deref(), Some(f));
+        }
         if let Some((path, m)) = files.iter().next() {
             prop_assert_eq!(&of_bytes(&m.bytes()), &d.of(m), "{}: the model's digests are the bytes'", path);
         }
     }
+}
+
+/// The effective map of `chain` as base-backup keeps it: in a spool, the newest complete map
+/// read as a stream.
+fn spooled(chain: &[(Manifest, AnyMap)]) -> Result<DigestSpool> {
+    let start = chain.iter().rposition(|(_, m)| matches!(m, AnyMap::Complete(_))).unwrap_or(0);
+    let Some((manifest, AnyMap::Complete(base))) = chain.get(start) else {
+        return Err(Error::Internal("no base".into()));
+    };
+    let bytes = base.encode();
+    let want = BlockMap::sha256_hex(&bytes);
+    let first = link(AnyMap::Complete(BlockMap::default()), manifest);
+    let links = std::iter::once(first).chain(chain[start + 1..].iter().map(|(m, map)| link(map.clone(), m))).collect();
+    let reader = CompleteReader::new(bytes.as_slice(), "map")?;
+    spool_chain(Merger::new(links), &std::env::temp_dir(), Some((reader, &want)))
 }
 
 #[test]

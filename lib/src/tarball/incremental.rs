@@ -12,6 +12,7 @@ use std::path::Path;
 use ring::digest::{Context, SHA256};
 
 use super::{OUTPUT, append_dir, append_file, append_symlink, entry_header};
+use crate::blockmap::stream::ReferenceBlocks;
 use crate::blockmap::{
     BLOCK, BlockMap, ChangedBlocks, FileBlocks, StoredFile, block_count, digest, kept_blocks, to_runs,
 };
@@ -48,7 +49,7 @@ pub struct IncrementalPart {
 pub fn write_tar_incremental<W: Write>(
     out: W,
     entries: &[DataFile],
-    reference: &BlockMap,
+    reference: &(impl ReferenceBlocks + ?Sized),
     changed: Option<&ChangedBlocks>,
     spool: &Path,
 ) -> Result<(W, IncrementalPart)> {
@@ -58,7 +59,7 @@ pub fn write_tar_incremental<W: Write>(
         match &entry.kind {
             FileKind::Dir => part.entries.push(append_dir(&mut builder, entry)?),
             FileKind::Symlink(target) => part.entries.push(append_symlink(&mut builder, entry, target)?),
-            FileKind::File => match reference.files.get(&entry.rel_path) {
+            FileKind::File => match reference.file(&entry.rel_path)? {
                 None => {
                     if let Some((item, blocks)) = append_file(&mut builder, entry)? {
                         part.read_bytes += item.size;
@@ -66,7 +67,7 @@ pub fn write_tar_incremental<W: Write>(
                         part.entries.push(item);
                     }
                 }
-                Some(old) => compare_file(&mut builder, entry, old, changed, spool, &mut part)?,
+                Some(old) => compare_file(&mut builder, entry, &old, changed, spool, &mut part)?,
             },
         }
     }

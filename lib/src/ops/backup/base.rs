@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
 pub use super::options::{BackupOptions, Checkpoint};
+use crate::blockmap::stream::DigestSpool;
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestTablespace};
@@ -252,7 +253,7 @@ async fn copy_and_finish(
 enum Part {
     Files(Vec<DataFile>),
     /// Files compared with a reference's block map.
-    Incremental(Vec<DataFile>, Arc<crate::blockmap::BlockMap>, Option<Arc<crate::blockmap::ChangedBlocks>>),
+    Incremental(Vec<DataFile>, Arc<DigestSpool>, Option<Arc<crate::blockmap::ChangedBlocks>>),
     Bytes(Vec<(String, Vec<u8>)>),
 }
 
@@ -298,7 +299,7 @@ async fn upload_part(
                 (encoder, IncrementalPart { entries, blocks, read_bytes, ..Default::default() })
             }
             Part::Incremental(files, reference, changed) => {
-                tarball::write_tar_incremental(encoder, files, reference, changed.as_deref(), &spool_dir)?
+                tarball::write_tar_incremental(encoder, files, reference.as_ref(), changed.as_deref(), &spool_dir)?
             }
             Part::Bytes(items) => {
                 let refs: Vec<(&str, &[u8])> = items.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();

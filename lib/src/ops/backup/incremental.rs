@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::blockmap::stream::DigestSpool;
 use crate::blockmap::{BlockMap, ChangedBlocks, StoredFile, StoredMap};
 use crate::manifest::{Manifest, ManifestReference};
 use crate::ops::Repo;
@@ -25,7 +26,8 @@ use crate::{Error, Result};
 pub struct Reference {
     pub meta: BackupMetadata,
     pub kind: BackupType,
-    pub blocks: Arc<BlockMap>,
+    /// Kept in a local unnamed file (the spool directory), never whole in memory.
+    pub blocks: Arc<DigestSpool>,
     /// The history of the timeline the backup starts on (empty on timeline 1), to follow the
     /// WAL summaries from the reference across timeline switches.
     pub history: Vec<HistoryEntry>,
@@ -92,7 +94,8 @@ pub async fn reference(
         }
         other => other?,
     };
-    let blocks = chain::effective_map(repo, &links).await?;
+    let dir = opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let blocks = chain::effective_spool(repo, &links, &dir).await?;
     tracing::info!("{} backup against {}", kind.name(), meta.name);
     Ok(Some(Reference { meta: meta.clone(), kind, blocks: Arc::new(blocks), history: history.unwrap_or_default() }))
 }

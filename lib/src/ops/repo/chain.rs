@@ -3,12 +3,17 @@
 //! its backups back to its full backup, each link checked against the manifest that names it.
 //! Shared by base-backup (the reference), pitr-prepare, verify, prune and list.
 
+use std::io::Read;
+use std::path::Path;
+
 use bytes::Bytes;
+use tokio_util::io::SyncIoBridge;
 
 use super::catalog::{self, BackupMetadata};
 use super::place::Logical;
 use super::{Repo, blocking, metadata_auth, parts};
-use crate::blockmap::{AnyMap, BlockMap, LinkMap, merge_chain};
+use crate::blockmap::stream::{CompleteReader, DigestSpool, spool_chain};
+use crate::blockmap::{AnyMap, BlockMap, LinkMap, Merger, merge_chain};
 use crate::manifest::Manifest;
 use crate::{Error, Result, codec};
 
@@ -92,6 +97,80 @@ pub async fn effective_map(repo: &Repo, links: &[Link]) -> Result<BlockMap> {
         )
     })
     .await
+}
+
+/// [`effective_map`] of the last backup of `links`, kept in an unnamed file in `dir` rather
+/// than in memory: the complete map at the chain's start is streamed through the merge one
+/// file at a time, the incremental maps after it (what each stored) are read whole.
+///
+/// # Errors
+/// As [`effective_map`]; [`Error::Io`] naming `dir`.
+pub async fn effective_spool(repo: &Repo, links: &[Link], dir: &Path) -> Result<DigestSpool> {
+    let mut later = Vec::new();
+    let mut base = None;
+    for link in links.iter().rev() {
+        let object = repo.storage.describe(&block_map_key(&link.meta.manifest_key));
+        let about = (link.manifest.clone(), link.meta.name.clone(), object);
+        match open_block_map(repo, link).await? {
+            Opened::Whole(map) => later.push((map, about)),
+            Opened::Streamed(stream, want) => {
+                base = Some((stream, want, about));
+                break;
+            }
+        }
+    }
+    let dir = dir.to_path_buf();
+    blocking(move || {
+        let (maps, about): (Vec<AnyMap>, Vec<_>) = later.into_iter().rev().unzip();
+        let Some((stream, want, (manifest, name, object))) = base else {
+            let links = maps.into_iter().zip(&about).map(link_map).collect();
+            return spool_chain(Merger::new(links), &dir, None::<(CompleteReader<std::io::Empty>, _)>);
+        };
+        let first = LinkMap { map: AnyMap::Complete(BlockMap::default()), manifest: &manifest, name: &name, object };
+        let links = std::iter::once(first).chain(maps.into_iter().zip(&about).map(link_map)).collect();
+        spool_chain(Merger::new(links), &dir, Some((*stream, &want)))
+    })
+    .await
+}
+
+/// A complete block map opened as a stream (with the digest its manifest records, checked at
+/// its end), or any other read whole and checked.
+enum Opened {
+    Whole(AnyMap),
+    Streamed(Box<CompleteReader<Box<dyn Read + Send>>>, String),
+}
+
+async fn open_block_map(repo: &Repo, link: &Link) -> Result<Opened> {
+    let key = block_map_key(&link.meta.manifest_key);
+    let object = repo.storage.describe(&key);
+    let Some(want) = link.manifest.block_map_sha256.clone() else {
+        return Err(Error::corrupt(&object, format!("backup {} has no block map", link.meta.name)));
+    };
+    let expect = repo.expect(&Logical::BlockMap(&link.meta.name)).await?;
+    let bridge = SyncIoBridge::new(repo.storage.get(&key).await?);
+    let keyring = repo.keyring.clone();
+    blocking(move || {
+        let input = std::io::BufReader::with_capacity(1 << 20, bridge);
+        let (_, mut body) = codec::decoder(input, &keyring, &object, false, Some(&expect))?;
+        let unreadable = |e: std::io::Error| Error::corrupt(&object, format!("block map: {e}"));
+        let mut head = [0u8; 10];
+        body.read_exact(&mut head).map_err(unreadable)?;
+        if head.starts_with(b"WVBLKMAP1") {
+            let input: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(head).chain(body));
+            return Ok(Opened::Streamed(Box::new(CompleteReader::new(input, &object)?), want));
+        }
+        let mut plain = head.to_vec();
+        body.read_to_end(&mut plain).map_err(unreadable)?;
+        if !BlockMap::sha256_hex(&plain).eq_ignore_ascii_case(&want) {
+            return Err(Error::corrupt(&object, "block map differs from the digest its manifest records"));
+        }
+        Ok(Opened::Whole(AnyMap::decode(&plain, &object)?))
+    })
+    .await
+}
+
+fn link_map<'a>((map, (manifest, name, object)): (AnyMap, &'a (Manifest, String, String))) -> LinkMap<'a> {
+    LinkMap { map, manifest, name, object: object.clone() }
 }
 
 /// The chain ending at `target` (its manifest already loaded), full backup first. Every link
