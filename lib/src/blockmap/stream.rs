@@ -193,6 +193,13 @@ impl DigestSpool {
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
+
+    /// The paths it holds, in path order.
+    pub fn paths(&self) -> Vec<&str> {
+        let mut paths: Vec<&str> = self.index.keys().map(String::as_str).collect();
+        paths.sort_unstable();
+        paths
+    }
 }
 
 impl ReferenceBlocks for DigestSpool {

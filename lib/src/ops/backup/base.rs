@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 
 pub use super::options::{BackupOptions, Checkpoint};
 use crate::blockmap::stream::DigestSpool;
+use crate::blockmap::stream::SpoolWriter;
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestTablespace};
@@ -172,12 +173,21 @@ async fn copy_and_finish(
             Ok::<_, Error>((info, output))
         }
     };
-    let uploads = futures_util::stream::iter(parts).map(|(i, files)| part_job(i, files));
-    let mut results: Vec<(PartInfo, IncrementalPart)> = uploads.buffered(opts.jobs.max(1)).try_collect().await?;
-    if let Some((i, files)) = control_part {
-        results.push(part_job(i, files).await?);
+    // Each part's block digests go to a local spool as it is stored: never the map in memory.
+    let mut digests = SpoolWriter::new(spool.path())?;
+    let mut results: Vec<(PartInfo, IncrementalPart)> = Vec::new();
+    let mut uploads = std::pin::pin!(
+        futures_util::stream::iter(parts).map(|(i, files)| part_job(i, files)).buffered(opts.jobs.max(1))
+    );
+    while let Some(done) = uploads.next().await {
+        keep(&mut digests, &mut results, done?)?;
     }
-    results.extend(plan.reused);
+    if let Some((i, files)) = control_part {
+        keep(&mut digests, &mut results, part_job(i, files).await?)?;
+    }
+    for reused in plan.reused {
+        keep(&mut digests, &mut results, reused)?;
+    }
     results.sort_by_key(|(p, _)| p.index);
     flow.progress.finish();
 
@@ -187,7 +197,8 @@ async fn copy_and_finish(
         label_files.push(("tablespace_map", map.as_bytes()));
     }
     let owned: Vec<(String, Vec<u8>)> = label_files.iter().map(|(p, d)| (p.to_string(), d.to_vec())).collect();
-    results.push(upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path(), &flow).await?);
+    let label = upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path(), &flow).await?;
+    keep(&mut digests, &mut results, label)?;
 
     let seg = server.wal_segment_size;
     let first = start.lsn.segment_number(seg);
@@ -203,7 +214,7 @@ async fn copy_and_finish(
     let (parts, mut outputs): (Vec<PartInfo>, Vec<IncrementalPart>) = results.into_iter().unzip();
     let entries = outputs.iter_mut().flat_map(|o| std::mem::take(&mut o.entries)).collect();
     let mut manifest = Manifest::new(entries, tablespaces.clone());
-    let (blocks, read_bytes) = super::incremental::merge(&mut manifest, outputs);
+    let (blocks, read_bytes) = super::incremental::merge(&mut manifest, outputs, digests.finish()?);
     let manifest_key = repo.layout.backup_object(name, &format!("manifest.json{}", repo.object_ext()));
     let mut meta = BackupMetadata {
         format: metadata_auth::METADATA_FORMAT,
@@ -238,7 +249,8 @@ async fn copy_and_finish(
         read_bytes: None,
         mac: None,
     };
-    super::incremental::finish(repo, &mut meta, &mut manifest, blocks, reference, (source, read_bytes)).await?;
+    super::incremental::finish(repo, &mut meta, &mut manifest, blocks, reference, (source, read_bytes), spool.path())
+        .await?;
     // The metadata's MAC, and its digest inside the authenticated manifest.
     metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
@@ -264,6 +276,17 @@ impl Part {
             Part::Bytes(_) => &[],
         }
     }
+}
+
+/// A stored part: its digests spilled to `digests`, the rest kept for the manifest.
+fn keep(
+    digests: &mut SpoolWriter,
+    results: &mut Vec<(PartInfo, IncrementalPart)>,
+    (info, mut output): (PartInfo, IncrementalPart),
+) -> Result<()> {
+    super::incremental::spill(digests, &mut output)?;
+    results.push((info, output));
+    Ok(())
 }
 
 /// tar → compress → encrypt into a spool file, then upload it streaming from disk.

@@ -46,6 +46,42 @@ pub async fn save_block_map(repo: &Repo, name: &str, manifest_key: &str, plain: 
     Ok(sha)
 }
 
+/// Store a full backup's complete block map from the digests spilled to `spool` (written,
+/// encoded and encrypted through a 0600 file in `dir`, never whole in memory); returns the
+/// SHA-256 its manifest records.
+///
+/// # Errors
+/// Storage, codec and spool failures.
+pub async fn save_complete_map(
+    repo: &Repo,
+    name: &str,
+    manifest_key: &str,
+    spool: crate::blockmap::stream::DigestSpool,
+    dir: &std::path::Path,
+) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    use crate::error::IoContext;
+    let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
+    let context = repo.context(&Logical::BlockMap(name)).await?;
+    let path = dir.join("blockmap");
+    let at = path.clone();
+    let sha = blocking(move || {
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&at).with_path(&at)?;
+        let out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut encoder = codec::Encoder::new(out, &settings, key.as_ref(), None, &context)?;
+        let sha = crate::blockmap::complete::write_complete(&spool, &mut encoder, &at.display().to_string())?;
+        encoder.finish()?.flush().with_path(&at)?;
+        Ok(sha)
+    })
+    .await?;
+    let stored = repo.storage.put_file(&block_map_key(manifest_key), &path).await;
+    let _ = std::fs::remove_file(&path);
+    stored?;
+    Ok(sha)
+}
+
 /// Backup `b`'s block map as stored (complete, or only what an incremental stored), checked
 /// against its manifest; `None` for a backup written before block maps existed.
 ///
