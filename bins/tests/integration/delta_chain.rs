@@ -15,12 +15,14 @@ use super::delta::{damage, snapshot, table_digests};
 use super::incremental::backup;
 use super::pitr::{prepare, primary, recover};
 
-fn delta_to_latest(repo: &TestRepo, pgdata: &Path) -> (Output, serde_json::Value) {
+/// `pitr-prepare --delta --latest` into `pgdata` (with `extra` arguments); its output and report.
+fn delta_to_latest(repo: &TestRepo, pgdata: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
     let out = repo
         .command("pitr-prepare")
         .arg("--pgdata")
         .arg(pgdata)
         .args(["--delta", "--latest", "--json", "--jobs", "2"])
+        .args(extra)
         .output()
         .expect("pitr-prepare");
     assert!(out.status.success(), "pitr-prepare --delta: {}", stderr(&out));
@@ -92,7 +94,7 @@ fn delta_chain_with(backend: Backend) {
     let (mut c, out) = prepare(&repo, &["--latest"]);
     assert!(out.status.success(), "pitr-prepare: {}", stderr(&out));
     damage_block(&c.pgdata.join(&late), 5);
-    let (out, report) = delta_to_latest(&repo, &c.pgdata);
+    let (out, report) = delta_to_latest(&repo, &c.pgdata, &[]);
     assert_eq!(report["backup"].as_str(), Some(name(&incr2).as_str()), "{report}");
     assert_eq!(count(&report, "fetched_files"), 2, "late and postgresql.auto.conf: {report}");
     assert!(count(&report, "kept_files") > 100, "{report}");
@@ -105,10 +107,12 @@ fn delta_chain_with(backend: Backend) {
     assert_eq!(table_digests(&c), source, "{backend:?}: tables differ after --delta\n{}", c.log());
     c.stop();
 
-    // The restored and run directory damaged as in `delta`: restored over again.
+    // The restored and run directory damaged as in `delta`: restored over again, the
+    // incremental named this time.
     let heaps: Vec<PathBuf> = heaps.iter().map(|h| c.pgdata.join(h)).collect();
     let (removed, extra) = damage(&c.pgdata, &heaps);
-    let (_, report) = delta_to_latest(&repo, &c.pgdata);
+    let (_, report) = delta_to_latest(&repo, &c.pgdata, &["--backup", &name(&incr2)]);
+    assert_eq!(report["backup"].as_str(), Some(name(&incr2).as_str()), "{report}");
     let n = |k: &str| count(&report, k);
     assert!(n("kept_files") > 10 * n("fetched_files") && n("kept_bytes") > 0, "mostly kept: {report}");
     assert!(n("fetched_files") >= 4, "changed, truncated and removed files fetched: {report}");
