@@ -14,6 +14,7 @@ use super::common::{Backend, Cluster, TEST_KEY, TestRepo, stderr};
 use super::delta::{damage, snapshot, table_digests};
 use super::incremental::backup;
 use super::pitr::{prepare, primary, recover};
+use super::raw::{get_raw, put_raw};
 
 /// `pitr-prepare --delta --latest` into `pgdata` (with `extra` arguments); its output and report.
 fn delta_to_latest(repo: &TestRepo, pgdata: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
@@ -103,6 +104,7 @@ fn delta_chain_with(backend: Backend) {
     for link in [&incr1, &incr2] {
         assert!(log.contains(&format!("{} part", name(link))), "blocks of late from {}: {log}", name(link));
     }
+    failed_delta_disables_the_directory(&repo, &c.pgdata, &incr2, &late);
     recover(&mut c, false);
     assert_eq!(table_digests(&c), source, "{backend:?}: tables differ after --delta\n{}", c.log());
     c.stop();
@@ -123,6 +125,46 @@ fn delta_chain_with(backend: Backend) {
     recover(&mut c, false);
     assert_eq!(table_digests(&c), source, "{backend:?}: tables differ after the second --delta\n{}", c.log());
     c.stop();
+}
+
+/// With every part of `incr` damaged in the repository, a delta restore that needs one fails
+/// (exit 4) and leaves the directory unstartable (`global/pg_control` moved aside); once the
+/// parts are back, `--delta` recognises the directory and restores it.
+fn failed_delta_disables_the_directory(repo: &TestRepo, pgdata: &Path, incr: &serde_json::Value, late: &Path) {
+    let keys: Vec<String> =
+        incr["parts"].as_array().expect("parts").iter().map(|p| p["key"].as_str().expect("key").to_string()).collect();
+    let originals: Vec<Vec<u8>> = keys.iter().map(|k| get_raw(repo, k)).collect();
+    for (key, bytes) in keys.iter().zip(&originals) {
+        // The last chunk's tag: found once the part is streamed (the header is intact).
+        let mut bad = bytes.clone();
+        if let Some(last) = bad.last_mut() {
+            *last ^= 0x01;
+        }
+        put_raw(repo, key, &bad);
+    }
+    damage_block(&pgdata.join(late), 5);
+    let out = repo
+        .command("pitr-prepare")
+        .arg("--pgdata")
+        .arg(pgdata)
+        .args(["--delta", "--latest"])
+        .output()
+        .expect("pitr-prepare");
+    assert_eq!(out.status.code(), Some(4), "a damaged part: {}", stderr(&out));
+    assert!(
+        !pgdata.join("global/pg_control").exists(),
+        "a failed delta restore left a startable directory: {}",
+        stderr(&out)
+    );
+    assert!(pgdata.join("global/pg_control.walvault-delta").is_file());
+    for (key, bytes) in keys.iter().zip(&originals) {
+        put_raw(repo, key, bytes);
+    }
+    let (_, report) = delta_to_latest(repo, pgdata, &[]);
+    // At least late and pg_control (postgresql.auto.conf too, unless the failed run wrote it).
+    assert!(count(&report, "fetched_files") >= 2, "{report}");
+    assert_eq!(count(&report, "removed_files"), 1, "pg_control moved aside: {report}");
+    assert!(pgdata.join("global/pg_control").is_file() && !pgdata.join("global/pg_control.walvault-delta").exists());
 }
 
 #[test]
