@@ -176,3 +176,66 @@ fn delta_restore_of_a_chain_local_directory() {
 fn delta_restore_of_a_chain_s3() {
     delta_chain_with(Backend::S3);
 }
+
+/// A chain with a tablespace restored into a moved one, run, then a block of a relation in
+/// the tablespace damaged and an extra file planted there: `--delta` with the same
+/// `--tablespace-map` fixes the one and removes the other; the tables equal the source's.
+#[test]
+fn delta_restore_of_a_chain_into_a_moved_tablespace() {
+    use super::incremental::{amcheck, state};
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let mut p = primary(&repo);
+    let ts = p.dir.path().join("ts1");
+    std::fs::create_dir(&ts).expect("mkdir");
+    if super::common::is_root() {
+        let (uid, gid) = super::common::postgres_ids();
+        std::os::unix::fs::chown(&ts, Some(uid), Some(gid)).expect("chown");
+    }
+    p.psql(&format!("CREATE TABLESPACE ts1 LOCATION '{}'", ts.display()));
+    p.psql("CREATE TABLE tst(id int, v text) TABLESPACE ts1");
+    p.psql("INSERT INTO tst SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    backup(&repo, &p, "full");
+    p.psql("UPDATE tst SET v = 'changed' WHERE id % 50 = 0");
+    p.psql("CREATE TABLE tst2 TABLESPACE ts1 AS SELECT g FROM generate_series(1, 500) g");
+    backup(&repo, &p, "incr");
+    let want = state(&p);
+    let lsn = p.psql("SELECT pg_current_wal_lsn()");
+    let oid = p.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'");
+    let tst = PathBuf::from(p.psql("SELECT pg_relation_filepath('tst')"));
+    p.switch_and_wait_archived(Duration::from_secs(60));
+    p.stop();
+
+    let dir = super::common::shared_tempdir();
+    let moved = dir.path().join("ts1-restored");
+    let pgdata = dir.path().join("pgdata");
+    let map = format!("{oid}={}", moved.display());
+    let args = ["--target-lsn", lsn.as_str(), "--tablespace-map", map.as_str()];
+    let out = repo.command("pitr-prepare").arg("--pgdata").arg(&pgdata).args(args).output().expect("pitr-prepare");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut c = Cluster::at(dir, pgdata, repo.env.clone());
+    recover(&mut c, false);
+    c.stop();
+
+    let damaged = c.pgdata.join(&tst);
+    assert!(std::fs::canonicalize(&damaged).is_ok_and(|p| p.starts_with(&moved)), "{}", damaged.display());
+    damage_block(&damaged, 3);
+    let extra = damaged.with_file_name("999999");
+    std::fs::write(&extra, [7u8; 8192]).expect("extra file");
+    let out = repo
+        .command("pitr-prepare")
+        .arg("--pgdata")
+        .arg(&c.pgdata)
+        .args(["--delta", "--json"])
+        .args(args)
+        .output()
+        .expect("pitr-prepare");
+    assert!(out.status.success(), "pitr-prepare --delta: {}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(count(&report, "fetched_files") >= 1 && count(&report, "kept_files") > 100, "{report}");
+    assert!(count(&report, "removed_bytes") >= 8192, "the extra file: {report}");
+    assert!(!extra.exists(), "the extra file in the tablespace is still there");
+    recover(&mut c, false);
+    assert_eq!(state(&c), want, "{}", c.log());
+    amcheck(&c);
+    c.stop();
+}
