@@ -7,7 +7,11 @@
 //! the old end of the file, is stored again. Nothing trusts timestamps. A restore checks every
 //! block it writes against the target backup's map.
 //!
-//! Binary form: `WVBLKMAP1` NUL, the file count (u64 big-endian), then per file in path order:
+//! A full backup's map is complete ([`BlockMap`], `WVBLKMAP1`); an incremental's holds only
+//! what it stored ([`StoredMap`], `WVBLKMAP2`), and the map of what it restores is merged from
+//! its chain ([`effective`]).
+//!
+//! Complete binary form: `WVBLKMAP1` NUL, the file count (u64 big-endian), then per file in path order:
 //! the path length (u32 BE), the path (UTF-8), the file length (u64 BE) and
 //! `ceil(length / 8192)` digests of 16 bytes (the first half of the SHA-256 of the block; the
 //! last block of a file may be shorter than 8192 bytes and is hashed as it is).
@@ -19,8 +23,13 @@ use ring::digest::{Context, SHA256};
 use crate::manifest::check_relative_path;
 
 mod changed;
+pub mod effective;
+mod stored;
+pub mod stream;
 use crate::{Error, Result};
 pub use changed::{ChangedBlocks, RelationChanges, relation_segment};
+pub use effective::{LinkMap, Merger, kept_blocks, merge_chain};
+pub use stored::{AnyMap, StoredFile, StoredMap};
 
 /// The block size: PostgreSQL's page.
 pub const BLOCK: usize = 8192;

@@ -82,7 +82,7 @@ def pgbackrest_leg(ctx, h):
                                  ("about 10% of pages", "((aid - 1) / 61) % 10 = 3", "incr")]:
             if sql:
                 c.psql(f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE {sql}")
-            r = h.checked(h.measure([f"{h.BIN}/base-backup", "--json", "--type", kind, "--spool-dir", spool], env=env, cwd=w,
+            r = h.checked(h.measure([f"{h.BIN}/base-backup", "--json", "--checkpoint", "fast", "--type", kind, "--spool-dir", spool], env=env, cwd=w,
                                     timeout=7200, capture=True), f"base-backup {label}")
             j = json.loads(r["stdout"])
             rows.append({"workload": label, "tool": f"walvault --type {kind}", "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],
@@ -131,7 +131,7 @@ def _run(ctx, h, pgbin):
 
         def backup(kind, label):
             nonlocal pgb_prev
-            r = h.checked(h.measure([f"{h.BIN}/base-backup", "--json", "--type", kind, "--spool-dir", spool], env=env, cwd=w,
+            r = h.checked(h.measure([f"{h.BIN}/base-backup", "--json", "--checkpoint", "fast", "--type", kind, "--spool-dir", spool], env=env, cwd=w,
                                     timeout=7200, capture=True), f"base-backup {label}")
             j = json.loads(r["stdout"])
             row = {"workload": label, "tool": f"walvault base-backup --type {kind}", "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],

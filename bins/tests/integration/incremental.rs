@@ -2,7 +2,8 @@
 //! diff) with inserts, updates, deletes, TRUNCATE, DROP TABLE, CREATE DATABASE, VACUUM FULL
 //! and a table extended then truncated between them; a point-in-time restore into each link
 //! picks that link's chain, and every table's rows (md5) equal the source's at that point;
-//! pg_amcheck passes. A chain with a missing middle backup is refused, naming it.
+//! pg_amcheck passes. A chain with a missing middle backup is refused, naming it. An
+//! incremental's block map costs what it stored.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +44,14 @@ pub(super) fn backup(repo: &TestRepo, p: &Cluster, kind: &str) -> serde_json::Va
     let out = base_backup(repo, p, &["--type", kind, "--part-size", "2000000", "--jobs", "2"]);
     assert!(out.status.success(), "base-backup --type {kind}: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).expect("json summary")
+}
+
+/// The size of backup `b`'s block map object in the repository (encoded, as stored).
+pub(super) fn block_map_size(repo: &TestRepo, b: &serde_json::Value) -> usize {
+    let prefix = format!("database/{}/{}/", b["env"].as_str().expect("env"), b["name"].as_str().expect("name"));
+    let keys = super::raw::keys(repo, &prefix);
+    let key = keys.iter().find(|k| k.contains("/blockmap.bin")).unwrap_or_else(|| panic!("no block map in {keys:?}"));
+    super::raw::get_raw(repo, key).len()
 }
 
 pub(super) fn amcheck(c: &Cluster) {
@@ -120,6 +129,13 @@ pub(super) fn chain_drill(backend: Backend, bin: PathBuf) {
     // Then one increment right after another: almost nothing (pg_control, a few pages).
     let _ = backup(&repo, &p, "incr");
     let quiet = backup(&repo, &p, "incr");
+    // One row changed: the incremental's block map holds what it stored (a few blocks), where
+    // the full backup's holds a digest of every block of the cluster.
+    p.psql("UPDATE t SET v = 'one row' WHERE id = 1");
+    let one_row = backup(&repo, &p, "incr");
+    let (one_map, full_map) = (block_map_size(&repo, &one_row), block_map_size(&repo, &full));
+    eprintln!("block map after a one-row update: {one_map} bytes (full backup's: {full_map} bytes)");
+    assert!(one_map < 4096 && one_map * 10 < full_map, "{one_map} vs the full backup's {full_map} bytes");
     p.switch_and_wait_archived(Duration::from_secs(120));
 
     let name = |m: &serde_json::Value| m["name"].as_str().expect("name").to_string();

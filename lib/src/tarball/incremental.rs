@@ -12,7 +12,10 @@ use std::path::Path;
 use ring::digest::{Context, SHA256};
 
 use super::{OUTPUT, append_dir, append_file, append_symlink, entry_header};
-use crate::blockmap::{BLOCK, BlockMap, ChangedBlocks, FileBlocks, block_count, digest, to_runs};
+use crate::blockmap::stream::ReferenceBlocks;
+use crate::blockmap::{
+    BLOCK, BlockMap, ChangedBlocks, FileBlocks, StoredFile, block_count, digest, kept_blocks, to_runs,
+};
 use crate::error::IoContext;
 use crate::manifest::{Delta, EntryKind, ManifestEntry, Unchanged};
 use crate::pg::datadir::{DataFile, FileKind};
@@ -26,8 +29,11 @@ pub struct IncrementalPart {
     /// The stored files that are deltas.
     pub deltas: BTreeMap<String, Delta>,
     pub unchanged: Vec<Unchanged>,
-    /// Digests of every file as it is now (unchanged ones included).
+    /// Digests of every file stored whole (all of a full backup's files).
     pub blocks: BlockMap,
+    /// The stored blocks' digests of the files that are deltas (the block map of an
+    /// incremental holds no more than what it stored).
+    pub stored: BTreeMap<String, StoredFile>,
     /// File bytes read from the data directory.
     pub read_bytes: u64,
 }
@@ -43,7 +49,7 @@ pub struct IncrementalPart {
 pub fn write_tar_incremental<W: Write>(
     out: W,
     entries: &[DataFile],
-    reference: &BlockMap,
+    reference: &(impl ReferenceBlocks + ?Sized),
     changed: Option<&ChangedBlocks>,
     spool: &Path,
 ) -> Result<(W, IncrementalPart)> {
@@ -53,7 +59,7 @@ pub fn write_tar_incremental<W: Write>(
         match &entry.kind {
             FileKind::Dir => part.entries.push(append_dir(&mut builder, entry)?),
             FileKind::Symlink(target) => part.entries.push(append_symlink(&mut builder, entry, target)?),
-            FileKind::File => match reference.files.get(&entry.rel_path) {
+            FileKind::File => match reference.file(&entry.rel_path)? {
                 None => {
                     if let Some((item, blocks)) = append_file(&mut builder, entry)? {
                         part.read_bytes += item.size;
@@ -61,7 +67,7 @@ pub fn write_tar_incremental<W: Write>(
                         part.entries.push(item);
                     }
                 }
-                Some(old) => compare_file(&mut builder, entry, old, changed, spool, &mut part)?,
+                Some(old) => compare_file(&mut builder, entry, &old, changed, spool, &mut part)?,
             },
         }
     }
@@ -100,17 +106,33 @@ fn compare_file<W: Write>(
         hash: Context::new(&SHA256),
         stored: 0,
     };
-    let to_read = changed.and_then(|c| c.blocks_to_read(&entry.rel_path, length, old.digests.len() as u64));
+    let to_read =
+        changed.and_then(|c| c.blocks_to_read(&entry.rel_path, length, old.digests.len() as u64)).map(|mut list| {
+            // A last block that changed length is read too: the reference's digest is of other bytes.
+            let common = block_count(old.length).min(block_count(length));
+            list.extend(kept_blocks(old.length, length)..common);
+            list.sort_unstable();
+            list.dedup();
+            list
+        });
     let digests = match to_read {
         Some(list) => read_listed(&file, path, length, old, &list, &mut changes, spool, part)?,
         None => read_whole(file, path, length, old, &mut changes, spool, part)?,
     };
-    part.blocks.files.insert(entry.rel_path.clone(), FileBlocks { length, digests });
     if changes.blocks.is_empty() && length == old.length {
         part.unchanged.push(Unchanged { path: entry.rel_path.clone(), length, mode });
         return Ok(());
     }
     let whole = changes.blocks.len() as u64 == block_count(length);
+    if whole {
+        part.blocks.files.insert(entry.rel_path.clone(), FileBlocks { length, digests });
+    } else {
+        let runs = to_runs(&changes.blocks);
+        let all = FileBlocks { length, digests };
+        let stored = StoredFile::pick(&all, runs)
+            .ok_or_else(|| Error::Internal(format!("{}: a changed block past its end", entry.rel_path)))?;
+        part.stored.insert(entry.rel_path.clone(), stored);
+    }
     let mut spooled = changes.spool.into_inner().map_err(|e| Error::io(spool, e.into_error()))?;
     spooled.rewind().with_path(spool)?;
     let mut header = entry_header(tar::EntryType::Regular, entry);

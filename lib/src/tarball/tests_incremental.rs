@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use super::*;
-use crate::blockmap::BLOCK;
+use crate::blockmap::{AnyMap, BLOCK, LinkMap, StoredMap, merge_chain};
 use crate::manifest::{Manifest, ManifestReference};
 use crate::pg::datadir;
 
@@ -80,14 +80,25 @@ fn incremental_part_restores_exactly_the_changed_tree() {
     incr_m.unchanged = incr.unchanged;
     ok(incr_m.validate());
     let plan = ok(crate::manifest::chain::plan(&[&full_m, &incr_m], &["full", "incr"]));
+    // The incremental's block map holds what it stored; the target's is merged from the chain.
+    let stored = ok(StoredMap::of_backup(incr.blocks, incr.stored, &incr_m));
+    assert_eq!(
+        stored.files.keys().collect::<Vec<_>>(),
+        ["base/1/changed", "base/1/extended_then_truncated", "base/2/new", "global/short"]
+    );
+    assert_eq!(stored.files["base/1/changed"].digests.len(), 1);
+    let link = |map, manifest, name| LinkMap { map, manifest, name, object: format!("{name}/blockmap") };
+    let chain =
+        vec![link(AnyMap::Complete(full.blocks), &full_m, "full"), link(AnyMap::Stored(stored), &incr_m, "incr")];
+    let target = ok(merge_chain(chain)).files;
 
     let dest = tmp.path().join("restore");
     ok(fs::create_dir(&dest));
     let places = ok(lay_out(&dest, &incr_m, &BTreeMap::new()));
     let empty = HashMap::new();
     // Newest first, oldest first: the order does not matter.
-    ok(apply_tar(incr_tar.as_slice(), plan[1].get(&0).unwrap_or(&empty), &places, &incr.blocks.files));
-    ok(apply_tar(full_tar.as_slice(), plan[0].get(&0).unwrap_or(&empty), &places, &incr.blocks.files));
+    ok(apply_tar(incr_tar.as_slice(), plan[1].get(&0).unwrap_or(&empty), &places, &target));
+    ok(apply_tar(full_tar.as_slice(), plan[0].get(&0).unwrap_or(&empty), &places, &target));
     for f in ok(datadir::walk(&data, None)).iter().filter(|f| matches!(f.kind, datadir::FileKind::File)) {
         let restored = ok(fs::read(dest.join(&f.rel_path)));
         assert_eq!(restored, ok(fs::read(&f.abs_path)), "{}", f.rel_path);
@@ -95,7 +106,7 @@ fn incremental_part_restores_exactly_the_changed_tree() {
     assert!(!dest.join("base/1/dropped").exists());
 
     // A block that differs from the target's block map is refused.
-    let mut lying = incr.blocks.files.clone();
+    let mut lying = target.clone();
     if let Some(f) = lying.get_mut("base/1/same") {
         f.digests[0] = [0; 16];
     }
@@ -107,7 +118,7 @@ fn incremental_part_restores_exactly_the_changed_tree() {
 
     // A part that lacks a planned entry is refused, naming it.
     let empty = ok(tar::Builder::new(Vec::new()).into_inner());
-    let err = apply_tar(empty.as_slice(), plan[1].get(&0).unwrap_or(&empty_plan()), &places2, &incr.blocks.files);
+    let err = apply_tar(empty.as_slice(), plan[1].get(&0).unwrap_or(&empty_plan()), &places2, &target);
     assert!(err.is_err_and(|e| e.to_string().contains("is in the manifest but not in the part")));
 }
 

@@ -60,6 +60,7 @@ fn a_backup_from_a_streaming_standby_under_load_restores_every_row() {
     assert!(err.contains("WALVAULT_STANDBY_MAX_LAG is 1 s"), "{err}");
     s.psql("SELECT pg_wal_replay_resume()");
     wait_for("the standby catches up again", Duration::from_secs(60), &s, || replayed_everything(&p, &s));
+    cut_off_behind_the_archive(&repo, &p, &s);
 
     // The backup from the standby while pgbench writes on the primary (which archives; the
     // switches make the backup's last segment complete sooner).
@@ -112,4 +113,30 @@ fn a_backup_from_a_streaming_standby_under_load_restores_every_row() {
     r.stop();
     s.stop();
     p.stop();
+}
+
+/// A standby cut off from its primary (not streaming) and paused: what it received tells
+/// nothing, the archive shows how far the primary went on: refused all the same. Then it
+/// streams and catches up again.
+fn cut_off_behind_the_archive(repo: &TestRepo, p: &Cluster, s: &Cluster) {
+    let conninfo = s.psql("SHOW primary_conninfo").replace('\'', "''");
+    s.psql("ALTER SYSTEM SET primary_conninfo = ''");
+    s.psql("SELECT pg_reload_conf()");
+    wait_for("the standby stops streaming", Duration::from_secs(60), s, || {
+        s.try_psql("SELECT count(*) FROM pg_stat_wal_receiver").is_ok_and(|v| v == "0")
+    });
+    s.psql("SELECT pg_wal_replay_pause()");
+    std::thread::sleep(Duration::from_millis(1500));
+    for aid in [11, 12] {
+        p.psql(&format!("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = {aid}"));
+        p.switch_and_wait_archived(Duration::from_secs(60));
+    }
+    let out = backup_from(repo, s, &[("WALVAULT_STANDBY_MAX_LAG", "1")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "refused: {err}");
+    assert!(err.contains("s behind its primary") && err.contains("the archive holds WAL from"), "{err}");
+    s.psql(&format!("ALTER SYSTEM SET primary_conninfo = '{conninfo}'"));
+    s.psql("SELECT pg_reload_conf()");
+    s.psql("SELECT pg_wal_replay_resume()");
+    wait_for("the standby catches up once more", Duration::from_secs(60), s, || replayed_everything(p, s));
 }

@@ -16,11 +16,13 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
 pub use super::options::{BackupOptions, Checkpoint};
+use crate::blockmap::stream::DigestSpool;
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestTablespace};
 use crate::ops::Repo;
 use crate::ops::backup::flow::Flow;
+use crate::ops::backup::lease::Lease;
 use crate::ops::backup::resume;
 use crate::ops::repo::blocking;
 use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
@@ -47,7 +49,7 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let began = Instant::now();
     let server = backup_api::connect(&opts.conn, "walvault base-backup").await?;
     if server.in_recovery {
-        super::standby::check_lag(&server, opts.max_standby_lag, &opts.conn.describe()).await?;
+        super::standby::check_lag(repo, &server, opts.max_standby_lag, &opts.conn.describe()).await?;
     }
     let pgdata = check_pgdata(opts.pgdata.as_deref(), &server)?;
     let cluster = ClusterInfo {
@@ -61,16 +63,25 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     let window = if reference.is_some() { Duration::ZERO } else { opts.resume_window };
     let leftover = resume::find_leftover(repo, &opts.cluster, server.system_identifier, window).await?;
     let name = resume::backup_name(repo, &opts.cluster, leftover.as_ref()).await?;
+    // A resumable backup holds a lease on its folder: no two runs ever complete it.
+    let mut lease = if window.is_zero() { None } else { Some(Lease::take(repo, &name).await?) };
     tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
     let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
     let prior = (reference.as_ref(), leftover.as_ref(), window);
-    let result = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, prior).await;
+    let work = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, prior);
+    let result = match lease.as_mut() {
+        Some(lease) => lease.hold(repo, work).await,
+        None => work.await,
+    };
     if result.is_err() {
         // Leave the server clean; the parts stay invisible without a metadata object.
         let _ = server.backup_stop().await;
     }
     let mut meta = result?;
+    if let Some(lease) = &lease {
+        lease.confirm(repo).await?;
+    }
     meta.seconds = began.elapsed().as_secs_f64();
     let metadata_key = repo.layout.backup_metadata_key(&name);
     repo.storage.put(&metadata_key, json_bytes(&meta)?).await?;
@@ -227,7 +238,7 @@ async fn copy_and_finish(
         read_bytes: None,
         mac: None,
     };
-    super::incremental::finish(repo, &mut meta, &mut manifest, &blocks, reference, (source, read_bytes)).await?;
+    super::incremental::finish(repo, &mut meta, &mut manifest, blocks, reference, (source, read_bytes)).await?;
     // The metadata's MAC, and its digest inside the authenticated manifest.
     metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
@@ -242,7 +253,7 @@ async fn copy_and_finish(
 enum Part {
     Files(Vec<DataFile>),
     /// Files compared with a reference's block map.
-    Incremental(Vec<DataFile>, Arc<crate::blockmap::BlockMap>, Option<Arc<crate::blockmap::ChangedBlocks>>),
+    Incremental(Vec<DataFile>, Arc<DigestSpool>, Option<Arc<crate::blockmap::ChangedBlocks>>),
     Bytes(Vec<(String, Vec<u8>)>),
 }
 
@@ -288,7 +299,7 @@ async fn upload_part(
                 (encoder, IncrementalPart { entries, blocks, read_bytes, ..Default::default() })
             }
             Part::Incremental(files, reference, changed) => {
-                tarball::write_tar_incremental(encoder, files, reference, changed.as_deref(), &spool_dir)?
+                tarball::write_tar_incremental(encoder, files, reference.as_ref(), changed.as_deref(), &spool_dir)?
             }
             Part::Bytes(items) => {
                 let refs: Vec<(&str, &[u8])> = items.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::blockmap::{BlockMap, ChangedBlocks};
+use crate::blockmap::stream::DigestSpool;
+use crate::blockmap::{BlockMap, ChangedBlocks, StoredFile, StoredMap};
 use crate::manifest::{Manifest, ManifestReference};
 use crate::ops::Repo;
 use crate::ops::repo::catalog::{self, BackupMetadata, BackupType, WalArchive};
@@ -19,12 +20,14 @@ use crate::wal::timeline::HistoryEntry;
 use crate::wal::{Lsn, WalFileName};
 use crate::{Error, Result};
 
-/// The backup an incremental builds on, with its block map.
+/// The backup an incremental builds on, with its effective block map (every file it
+/// restores, merged from its chain).
 #[derive(Clone)]
 pub struct Reference {
     pub meta: BackupMetadata,
     pub kind: BackupType,
-    pub blocks: Arc<BlockMap>,
+    /// Kept in a local unnamed file (the spool directory), never whole in memory.
+    pub blocks: Arc<DigestSpool>,
     /// The history of the timeline the backup starts on (empty on timeline 1), to follow the
     /// WAL summaries from the reference across timeline switches.
     pub history: Vec<HistoryEntry>,
@@ -76,13 +79,23 @@ pub async fn reference(
         return Ok(None);
     };
     let manifest = parts::load_manifest(repo, meta).await?;
-    let Some(blocks) = chain::load_block_map(repo, meta, &manifest).await? else {
+    if manifest.block_map_sha256.is_none() {
         tracing::warn!(
             "backup {} has no block map (written before incremental backups): taking a full backup",
             meta.name
         );
         return Ok(None);
+    }
+    let links = match chain::load(repo, meta.clone(), manifest).await {
+        // A broken chain: what builds on it could not be restored either.
+        Err(e) if matches!(e.root(), Error::Refused(_)) => {
+            tracing::warn!("{}: taking a full backup", e.root());
+            return Ok(None);
+        }
+        other => other?,
     };
+    let dir = opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let blocks = chain::effective_spool(repo, &links, &dir).await?;
     tracing::info!("{} backup against {}", kind.name(), meta.name);
     Ok(Some(Reference { meta: meta.clone(), kind, blocks: Arc::new(blocks), history: history.unwrap_or_default() }))
 }
@@ -117,15 +130,24 @@ pub fn ranges_on_path(history: &[HistoryEntry], target: u32, from: Lsn, to: Lsn)
     out
 }
 
-/// Merge the parts' outputs into the manifest's incremental fields; returns the block map and
+/// The block digests a backup gathered: of every file stored whole, and of the stored blocks
+/// of each delta.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    pub whole: BlockMap,
+    pub deltas: BTreeMap<String, StoredFile>,
+}
+
+/// Merge the parts' outputs into the manifest's incremental fields; returns the digests and
 /// the bytes read from the data directory.
-pub fn merge(manifest: &mut Manifest, outputs: Vec<IncrementalPart>) -> (BlockMap, u64) {
-    let mut blocks = BlockMap::default();
+pub fn merge(manifest: &mut Manifest, outputs: Vec<IncrementalPart>) -> (Gathered, u64) {
+    let mut blocks = Gathered::default();
     let mut read = 0;
     for out in outputs {
         manifest.deltas.extend(out.deltas);
         manifest.unchanged.extend(out.unchanged);
-        blocks.files.extend(out.blocks.files);
+        blocks.whole.files.extend(out.blocks.files);
+        blocks.deltas.extend(out.stored);
         read += out.read_bytes;
     }
     (blocks, read)
@@ -188,11 +210,16 @@ pub async fn finish(
     repo: &Repo,
     meta: &mut BackupMetadata,
     manifest: &mut Manifest,
-    blocks: &BlockMap,
+    blocks: Gathered,
     reference: Option<&Reference>,
     (source, read_bytes): (Option<String>, u64),
 ) -> Result<()> {
-    manifest.block_map_sha256 = Some(chain::save_block_map(repo, &meta.name, &meta.manifest_key, blocks).await?);
+    // A full backup's map is complete; an incremental's holds only what it stored.
+    let plain = match reference {
+        None => blocks.whole.encode(),
+        Some(_) => StoredMap::of_backup(blocks.whole, blocks.deltas, manifest)?.encode(),
+    };
+    manifest.block_map_sha256 = Some(chain::save_block_map(repo, &meta.name, &meta.manifest_key, plain).await?);
     if let Some(r) = reference {
         meta.backup_type = r.kind;
         meta.reference = Some(r.meta.name.clone());

@@ -41,7 +41,7 @@ use crate::{Error, Result};
 pub const SETTLE: Duration = Duration::from_secs(1);
 /// A leftover with an object this young, not provably abandoned by a process of this host
 /// that is gone, may be a backup still running: it is not resumed.
-const LIVE_FOR: Duration = Duration::from_secs(600);
+pub(super) const LIVE_FOR: Duration = Duration::from_secs(600);
 const RECORD_FORMAT: u32 = 1;
 const PG_CONTROL: &str = "global/pg_control";
 
@@ -143,7 +143,7 @@ pub async fn forget(repo: &Repo, backup: &str, index: u32) -> Result<()> {
     repo.storage.put(&record_key(repo, backup, index), Bytes::new()).await
 }
 
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 

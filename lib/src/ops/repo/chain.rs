@@ -3,12 +3,17 @@
 //! its backups back to its full backup, each link checked against the manifest that names it.
 //! Shared by base-backup (the reference), pitr-prepare, verify, prune and list.
 
+use std::io::Read;
+use std::path::Path;
+
 use bytes::Bytes;
+use tokio_util::io::SyncIoBridge;
 
 use super::catalog::{self, BackupMetadata};
 use super::place::Logical;
 use super::{Repo, blocking, metadata_auth, parts};
-use crate::blockmap::BlockMap;
+use crate::blockmap::stream::{CompleteReader, DigestSpool, spool_chain};
+use crate::blockmap::{AnyMap, BlockMap, LinkMap, Merger, merge_chain};
 use crate::manifest::Manifest;
 use crate::{Error, Result, codec};
 
@@ -27,12 +32,12 @@ pub fn block_map_key(manifest_key: &str) -> String {
     manifest_key.replacen("manifest.json", "blockmap.bin", 1)
 }
 
-/// Encode and store backup `name`'s block map; returns the SHA-256 its manifest records.
+/// Store backup `name`'s block map (`plain`: its binary form); returns the SHA-256 its
+/// manifest records.
 ///
 /// # Errors
 /// Storage and codec failures.
-pub async fn save_block_map(repo: &Repo, name: &str, manifest_key: &str, map: &BlockMap) -> Result<String> {
-    let plain = map.encode();
+pub async fn save_block_map(repo: &Repo, name: &str, manifest_key: &str, plain: Vec<u8>) -> Result<String> {
     let sha = BlockMap::sha256_hex(&plain);
     let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
     let context = repo.context(&Logical::BlockMap(name)).await?;
@@ -41,12 +46,12 @@ pub async fn save_block_map(repo: &Repo, name: &str, manifest_key: &str, map: &B
     Ok(sha)
 }
 
-/// Backup `b`'s block map, checked against its manifest; `None` for a backup written before
-/// block maps existed.
+/// Backup `b`'s block map as stored (complete, or only what an incremental stored), checked
+/// against its manifest; `None` for a backup written before block maps existed.
 ///
 /// # Errors
 /// Not found, storage, key and corruption errors naming the object.
-pub async fn load_block_map(repo: &Repo, b: &BackupMetadata, manifest: &Manifest) -> Result<Option<BlockMap>> {
+pub async fn load_block_map(repo: &Repo, b: &BackupMetadata, manifest: &Manifest) -> Result<Option<AnyMap>> {
     let Some(want) = &manifest.block_map_sha256 else { return Ok(None) };
     let key = block_map_key(&b.manifest_key);
     let plain = repo.read_object(&key, &Logical::BlockMap(&b.name), false).await?;
@@ -54,8 +59,118 @@ pub async fn load_block_map(repo: &Repo, b: &BackupMetadata, manifest: &Manifest
     if !BlockMap::sha256_hex(&plain).eq_ignore_ascii_case(want) {
         return Err(Error::corrupt(object, "block map differs from the digest its manifest records"));
     }
-    let map = blocking(move || BlockMap::decode(&plain, &object)).await?;
+    let map = blocking(move || AnyMap::decode(&plain, &object)).await?;
     Ok(Some(map))
+}
+
+/// The effective block map of the last backup of `links` (a chain, full backup first, as
+/// [`load`] returns it): every file it restores with all its digests, merged from the block
+/// maps of the chain back to the newest complete one ([`crate::blockmap::effective`]).
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the backup whose block map is missing or does not fit its
+/// manifest or its chain; storage and key errors.
+pub async fn effective_map(repo: &Repo, links: &[Link]) -> Result<BlockMap> {
+    let mut maps = Vec::new();
+    for link in links.iter().rev() {
+        let object = repo.storage.describe(&block_map_key(&link.meta.manifest_key));
+        let map = load_block_map(repo, &link.meta, &link.manifest)
+            .await?
+            .ok_or_else(|| Error::corrupt(&object, format!("backup {} has no block map", link.meta.name)))?;
+        let complete = matches!(map, AnyMap::Complete(_));
+        maps.push((link, map, object));
+        if complete {
+            break;
+        }
+    }
+    let (maps, about): (Vec<AnyMap>, Vec<(Manifest, String, String)>) = maps
+        .into_iter()
+        .rev()
+        .map(|(link, map, object)| (map, (link.manifest.clone(), link.meta.name.clone(), object)))
+        .unzip();
+    blocking(move || {
+        let links = maps.into_iter().zip(&about);
+        merge_chain(
+            links
+                .map(|(map, (manifest, name, object))| LinkMap { map, manifest, name, object: object.clone() })
+                .collect(),
+        )
+    })
+    .await
+}
+
+/// [`effective_map`] of the last backup of `links`, kept in an unnamed file in `dir` rather
+/// than in memory: the complete map at the chain's start is streamed through the merge one
+/// file at a time, the incremental maps after it (what each stored) are read whole.
+///
+/// # Errors
+/// As [`effective_map`]; [`Error::Io`] naming `dir`.
+pub async fn effective_spool(repo: &Repo, links: &[Link], dir: &Path) -> Result<DigestSpool> {
+    let mut later = Vec::new();
+    let mut base = None;
+    for link in links.iter().rev() {
+        let object = repo.storage.describe(&block_map_key(&link.meta.manifest_key));
+        let about = (link.manifest.clone(), link.meta.name.clone(), object);
+        match open_block_map(repo, link).await? {
+            Opened::Whole(map) => later.push((map, about)),
+            Opened::Streamed(stream, want) => {
+                base = Some((stream, want, about));
+                break;
+            }
+        }
+    }
+    let dir = dir.to_path_buf();
+    blocking(move || {
+        let (maps, about): (Vec<AnyMap>, Vec<_>) = later.into_iter().rev().unzip();
+        let Some((stream, want, (manifest, name, object))) = base else {
+            let links = maps.into_iter().zip(&about).map(link_map).collect();
+            return spool_chain(Merger::new(links), &dir, None::<(CompleteReader<std::io::Empty>, _)>);
+        };
+        let first = LinkMap { map: AnyMap::Complete(BlockMap::default()), manifest: &manifest, name: &name, object };
+        let links = std::iter::once(first).chain(maps.into_iter().zip(&about).map(link_map)).collect();
+        spool_chain(Merger::new(links), &dir, Some((*stream, &want)))
+    })
+    .await
+}
+
+/// A complete block map opened as a stream (with the digest its manifest records, checked at
+/// its end), or any other read whole and checked.
+enum Opened {
+    Whole(AnyMap),
+    Streamed(Box<CompleteReader<Box<dyn Read + Send>>>, String),
+}
+
+async fn open_block_map(repo: &Repo, link: &Link) -> Result<Opened> {
+    let key = block_map_key(&link.meta.manifest_key);
+    let object = repo.storage.describe(&key);
+    let Some(want) = link.manifest.block_map_sha256.clone() else {
+        return Err(Error::corrupt(&object, format!("backup {} has no block map", link.meta.name)));
+    };
+    let expect = repo.expect(&Logical::BlockMap(&link.meta.name)).await?;
+    let bridge = SyncIoBridge::new(repo.storage.get(&key).await?);
+    let keyring = repo.keyring.clone();
+    blocking(move || {
+        let input = std::io::BufReader::with_capacity(1 << 20, bridge);
+        let (_, mut body) = codec::decoder(input, &keyring, &object, false, Some(&expect))?;
+        let unreadable = |e: std::io::Error| Error::corrupt(&object, format!("block map: {e}"));
+        let mut head = [0u8; 10];
+        body.read_exact(&mut head).map_err(unreadable)?;
+        if head.starts_with(b"WVBLKMAP1") {
+            let input: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(head).chain(body));
+            return Ok(Opened::Streamed(Box::new(CompleteReader::new(input, &object)?), want));
+        }
+        let mut plain = head.to_vec();
+        body.read_to_end(&mut plain).map_err(unreadable)?;
+        if !BlockMap::sha256_hex(&plain).eq_ignore_ascii_case(&want) {
+            return Err(Error::corrupt(&object, "block map differs from the digest its manifest records"));
+        }
+        Ok(Opened::Whole(AnyMap::decode(&plain, &object)?))
+    })
+    .await
+}
+
+fn link_map<'a>((map, (manifest, name, object)): (AnyMap, &'a (Manifest, String, String))) -> LinkMap<'a> {
+    LinkMap { map, manifest, name, object: object.clone() }
 }
 
 /// The chain ending at `target` (its manifest already loaded), full backup first. Every link

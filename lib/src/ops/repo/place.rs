@@ -22,6 +22,9 @@ pub enum Logical<'a> {
     BlockMap(&'a str),
     /// The record of part `index` of base backup `backup` (what a resumed backup may reuse).
     PartRecord { backup: &'a str, index: u32 },
+    /// The lease of the base-backup run writing backup `backup` (`lease.json`): who writes
+    /// the folder, renewed while it runs (a resumed run takes it over).
+    Lease(&'a str),
     /// Object `file` (`archive.tar`, `manifest.json`) of file-storage backup `backup`.
     Files { kind: &'a str, backup: &'a str, file: &'a str },
 }
@@ -35,6 +38,7 @@ impl Logical<'_> {
             Logical::Manifest(backup) => format!("backup/{backup}/manifest"),
             Logical::BlockMap(backup) => format!("backup/{backup}/blockmap"),
             Logical::PartRecord { backup, index } => format!("backup/{backup}/part/{index}/record"),
+            Logical::Lease(backup) => format!("backup/{backup}/lease"),
             Logical::Files { kind, backup, file } => format!("files/{kind}/{backup}/{file}"),
         }
     }
@@ -51,6 +55,7 @@ impl Logical<'_> {
             | Logical::Manifest(backup)
             | Logical::BlockMap(backup)
             | Logical::PartRecord { backup, .. }
+            | Logical::Lease(backup)
             | Logical::Files { backup, .. } => backup,
             Logical::Wal(_) => return None,
         };

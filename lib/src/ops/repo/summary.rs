@@ -267,6 +267,42 @@ pub async fn load(repo: &Repo) -> Result<Option<Summary>> {
     Ok(Some(summary))
 }
 
+/// Bring `summary` up to date with its newest day partition (the one of `now` when it has no
+/// WAL yet): one LIST of what was stored there after the newest segment of each timeline
+/// written that day. wal-push writes the summary at most a minute apart (and at once for a
+/// new day or timeline), so the summary and this listing together know the newest segment.
+///
+/// # Errors
+/// Storage failures of the listing.
+pub async fn catch_up(repo: &Repo, summary: &mut Summary, now: DateTime<Utc>) -> Result<()> {
+    let newest_day = summary.wal.newest_key.as_deref().and_then(|k| repo.layout.parse_wal_key(k)).map(|w| w.day);
+    let day = newest_day.unwrap_or_else(|| now.date_naive());
+    let prefix = repo.layout.wal_day_prefix(day);
+    // After the newest segment of every timeline written that day (in name order, an older
+    // timeline's segments come first).
+    let day_start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let after = summary
+        .wal
+        .timelines
+        .values()
+        .filter(|t| t.last_archived_at >= day_start)
+        .filter_map(|t| t.last_segment.as_ref().map(|s| format!("{prefix}{s}")))
+        .min();
+    let listing = repo.storage.list(&prefix, None, after.as_deref()).await?;
+    for o in &listing.objects {
+        let Some(w) = repo.layout.parse_wal_key(&o.key) else { continue };
+        // Up to its timeline's newest known segment, the summary counted it already.
+        let tli = WalFileName::parse(&w.name).map(|n| n.tli()).ok();
+        let known = tli.and_then(|t| summary.wal.timelines.get(&t)).and_then(|t| t.last_segment.as_deref());
+        if known.is_some_and(|k| w.name.as_str() <= k) {
+            continue;
+        }
+        let at: DateTime<Utc> = o.last_modified.unwrap_or_else(Utc::now);
+        summary.wal_stored(&o.key, &w.name, at, 1);
+    }
+    Ok(())
+}
+
 /// Read the summary (a missing or invalid one starts afresh), apply `change`, write it back.
 ///
 /// # Errors

@@ -5,12 +5,10 @@
 //! summary's, written by an older version or by hand, costs one GET more). The WAL archive is
 //! never listed whole: gaps are `walvault verify`'s to find (`status --full` lists everything).
 
-use chrono::{DateTime, Utc};
-
 use super::facts::{BackupHealth, Facts, StatusOptions, VerificationHealth, WalHealth};
 use crate::Result;
 use crate::ops::Repo;
-use crate::ops::repo::summary::Summary;
+use crate::ops::repo::summary::{self, Summary};
 use crate::ops::repo::timelines::{self, TimelineInfo};
 use crate::ops::repo::windows::Window;
 use crate::wal::{Lsn, WalFileName};
@@ -20,20 +18,7 @@ use crate::wal::{Lsn, WalFileName};
 /// # Errors
 /// Storage failures of the listings.
 pub(super) async fn facts(repo: &Repo, opts: &StatusOptions, mut summary: Summary) -> Result<Facts> {
-    let newest_day = summary.wal.newest_key.as_deref().and_then(|k| repo.layout.parse_wal_key(k)).map(|w| w.day);
-    let day = newest_day.unwrap_or_else(|| opts.now.date_naive());
-    let prefix = repo.layout.wal_day_prefix(day);
-    // After the newest segment of every timeline written that day (in name order, an older
-    // timeline's segments come first).
-    let day_start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    let after = summary
-        .wal
-        .timelines
-        .values()
-        .filter(|t| t.last_archived_at >= day_start)
-        .filter_map(|t| t.last_segment.as_ref().map(|s| format!("{prefix}{s}")))
-        .min();
-    catch_up(repo, &mut summary, &prefix, after.as_deref()).await?;
+    summary::catch_up(repo, &mut summary, opts.now).await?;
     let seg_size = summary.backups.as_ref().and_then(|b| b.newest.as_ref()).map_or(16 << 20, |b| b.wal_segment_size);
     let tls = timeline_infos(&summary, seg_size);
     let followed = timelines::written_most_recently(&tls);
@@ -96,23 +81,6 @@ pub(super) async fn facts(repo: &Repo, opts: &StatusOptions, mut summary: Summar
         verification = Some(super::facts::read_report(repo, key, at).await?);
     }
     Ok(Facts { wal, timelines: tls, windows, window_problems: Vec::new(), backups, verification, source: "summary" })
-}
-
-/// Add what `prefix` holds after `after` (everything without it) to the summary.
-async fn catch_up(repo: &Repo, summary: &mut Summary, prefix: &str, after: Option<&str>) -> Result<()> {
-    let listing = repo.storage.list(prefix, None, after).await?;
-    for o in &listing.objects {
-        let Some(w) = repo.layout.parse_wal_key(&o.key) else { continue };
-        // Up to its timeline's newest known segment, the summary counted it already.
-        let tli = WalFileName::parse(&w.name).map(|n| n.tli()).ok();
-        let known = tli.and_then(|t| summary.wal.timelines.get(&t)).and_then(|t| t.last_segment.as_deref());
-        if known.is_some_and(|k| w.name.as_str() <= k) {
-            continue;
-        }
-        let at: DateTime<Utc> = o.last_modified.unwrap_or_else(Utc::now);
-        summary.wal_stored(&o.key, &w.name, at, 1);
-    }
-    Ok(())
 }
 
 /// The summary's timelines as status shows them (segments estimated from the names).

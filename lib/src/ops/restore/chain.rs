@@ -50,15 +50,8 @@ pub async fn prepare(repo: &Repo, backup: &BackupMetadata, manifest: &Manifest) 
     for link in &links[..links.len().saturating_sub(1)] {
         place::check_parts(repo, &link.meta).await?;
     }
-    let object = repo.storage.describe(&chain::block_map_key(&backup.manifest_key));
-    let blocks = chain::load_block_map(repo, backup, manifest)
-        .await?
-        .ok_or_else(|| Error::corrupt(&object, format!("incremental backup {} has no block map", backup.name)))?;
-    for (path, length, _) in manifest.restored_files() {
-        if blocks.files.get(path).map(|f| f.length) != Some(length) {
-            return Err(Error::corrupt(&object, format!("{path} is not in the block map at length {length}")));
-        }
-    }
+    // Every restored file at its length, all its digests (the chain's maps merged).
+    let blocks = chain::effective_map(repo, &links).await?;
     let manifests: Vec<&Manifest> = links.iter().map(|l| &l.manifest).collect();
     let names: Vec<&str> = links.iter().map(|l| l.meta.name.as_str()).collect();
     let plan = crate::manifest::chain::plan(&manifests, &names)?;

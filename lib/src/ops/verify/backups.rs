@@ -176,8 +176,10 @@ async fn check_chain(
             tracing::info!("backup {}: chain {} is whole", b.name, c.names().join(" -> "));
             Ok(())
         }
+        Ok(None) if manifest.block_map_sha256.is_none() => Ok(()),
         Ok(None) => {
-            crate::ops::repo::chain::load_block_map(repo, b, manifest).await.map(|_| ()).map_err(|e| (e, map_key))
+            let link = [crate::ops::repo::chain::Link { meta: b.clone(), manifest: manifest.clone() }];
+            crate::ops::repo::chain::effective_map(repo, &link).await.map(|_| ()).map_err(|e| (e, map_key))
         }
         Err(e) => Err((e, b.manifest_key.clone())),
     }

@@ -1,0 +1,261 @@
+//! `WVBLKMAP2`: the block map of an incremental backup, holding only what that backup stored
+//! (`docs/FORMAT.md`, section 9.1): all the digests of a file stored whole, the length and the
+//! digests of exactly the stored blocks of a file with a `deltas` entry, nothing for an
+//! `unchanged` file. What the backup restores is the chain's maps merged
+//! ([`super::effective`]).
+//!
+//! Binary form: `WVBLKMAP2` NUL, the file count (u64 big-endian), then per file in path order:
+//! the path length (u32 BE), the path (UTF-8), the file length (u64 BE), the run count (u32 BE),
+//! the runs (`first`, `count`: u64 BE each; ascending, disjoint, non-empty, below the file's
+//! block count), then one 16-byte digest per block of the runs, in block order.
+
+use std::collections::BTreeMap;
+
+use super::{BlockMap, Digest, FileBlocks, Reader, block_count, run_blocks};
+use crate::manifest::{EntryKind, Manifest, check_relative_path};
+use crate::{Error, Result};
+
+/// First bytes of the binary form.
+const MAGIC: &[u8] = b"WVBLKMAP2\0";
+
+/// The stored blocks of one file: its length, and the digests of the blocks of `runs`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredFile {
+    pub length: u64,
+    /// `[first, count]` runs, ascending and disjoint (`[[0, n]]` for a file stored whole).
+    pub runs: Vec<[u64; 2]>,
+    /// One digest per block of `runs`, in block order.
+    pub digests: Vec<Digest>,
+}
+
+/// The block map of an incremental backup: its stored files by path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredMap {
+    pub files: BTreeMap<String, StoredFile>,
+}
+
+/// A block map as read from the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyMap {
+    /// `WVBLKMAP1`: every file as the backup restores it (full backups, and incremental ones
+    /// written before `WVBLKMAP2`).
+    Complete(BlockMap),
+    /// `WVBLKMAP2`: only what an incremental backup stored.
+    Stored(StoredMap),
+}
+
+impl AnyMap {
+    /// Parse either binary form (by its magic).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming `object` and what is wrong.
+    pub fn decode(bytes: &[u8], object: &str) -> Result<AnyMap> {
+        if bytes.starts_with(MAGIC) {
+            StoredMap::decode(bytes, object).map(AnyMap::Stored)
+        } else {
+            BlockMap::decode(bytes, object).map(AnyMap::Complete)
+        }
+    }
+}
+
+impl StoredMap {
+    /// What `manifest` (an incremental backup's) stores: each file stored whole with its
+    /// digests from `whole`, each file with a `deltas` entry with its stored blocks from
+    /// `deltas`.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when a stored file's digests are missing or are not of its blocks.
+    pub fn of_backup(
+        mut whole: BlockMap,
+        mut deltas: BTreeMap<String, StoredFile>,
+        manifest: &Manifest,
+    ) -> Result<StoredMap> {
+        let mut files = BTreeMap::new();
+        for e in manifest.files.iter().filter(|e| e.kind == EntryKind::File) {
+            let wrong = || Error::Internal(format!("block map: no digests for the stored blocks of {}", e.path));
+            let file = match manifest.deltas.get(&e.path) {
+                None => whole
+                    .files
+                    .remove(&e.path)
+                    .map(|f| StoredFile { length: f.length, runs: whole_runs(f.length), digests: f.digests })
+                    .filter(|f| f.runs.iter().map(|r| r[1]).sum::<u64>() == f.digests.len() as u64),
+                Some(d) => deltas.remove(&e.path).filter(|f| f.runs == d.blocks && f.length == d.length),
+            };
+            files.insert(e.path.clone(), file.ok_or_else(wrong)?);
+        }
+        Ok(StoredMap { files })
+    }
+
+    /// The binary form (see the module doc).
+    pub fn encode(&self) -> Vec<u8> {
+        let blocks: usize = self.files.values().map(|f| f.digests.len()).sum();
+        let mut out = Vec::with_capacity(32 + self.files.len() * 80 + blocks * 16);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.files.len() as u64).to_be_bytes());
+        for (path, f) in &self.files {
+            out.extend_from_slice(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_be_bytes());
+            out.extend_from_slice(path.as_bytes());
+            out.extend_from_slice(&f.length.to_be_bytes());
+            out.extend_from_slice(&u32::try_from(f.runs.len()).unwrap_or(u32::MAX).to_be_bytes());
+            for [first, count] in &f.runs {
+                out.extend_from_slice(&first.to_be_bytes());
+                out.extend_from_slice(&count.to_be_bytes());
+            }
+            for d in &f.digests {
+                out.extend_from_slice(d);
+            }
+        }
+        out
+    }
+
+    /// Parse the binary form, checking every path, run and digest count.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming `object` and what is wrong.
+    pub fn decode(bytes: &[u8], object: &str) -> Result<StoredMap> {
+        let bad = |why: String| Error::corrupt(object, format!("block map: {why}"));
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(MAGIC.len()).ok_or_else(|| bad("too short".into()))? != MAGIC {
+            return Err(bad("not an incremental block map (magic)".into()));
+        }
+        let count = r.u64().ok_or_else(|| bad("truncated file count".into()))?;
+        let mut files = BTreeMap::new();
+        for i in 0..count {
+            let len = r.u32().ok_or_else(|| bad(format!("file {i}: truncated")))? as usize;
+            let raw = r.take(len).ok_or_else(|| bad(format!("file {i}: truncated path")))?;
+            let path = std::str::from_utf8(raw).map_err(|_| bad(format!("file {i}: path is not utf-8")))?;
+            check_relative_path(path).map_err(|e| bad(e.to_string()))?;
+            let file = decode_file(&mut r).map_err(|why| bad(format!("{path}: {why}")))?;
+            if files.insert(path.to_string(), file).is_some() {
+                return Err(bad(format!("{path} appears twice")));
+            }
+        }
+        if r.at != bytes.len() {
+            return Err(bad(format!("{} bytes after the last file", bytes.len() - r.at)));
+        }
+        Ok(StoredMap { files })
+    }
+}
+
+impl StoredFile {
+    /// The blocks `runs` of a file whose digests are `all`; `None` when a run is past its end.
+    pub fn pick(all: &FileBlocks, runs: Vec<[u64; 2]>) -> Option<StoredFile> {
+        let at = |b: u64| usize::try_from(b).ok().and_then(|i| all.digests.get(i)).copied();
+        let digests = run_blocks(&runs).map(at).collect::<Option<Vec<_>>>()?;
+        Some(StoredFile { length: all.length, runs, digests })
+    }
+}
+
+/// One file after its path: length, runs, digests.
+fn decode_file(r: &mut Reader<'_>) -> std::result::Result<StoredFile, String> {
+    let length = r.u64().ok_or("truncated length")?;
+    let runs_len = r.u32().ok_or("truncated run count")?;
+    let blocks = block_count(length);
+    let (mut runs, mut total, mut next) = (Vec::new(), 0u64, 0u64);
+    for _ in 0..runs_len {
+        let (first, count) = (r.u64().ok_or("truncated run")?, r.u64().ok_or("truncated run")?);
+        let end = first.checked_add(count).filter(|&e| count > 0 && first >= next && e <= blocks);
+        let Some(end) = end else {
+            return Err(format!("run [{first}, {count}] is empty, out of order or past its {blocks} blocks"));
+        };
+        runs.push([first, count]);
+        total += count;
+        next = end;
+    }
+    let n = usize::try_from(total).map_err(|_| format!("{total} blocks"))?;
+    let raw = r.take(n.checked_mul(16).ok_or("too many blocks")?).ok_or("truncated digests")?;
+    let digests = raw.chunks_exact(16).map(|c| c.try_into().unwrap_or([0; 16])).collect();
+    Ok(StoredFile { length, runs, digests })
+}
+
+/// The runs of a whole file of `length` bytes.
+pub fn whole_runs(length: u64) -> Vec<[u64; 2]> {
+    match block_count(length) {
+        0 => Vec::new(),
+        n => vec![[0, n]],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Delta, ManifestEntry, ManifestReference, Unchanged};
+
+    fn file(path: &str, size: u64) -> ManifestEntry {
+        let sha256 = "ab".repeat(32);
+        ManifestEntry {
+            path: path.into(),
+            size,
+            sha256,
+            mode: 0o600,
+            part: 0,
+            kind: EntryKind::File,
+            link_target: None,
+        }
+    }
+
+    #[test]
+    fn of_backup_keeps_only_what_was_stored_and_round_trips() {
+        const B: u64 = 8192;
+        let mut now = BlockMap::default();
+        let fb = |length, n: u8| FileBlocks { length, digests: (0..n).map(|i| [i; 16]).collect() };
+        now.files.insert("base/1/delta".into(), fb(4 * B, 4));
+        now.files.insert("base/1/same".into(), fb(2 * B, 2));
+        now.files.insert("base/1/whole".into(), fb(B + 1, 2));
+        now.files.insert("empty".into(), fb(0, 0));
+        let mut m =
+            Manifest::new(vec![file("base/1/delta", 2 * B), file("base/1/whole", B + 1), file("empty", 0)], vec![]);
+        m.reference = Some(ManifestReference { name: "r".into(), metadata_sha256: "cd".repeat(32) });
+        m.deltas.insert("base/1/delta".into(), Delta { length: 4 * B, blocks: vec![[1, 1], [3, 1]] });
+        m.unchanged.push(Unchanged { path: "base/1/same".into(), length: 2 * B, mode: 0o600 });
+        let delta = StoredFile::pick(&now.files["base/1/delta"], vec![[1, 1], [3, 1]]);
+        let deltas = BTreeMap::from([("base/1/delta".to_string(), delta.unwrap_or_default())]);
+        let map = StoredMap::of_backup(now.clone(), deltas.clone(), &m).map_err(|e| e.to_string());
+        let Ok(map) = map else { panic!("{map:?}") };
+        assert_eq!(map.files.len(), 3, "the unchanged file is not in it");
+        assert_eq!(map.files["base/1/delta"].digests, vec![[1; 16], [3; 16]]);
+        assert_eq!(map.files["base/1/whole"].runs, vec![[0, 2]]);
+        assert!(map.files["empty"].runs.is_empty());
+        let bytes = map.encode();
+        assert_eq!(AnyMap::decode(&bytes, "o").ok(), Some(AnyMap::Stored(map.clone())));
+        // 10 + 8, then per file 4 + path + 8 + 4 + 16 per run + 16 per digest.
+        assert_eq!(bytes.len(), 18 + (4 + 12 + 8 + 4 + 32 + 32) + (4 + 12 + 8 + 4 + 16 + 32) + (4 + 5 + 8 + 4));
+        assert!(StoredMap::decode(&bytes[..bytes.len() - 1], "o").is_err());
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(StoredMap::decode(&extra, "o").is_err());
+        assert!(StoredMap::of_backup(now.clone(), BTreeMap::new(), &m).is_err(), "a delta's digests missing");
+        now.files.remove("base/1/whole");
+        assert!(StoredMap::of_backup(now, deltas, &m).is_err(), "a whole file's digests missing");
+    }
+
+    #[test]
+    fn the_worked_example_of_format_md() {
+        let delta = StoredFile { length: 245_760, runs: vec![[2, 1], [27, 3]], digests: vec![[1; 16]; 4] };
+        let control = StoredFile { length: 8192, runs: whole_runs(8192), digests: vec![[2; 16]] };
+        let files = BTreeMap::from([("base/5/16384".to_string(), delta), ("global/pg_control".to_string(), control)]);
+        let bytes = StoredMap { files }.encode();
+        assert_eq!(bytes.len(), 207);
+        let head = "57 56 42 4c 4b 4d 41 50 32 00 00 00 00 00 00 00 00 02 00 00 00 0c";
+        assert_eq!(hex::encode(&bytes[..22]), head.replace(' ', ""));
+        let length = "00 00 00 00 00 03 c0 00 00 00 00 02 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 01";
+        assert_eq!(hex::encode(&bytes[34..62]), length.replace(' ', ""));
+    }
+
+    #[test]
+    fn decode_refuses_bad_runs() {
+        let one = |runs: Vec<[u64; 2]>, length: u64| {
+            let n = runs.iter().map(|r| r[1] as usize).sum::<usize>().min(100);
+            let f = StoredFile { length, runs, digests: vec![[7; 16]; n] };
+            let map = StoredMap { files: BTreeMap::from([("base/1/1".to_string(), f)]) };
+            StoredMap::decode(&map.encode(), "obj").map_err(|e| e.to_string())
+        };
+        assert!(one(vec![[0, 1], [2, 2]], 4 * 8192).is_ok());
+        for (runs, length) in [(vec![[0, 2], [1, 1]], 4 * 8192), (vec![[3, 2]], 4 * 8192), (vec![[0, 0]], 8192)] {
+            let e = one(runs.clone(), length);
+            assert!(e.as_ref().is_err_and(|e| e.contains("obj") && e.contains("base/1/1")), "{runs:?}: {e:?}");
+        }
+        let e = one(vec![[u64::MAX, 2]], 8192);
+        assert!(e.is_err());
+    }
+}
