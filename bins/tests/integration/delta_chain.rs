@@ -14,13 +14,16 @@ use super::common::{Backend, Cluster, TEST_KEY, TestRepo, stderr};
 use super::delta::{damage, snapshot, table_digests};
 use super::incremental::backup;
 use super::pitr::{prepare, primary, recover};
+use super::raw::{get_raw, put_raw};
 
-fn delta_to_latest(repo: &TestRepo, pgdata: &Path) -> (Output, serde_json::Value) {
+/// `pitr-prepare --delta --latest` into `pgdata` (with `extra` arguments); its output and report.
+fn delta_to_latest(repo: &TestRepo, pgdata: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
     let out = repo
         .command("pitr-prepare")
         .arg("--pgdata")
         .arg(pgdata)
         .args(["--delta", "--latest", "--json", "--jobs", "2"])
+        .args(extra)
         .output()
         .expect("pitr-prepare");
     assert!(out.status.success(), "pitr-prepare --delta: {}", stderr(&out));
@@ -92,7 +95,7 @@ fn delta_chain_with(backend: Backend) {
     let (mut c, out) = prepare(&repo, &["--latest"]);
     assert!(out.status.success(), "pitr-prepare: {}", stderr(&out));
     damage_block(&c.pgdata.join(&late), 5);
-    let (out, report) = delta_to_latest(&repo, &c.pgdata);
+    let (out, report) = delta_to_latest(&repo, &c.pgdata, &[]);
     assert_eq!(report["backup"].as_str(), Some(name(&incr2).as_str()), "{report}");
     assert_eq!(count(&report, "fetched_files"), 2, "late and postgresql.auto.conf: {report}");
     assert!(count(&report, "kept_files") > 100, "{report}");
@@ -101,14 +104,17 @@ fn delta_chain_with(backend: Backend) {
     for link in [&incr1, &incr2] {
         assert!(log.contains(&format!("{} part", name(link))), "blocks of late from {}: {log}", name(link));
     }
+    failed_delta_disables_the_directory(&repo, &c.pgdata, &incr2, &late);
     recover(&mut c, false);
     assert_eq!(table_digests(&c), source, "{backend:?}: tables differ after --delta\n{}", c.log());
     c.stop();
 
-    // The restored and run directory damaged as in `delta`: restored over again.
+    // The restored and run directory damaged as in `delta`: restored over again, the
+    // incremental named this time.
     let heaps: Vec<PathBuf> = heaps.iter().map(|h| c.pgdata.join(h)).collect();
     let (removed, extra) = damage(&c.pgdata, &heaps);
-    let (_, report) = delta_to_latest(&repo, &c.pgdata);
+    let (_, report) = delta_to_latest(&repo, &c.pgdata, &["--backup", &name(&incr2)]);
+    assert_eq!(report["backup"].as_str(), Some(name(&incr2).as_str()), "{report}");
     let n = |k: &str| count(&report, k);
     assert!(n("kept_files") > 10 * n("fetched_files") && n("kept_bytes") > 0, "mostly kept: {report}");
     assert!(n("fetched_files") >= 4, "changed, truncated and removed files fetched: {report}");
@@ -121,6 +127,46 @@ fn delta_chain_with(backend: Backend) {
     c.stop();
 }
 
+/// With every part of `incr` damaged in the repository, a delta restore that needs one fails
+/// (exit 4) and leaves the directory unstartable (`global/pg_control` moved aside); once the
+/// parts are back, `--delta` recognises the directory and restores it.
+fn failed_delta_disables_the_directory(repo: &TestRepo, pgdata: &Path, incr: &serde_json::Value, late: &Path) {
+    let keys: Vec<String> =
+        incr["parts"].as_array().expect("parts").iter().map(|p| p["key"].as_str().expect("key").to_string()).collect();
+    let originals: Vec<Vec<u8>> = keys.iter().map(|k| get_raw(repo, k)).collect();
+    for (key, bytes) in keys.iter().zip(&originals) {
+        // The last chunk's tag: found once the part is streamed (the header is intact).
+        let mut bad = bytes.clone();
+        if let Some(last) = bad.last_mut() {
+            *last ^= 0x01;
+        }
+        put_raw(repo, key, &bad);
+    }
+    damage_block(&pgdata.join(late), 5);
+    let out = repo
+        .command("pitr-prepare")
+        .arg("--pgdata")
+        .arg(pgdata)
+        .args(["--delta", "--latest"])
+        .output()
+        .expect("pitr-prepare");
+    assert_eq!(out.status.code(), Some(4), "a damaged part: {}", stderr(&out));
+    assert!(
+        !pgdata.join("global/pg_control").exists(),
+        "a failed delta restore left a startable directory: {}",
+        stderr(&out)
+    );
+    assert!(pgdata.join("global/pg_control.walvault-delta").is_file());
+    for (key, bytes) in keys.iter().zip(&originals) {
+        put_raw(repo, key, bytes);
+    }
+    let (_, report) = delta_to_latest(repo, pgdata, &[]);
+    // At least late and pg_control (postgresql.auto.conf too, unless the failed run wrote it).
+    assert!(count(&report, "fetched_files") >= 2, "{report}");
+    assert_eq!(count(&report, "removed_files"), 1, "pg_control moved aside: {report}");
+    assert!(pgdata.join("global/pg_control").is_file() && !pgdata.join("global/pg_control.walvault-delta").exists());
+}
+
 #[test]
 fn delta_restore_of_a_chain_local_directory() {
     delta_chain_with(Backend::Fs);
@@ -129,4 +175,67 @@ fn delta_restore_of_a_chain_local_directory() {
 #[test]
 fn delta_restore_of_a_chain_s3() {
     delta_chain_with(Backend::S3);
+}
+
+/// A chain with a tablespace restored into a moved one, run, then a block of a relation in
+/// the tablespace damaged and an extra file planted there: `--delta` with the same
+/// `--tablespace-map` fixes the one and removes the other; the tables equal the source's.
+#[test]
+fn delta_restore_of_a_chain_into_a_moved_tablespace() {
+    use super::incremental::{amcheck, state};
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let mut p = primary(&repo);
+    let ts = p.dir.path().join("ts1");
+    std::fs::create_dir(&ts).expect("mkdir");
+    if super::common::is_root() {
+        let (uid, gid) = super::common::postgres_ids();
+        std::os::unix::fs::chown(&ts, Some(uid), Some(gid)).expect("chown");
+    }
+    p.psql(&format!("CREATE TABLESPACE ts1 LOCATION '{}'", ts.display()));
+    p.psql("CREATE TABLE tst(id int, v text) TABLESPACE ts1");
+    p.psql("INSERT INTO tst SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    backup(&repo, &p, "full");
+    p.psql("UPDATE tst SET v = 'changed' WHERE id % 50 = 0");
+    p.psql("CREATE TABLE tst2 TABLESPACE ts1 AS SELECT g FROM generate_series(1, 500) g");
+    backup(&repo, &p, "incr");
+    let want = state(&p);
+    let lsn = p.psql("SELECT pg_current_wal_lsn()");
+    let oid = p.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'");
+    let tst = PathBuf::from(p.psql("SELECT pg_relation_filepath('tst')"));
+    p.switch_and_wait_archived(Duration::from_secs(60));
+    p.stop();
+
+    let dir = super::common::shared_tempdir();
+    let moved = dir.path().join("ts1-restored");
+    let pgdata = dir.path().join("pgdata");
+    let map = format!("{oid}={}", moved.display());
+    let args = ["--target-lsn", lsn.as_str(), "--tablespace-map", map.as_str()];
+    let out = repo.command("pitr-prepare").arg("--pgdata").arg(&pgdata).args(args).output().expect("pitr-prepare");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut c = Cluster::at(dir, pgdata, repo.env.clone());
+    recover(&mut c, false);
+    c.stop();
+
+    let damaged = c.pgdata.join(&tst);
+    assert!(std::fs::canonicalize(&damaged).is_ok_and(|p| p.starts_with(&moved)), "{}", damaged.display());
+    damage_block(&damaged, 3);
+    let extra = damaged.with_file_name("999999");
+    std::fs::write(&extra, [7u8; 8192]).expect("extra file");
+    let out = repo
+        .command("pitr-prepare")
+        .arg("--pgdata")
+        .arg(&c.pgdata)
+        .args(["--delta", "--json"])
+        .args(args)
+        .output()
+        .expect("pitr-prepare");
+    assert!(out.status.success(), "pitr-prepare --delta: {}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(count(&report, "fetched_files") >= 1 && count(&report, "kept_files") > 100, "{report}");
+    assert!(count(&report, "removed_bytes") >= 8192, "the extra file: {report}");
+    assert!(!extra.exists(), "the extra file in the tablespace is still there");
+    recover(&mut c, false);
+    assert_eq!(state(&c), want, "{}", c.log());
+    amcheck(&c);
+    c.stop();
 }

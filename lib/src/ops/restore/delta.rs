@@ -29,7 +29,6 @@ use crate::wal::sysid::SystemId;
 use crate::{Error, Result};
 
 mod compare;
-pub use compare::CHUNK_BLOCKS;
 use compare::{Candidate, Expect, compare};
 
 /// The advice when --delta refuses a data directory.

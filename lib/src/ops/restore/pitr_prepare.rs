@@ -24,9 +24,12 @@ use crate::ops::restore::chain::Written;
 use crate::pg::recovery::{self, RecoverySettings, RecoveryTarget, TargetAction};
 use crate::{Error, Result, tarball};
 
+mod owner;
 mod stage;
 mod tablespaces;
 mod target;
+
+use owner::{chown_like_parent, hand_over_listing};
 
 pub use target::TimelineChoice;
 
@@ -377,54 +380,6 @@ fn remap_tablespace_map(pgdata: &Path, remap: &BTreeMap<u32, PathBuf>) -> Result
     let text = std::fs::read_to_string(&path).with_path(&path)?;
     let rewritten = recovery::rewrite_tablespace_map(&text, remap)?;
     crate::fsutil::write_atomic(&path, rewritten.as_bytes(), true)
-}
-
-/// When run as root, give the restored files to the owner of PGDATA's parent directory
-/// (the postgres user in a restore Job), as PostgreSQL refuses a data directory it does
-/// not own.
-fn chown_like_parent(pgdata: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
-    let parent = pgdata.parent().unwrap_or(Path::new("/"));
-    let owner = std::fs::metadata(parent).with_path(parent)?;
-    if me != 0 || owner.uid() == 0 {
-        return Ok(());
-    }
-    chown_tree(pgdata, owner.uid(), owner.gid())
-}
-
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).with_path(path)?;
-    let meta = std::fs::symlink_metadata(path).with_path(path)?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path).with_path(path)? {
-            chown_tree(&entry.with_path(path)?.path(), uid, gid)?;
-        }
-    } else if meta.file_type().is_symlink() {
-        // Tablespace links: their targets are restored directories to chown as well.
-        if let Ok(target) = std::fs::canonicalize(path)
-            && target.is_dir()
-        {
-            chown_tree(&target, uid, gid)?;
-        }
-    }
-    Ok(())
-}
-
-/// Save the archive listing where wal-fetch will look, starting at the backup's day.
-fn hand_over_listing(repo: &Repo, mut index: WalIndex, b: &BackupMetadata, opts: &PrepareOptions) {
-    let dir = local::cache_dir_for(opts.cache_dir.as_deref(), &opts.pgdata);
-    if let Some(dir) = dir {
-        index.relocate(&dir, repo);
-        index.set_hint_day(b.start_time.date_naive());
-        index.save();
-        // wal-fetch runs as the owner of PGDATA: the cache must be theirs too.
-        use std::os::unix::fs::MetadataExt;
-        if let Ok(owner) = std::fs::metadata(&opts.pgdata) {
-            let top = dir.parent().filter(|p| p.ends_with(".walvault-cache")).unwrap_or(&dir);
-            let _ = chown_tree(top, owner.uid(), owner.gid());
-        }
-    }
 }
 
 /// Parse a `--target-time` value; see [`recovery::parse_target_time`].

@@ -21,7 +21,7 @@ use crate::error::IoContext;
 use crate::{Error, Result};
 
 /// Blocks hashed as one unit of work (2 MiB).
-pub const CHUNK_BLOCKS: u64 = 256;
+const CHUNK_BLOCKS: u64 = 256;
 
 /// What a local file must be to be kept.
 #[derive(Debug, Clone, Copy)]
@@ -83,11 +83,14 @@ pub fn compare(candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Vec<Candid
                             break;
                         }
                         let i = starts.partition_point(|&s| s <= unit).saturating_sub(1);
-                        let (Some(c), Some(flag)) = (candidates.get(i), differ.get(i)) else { break };
+                        let (Some(c), Some(flag), Some(first)) = (candidates.get(i), differ.get(i), starts.get(i))
+                        else {
+                            break;
+                        };
                         if flag.load(Ordering::Relaxed) {
                             continue;
                         }
-                        match same(c, (unit - starts[i]) as u64, &mut buf) {
+                        match same(c, (unit - first) as u64, &mut buf) {
                             Ok(true) => {}
                             Ok(false) => flag.store(true, Ordering::Relaxed),
                             Err(e) => {

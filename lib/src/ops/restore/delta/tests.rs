@@ -185,3 +185,80 @@ fn a_chain_target_is_decided_block_by_block() {
     let err = clean_chain(root, &manifest, &map, &BTreeMap::new(), 2).map(|_| ()).map_err(|e| e.to_string());
     assert!(err.is_err_and(|e| e.contains("base/5/3000") && e.contains("block map")));
 }
+
+/// Throughput of the keep/compare phase on ~1 GB, both ways (`--run-ignored only`; prints MB/s
+/// of wall time and of CPU time, which a busy machine does not skew; asserts only that
+/// everything is kept): one 1 GiB relation segment, then 1024 files of 1 MiB.
+#[test]
+#[ignore = "a measurement: cargo nextest run -E 'test(/compare_throughput/)' --run-ignored only --no-capture"]
+fn compare_throughput() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = tmp.path();
+    let jobs = crate::ops::restore::default_jobs();
+    let make = |rel: &str, len: usize| -> (ManifestEntry, crate::blockmap::FileBlocks) {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap_or(root)).unwrap_or_else(|e| panic!("{e}"));
+        let mut out = std::io::BufWriter::new(fs::File::create(&path).unwrap_or_else(|e| panic!("{e}")));
+        let (mut sha, mut blocks) = (ring::digest::Context::new(&SHA256), crate::blockmap::BlockHasher::default());
+        let mut chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for i in 0..len >> 20 {
+            chunk[0..8].copy_from_slice(&(i as u64).to_le_bytes());
+            sha.update(&chunk);
+            blocks.update(&chunk);
+            out.write_all(&chunk).unwrap_or_else(|e| panic!("{e}"));
+        }
+        out.flush().unwrap_or_else(|e| panic!("{e}"));
+        let entry = ManifestEntry {
+            path: rel.into(),
+            size: len as u64,
+            sha256: hex::encode(sha.finish()),
+            mode: 0o600,
+            part: 0,
+            kind: EntryKind::File,
+            link_target: None,
+        };
+        (entry, blocks.finish())
+    };
+    let measure = |what: &str, files: Vec<(ManifestEntry, crate::blockmap::FileBlocks)>| {
+        let mut entries = vec![dir("base", 0), dir("base/5", 0)];
+        let mut map = BTreeMap::new();
+        for (e, b) in files {
+            map.insert(e.path.clone(), b);
+            entries.push(e);
+        }
+        let total: u64 = map.values().map(|b| b.length).sum();
+        let full = Manifest::new(entries, vec![]);
+        let mut incr = full.clone();
+        incr.reference = Some(ManifestReference { name: "full".into(), metadata_sha256: "cd".repeat(32) });
+        for (label, blocks) in [("manifest SHA-256", None), ("block map", Some(&map))] {
+            let (began, cpu) = (std::time::Instant::now(), cpu_seconds());
+            let plan = match blocks {
+                None => clean(root, &full, &BTreeMap::new(), jobs),
+                Some(m) => clean_chain(root, &incr, m, &BTreeMap::new(), jobs),
+            };
+            let plan = plan.unwrap_or_else(|e| panic!("{e}"));
+            let (secs, cpu) = (began.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+            assert_eq!(plan.report.kept_bytes, total);
+            let mb = total as f64 / 1e6;
+            eprintln!(
+                "{what}, {label}, {jobs} jobs: {:.0} MB/s wall ({secs:.2} s), {:.0} MB per CPU second",
+                mb / secs,
+                mb / cpu
+            );
+        }
+    };
+    measure("one 1 GiB segment", vec![make("base/5/16384", 1 << 30)]);
+    fs::remove_file(root.join("base/5/16384")).unwrap_or_else(|e| panic!("{e}"));
+    measure("1024 files of 1 MiB", (0..1024).map(|i| make(&format!("base/5/{}", 20000 + i), 1 << 20)).collect());
+}
+
+/// User + system CPU time of this process (all its threads) so far, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+    let ticks = fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0);
+    ticks / 100.0
+}
