@@ -2,6 +2,8 @@
 //! written, fsynced, renamed into place, and the directory fsynced. A reader never sees a
 //! half-written file under the final name, and a crash leaves at most a `.tmp` file behind.
 
+pub mod cold_read;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;

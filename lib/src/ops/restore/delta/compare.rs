@@ -9,8 +9,7 @@
 //! thread at once, and a file stops being read at its first differing block.
 
 use std::fs;
-use std::io::{ErrorKind, Read};
-use std::os::unix::fs::FileExt;
+use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -18,6 +17,7 @@ use ring::digest::{Context, SHA256};
 
 use crate::blockmap::{BLOCK, FileBlocks, block_count, block_len, digest};
 use crate::error::IoContext;
+use crate::fsutil::cold_read::{AlignedBuf, ColdReader};
 use crate::{Error, Result};
 
 /// Blocks hashed as one unit of work (2 MiB).
@@ -76,7 +76,7 @@ pub fn compare(candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Vec<Candid
         let workers: Vec<_> = (0..jobs.clamp(1, 64))
             .map(|_| {
                 s.spawn(|| {
-                    let mut buf = vec![0u8; buf_len];
+                    let mut buf = AlignedBuf::new(buf_len);
                     while !failed.load(Ordering::Relaxed) {
                         let unit = next.fetch_add(1, Ordering::Relaxed);
                         if unit >= total {
@@ -125,35 +125,45 @@ pub fn compare(candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Vec<Candid
 }
 
 /// Whether unit `unit` of the candidate matches (a file that vanished or shrank does not).
-fn same(c: &Candidate<'_>, unit: u64, buf: &mut [u8]) -> Result<bool> {
-    let f = match fs::File::open(&c.at) {
+/// Pieces in the page cache are read from it, the others straight from the device
+/// ([`ColdReader`]).
+fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf) -> Result<bool> {
+    let f = match ColdReader::open(&c.at) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io(&c.at, e)),
     };
-    if f.metadata().with_path(&c.at)?.len() != c.expect.length() {
+    if f.len().with_path(&c.at)? != c.expect.length() {
         return Ok(false);
     }
     match c.expect {
-        Expect::Sha256 { sha256, .. } => whole_sha256(f, c, buf).map(|h| h.eq_ignore_ascii_case(sha256)),
+        Expect::Sha256 { sha256, .. } => whole_sha256(&f, c, buf).map(|h| h.eq_ignore_ascii_case(sha256)),
         Expect::Blocks(blocks) => same_blocks(&f, c, blocks, unit, buf),
     }
 }
 
-fn whole_sha256(mut f: fs::File, c: &Candidate<'_>, buf: &mut [u8]) -> Result<String> {
+fn whole_sha256(f: &ColdReader, c: &Candidate<'_>, buf: &mut AlignedBuf) -> Result<String> {
     let mut hash = Context::new(&SHA256);
+    let step = usize::try_from(CHUNK_BLOCKS).unwrap_or(256) * BLOCK;
+    let mut at = 0u64;
     loop {
-        match f.read(buf) {
-            Ok(0) => return Ok(hex::encode(hash.finish())),
-            Ok(n) => hash.update(buf.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(&c.at, e)),
+        let piece = f.read_at(buf, at, step).with_path(&c.at)?;
+        if piece.is_empty() {
+            return Ok(hex::encode(hash.finish()));
         }
+        hash.update(piece);
+        at += piece.len() as u64;
     }
 }
 
 /// Blocks `unit * CHUNK_BLOCKS ..` of the file against their digests, read in one piece.
-fn same_blocks(f: &fs::File, c: &Candidate<'_>, blocks: &FileBlocks, unit: u64, buf: &mut [u8]) -> Result<bool> {
+fn same_blocks(
+    f: &ColdReader,
+    c: &Candidate<'_>,
+    blocks: &FileBlocks,
+    unit: u64,
+    buf: &mut AlignedBuf,
+) -> Result<bool> {
     let first = unit * CHUNK_BLOCKS;
     let end = (first + CHUNK_BLOCKS).min(block_count(blocks.length));
     if first >= end {
@@ -161,11 +171,9 @@ fn same_blocks(f: &fs::File, c: &Candidate<'_>, blocks: &FileBlocks, unit: u64, 
     }
     let from = first * BLOCK as u64;
     let len = usize::try_from(blocks.length.min(end * BLOCK as u64) - from).unwrap_or(usize::MAX);
-    let Some(piece) = buf.get_mut(..len) else { return Ok(false) };
-    match f.read_exact_at(piece, from) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(Error::io(&c.at, e)),
+    let piece = f.read_at(buf, from, len).with_path(&c.at)?;
+    if piece.len() != len {
+        return Ok(false);
     }
     let mut at = 0;
     for b in first..end {
