@@ -67,7 +67,7 @@ impl ColdReader {
     ///
     /// # Errors
     /// `fstat` failed.
-    pub fn len(&self) -> std::io::Result<u64> {
+    pub fn file_len(&self) -> std::io::Result<u64> {
         self.cached.metadata().map(|m| m.len())
     }
 

@@ -133,7 +133,7 @@ fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf) -> Result<bool> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io(&c.at, e)),
     };
-    if f.len().with_path(&c.at)? != c.expect.length() {
+    if f.file_len().with_path(&c.at)? != c.expect.length() {
         return Ok(false);
     }
     match c.expect {
