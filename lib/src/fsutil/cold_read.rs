@@ -77,7 +77,7 @@ impl ColdReader {
     /// # Errors
     /// Read errors.
     pub fn read_at<'b>(&self, buf: &'b mut AlignedBuf, offset: u64, len: usize) -> std::io::Result<&'b [u8]> {
-        let aligned = offset % ALIGN as u64 == 0;
+        let aligned = offset.is_multiple_of(ALIGN as u64);
         let want = len.min(buf.capacity);
         // From the page cache when all of it is there.
         let window = buf.window(want);
