@@ -207,25 +207,38 @@ impl ReferenceBlocks for DigestSpool {
     }
 }
 
-/// The effective map of `merger`'s chain in a spool in `dir`: first the files of `base` (the
-/// first link's complete map, streamed; its SHA-256 must be `want`, checked at its end and
-/// before the spool is returned), then the others.
+/// The effective map of `merger`'s chain in a spool in `dir` (see [`merge_streamed`]).
 ///
 /// # Errors
-/// As [`super::merge_chain`]; [`Error::Corrupt`] for a base that differs from `want`;
-/// [`Error::Io`] naming `dir`.
+/// As [`merge_streamed`]; [`Error::Io`] naming `dir`.
 pub fn spool_chain<R: Read>(
-    mut merger: Merger<'_>,
+    merger: Merger<'_>,
     dir: &Path,
     base: Option<(CompleteReader<R>, &str)>,
 ) -> Result<DigestSpool> {
     let mut spool = SpoolWriter::new(dir)?;
+    merge_streamed(merger, base, |path, f| spool.push(path, &f))?;
+    spool.finish()
+}
+
+/// Every file of the effective map of `merger`'s chain, handed to `out` one at a time: first
+/// the files of `base` (the first link's complete map, streamed; its SHA-256 must be `want`,
+/// checked at its end, before this returns), then the others.
+///
+/// # Errors
+/// As [`super::merge_chain`]; [`Error::Corrupt`] for a base that differs from `want`; what
+/// `out` returns.
+pub fn merge_streamed<R: Read>(
+    mut merger: Merger<'_>,
+    base: Option<(CompleteReader<R>, &str)>,
+    mut out: impl FnMut(String, FileBlocks) -> Result<()>,
+) -> Result<()> {
     let mut paths = merger.paths();
     if let Some((mut stream, want)) = base {
         while let Some((path, f)) = stream.next_file()? {
             paths.remove(&path);
             if let Some(f) = merger.feed(&path, f)? {
-                spool.push(path, &f)?;
+                out(path, f)?;
             }
         }
         let object = stream.object().to_string();
@@ -235,11 +248,10 @@ pub fn spool_chain<R: Read>(
     }
     for path in paths {
         if let Some(f) = merger.file(&path)? {
-            spool.push(path, &f)?;
+            out(path, f)?;
         }
     }
-    merger.finish()?;
-    spool.finish()
+    merger.finish()
 }
 
 #[cfg(test)]
