@@ -195,6 +195,36 @@ impl DigestSpool {
     }
 }
 
+impl DigestSpool {
+    /// The paths it holds, in order.
+    pub fn paths(&self) -> Vec<&str> {
+        let mut paths: Vec<&str> = self.index.keys().map(String::as_str).collect();
+        paths.sort_unstable();
+        paths
+    }
+}
+
+/// Write the complete (`WVBLKMAP1`) form of the map in `spool` into `out`, in path order, one
+/// file's digests at a time (`at`: the spool's place, for messages).
+///
+/// # Errors
+/// [`Error::Io`] naming `at`.
+pub fn write_complete(spool: &DigestSpool, out: &mut impl Write, at: &Path) -> Result<()> {
+    let paths = spool.paths();
+    out.write_all(MAGIC).with_path(at)?;
+    out.write_all(&(paths.len() as u64).to_be_bytes()).with_path(at)?;
+    for path in paths {
+        let f = spool.file(path)?.ok_or_else(|| Error::Internal(format!("block map spool: {path} vanished")))?;
+        out.write_all(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_be_bytes()).with_path(at)?;
+        out.write_all(path.as_bytes()).with_path(at)?;
+        out.write_all(&f.length.to_be_bytes()).with_path(at)?;
+        for d in &f.digests {
+            out.write_all(d).with_path(at)?;
+        }
+    }
+    Ok(())
+}
+
 impl ReferenceBlocks for DigestSpool {
     fn file(&self, path: &str) -> Result<Option<Cow<'_, FileBlocks>>> {
         let Some(&(length, offset)) = self.index.get(path) else { return Ok(None) };
@@ -295,8 +325,15 @@ mod tests {
         assert!(w.push("a".into(), &a).is_ok() && w.push("b".into(), &b).is_ok());
         let spool = w.finish().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(spool.len(), 2);
-        assert_eq!(spool.file("a").ok().flatten().map(Cow::into_owned), Some(a));
-        assert_eq!(spool.file("b").ok().flatten().map(Cow::into_owned), Some(b));
+        assert_eq!(spool.file("a").ok().flatten().map(Cow::into_owned).as_ref(), Some(&a));
+        assert_eq!(spool.file("b").ok().flatten().map(Cow::into_owned).as_ref(), Some(&b));
         assert!(spool.file("c").is_ok_and(|f| f.is_none()));
+        // Written out complete, it is the map encoded whole.
+        let mut map = BlockMap::default();
+        map.files.insert("a".into(), a);
+        map.files.insert("b".into(), b);
+        let mut out = Vec::new();
+        assert!(write_complete(&spool, &mut out, dir.path()).is_ok());
+        assert_eq!(out, map.encode());
     }
 }

@@ -135,9 +135,10 @@ async fn copy_and_finish(
         flow.progress.add(bytes);
         tracing::info!("resuming backup {name}: {} of {count} parts ({bytes} bytes) reused", plan.reused.len());
     }
+    let gathering = super::maps::Gathering::new(spool.path())?;
     let part_job = |i: u32, files: Vec<DataFile>| {
         let spool = spool.path().to_path_buf();
-        let flow = &flow;
+        let (flow, gathering) = (&flow, &gathering);
         let part = match reference {
             Some(r) => Part::Incremental(files, Arc::clone(&r.blocks), changed.clone()),
             None => Part::Files(files),
@@ -148,10 +149,11 @@ async fn copy_and_finish(
             }
             let looked = part.files().to_vec();
             let seen = blocking(move || Ok(resume::look(&looked))).await?;
-            let (info, output) = upload_part(repo, name, i, part, &spool, flow).await?;
+            let (info, mut output) = upload_part(repo, name, i, part, &spool, flow).await?;
             if !window.is_zero() {
                 resume::write_record(repo, name, server.system_identifier, seen, &info, &output).await?;
             }
+            gathering.take(&mut output)?;
             tracing::info!(
                 "part {}/{count}: {} files, {} -> {} bytes",
                 i + 1,
@@ -193,7 +195,7 @@ async fn copy_and_finish(
     let (parts, mut outputs): (Vec<PartInfo>, Vec<IncrementalPart>) = results.into_iter().unzip();
     let entries = outputs.iter_mut().flat_map(|o| std::mem::take(&mut o.entries)).collect();
     let mut manifest = Manifest::new(entries, tablespaces.clone());
-    let (blocks, read_bytes) = super::incremental::merge(&mut manifest, outputs);
+    let read_bytes = super::incremental::merge(&mut manifest, outputs, &gathering)?;
     let manifest_key = repo.layout.backup_object(name, &format!("manifest.json{}", repo.object_ext()));
     let mut meta = BackupMetadata {
         format: metadata_auth::METADATA_FORMAT,
@@ -228,7 +230,7 @@ async fn copy_and_finish(
         read_bytes: None,
         mac: None,
     };
-    super::incremental::finish(repo, &mut meta, &mut manifest, blocks, reference, (source, read_bytes)).await?;
+    super::incremental::finish(repo, &mut meta, &mut manifest, gathering, reference, (source, read_bytes)).await?;
     // The metadata's MAC, and its digest inside the authenticated manifest.
     metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;

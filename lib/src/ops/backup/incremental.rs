@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::maps::Gathering;
+use crate::blockmap::ChangedBlocks;
 use crate::blockmap::stream::DigestSpool;
-use crate::blockmap::{BlockMap, ChangedBlocks, StoredFile, StoredMap};
 use crate::manifest::{Manifest, ManifestReference};
 use crate::ops::Repo;
 use crate::ops::repo::catalog::{self, BackupMetadata, BackupType, WalArchive};
@@ -130,27 +131,21 @@ pub fn ranges_on_path(history: &[HistoryEntry], target: u32, from: Lsn, to: Lsn)
     out
 }
 
-/// The block digests a backup gathered: of every file stored whole, and of the stored blocks
-/// of each delta.
-#[derive(Debug, Default)]
-pub struct Gathered {
-    pub whole: BlockMap,
-    pub deltas: BTreeMap<String, StoredFile>,
-}
-
-/// Merge the parts' outputs into the manifest's incremental fields; returns the digests and
-/// the bytes read from the data directory.
-pub fn merge(manifest: &mut Manifest, outputs: Vec<IncrementalPart>) -> (Gathered, u64) {
-    let mut blocks = Gathered::default();
+/// Merge the parts' outputs into the manifest's incremental fields, their digests into
+/// `gathering` (those of parts it did not take yet); returns the bytes read from the data
+/// directory.
+///
+/// # Errors
+/// As [`Gathering::take`].
+pub fn merge(manifest: &mut Manifest, outputs: Vec<IncrementalPart>, gathering: &Gathering) -> Result<u64> {
     let mut read = 0;
-    for out in outputs {
+    for mut out in outputs {
+        gathering.take(&mut out)?;
         manifest.deltas.extend(out.deltas);
         manifest.unchanged.extend(out.unchanged);
-        blocks.whole.files.extend(out.blocks.files);
-        blocks.deltas.extend(out.stored);
         read += out.read_bytes;
     }
-    (blocks, read)
+    Ok(read)
 }
 
 /// How long base-backup waits for the WAL summarizer to reach the backup's start.
@@ -210,25 +205,23 @@ pub async fn finish(
     repo: &Repo,
     meta: &mut BackupMetadata,
     manifest: &mut Manifest,
-    blocks: Gathered,
+    blocks: Gathering,
     reference: Option<&Reference>,
     (source, read_bytes): (Option<String>, u64),
 ) -> Result<()> {
-    // A full backup's map is complete; an incremental's holds only what it stored.
-    let plain = match reference {
-        None => blocks.whole.encode(),
-        Some(_) => StoredMap::of_backup(blocks.whole, blocks.deltas, manifest)?.encode(),
-    };
-    manifest.block_map_sha256 = Some(chain::save_block_map(repo, &meta.name, &meta.manifest_key, plain).await?);
+    if let Some(r) = reference {
+        // The map of an incremental holds only what it stored.
+        manifest.reference = Some(ManifestReference {
+            name: r.meta.name.clone(),
+            metadata_sha256: metadata_auth::metadata_sha256(&r.meta),
+        });
+    }
+    manifest.block_map_sha256 = Some(blocks.save(repo, &meta.name, &meta.manifest_key, manifest).await?);
     if let Some(r) = reference {
         meta.backup_type = r.kind;
         meta.reference = Some(r.meta.name.clone());
         meta.block_source = source;
         meta.read_bytes = Some(read_bytes);
-        manifest.reference = Some(ManifestReference {
-            name: r.meta.name.clone(),
-            metadata_sha256: metadata_auth::metadata_sha256(&r.meta),
-        });
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ pub mod base;
 pub mod files;
 pub mod flow;
 pub mod incremental;
+pub mod maps;
 mod options;
 pub mod resume;
 pub mod standby;
