@@ -237,7 +237,8 @@ fn chain_with_a_tablespace_restores_into_a_moved_tablespace() {
 
 /// An incremental's block map replaced by another backup's (both authentic, from the same
 /// repository) is refused wherever it is read, naming the object: by the next incremental
-/// base-backup (which streams its reference's chain), by verify and by pitr-prepare.
+/// base-backup (which streams its reference's chain), by verify and by pitr-prepare. With
+/// its chain broken instead, the next incremental is taken in full.
 #[test]
 fn a_block_map_from_another_backup_is_refused() {
     let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
@@ -260,11 +261,22 @@ fn a_block_map_from_another_backup_is_refused() {
     assert!(!out.status.success(), "an incremental built on a planted map");
     assert!(stderr(&out).contains(&victim), "{}", stderr(&out));
     p.switch_and_wait_archived(Duration::from_secs(120));
-    p.stop();
     let out = repo.run("walvault", &["verify", "--json", "--no-report"]);
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success() && report.contains(&victim), "{report}");
     let name = backups[2]["name"].as_str().expect("name");
     let (_, out) = super::pitr::prepare_with(&repo, &["--backup", name], super::common::pg_bin());
     assert!(!out.status.success() && stderr(&out).contains(&victim), "{}", stderr(&out));
+
+    // The newest backup's chain broken (a middle backup deleted by hand): the next incremental
+    // cannot build on it, and is taken in full, saying why.
+    let middle = backups[1]["name"].as_str().expect("name");
+    delete_raw(&repo, &format!("database/{}/{middle}_metadata.json", backups[1]["env"].as_str().expect("env")));
+    let out = base_backup(&repo, &p, &["--type", "incr"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+    assert!(summary.get("backup_type").is_none() && summary.get("reference").is_none(), "{summary}");
+    assert!(stderr(&out).contains(&format!("backup {middle}, which {name} builds on, is missing")), "{}", stderr(&out));
+    assert!(stderr(&out).contains("taking a full backup"), "{}", stderr(&out));
+    p.stop();
 }

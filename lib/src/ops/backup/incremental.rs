@@ -210,19 +210,17 @@ pub async fn finish(
     (source, read_bytes): (Option<String>, u64),
 ) -> Result<()> {
     if let Some(r) = reference {
-        // The map of an incremental holds only what it stored.
+        meta.backup_type = r.kind;
+        meta.reference = Some(r.meta.name.clone());
+        meta.block_source = source;
+        meta.read_bytes = Some(read_bytes);
         manifest.reference = Some(ManifestReference {
             name: r.meta.name.clone(),
             metadata_sha256: metadata_auth::metadata_sha256(&r.meta),
         });
     }
+    // Complete for a full backup; what it stored for an incremental (its manifest says which).
     manifest.block_map_sha256 = Some(blocks.save(repo, &meta.name, &meta.manifest_key, manifest).await?);
-    if let Some(r) = reference {
-        meta.backup_type = r.kind;
-        meta.reference = Some(r.meta.name.clone());
-        meta.block_source = source;
-        meta.read_bytes = Some(read_bytes);
-    }
     Ok(())
 }
 
