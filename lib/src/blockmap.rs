@@ -23,7 +23,6 @@ use ring::digest::{Context, SHA256};
 use crate::manifest::check_relative_path;
 
 mod changed;
-pub mod complete;
 pub mod effective;
 mod stored;
 pub mod stream;

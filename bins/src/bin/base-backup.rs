@@ -51,7 +51,8 @@ struct Cli {
     /// an optional K, M or G suffix (powers of 1024), e.g. 20M; default: no limit
     #[arg(long, value_name = "RATE")]
     max_rate: Option<String>,
-    /// Where parts are spooled before upload (default: $TMPDIR)
+    /// Where parts are spooled before upload, and block digests while the backup runs (up to
+    /// 0.4% of the data directory); default: $TMPDIR
     #[arg(long)]
     spool_dir: Option<PathBuf>,
     /// full (everything), diff (what changed since the newest full backup) or incr (what

@@ -1,6 +1,7 @@
 //! Incremental chains in the other commands and situations: list, verify (with a restore
 //! test), prune and status; `--full-every`; a chain across a timeline switch; a chain with a
-//! tablespace restored into a moved one. Helpers in `incremental`.
+//! tablespace restored into a moved one; a block map planted from another backup. Helpers in
+//! `incremental`.
 
 use std::time::Duration;
 
@@ -232,4 +233,50 @@ fn chain_with_a_tablespace_restores_into_a_moved_tablespace() {
     );
     amcheck(&c);
     c.stop();
+}
+
+/// An incremental's block map replaced by another backup's (both authentic, from the same
+/// repository) is refused wherever it is read, naming the object: by the next incremental
+/// base-backup (which streams its reference's chain), by verify and by pitr-prepare. With
+/// its chain broken instead, the next incremental is taken in full.
+#[test]
+fn a_block_map_from_another_backup_is_refused() {
+    let repo = TestRepo::new(Backend::Fs, Some(TEST_KEY));
+    let mut p = super::pitr::primary(&repo);
+    p.psql("CREATE TABLE t(id int, v text)");
+    let mut backups = Vec::new();
+    for (i, kind) in ["full", "incr", "incr"].iter().enumerate() {
+        p.psql(&format!("INSERT INTO t SELECT g, 'batch {i}' FROM generate_series(1, 2000) g"));
+        backups.push(backup(&repo, &p, kind));
+    }
+    let map_key = |b: &serde_json::Value| {
+        let prefix = format!("database/{}/{}/", b["env"].as_str().expect("env"), b["name"].as_str().expect("name"));
+        let keys = super::raw::keys(&repo, &prefix);
+        keys.into_iter().find(|k| k.contains("/blockmap.bin")).expect("block map")
+    };
+    let (planted, victim) = (map_key(&backups[1]), map_key(&backups[2]));
+    super::raw::put_raw(&repo, &victim, &super::raw::get_raw(&repo, &planted));
+
+    let out = base_backup(&repo, &p, &["--type", "incr"]);
+    assert!(!out.status.success(), "an incremental built on a planted map");
+    assert!(stderr(&out).contains(&victim), "{}", stderr(&out));
+    p.switch_and_wait_archived(Duration::from_secs(120));
+    let out = repo.run("walvault", &["verify", "--json", "--no-report"]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success() && report.contains(&victim), "{report}");
+    let name = backups[2]["name"].as_str().expect("name");
+    let (_, out) = super::pitr::prepare_with(&repo, &["--backup", name], super::common::pg_bin());
+    assert!(!out.status.success() && stderr(&out).contains(&victim), "{}", stderr(&out));
+
+    // The newest backup's chain broken (a middle backup deleted by hand): the next incremental
+    // cannot build on it, and is taken in full, saying why.
+    let middle = backups[1]["name"].as_str().expect("name");
+    delete_raw(&repo, &format!("database/{}/{middle}_metadata.json", backups[1]["env"].as_str().expect("env")));
+    let out = base_backup(&repo, &p, &["--type", "incr"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+    assert!(summary.get("backup_type").is_none() && summary.get("reference").is_none(), "{summary}");
+    assert!(stderr(&out).contains(&format!("backup {middle}, which {name} builds on, is missing")), "{}", stderr(&out));
+    assert!(stderr(&out).contains("taking a full backup"), "{}", stderr(&out));
+    p.stop();
 }

@@ -193,13 +193,36 @@ impl DigestSpool {
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
+}
 
-    /// The paths it holds, in path order.
+impl DigestSpool {
+    /// The paths it holds, in order.
     pub fn paths(&self) -> Vec<&str> {
         let mut paths: Vec<&str> = self.index.keys().map(String::as_str).collect();
         paths.sort_unstable();
         paths
     }
+}
+
+/// Write the complete (`WVBLKMAP1`) form of the map in `spool` into `out`, in path order, one
+/// file's digests at a time (`at`: the spool's place, for messages).
+///
+/// # Errors
+/// [`Error::Io`] naming `at`.
+pub fn write_complete(spool: &DigestSpool, out: &mut impl Write, at: &Path) -> Result<()> {
+    let paths = spool.paths();
+    out.write_all(MAGIC).with_path(at)?;
+    out.write_all(&(paths.len() as u64).to_be_bytes()).with_path(at)?;
+    for path in paths {
+        let f = spool.file(path)?.ok_or_else(|| Error::Internal(format!("block map spool: {path} vanished")))?;
+        out.write_all(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_be_bytes()).with_path(at)?;
+        out.write_all(path.as_bytes()).with_path(at)?;
+        out.write_all(&f.length.to_be_bytes()).with_path(at)?;
+        for d in &f.digests {
+            out.write_all(d).with_path(at)?;
+        }
+    }
+    Ok(())
 }
 
 impl ReferenceBlocks for DigestSpool {
@@ -214,25 +237,38 @@ impl ReferenceBlocks for DigestSpool {
     }
 }
 
-/// The effective map of `merger`'s chain in a spool in `dir`: first the files of `base` (the
-/// first link's complete map, streamed; its SHA-256 must be `want`, checked at its end and
-/// before the spool is returned), then the others.
+/// The effective map of `merger`'s chain in a spool in `dir` (see [`merge_streamed`]).
 ///
 /// # Errors
-/// As [`super::merge_chain`]; [`Error::Corrupt`] for a base that differs from `want`;
-/// [`Error::Io`] naming `dir`.
+/// As [`merge_streamed`]; [`Error::Io`] naming `dir`.
 pub fn spool_chain<R: Read>(
-    mut merger: Merger<'_>,
+    merger: Merger<'_>,
     dir: &Path,
     base: Option<(CompleteReader<R>, &str)>,
 ) -> Result<DigestSpool> {
     let mut spool = SpoolWriter::new(dir)?;
+    merge_streamed(merger, base, |path, f| spool.push(path, &f))?;
+    spool.finish()
+}
+
+/// Every file of the effective map of `merger`'s chain, handed to `out` one at a time: first
+/// the files of `base` (the first link's complete map, streamed; its SHA-256 must be `want`,
+/// checked at its end, before this returns), then the others.
+///
+/// # Errors
+/// As [`super::merge_chain`]; [`Error::Corrupt`] for a base that differs from `want`; what
+/// `out` returns.
+pub fn merge_streamed<R: Read>(
+    mut merger: Merger<'_>,
+    base: Option<(CompleteReader<R>, &str)>,
+    mut out: impl FnMut(String, FileBlocks) -> Result<()>,
+) -> Result<()> {
     let mut paths = merger.paths();
     if let Some((mut stream, want)) = base {
         while let Some((path, f)) = stream.next_file()? {
             paths.remove(&path);
             if let Some(f) = merger.feed(&path, f)? {
-                spool.push(path, &f)?;
+                out(path, f)?;
             }
         }
         let object = stream.object().to_string();
@@ -242,11 +278,10 @@ pub fn spool_chain<R: Read>(
     }
     for path in paths {
         if let Some(f) = merger.file(&path)? {
-            spool.push(path, &f)?;
+            out(path, f)?;
         }
     }
-    merger.finish()?;
-    spool.finish()
+    merger.finish()
 }
 
 #[cfg(test)]
@@ -290,8 +325,15 @@ mod tests {
         assert!(w.push("a".into(), &a).is_ok() && w.push("b".into(), &b).is_ok());
         let spool = w.finish().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(spool.len(), 2);
-        assert_eq!(spool.file("a").ok().flatten().map(Cow::into_owned), Some(a));
-        assert_eq!(spool.file("b").ok().flatten().map(Cow::into_owned), Some(b));
+        assert_eq!(spool.file("a").ok().flatten().map(Cow::into_owned).as_ref(), Some(&a));
+        assert_eq!(spool.file("b").ok().flatten().map(Cow::into_owned).as_ref(), Some(&b));
         assert!(spool.file("c").is_ok_and(|f| f.is_none()));
+        // Written out complete, it is the map encoded whole.
+        let mut map = BlockMap::default();
+        map.files.insert("a".into(), a);
+        map.files.insert("b".into(), b);
+        let mut out = Vec::new();
+        assert!(write_complete(&spool, &mut out, dir.path()).is_ok());
+        assert_eq!(out, map.encode());
     }
 }

@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
 pub use super::options::{BackupOptions, Checkpoint};
 use crate::blockmap::stream::DigestSpool;
-use crate::blockmap::stream::SpoolWriter;
 use crate::codec::{self, Encoder};
 use crate::error::IoContext;
 use crate::manifest::{Manifest, ManifestTablespace};
@@ -146,9 +145,10 @@ async fn copy_and_finish(
         flow.progress.add(bytes);
         tracing::info!("resuming backup {name}: {} of {count} parts ({bytes} bytes) reused", plan.reused.len());
     }
+    let gathering = super::maps::Gathering::new(spool.path())?;
     let part_job = |i: u32, files: Vec<DataFile>| {
         let spool = spool.path().to_path_buf();
-        let flow = &flow;
+        let (flow, gathering) = (&flow, &gathering);
         let part = match reference {
             Some(r) => Part::Incremental(files, Arc::clone(&r.blocks), changed.clone()),
             None => Part::Files(files),
@@ -159,10 +159,11 @@ async fn copy_and_finish(
             }
             let looked = part.files().to_vec();
             let seen = blocking(move || Ok(resume::look(&looked))).await?;
-            let (info, output) = upload_part(repo, name, i, part, &spool, flow).await?;
+            let (info, mut output) = upload_part(repo, name, i, part, &spool, flow).await?;
             if !window.is_zero() {
                 resume::write_record(repo, name, server.system_identifier, seen, &info, &output).await?;
             }
+            gathering.take(&mut output)?;
             tracing::info!(
                 "part {}/{count}: {} files, {} -> {} bytes",
                 i + 1,
@@ -173,21 +174,12 @@ async fn copy_and_finish(
             Ok::<_, Error>((info, output))
         }
     };
-    // Each part's block digests go to a local spool as it is stored: never the map in memory.
-    let mut digests = SpoolWriter::new(spool.path())?;
-    let mut results: Vec<(PartInfo, IncrementalPart)> = Vec::new();
-    let mut uploads = std::pin::pin!(
-        futures_util::stream::iter(parts).map(|(i, files)| part_job(i, files)).buffered(opts.jobs.max(1))
-    );
-    while let Some(done) = uploads.next().await {
-        keep(&mut digests, &mut results, done?)?;
-    }
+    let uploads = futures_util::stream::iter(parts).map(|(i, files)| part_job(i, files));
+    let mut results: Vec<(PartInfo, IncrementalPart)> = uploads.buffered(opts.jobs.max(1)).try_collect().await?;
     if let Some((i, files)) = control_part {
-        keep(&mut digests, &mut results, part_job(i, files).await?)?;
+        results.push(part_job(i, files).await?);
     }
-    for reused in plan.reused {
-        keep(&mut digests, &mut results, reused)?;
-    }
+    results.extend(plan.reused);
     results.sort_by_key(|(p, _)| p.index);
     flow.progress.finish();
 
@@ -197,8 +189,7 @@ async fn copy_and_finish(
         label_files.push(("tablespace_map", map.as_bytes()));
     }
     let owned: Vec<(String, Vec<u8>)> = label_files.iter().map(|(p, d)| (p.to_string(), d.to_vec())).collect();
-    let label = upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path(), &flow).await?;
-    keep(&mut digests, &mut results, label)?;
+    results.push(upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path(), &flow).await?);
 
     let seg = server.wal_segment_size;
     let first = start.lsn.segment_number(seg);
@@ -214,7 +205,7 @@ async fn copy_and_finish(
     let (parts, mut outputs): (Vec<PartInfo>, Vec<IncrementalPart>) = results.into_iter().unzip();
     let entries = outputs.iter_mut().flat_map(|o| std::mem::take(&mut o.entries)).collect();
     let mut manifest = Manifest::new(entries, tablespaces.clone());
-    let (blocks, read_bytes) = super::incremental::merge(&mut manifest, outputs, digests.finish()?);
+    let read_bytes = super::incremental::merge(&mut manifest, outputs, &gathering)?;
     let manifest_key = repo.layout.backup_object(name, &format!("manifest.json{}", repo.object_ext()));
     let mut meta = BackupMetadata {
         format: metadata_auth::METADATA_FORMAT,
@@ -249,8 +240,7 @@ async fn copy_and_finish(
         read_bytes: None,
         mac: None,
     };
-    super::incremental::finish(repo, &mut meta, &mut manifest, blocks, reference, (source, read_bytes), spool.path())
-        .await?;
+    super::incremental::finish(repo, &mut meta, &mut manifest, gathering, reference, (source, read_bytes)).await?;
     // The metadata's MAC, and its digest inside the authenticated manifest.
     metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
@@ -276,17 +266,6 @@ impl Part {
             Part::Bytes(_) => &[],
         }
     }
-}
-
-/// A stored part: its digests spilled to `digests`, the rest kept for the manifest.
-fn keep(
-    digests: &mut SpoolWriter,
-    results: &mut Vec<(PartInfo, IncrementalPart)>,
-    (info, mut output): (PartInfo, IncrementalPart),
-) -> Result<()> {
-    super::incremental::spill(digests, &mut output)?;
-    results.push((info, output));
-    Ok(())
 }
 
 /// tar → compress → encrypt into a spool file, then upload it streaming from disk.

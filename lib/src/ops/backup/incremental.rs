@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::blockmap::complete;
-use crate::blockmap::stream::{DigestSpool, SpoolWriter};
-use crate::blockmap::{ChangedBlocks, StoredFile, StoredMap};
+use super::maps::Gathering;
+use crate::blockmap::ChangedBlocks;
+use crate::blockmap::stream::DigestSpool;
 use crate::manifest::{Manifest, ManifestReference};
 use crate::ops::Repo;
 use crate::ops::repo::catalog::{self, BackupMetadata, BackupType, WalArchive};
 use crate::ops::repo::wal_index::WalIndex;
-use crate::ops::repo::{blocking, chain, metadata_auth, parts};
+use crate::ops::repo::{chain, metadata_auth, parts};
 use crate::pg::backup_api::{BackupStart, Server};
 use crate::tarball::IncrementalPart;
 use crate::wal::follow::Path;
@@ -131,36 +131,21 @@ pub fn ranges_on_path(history: &[HistoryEntry], target: u32, from: Lsn, to: Lsn)
     out
 }
 
-/// The block digests a backup gathered: of every file stored whole (spilled to a local spool
-/// part by part, never whole in memory), and of the stored blocks of each delta.
-pub struct Gathered {
-    pub whole: DigestSpool,
-    pub deltas: BTreeMap<String, StoredFile>,
-}
-
-/// Spill a stored part's digests of whole files to `spool` (the part keeps its entries).
+/// Merge the parts' outputs into the manifest's incremental fields, their digests into
+/// `gathering` (those of parts it did not take yet); returns the bytes read from the data
+/// directory.
 ///
 /// # Errors
-/// [`Error::Io`](crate::Error::Io) naming the spool.
-pub fn spill(spool: &mut SpoolWriter, out: &mut IncrementalPart) -> Result<()> {
-    for (path, blocks) in std::mem::take(&mut out.blocks.files) {
-        spool.push(path, &blocks)?;
-    }
-    Ok(())
-}
-
-/// Merge the parts' outputs into the manifest's incremental fields; returns the digests
-/// (`whole`: what [`spill`] gathered) and the bytes read from the data directory.
-pub fn merge(manifest: &mut Manifest, outputs: Vec<IncrementalPart>, whole: DigestSpool) -> (Gathered, u64) {
-    let mut blocks = Gathered { whole, deltas: BTreeMap::new() };
+/// As [`Gathering::take`].
+pub fn merge(manifest: &mut Manifest, outputs: Vec<IncrementalPart>, gathering: &Gathering) -> Result<u64> {
     let mut read = 0;
-    for out in outputs {
+    for mut out in outputs {
+        gathering.take(&mut out)?;
         manifest.deltas.extend(out.deltas);
         manifest.unchanged.extend(out.unchanged);
-        blocks.deltas.extend(out.stored);
         read += out.read_bytes;
     }
-    (blocks, read)
+    Ok(read)
 }
 
 /// How long base-backup waits for the WAL summarizer to reach the backup's start.
@@ -220,22 +205,10 @@ pub async fn finish(
     repo: &Repo,
     meta: &mut BackupMetadata,
     manifest: &mut Manifest,
-    blocks: Gathered,
+    blocks: Gathering,
     reference: Option<&Reference>,
     (source, read_bytes): (Option<String>, u64),
-    dir: &std::path::Path,
 ) -> Result<()> {
-    // A full backup's map is complete (streamed from the spool); an incremental's holds only
-    // what it stored.
-    let sha = match reference {
-        None => chain::save_complete_map(repo, &meta.name, &meta.manifest_key, blocks.whole, dir).await?,
-        Some(_) => {
-            let whole = blocking(move || complete::to_block_map(&blocks.whole)).await?;
-            let plain = StoredMap::of_backup(whole, blocks.deltas, manifest)?.encode();
-            chain::save_block_map(repo, &meta.name, &meta.manifest_key, plain).await?
-        }
-    };
-    manifest.block_map_sha256 = Some(sha);
     if let Some(r) = reference {
         meta.backup_type = r.kind;
         meta.reference = Some(r.meta.name.clone());
@@ -246,6 +219,8 @@ pub async fn finish(
             metadata_sha256: metadata_auth::metadata_sha256(&r.meta),
         });
     }
+    // Complete for a full backup; what it stored for an incremental (its manifest says which).
+    manifest.block_map_sha256 = Some(blocks.save(repo, &meta.name, &meta.manifest_key, manifest).await?);
     Ok(())
 }
 

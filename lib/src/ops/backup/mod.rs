@@ -5,6 +5,7 @@ pub mod files;
 pub mod flow;
 pub mod incremental;
 pub mod lease;
+pub mod maps;
 mod options;
 pub mod resume;
 pub mod standby;

@@ -19,7 +19,9 @@ pub struct BackupOptions {
     pub jobs: usize,
     /// How long to wait for the WAL that makes the backup consistent to be archived.
     pub archive_timeout: Duration,
-    /// Where parts are spooled before upload; default: the system temp directory.
+    /// Where parts are spooled before upload, and block digests while the backup runs (the
+    /// reference's, the new map's: 16 bytes per 8 KiB block each); default: the system temp
+    /// directory.
     pub spool_dir: Option<PathBuf>,
     /// Cluster name for the backup name.
     pub cluster: String,

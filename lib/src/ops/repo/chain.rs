@@ -12,8 +12,8 @@ use tokio_util::io::SyncIoBridge;
 use super::catalog::{self, BackupMetadata};
 use super::place::Logical;
 use super::{Repo, blocking, metadata_auth, parts};
-use crate::blockmap::stream::{CompleteReader, DigestSpool, spool_chain};
-use crate::blockmap::{AnyMap, BlockMap, LinkMap, Merger, merge_chain};
+use crate::blockmap::stream::{CompleteReader, DigestSpool, SpoolWriter, merge_streamed};
+use crate::blockmap::{AnyMap, BlockMap, FileBlocks, LinkMap, Merger};
 use crate::manifest::Manifest;
 use crate::{Error, Result, codec};
 
@@ -46,136 +46,111 @@ pub async fn save_block_map(repo: &Repo, name: &str, manifest_key: &str, plain: 
     Ok(sha)
 }
 
-/// Store a full backup's complete block map from the digests spilled to `spool` (written,
-/// encoded and encrypted through a 0600 file in `dir`, never whole in memory); returns the
-/// SHA-256 its manifest records.
-///
-/// # Errors
-/// Storage, codec and spool failures.
-pub async fn save_complete_map(
-    repo: &Repo,
-    name: &str,
-    manifest_key: &str,
-    spool: crate::blockmap::stream::DigestSpool,
-    dir: &std::path::Path,
-) -> Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-
-    use crate::error::IoContext;
-    let (settings, key) = (repo.codec, repo.keyring.write_key().cloned());
-    let context = repo.context(&Logical::BlockMap(name)).await?;
-    let path = dir.join("blockmap");
-    let at = path.clone();
-    let sha = blocking(move || {
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&at).with_path(&at)?;
-        let out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let mut encoder = codec::Encoder::new(out, &settings, key.as_ref(), None, &context)?;
-        let sha = crate::blockmap::complete::write_complete(&spool, &mut encoder, &at.display().to_string())?;
-        encoder.finish()?.flush().with_path(&at)?;
-        Ok(sha)
-    })
-    .await?;
-    let stored = repo.storage.put_file(&block_map_key(manifest_key), &path).await;
-    let _ = std::fs::remove_file(&path);
-    stored?;
-    Ok(sha)
-}
-
-/// Backup `b`'s block map as stored (complete, or only what an incremental stored), checked
-/// against its manifest; `None` for a backup written before block maps existed.
-///
-/// # Errors
-/// Not found, storage, key and corruption errors naming the object.
-pub async fn load_block_map(repo: &Repo, b: &BackupMetadata, manifest: &Manifest) -> Result<Option<AnyMap>> {
-    let Some(want) = &manifest.block_map_sha256 else { return Ok(None) };
-    let key = block_map_key(&b.manifest_key);
-    let plain = repo.read_object(&key, &Logical::BlockMap(&b.name), false).await?;
-    let object = repo.storage.describe(&key);
-    if !BlockMap::sha256_hex(&plain).eq_ignore_ascii_case(want) {
-        return Err(Error::corrupt(object, "block map differs from the digest its manifest records"));
-    }
-    let map = blocking(move || AnyMap::decode(&plain, &object)).await?;
-    Ok(Some(map))
-}
-
 /// The effective block map of the last backup of `links` (a chain, full backup first, as
 /// [`load`] returns it): every file it restores with all its digests, merged from the block
-/// maps of the chain back to the newest complete one ([`crate::blockmap::effective`]).
+/// maps of the chain back to the newest complete one ([`crate::blockmap::effective`]); that
+/// one is streamed through the merge, never held whole beside the result.
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming the backup whose block map is missing or does not fit its
 /// manifest or its chain; storage and key errors.
 pub async fn effective_map(repo: &Repo, links: &[Link]) -> Result<BlockMap> {
-    let mut maps = Vec::new();
-    for link in links.iter().rev() {
-        let object = repo.storage.describe(&block_map_key(&link.meta.manifest_key));
-        let map = load_block_map(repo, &link.meta, &link.manifest)
-            .await?
-            .ok_or_else(|| Error::corrupt(&object, format!("backup {} has no block map", link.meta.name)))?;
-        let complete = matches!(map, AnyMap::Complete(_));
-        maps.push((link, map, object));
-        if complete {
-            break;
-        }
-    }
-    let (maps, about): (Vec<AnyMap>, Vec<(Manifest, String, String)>) = maps
-        .into_iter()
-        .rev()
-        .map(|(link, map, object)| (map, (link.manifest.clone(), link.meta.name.clone(), object)))
-        .unzip();
+    let opened = open_chain(repo, links).await?;
     blocking(move || {
-        let links = maps.into_iter().zip(&about);
-        merge_chain(
-            links
-                .map(|(map, (manifest, name, object))| LinkMap { map, manifest, name, object: object.clone() })
-                .collect(),
-        )
+        let mut map = BlockMap::default();
+        opened.merge(|path, f| {
+            map.files.insert(path, f);
+            Ok(())
+        })?;
+        Ok(map)
     })
     .await
 }
 
-/// [`effective_map`] of the last backup of `links`, kept in an unnamed file in `dir` rather
-/// than in memory: the complete map at the chain's start is streamed through the merge one
-/// file at a time, the incremental maps after it (what each stored) are read whole.
+/// Check the block maps of `links` as [`effective_map`] does, holding none of it: returns
+/// how many files the last backup restores.
+///
+/// # Errors
+/// As [`effective_map`].
+pub async fn check_effective(repo: &Repo, links: &[Link]) -> Result<u64> {
+    let opened = open_chain(repo, links).await?;
+    blocking(move || {
+        let mut files = 0;
+        opened.merge(|_, _| {
+            files += 1;
+            Ok(())
+        })?;
+        Ok(files)
+    })
+    .await
+}
+
+/// [`effective_map`] kept in an unnamed file in `dir` rather than in memory: only an index of
+/// the files is held (base-backup's reference).
 ///
 /// # Errors
 /// As [`effective_map`]; [`Error::Io`] naming `dir`.
 pub async fn effective_spool(repo: &Repo, links: &[Link], dir: &Path) -> Result<DigestSpool> {
+    let opened = open_chain(repo, links).await?;
+    let dir = dir.to_path_buf();
+    blocking(move || {
+        let mut spool = SpoolWriter::new(&dir)?;
+        opened.merge(|path, f| spool.push(path, &f))?;
+        spool.finish()
+    })
+    .await
+}
+
+/// A link's manifest, name and block map object.
+type About = (Manifest, String, String);
+
+/// The block maps of a chain from its newest complete one: that one opened as a stream, the
+/// (incremental) ones after it read whole, oldest first.
+struct OpenedChain {
+    base: Option<(Box<Stream>, String, About)>,
+    later: Vec<(AnyMap, About)>,
+}
+
+type Stream = CompleteReader<Box<dyn Read + Send>>;
+
+impl OpenedChain {
+    fn merge(self, out: impl FnMut(String, FileBlocks) -> Result<()>) -> Result<()> {
+        let (maps, about): (Vec<AnyMap>, Vec<About>) = self.later.into_iter().unzip();
+        let Some((stream, want, (manifest, name, object))) = self.base else {
+            let links = maps.into_iter().zip(&about).map(link_map).collect();
+            return merge_streamed(Merger::new(links), None::<(Stream, _)>, out);
+        };
+        let first = LinkMap { map: AnyMap::Complete(BlockMap::default()), manifest: &manifest, name: &name, object };
+        let links = std::iter::once(first).chain(maps.into_iter().zip(&about).map(link_map)).collect();
+        merge_streamed(Merger::new(links), Some((*stream, &want)), out)
+    }
+}
+
+async fn open_chain(repo: &Repo, links: &[Link]) -> Result<OpenedChain> {
     let mut later = Vec::new();
-    let mut base = None;
     for link in links.iter().rev() {
         let object = repo.storage.describe(&block_map_key(&link.meta.manifest_key));
         let about = (link.manifest.clone(), link.meta.name.clone(), object);
         match open_block_map(repo, link).await? {
             Opened::Whole(map) => later.push((map, about)),
             Opened::Streamed(stream, want) => {
-                base = Some((stream, want, about));
-                break;
+                later.reverse();
+                return Ok(OpenedChain { base: Some((stream, want, about)), later });
             }
         }
     }
-    let dir = dir.to_path_buf();
-    blocking(move || {
-        let (maps, about): (Vec<AnyMap>, Vec<_>) = later.into_iter().rev().unzip();
-        let Some((stream, want, (manifest, name, object))) = base else {
-            let links = maps.into_iter().zip(&about).map(link_map).collect();
-            return spool_chain(Merger::new(links), &dir, None::<(CompleteReader<std::io::Empty>, _)>);
-        };
-        let first = LinkMap { map: AnyMap::Complete(BlockMap::default()), manifest: &manifest, name: &name, object };
-        let links = std::iter::once(first).chain(maps.into_iter().zip(&about).map(link_map)).collect();
-        spool_chain(Merger::new(links), &dir, Some((*stream, &want)))
-    })
-    .await
+    later.reverse();
+    Ok(OpenedChain { base: None, later })
 }
 
 /// A complete block map opened as a stream (with the digest its manifest records, checked at
 /// its end), or any other read whole and checked.
 enum Opened {
     Whole(AnyMap),
-    Streamed(Box<CompleteReader<Box<dyn Read + Send>>>, String),
+    Streamed(Box<Stream>, String),
 }
 
+/// Backup `link`'s block map, authenticated and bound to it (`backup/<name>/blockmap`).
 async fn open_block_map(repo: &Repo, link: &Link) -> Result<Opened> {
     let key = block_map_key(&link.meta.manifest_key);
     let object = repo.storage.describe(&key);
@@ -205,7 +180,7 @@ async fn open_block_map(repo: &Repo, link: &Link) -> Result<Opened> {
     .await
 }
 
-fn link_map<'a>((map, (manifest, name, object)): (AnyMap, &'a (Manifest, String, String))) -> LinkMap<'a> {
+fn link_map<'a>((map, (manifest, name, object)): (AnyMap, &'a About)) -> LinkMap<'a> {
     LinkMap { map, manifest, name, object: object.clone() }
 }
 

@@ -179,7 +179,7 @@ async fn check_chain(
         Ok(None) if manifest.block_map_sha256.is_none() => Ok(()),
         Ok(None) => {
             let link = [crate::ops::repo::chain::Link { meta: b.clone(), manifest: manifest.clone() }];
-            crate::ops::repo::chain::effective_map(repo, &link).await.map(|_| ()).map_err(|e| (e, map_key))
+            crate::ops::repo::chain::check_effective(repo, &link).await.map(|_| ()).map_err(|e| (e, map_key))
         }
         Err(e) => Err((e, b.manifest_key.clone())),
     }
