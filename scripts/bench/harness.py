@@ -292,6 +292,20 @@ def make_corpus(work, kind, segments):
     return c, segs
 
 
+def previous_results(stage):
+    """The results of `stage` in docs/benchmarks (a partial rerun keeps what it does not redo),
+    with `_date`: when they were measured; None when there are none."""
+    try:
+        with open(os.path.join(REPO_ROOT, "docs", "benchmarks", f"{stage}.json")) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    res = doc.get("results")
+    if isinstance(res, dict):
+        res = dict(res, _date=(doc.get("machine") or {}).get("date"))
+    return res
+
+
 def load_corpora(work):
     path = os.path.join(work, "corpora.json")
     if not os.path.exists(path):

@@ -89,6 +89,17 @@ def change_one_percent(pgdata):
     return len(picked), len(rels)
 
 
+def drop_page_cache():
+    """Write back and drop the page cache (root only): True when dropped."""
+    subprocess.run(["sync"], timeout=600)
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+        return True
+    except OSError:
+        return False
+
+
 def verify_part(ctx, w, endpoint):
     """Many backups and WAL objects on a small cluster with 1 MB segments."""
     backups, objects = (3, 200) if ctx.quick else (30, 10_000)
@@ -161,11 +172,18 @@ def stage(ctx):
         # Full restore, then the same directory (as the backup left it) with 1% of its relation
         # files changed, restored with --delta, then replayed to the end.
         prep, full_s = prepare(w, rdir, direct, "full")
+        # Cold: the page cache dropped first (a damaged volume, a restore on another day); then
+        # warm: the same change again, right after (the directory was just read).
         changed, rels = change_one_percent(rdir)
+        cold = drop_page_cache()
         dout, delta_s = prepare(w, rdir, direct, "delta", "--delta")
+        change_one_percent(rdir)
+        wout, warm_s = prepare(w, rdir, direct, "delta-warm", "--delta")
         out["delta"] = {"full_s": full_s, "delta_s": delta_s, "ratio": delta_s / full_s, "changed_files": changed,
-                        "relation_files": rels, "report": dout.get("delta"), "target_ratio": 0.15}
-        h.log(f"rto: full restore {full_s:.1f} s, delta {delta_s:.1f} s ({changed} of {rels} relation files changed)")
+                        "relation_files": rels, "report": dout.get("delta"), "target_ratio": 0.15, "cold": cold,
+                        "warm_s": warm_s, "warm_ratio": warm_s / full_s, "warm_report": wout.get("delta")}
+        h.log(f"rto: full restore {full_s:.1f} s, delta {delta_s:.1f} s ({'cold' if cold else 'page cache not dropped'}), "
+              f"warm {warm_s:.1f} s ({changed} of {rels} relation files changed)")
         replay_direct = replay(w, rdir, direct, "direct")
         proxy_pid, shaped_url = start_shaped(w, int(endpoint.rsplit(":", 1)[1]), 30, 100_000_000)
         shaped = conf_file(os.path.join(w, "rto-shaped.conf"), shaped_url, ctx, h.mkdir_pg(os.path.join(w, "rto-cache-shaped")))
@@ -179,7 +197,12 @@ def stage(ctx):
                        "prefetch": os.environ.get("WALVAULT_FETCH_PREFETCH", "default (4)"), "jobs": "default (cores)",
                        "files": prep.get("files")}
         h.log(f"rto: replay {replay_direct:.1f} s on loopback, {replay_shaped:.1f} s shaped")
-        out["verify"] = verify_part(ctx, w, endpoint)
+        if "verify" in os.environ.get("BENCH_RTO_PARTS", "verify"):
+            out["verify"] = verify_part(ctx, w, endpoint)
+        else:
+            prev = h.previous_results("rto") or {}
+            if prev.get("verify"):
+                out["verify"] = dict(prev["verify"], reused_from=prev.get("_date"))
     finally:
         if proxy_pid:
             h.stop_pid(proxy_pid)
@@ -206,8 +229,21 @@ def render(doc, f, table, target, machine_line):
                          [f"`--delta`, {d['changed_files']} of {d['relation_files']} relation files changed", f(d["delta_s"]),
                           f(rep.get("kept_bytes", 0) / 1e6, "{:.0f} MB"), f(rep.get("fetched_bytes", 0) / 1e6, "{:.0f} MB"),
                           f(rep.get("removed_bytes", 0) / 1e6, "{:.0f} MB")]]))
-        md += ["", target(d["ratio"] <= d["target_ratio"], f"delta restore {d['ratio']:.0%} of the full restore's time <= 15%",
-                          f"{d['ratio'] - d['target_ratio']:.0%}"), ""]
+        if "warm_s" in d:
+            md[-1:] = [table(["restore", "seconds", "kept", "fetched", "removed"],
+                             [["full (`pitr-prepare` into an empty directory)", f(d["full_s"]), "-", "-", "-"],
+                              [f"`--delta`, {d['changed_files']} of {d['relation_files']} relation files changed, "
+                               f"{'page cache dropped first' if d.get('cold') else 'page cache as it was'}", f(d["delta_s"]),
+                               f(rep.get("kept_bytes", 0) / 1e6, "{:.0f} MB"), f(rep.get("fetched_bytes", 0) / 1e6, "{:.0f} MB"),
+                               f(rep.get("removed_bytes", 0) / 1e6, "{:.0f} MB")],
+                              ["`--delta` again after the same change (the directory in the page cache)", f(d["warm_s"]),
+                               "", "", ""]])]
+            md += ["", target(d["warm_ratio"] <= d["target_ratio"],
+                              f"delta restore with the data directory in the page cache: {d['warm_ratio']:.0%} of the full "
+                              "restore's time <= 15%", f"{d['warm_ratio'] - d['target_ratio']:.0%}")]
+        md += [target(d["ratio"] <= d["target_ratio"], f"delta restore {d['ratio']:.0%} of the full restore's time <= 15%"
+                      + (" (cold: it reads every byte of the data directory from the disk)" if d.get("cold") else ""),
+                      f"{d['ratio'] - d['target_ratio']:.0%}"), ""]
     if p:
         lo, sh = p["loopback"], p["shaped"]
         md.append(table(["PITR", "pitr-prepare s", "replay s", "segments/s"],
@@ -219,7 +255,8 @@ def render(doc, f, table, target, machine_line):
     if v:
         rows = [[f"run {i + 1}", f(x["wall_s"]), len(x["scope"]["backups_read"]), f(x["scope"]["bytes_read"] / 1e6, "{:.0f} MB"),
                  x["scope"]["wal_checked"], len(x["scope"]["backups_due"])] for i, x in enumerate(v["runs"])]
-        md += [f"`walvault verify` on {v['backups']} backups and {v['wal_objects']} WAL objects (1 MB segments):", "",
+        reused = f" (measured by the run of {v['reused_from']}; this run redid only the restores)" if v.get("reused_from") else ""
+        md += [f"`walvault verify` on {v['backups']} backups and {v['wal_objects']} WAL objects (1 MB segments){reused}:", "",
                table(["verify", "seconds", "backups read", "bytes read", "WAL objects decoded", "backups due"], rows), ""]
         second = v["runs"][-1]["scope"]
         md.append(target(second["wal_checked"] < v["runs"][0]["scope"]["wal_checked"] and len(second["backups_read"]) <= 1,
