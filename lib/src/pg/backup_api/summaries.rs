@@ -82,6 +82,9 @@ impl Server {
 
     async fn wait_summarized(&self, to: Lsn, wait: Duration) -> Result<std::result::Result<(), String>> {
         let deadline = Instant::now().checked_add(wait).unwrap_or_else(Instant::now);
+        // The summarizer usually reaches a fresh checkpoint within milliseconds: look again
+        // soon, then back off.
+        let mut pause = Duration::from_millis(20);
         loop {
             let q = "SELECT summarized_lsn::text FROM pg_get_wal_summarizer_state()";
             let row = self.client.query_one(q, &[]).await.map_err(|e| pg_error("read WAL summarizer state", &e))?;
@@ -92,7 +95,8 @@ impl Server {
             if Instant::now() >= deadline {
                 return Ok(Err(format!("the WAL summarizer reached only {at}, not {to}, within {} s", wait.as_secs())));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
 }
