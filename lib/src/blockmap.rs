@@ -166,9 +166,10 @@ impl BlockMap {
                 .take(n.checked_mul(16).ok_or_else(|| bad(format!("{path}: length {length}")))?)
                 .ok_or_else(|| bad(format!("{path}: truncated digests")))?;
             let digests = raw.chunks_exact(16).map(|c| c.try_into().unwrap_or([0; 16])).collect();
-            if files.insert(path.to_string(), FileBlocks { length, digests }).is_some() {
-                return Err(bad(format!("{path} appears twice")));
+            if files.last_key_value().is_some_and(|(last, _): (&String, _)| last.as_str() >= path) {
+                return Err(bad(format!("{path} is out of order (or appears twice)")));
             }
+            files.insert(path.to_string(), FileBlocks { length, digests });
         }
         if r.at != bytes.len() {
             return Err(bad(format!("{} bytes after the last file", bytes.len() - r.at)));

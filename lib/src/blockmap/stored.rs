@@ -126,9 +126,10 @@ impl StoredMap {
             let path = std::str::from_utf8(raw).map_err(|_| bad(format!("file {i}: path is not utf-8")))?;
             check_relative_path(path).map_err(|e| bad(e.to_string()))?;
             let file = decode_file(&mut r).map_err(|why| bad(format!("{path}: {why}")))?;
-            if files.insert(path.to_string(), file).is_some() {
-                return Err(bad(format!("{path} appears twice")));
+            if files.last_key_value().is_some_and(|(last, _): (&String, _)| last.as_str() >= path) {
+                return Err(bad(format!("{path} is out of order (or appears twice)")));
             }
+            files.insert(path.to_string(), file);
         }
         if r.at != bytes.len() {
             return Err(bad(format!("{} bytes after the last file", bytes.len() - r.at)));
@@ -179,6 +180,7 @@ pub fn whole_runs(length: u64) -> Vec<[u64; 2]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blockmap::FileBlocks;
     use crate::manifest::{Delta, ManifestEntry, ManifestReference, Unchanged};
 
     fn file(path: &str, size: u64) -> ManifestEntry {
@@ -240,6 +242,45 @@ mod tests {
         assert_eq!(hex::encode(&bytes[..22]), head.replace(' ', ""));
         let length = "00 00 00 00 00 03 c0 00 00 00 00 02 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 01";
         assert_eq!(hex::encode(&bytes[34..62]), length.replace(' ', ""));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::wal::follow::model_cases()))]
+
+        /// Damaged maps of either form are refused or read, never a panic; a complete map read
+        /// as a stream is exactly what decoding it whole gives (or both refuse it).
+        #[test]
+        fn damaged_maps_never_panic_and_streaming_agrees(
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let delta = StoredFile { length: 245_760, runs: vec![[2, 1], [27, 3]], digests: vec![[1; 16]; 4] };
+            let files = BTreeMap::from([("base/5/16384".to_string(), delta)]);
+            let mut complete = BlockMap::default();
+            complete.files.insert("base/5/1".into(), FileBlocks { length: 8193, digests: vec![[5; 16], [6; 16]] });
+            complete.files.insert("global/pg_control".into(), FileBlocks { length: 8192, digests: vec![[7; 16]] });
+            for mut bytes in [StoredMap { files }.encode(), complete.encode()] {
+                let i = at.index(bytes.len());
+                bytes[i] ^= byte.max(1);
+                bytes.truncate(bytes.len() - cut.index(3));
+                let whole = AnyMap::decode(&bytes, "o");
+                let mut streamed = BlockMap::default();
+                let read = (|| -> Result<String> {
+                    let mut r = crate::blockmap::stream::CompleteReader::new(bytes.as_slice(), "o")?;
+                    while let Some((p, f)) = r.next_file()? {
+                        streamed.files.insert(p, f);
+                    }
+                    r.finish()
+                })();
+                if let Ok(AnyMap::Complete(m)) = &whole {
+                    proptest::prop_assert!(read.is_ok());
+                    proptest::prop_assert_eq!(m, &streamed);
+                } else {
+                    proptest::prop_assert!(read.is_err());
+                }
+            }
+        }
     }
 
     #[test]

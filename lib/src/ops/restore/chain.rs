@@ -43,6 +43,24 @@ impl ChainRestore {
 /// [`Error::Refused`] for a broken chain (naming the missing backup); corruption, key and
 /// storage errors of any link.
 pub async fn prepare(repo: &Repo, backup: &BackupMetadata, manifest: &Manifest) -> Result<Option<ChainRestore>> {
+    load_and_plan(repo, backup, manifest, true).await
+}
+
+/// [`prepare`] to check a chain (verify): the same checks, the target's block map merged but
+/// not kept. Returns the names of the chain, full backup first; `None` for a full backup.
+///
+/// # Errors
+/// As [`prepare`].
+pub async fn check(repo: &Repo, backup: &BackupMetadata, manifest: &Manifest) -> Result<Option<Vec<String>>> {
+    Ok(load_and_plan(repo, backup, manifest, false).await?.map(|c| c.names()))
+}
+
+async fn load_and_plan(
+    repo: &Repo,
+    backup: &BackupMetadata,
+    manifest: &Manifest,
+    keep_map: bool,
+) -> Result<Option<ChainRestore>> {
     if !manifest.is_incremental() && backup.reference.is_none() {
         return Ok(None);
     }
@@ -51,12 +69,19 @@ pub async fn prepare(repo: &Repo, backup: &BackupMetadata, manifest: &Manifest) 
         place::check_parts(repo, &link.meta).await?;
     }
     // Every restored file at its length, all its digests (the chain's maps merged).
-    let blocks = chain::effective_map(repo, &links).await?;
+    let blocks = if keep_map {
+        chain::effective_map(repo, &links).await?.files
+    } else {
+        chain::check_effective(repo, &links).await?;
+        BTreeMap::new()
+    };
     let manifests: Vec<&Manifest> = links.iter().map(|l| &l.manifest).collect();
     let names: Vec<&str> = links.iter().map(|l| l.meta.name.as_str()).collect();
     let plan = crate::manifest::chain::plan(&manifests, &names)?;
-    tracing::info!("restoring the chain {}", names.join(" -> "));
-    Ok(Some(ChainRestore { plan, target: Arc::new(blocks.files), links }))
+    if keep_map {
+        tracing::info!("restoring the chain {}", names.join(" -> "));
+    }
+    Ok(Some(ChainRestore { plan, target: Arc::new(blocks), links }))
 }
 
 /// What [`restore`] wrote, and the parts of the chain it did not need to download.

@@ -171,9 +171,9 @@ async fn check_chain(
     manifest: &crate::manifest::Manifest,
 ) -> std::result::Result<(), (Error, String)> {
     let map_key = crate::ops::repo::chain::block_map_key(&b.manifest_key);
-    match crate::ops::restore::chain::prepare(repo, b, manifest).await {
-        Ok(Some(c)) => {
-            tracing::info!("backup {}: chain {} is whole", b.name, c.names().join(" -> "));
+    match crate::ops::restore::chain::check(repo, b, manifest).await {
+        Ok(Some(names)) => {
+            tracing::info!("backup {}: chain {} is whole", b.name, names.join(" -> "));
             Ok(())
         }
         Ok(None) if manifest.block_map_sha256.is_none() => Ok(()),
