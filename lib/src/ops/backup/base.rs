@@ -179,7 +179,11 @@ async fn copy_and_finish(
     if let Some((i, files)) = control_part {
         results.push(part_job(i, files).await?);
     }
-    results.extend(plan.reused);
+    for (info, mut output) in plan.reused {
+        output.blocks = resume::reused_blocks(repo, name, info.index).await?;
+        gathering.take(&mut output)?;
+        results.push((info, output));
+    }
     results.sort_by_key(|(p, _)| p.index);
     flow.progress.finish();
 

@@ -228,7 +228,7 @@ async fn load_leftover(repo: &Repo, name: &str, system_identifier: u64) -> Resul
         let index = o.key.rsplit('/').next().and_then(|f| f.strip_prefix("part_")).and_then(|f| f.get(..5));
         let Some(index) = index.and_then(|i| i.parse::<u32>().ok()) else { continue };
         recorded.insert(index);
-        let r = match read_record(repo, &o.key, name, index).await {
+        let mut r = match read_record(repo, &o.key, name, index).await {
             Ok(r) if r.system_identifier == system_identifier.to_string() && r.info.index == index => r,
             Ok(_) => continue,
             Err(e) => {
@@ -237,6 +237,9 @@ async fn load_leftover(repo: &Repo, name: &str, system_identifier: u64) -> Resul
             }
         };
         if sizes.get(r.info.key.as_str()) == Some(&r.info.stored_bytes) {
+            // Its digests are read again if the part is reused ([`reused_blocks`]): a resumed
+            // terabyte backup never holds them all.
+            r.blocks = String::new();
             records.push(r);
         }
     }
@@ -263,12 +266,20 @@ async fn load_leftover(repo: &Repo, name: &str, system_identifier: u64) -> Resul
 }
 
 impl PartRecord {
-    /// The part as base-backup's copy loop returns it (its block map decoded when the record
-    /// was read, so this cannot fail).
+    /// The part as base-backup's copy loop returns it, without its digests ([`reused_blocks`]).
     fn part(&self) -> IncrementalPart {
-        let blocks = decode_blocks(&self.blocks, "").unwrap_or_default();
-        IncrementalPart { entries: self.entries.clone(), blocks, ..Default::default() }
+        IncrementalPart { entries: self.entries.clone(), ..Default::default() }
     }
+}
+
+/// The block digests of reused part `index` of `backup`, read again from its record.
+///
+/// # Errors
+/// Storage, key and corruption errors naming the record.
+pub async fn reused_blocks(repo: &Repo, backup: &str, index: u32) -> Result<BlockMap> {
+    let key = record_key(repo, backup, index);
+    let r = read_record(repo, &key, backup, index).await?;
+    decode_blocks(&r.blocks, &repo.storage.describe(&key))
 }
 
 fn decode_blocks(text: &str, object: &str) -> Result<BlockMap> {
