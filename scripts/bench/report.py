@@ -107,7 +107,9 @@ def incremental_section(doc):
                "`scripts/bench.sh --stages incremental` on a quiet machine.", ""]
     md.append(f"pgbench scale {res['scale']}: {res['cluster_bytes'] / 1e6:.0f} MB, {res['relation_pages']} relation pages. "
               "`read` is what base-backup read from PGDATA, `changed` the changed blocks it stored (uncompressed), "
-              f"`stored` the bytes in the repository. pgBackRest: {res.get('pgbackrest')}.")
+              f"`stored` the bytes in the repository. Every backup starts on a checkpointed cluster (a `CHECKPOINT` "
+              "after each workload, as before the full backup: whichever tool ran first would otherwise pay for "
+              f"flushing the workload's pages). pgBackRest: {res.get('pgbackrest')}.")
     md.append("")
     rows = res["rows"]
     md.append(table(["workload", "tool", "wall s", "CPU s", "read MB", "changed MB", "changed pages", "stored MB", "source"],
