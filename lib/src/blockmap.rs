@@ -150,16 +150,10 @@ impl BlockMap {
     pub fn decode(bytes: &[u8], object: &str) -> Result<BlockMap> {
         let bad = |why: String| Error::corrupt(object, format!("block map: {why}"));
         let mut r = Reader { bytes, at: 0 };
-        if r.take(MAGIC.len()).ok_or_else(|| bad("too short".into()))? != MAGIC {
-            return Err(bad("not a block map (magic)".into()));
-        }
-        let count = r.u64().ok_or_else(|| bad("truncated file count".into()))?;
+        let count = r.header(MAGIC, "a block map").map_err(bad)?;
         let mut files = BTreeMap::new();
         for i in 0..count {
-            let len = r.u32().ok_or_else(|| bad(format!("file {i}: truncated")))? as usize;
-            let raw = r.take(len).ok_or_else(|| bad(format!("file {i}: truncated path")))?;
-            let path = std::str::from_utf8(raw).map_err(|_| bad(format!("file {i}: path is not utf-8")))?;
-            check_relative_path(path).map_err(|e| bad(e.to_string()))?;
+            let path = r.path(i).map_err(bad)?;
             let length = r.u64().ok_or_else(|| bad(format!("{path}: truncated length")))?;
             let n = usize::try_from(block_count(length)).map_err(|_| bad(format!("{path}: length {length}")))?;
             let raw = r
@@ -200,6 +194,23 @@ impl<'a> Reader<'a> {
     }
     fn u32(&mut self) -> Option<u32> {
         self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
+    }
+
+    /// The magic (`what` names the format in the refusal) and the file count.
+    fn header(&mut self, magic: &[u8], what: &str) -> std::result::Result<u64, String> {
+        if self.take(magic.len()).ok_or("too short")? != magic {
+            return Err(format!("not {what} (magic)"));
+        }
+        self.u64().ok_or_else(|| "truncated file count".to_string())
+    }
+
+    /// The path of file `i`, checked as a manifest path.
+    fn path(&mut self, i: u64) -> std::result::Result<&'a str, String> {
+        let len = self.u32().ok_or_else(|| format!("file {i}: truncated"))? as usize;
+        let raw = self.take(len).ok_or_else(|| format!("file {i}: truncated path"))?;
+        let path = std::str::from_utf8(raw).map_err(|_| format!("file {i}: path is not utf-8"))?;
+        check_relative_path(path).map_err(|e| e.to_string())?;
+        Ok(path)
     }
 }
 

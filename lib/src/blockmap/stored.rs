@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use super::{BlockMap, Digest, FileBlocks, Reader, block_count, run_blocks};
-use crate::manifest::{EntryKind, Manifest, check_relative_path};
+use crate::manifest::{EntryKind, Manifest};
 use crate::{Error, Result};
 
 /// First bytes of the binary form.
@@ -115,16 +115,10 @@ impl StoredMap {
     pub fn decode(bytes: &[u8], object: &str) -> Result<StoredMap> {
         let bad = |why: String| Error::corrupt(object, format!("block map: {why}"));
         let mut r = Reader { bytes, at: 0 };
-        if r.take(MAGIC.len()).ok_or_else(|| bad("too short".into()))? != MAGIC {
-            return Err(bad("not an incremental block map (magic)".into()));
-        }
-        let count = r.u64().ok_or_else(|| bad("truncated file count".into()))?;
+        let count = r.header(MAGIC, "an incremental block map").map_err(bad)?;
         let mut files = BTreeMap::new();
         for i in 0..count {
-            let len = r.u32().ok_or_else(|| bad(format!("file {i}: truncated")))? as usize;
-            let raw = r.take(len).ok_or_else(|| bad(format!("file {i}: truncated path")))?;
-            let path = std::str::from_utf8(raw).map_err(|_| bad(format!("file {i}: path is not utf-8")))?;
-            check_relative_path(path).map_err(|e| bad(e.to_string()))?;
+            let path = r.path(i).map_err(bad)?;
             let file = decode_file(&mut r).map_err(|why| bad(format!("{path}: {why}")))?;
             if files.last_key_value().is_some_and(|(last, _): (&String, _)| last.as_str() >= path) {
                 return Err(bad(format!("{path} is out of order (or appears twice)")));
