@@ -76,18 +76,7 @@ fn delta_restore_with(backend: Backend) {
     p.stop();
 
     // Another cluster's data directory: refused, nothing changed.
-    let other = Cluster::init(repo.env.clone());
-    let before = snapshot(&other.pgdata);
-    let out = repo
-        .command("pitr-prepare")
-        .arg("--pgdata")
-        .arg(&other.pgdata)
-        .args(["--delta", "--latest"])
-        .output()
-        .expect("pitr-prepare");
-    assert_eq!(out.status.code(), Some(5), "another cluster: {}", stderr(&out));
-    assert!(stderr(&out).contains("system identifier"), "{}", stderr(&out));
-    assert!(before == snapshot(&other.pgdata), "another cluster's data directory was changed");
+    another_cluster_is_refused_untouched(&repo);
 
     let (removed, extra) = damage(&p.pgdata, &heaps);
     let out = repo
@@ -120,4 +109,21 @@ fn delta_restore_local_directory() {
 #[test]
 fn delta_restore_s3() {
     delta_restore_with(Backend::S3);
+}
+
+/// `pitr-prepare --delta --latest` over another cluster's data directory: refused (exit 5,
+/// naming the system identifier), nothing in it changed.
+pub(super) fn another_cluster_is_refused_untouched(repo: &TestRepo) {
+    let other = Cluster::init(repo.env.clone());
+    let before = snapshot(&other.pgdata);
+    let out = repo
+        .command("pitr-prepare")
+        .arg("--pgdata")
+        .arg(&other.pgdata)
+        .args(["--delta", "--latest"])
+        .output()
+        .expect("pitr-prepare");
+    assert_eq!(out.status.code(), Some(5), "another cluster: {}", stderr(&out));
+    assert!(stderr(&out).contains("system identifier"), "{}", stderr(&out));
+    assert!(before == snapshot(&other.pgdata), "another cluster's data directory was changed");
 }

@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use super::common::{Backend, Cluster, TEST_KEY, TestRepo, stderr};
-use super::delta::{damage, snapshot, table_digests};
+use super::delta::{another_cluster_is_refused_untouched, damage, table_digests};
 use super::incremental::backup;
 use super::pitr::{prepare, primary, recover};
 use super::raw::{get_raw, put_raw};
@@ -76,18 +76,7 @@ fn delta_chain_with(backend: Backend) {
     p.stop();
 
     // Another cluster's data directory: refused for an incremental target too, nothing changed.
-    let other = Cluster::init(repo.env.clone());
-    let before = snapshot(&other.pgdata);
-    let out = repo
-        .command("pitr-prepare")
-        .arg("--pgdata")
-        .arg(&other.pgdata)
-        .args(["--delta", "--latest"])
-        .output()
-        .expect("pitr-prepare");
-    assert_eq!(out.status.code(), Some(5), "another cluster: {}", stderr(&out));
-    assert!(stderr(&out).contains("system identifier"), "{}", stderr(&out));
-    assert!(before == snapshot(&other.pgdata), "another cluster's data directory was changed");
+    another_cluster_is_refused_untouched(&repo);
 
     // Restored from the chain; one block of `late` damaged (its content comes from incr1 and
     // incr2): the delta restore fetches it and postgresql.auto.conf (pitr-prepare's own
