@@ -1,4 +1,5 @@
-//! The backup manifest: every stored entry with its size and SHA-256, and the tablespaces.
+//! The backup manifest: every stored entry with its size and content digest (BLAKE3 since
+//! manifest version 2, SHA-256 before: [`FileDigest`]), and the tablespaces.
 //!
 //! Written by `base-backup` beside the tar parts and read by `pitr-prepare`, which extracts
 //! nothing that the manifest does not list ([`crate::tarball::extract_tar`]). A manifest read
@@ -16,11 +17,14 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 pub mod chain;
+pub mod digest;
 mod incremental;
+pub use digest::{FileDigest, FileHasher};
 pub use incremental::{Delta, ManifestReference, Unchanged};
 
-/// The manifest format version this build writes and reads.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The manifest format version this build writes: 2 lists BLAKE3 digests. Version 1 (SHA-256)
+/// is read as well.
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// Every stored entry of one base backup.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -64,8 +68,10 @@ pub struct ManifestEntry {
     pub path: String,
     /// Bytes stored (0 for directories and links).
     pub size: u64,
-    /// Lowercase hex SHA-256 of the stored bytes (of nothing for directories and links).
-    pub sha256: String,
+    /// Digest of the stored bytes (empty for directories and links), listed under its
+    /// algorithm's name (`blake3`, or `sha256` in version-1 manifests).
+    #[serde(flatten)]
+    pub digest: FileDigest,
     /// The mode the entry had in the cluster (restores use 0600 files and 0700 directories).
     pub mode: u32,
     /// Which tar part holds the entry.
@@ -126,9 +132,9 @@ impl Manifest {
     /// [`Error::Refused`] naming the first offending path; [`Error::Invalid`] for an unknown
     /// version.
     pub fn validate(&self) -> Result<()> {
-        if self.version != MANIFEST_VERSION {
+        if !(1..=MANIFEST_VERSION).contains(&self.version) {
             return Err(Error::Invalid(format!(
-                "manifest version {} is not supported (expected {MANIFEST_VERSION})",
+                "manifest version {} is not supported (expected 1 to {MANIFEST_VERSION})",
                 self.version
             )));
         }
@@ -147,8 +153,12 @@ impl Manifest {
                     entry.path, entry.size
                 )));
             }
-            if entry.kind == EntryKind::File && (entry.sha256.len() != 64 || hex::decode(&entry.sha256).is_err()) {
-                return Err(Error::Refused(format!("manifest entry {} has a malformed sha256", entry.path)));
+            if entry.kind == EntryKind::File && !entry.digest.is_well_formed() {
+                return Err(Error::Refused(format!(
+                    "manifest entry {} has a malformed {}",
+                    entry.path,
+                    entry.digest.algorithm()
+                )));
             }
         }
         let mut oids = HashSet::new();
@@ -247,7 +257,7 @@ mod tests {
         ManifestEntry {
             path: path.into(),
             size: 3,
-            sha256: "ab".repeat(32),
+            digest: FileDigest::Blake3("ab".repeat(32)),
             mode: 0o600,
             part: 0,
             kind: EntryKind::File,

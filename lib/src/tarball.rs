@@ -16,11 +16,10 @@ use std::fs::File;
 use std::io::{self, BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::MetadataExt;
 
-use ring::digest::{Context, SHA256};
 
 use crate::blockmap::{BlockHasher, BlockMap};
 use crate::error::IoContext;
-use crate::manifest::{EntryKind, ManifestEntry};
+use crate::manifest::{EntryKind, FileDigest, FileHasher, ManifestEntry};
 use crate::pg::datadir::{DataFile, FileKind};
 use crate::{Error, Result};
 
@@ -91,7 +90,7 @@ pub fn write_tar_bytes<W: Write>(out: W, files: &[(&str, &[u8])]) -> Result<(W, 
         stored.push(ManifestEntry {
             path: path.to_owned(),
             size: data.len() as u64,
-            sha256: hex::encode(ring::digest::digest(&SHA256, data)),
+            digest: crate::manifest::digest::of_bytes(data),
             mode: 0o600,
             part: 0,
             kind: EntryKind::File,
@@ -119,7 +118,7 @@ fn empty_entry(entry: &DataFile, kind: EntryKind, link_target: Option<String>) -
     ManifestEntry {
         path: entry.rel_path.clone(),
         size: 0,
-        sha256: String::new(),
+        digest: FileDigest::none(),
         mode: entry.mode,
         part: 0,
         kind,
@@ -161,7 +160,7 @@ fn append_file<W: Write>(
         inner: BufReader::with_capacity(READ_CHUNK, file),
         remaining: size,
         padded: 0,
-        hash: Context::new(&SHA256),
+        hash: FileHasher::new(),
         blocks: BlockHasher::default(),
         read_error: None,
     };
@@ -177,7 +176,7 @@ fn append_file<W: Write>(
     let item = ManifestEntry {
         path: entry.rel_path.clone(),
         size,
-        sha256: hex::encode(reader.hash.finish()),
+        digest: reader.hash.finish(),
         mode: meta.mode() & 0o7777,
         part: 0,
         kind: EntryKind::File,
@@ -191,7 +190,7 @@ struct ExactReader<R> {
     inner: R,
     remaining: u64,
     padded: u64,
-    hash: Context,
+    hash: FileHasher,
     blocks: BlockHasher,
     /// A failure reading the file, kept so it is reported against the file, not the output.
     read_error: Option<io::Error>,

@@ -52,8 +52,8 @@ impl Digests {
 }
 
 fn entry(path: &str, size: u64) -> ManifestEntry {
-    let sha256 = "ab".repeat(32);
-    ManifestEntry { path: path.into(), size, sha256, mode: 0o600, part: 0, kind: EntryKind::File, link_target: None }
+    let digest = crate::manifest::FileDigest::Blake3("ab".repeat(32));
+    ManifestEntry { path: path.into(), size, digest, mode: 0o600, part: 0, kind: EntryKind::File, link_target: None }
 }
 
 /// The manifest an incremental writer makes of `now` against `before` (the reference's

@@ -178,11 +178,11 @@ mod tests {
     use crate::manifest::{Delta, ManifestEntry, ManifestReference, Unchanged};
 
     fn file(path: &str, size: u64) -> ManifestEntry {
-        let sha256 = "ab".repeat(32);
+        let digest = crate::manifest::FileDigest::Blake3("ab".repeat(32));
         ManifestEntry {
             path: path.into(),
             size,
-            sha256,
+            digest,
             mode: 0o600,
             part: 0,
             kind: EntryKind::File,

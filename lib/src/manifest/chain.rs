@@ -4,16 +4,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{EntryKind, Manifest};
+use super::{EntryKind, FileDigest, Manifest};
 use crate::blockmap::{block_count, run_blocks, to_runs};
 use crate::{Error, Result};
 
 /// What one stored entry of one part contributes to the restored file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryPlan {
-    /// The stored entry's size and SHA-256 (from its manifest).
+    /// The stored entry's size and digest (from its manifest).
     pub size: u64,
-    pub sha256: String,
+    pub digest: FileDigest,
     /// The file length the stored blocks belong to, and their numbers in stream order.
     pub stored_len: u64,
     pub stream: Vec<[u64; 2]>,
@@ -75,7 +75,7 @@ pub fn plan(chain: &[&Manifest], names: &[&str]) -> Result<Vec<HashMap<u32, Hash
             if !take.is_empty() {
                 let plan = EntryPlan {
                     size: entry.size,
-                    sha256: entry.sha256.clone(),
+                    digest: entry.digest.clone(),
                     stored_len,
                     stream,
                     take: to_runs(&take),
@@ -99,7 +99,7 @@ mod tests {
         ManifestEntry {
             path: path.into(),
             size,
-            sha256: "ab".repeat(32),
+            digest: FileDigest::Blake3("ab".repeat(32)),
             mode: 0o600,
             part,
             kind: EntryKind::File,

@@ -129,7 +129,7 @@ mod tests {
         let entry = ManifestEntry {
             path: "base/1/2".into(),
             size,
-            sha256: "ab".repeat(32),
+            digest: crate::manifest::FileDigest::Blake3("ab".repeat(32)),
             mode: 0o600,
             part: 0,
             kind: EntryKind::File,

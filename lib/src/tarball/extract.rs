@@ -19,11 +19,12 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ring::digest::{Context, SHA256};
 
 use super::READ_CHUNK;
 use crate::error::IoContext;
-use crate::manifest::{EntryKind, Manifest, ManifestEntry, path_problem, tablespace_content, tablespace_link_oid};
+use crate::manifest::{
+    EntryKind, FileDigest, FileHasher, Manifest, ManifestEntry, path_problem, tablespace_content, tablespace_link_oid,
+};
 use crate::{Error, Result};
 
 /// What one extraction wrote.
@@ -267,11 +268,11 @@ impl<'a> Extractor<'a> {
                 ErrorKind::AlreadyExists => refused(path, format_args!("would replace {}", at.display())),
                 _ => Error::io(&at, e),
             })?;
-        let result = copy_verified(data, &mut out, &mut self.buf, &at).and_then(|(n, sha)| {
+        let result = copy_verified(data, &mut out, &mut self.buf, &at, listed.digest.hasher()).and_then(|(n, found)| {
             if n != listed.size {
                 Err(Error::corrupt(path, format_args!("archive ended after {n} of {} bytes", listed.size)))
-            } else if !sha.eq_ignore_ascii_case(&listed.sha256) {
-                Err(Error::corrupt(path, "sha-256 differs from the manifest"))
+            } else if !listed.digest.matches(&found) {
+                Err(Error::corrupt(path, format_args!("{} differs from the manifest", found.algorithm())))
             } else {
                 Ok(n)
             }
@@ -291,9 +292,14 @@ impl<'a> Extractor<'a> {
     }
 }
 
-/// Copy everything from `data` to `out`, returning the byte count and the hex SHA-256.
-fn copy_verified(data: &mut impl Read, out: &mut impl Write, buf: &mut [u8], at: &Path) -> Result<(u64, String)> {
-    let mut hash = Context::new(&SHA256);
+/// Copy everything from `data` to `out`, returning the byte count and the digest `hash` found.
+fn copy_verified(
+    data: &mut impl Read,
+    out: &mut impl Write,
+    buf: &mut [u8],
+    at: &Path,
+    mut hash: FileHasher,
+) -> Result<(u64, FileDigest)> {
     let mut n = 0u64;
     loop {
         let got = match data.read(buf) {
@@ -307,7 +313,7 @@ fn copy_verified(data: &mut impl Read, out: &mut impl Write, buf: &mut [u8], at:
         out.write_all(chunk).with_path(at)?;
         n += got as u64;
     }
-    Ok((n, hex::encode(hash.finish())))
+    Ok((n, hash.finish()))
 }
 
 fn make_dir(at: &Path) -> Result<()> {

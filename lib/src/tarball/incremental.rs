@@ -9,7 +9,6 @@ use std::io::{self, BufWriter, ErrorKind, Read, Seek, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-use ring::digest::{Context, SHA256};
 
 use super::{OUTPUT, append_dir, append_file, append_symlink, entry_header};
 use crate::blockmap::stream::ReferenceBlocks;
@@ -17,7 +16,7 @@ use crate::blockmap::{
     BLOCK, BlockMap, ChangedBlocks, FileBlocks, StoredFile, block_count, digest, kept_blocks, to_runs,
 };
 use crate::error::IoContext;
-use crate::manifest::{Delta, EntryKind, ManifestEntry, Unchanged};
+use crate::manifest::{Delta, EntryKind, FileHasher, ManifestEntry, Unchanged};
 use crate::pg::datadir::{DataFile, FileKind};
 use crate::{Error, Result};
 
@@ -79,7 +78,7 @@ pub fn write_tar_incremental<W: Write>(
 struct Changes {
     blocks: Vec<u64>,
     spool: BufWriter<File>,
-    hash: Context,
+    hash: FileHasher,
     stored: u64,
 }
 
@@ -103,7 +102,7 @@ fn compare_file<W: Write>(
     let mut changes = Changes {
         blocks: Vec::new(),
         spool: BufWriter::with_capacity(1 << 20, tmp),
-        hash: Context::new(&SHA256),
+        hash: FileHasher::new(),
         stored: 0,
     };
     let to_read =
@@ -145,7 +144,7 @@ fn compare_file<W: Write>(
     part.entries.push(ManifestEntry {
         path: entry.rel_path.clone(),
         size: changes.stored,
-        sha256: hex::encode(changes.hash.finish()),
+        digest: changes.hash.finish(),
         mode,
         part: 0,
         kind: EntryKind::File,

@@ -12,8 +12,8 @@ fn ok<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn sha(data: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&SHA256, data))
+fn sha(data: &[u8]) -> FileDigest {
+    crate::manifest::digest::of_bytes(data)
 }
 
 const LONG: &str =
@@ -67,7 +67,7 @@ fn round_trip_verifies_against_manifest() {
             None => dest.join(&e.path),
         };
         let bytes = ok(fs::read(&at));
-        assert_eq!((bytes.len() as u64, sha(&bytes)), (e.size, e.sha256.clone()), "{}", e.path);
+        assert_eq!((bytes.len() as u64, sha(&bytes)), (e.size, e.digest.clone()), "{}", e.path);
         assert_eq!(ok(fs::metadata(&at)).permissions().mode() & 0o777, 0o600, "{}", e.path);
     }
     assert_eq!(ok(fs::read(data.join("base/1/1259"))), ok(fs::read(dest.join("base/1/1259"))));
@@ -93,19 +93,19 @@ fn vanished_file_is_skipped_and_short_file_is_padded() {
         inner: &b"abc"[..],
         remaining: 8,
         padded: 0,
-        hash: Context::new(&SHA256),
+        hash: FileHasher::new(),
         blocks: Default::default(),
         read_error: None,
     };
     let mut out = Vec::new();
     ok(std::io::copy(&mut reader, &mut out));
     assert_eq!(out, b"abc\0\0\0\0\0");
-    assert_eq!((reader.padded, hex::encode(reader.hash.finish())), (5, sha(b"abc\0\0\0\0\0")));
+    assert_eq!((reader.padded, reader.hash.finish()), (5, sha(b"abc\0\0\0\0\0")));
     let mut long = ExactReader {
         inner: &b"abcdef"[..],
         remaining: 4,
         padded: 0,
-        hash: Context::new(&SHA256),
+        hash: FileHasher::new(),
         blocks: Default::default(),
         read_error: None,
     };
@@ -154,12 +154,18 @@ fn listed(path: &str, kind: EntryKind, data: &[u8]) -> ManifestEntry {
     ManifestEntry {
         path: path.into(),
         size: if kind == EntryKind::File { data.len() as u64 } else { 0 },
-        sha256: sha(data),
+        digest: sha(data),
         mode: 0o600,
         part: 0,
         kind,
         link_target: None,
     }
+}
+
+/// A file entry as a version-1 manifest lists it (SHA-256).
+fn sha256_listed(path: &str, data: &[u8]) -> ManifestEntry {
+    let digest = FileDigest::Sha256(hex::encode(ring::digest::digest(&ring::digest::SHA256, data)));
+    ManifestEntry { digest, ..listed(path, EntryKind::File, data) }
 }
 
 /// Extract `tar` into `<tmp>/dest` (which holds `pre` symlinks) and return the error text and
@@ -238,8 +244,16 @@ fn hostile_entries_are_refused_before_writing() {
             raw(T::Regular, b"f", b"y", None),
             m(vec![f("f")]),
             &[],
-            "object f is corrupt: sha-256 differs from the manifest".into(),
+            "object f is corrupt: blake3 differs from the manifest".into(),
         ),
+        (
+            // A version-1 manifest's SHA-256 entry: checked as SHA-256.
+            raw(T::Regular, b"f", b"y", None),
+            m(vec![sha256_listed("f", b"x")]),
+            &[],
+            "object f is corrupt: sha256 differs from the manifest".into(),
+        ),
+        (raw(T::Regular, b"f", b"x", None), m(vec![sha256_listed("f", b"x")]), &[], "extracted [\"f\"]".into()),
         (
             raw(T::Regular, b"f\xff", b"x", None),
             m(vec![]),

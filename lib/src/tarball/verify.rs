@@ -4,11 +4,10 @@
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read};
 
-use ring::digest::{Context, SHA256};
 
 use super::READ_CHUNK;
 use super::extract::{entry_kind, kind_name};
-use crate::manifest::{EntryKind, Manifest, path_problem, tablespace_link_oid};
+use crate::manifest::{EntryKind, FileDigest, FileHasher, Manifest, path_problem, tablespace_link_oid};
 use crate::{Error, Result};
 
 /// What one verified part held.
@@ -81,12 +80,12 @@ pub fn verify_tar<R: Read>(input: R, expected: &Manifest, part: u32) -> Result<V
                     let why = format!("size {} in the archive but {} in the manifest", entry.size(), listed.size);
                     return Err(Error::corrupt(&path, why));
                 }
-                let (n, sha) = hash_all(&mut entry, &mut buf)?;
+                let (n, found) = hash_all(&mut entry, &mut buf, listed.digest.hasher())?;
                 if n != listed.size {
                     return Err(Error::corrupt(&path, format!("archive ended after {n} of {} bytes", listed.size)));
                 }
-                if !sha.eq_ignore_ascii_case(&listed.sha256) {
-                    return Err(Error::corrupt(&path, "sha-256 differs from the manifest"));
+                if !listed.digest.matches(&found) {
+                    return Err(Error::corrupt(&path, format!("{} differs from the manifest", found.algorithm())));
                 }
                 stats.files += 1;
                 stats.bytes += n;
@@ -111,8 +110,7 @@ fn stream_error(e: std::io::Error) -> Error {
     Error::corrupt("tar stream", e)
 }
 
-fn hash_all(data: &mut impl Read, buf: &mut [u8]) -> Result<(u64, String)> {
-    let mut hash = Context::new(&SHA256);
+fn hash_all(data: &mut impl Read, buf: &mut [u8], mut hash: FileHasher) -> Result<(u64, FileDigest)> {
     let mut n = 0u64;
     loop {
         match data.read(buf) {
@@ -125,7 +123,7 @@ fn hash_all(data: &mut impl Read, buf: &mut [u8]) -> Result<(u64, String)> {
             Err(e) => return Err(stream_error(e)),
         }
     }
-    Ok((n, hex::encode(hash.finish())))
+    Ok((n, hash.finish()))
 }
 
 #[cfg(test)]
@@ -151,7 +149,7 @@ mod tests {
         let at = tar.windows(5).position(|w| w == b"hello").expect("data");
         tar[at] = b'j';
         let err = verify_tar(tar.as_slice(), &m, 0).map(|_| ()).expect_err("flipped");
-        assert_eq!(err.to_string(), "object a is corrupt: sha-256 differs from the manifest");
+        assert_eq!(err.to_string(), "object a is corrupt: blake3 differs from the manifest");
 
         let (tar, _) = part(&[("a", b"hello")]);
         let (_, bigger) = part(&[("a", b"hello"), ("z", b"zz")]);

@@ -153,7 +153,7 @@ fn clean_with(
             .files
             .iter()
             .filter(|e| e.kind == EntryKind::File)
-            .map(|e| (e.path.as_str(), Expect::Sha256 { size: e.size, sha256: &e.sha256 }))
+            .map(|e| (e.path.as_str(), Expect::Whole { size: e.size, digest: &e.digest }))
             .collect(),
         Some(map) => {
             let mut files = std::collections::HashMap::new();

@@ -1,6 +1,6 @@
 //! The keep/compare phase of a delta restore: is a local file exactly what the target restores?
 //!
-//! A file of a full backup is compared with its manifest entry (size and whole-file SHA-256);
+//! A file of a full backup is compared with its manifest entry (size and whole-file digest);
 //! a file of an incremental backup with the target's effective block map (length and the
 //! digest of every 8 KiB block), which is all a chain knows about files it did not store whole.
 //! A file whose length differs is removed without being read. The rest is hashed by twice `jobs`
@@ -13,11 +13,10 @@ use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use ring::digest::{Context, SHA256};
-
 use crate::blockmap::{BLOCK, FileBlocks, block_count, block_len, digest};
 use crate::error::IoContext;
 use crate::fsutil::cold_read::{AlignedBuf, ColdReader};
+use crate::manifest::{FileDigest, FileHasher};
 use crate::{Error, Result};
 
 /// Blocks hashed as one unit of work (2 MiB).
@@ -26,8 +25,8 @@ const CHUNK_BLOCKS: u64 = 256;
 /// What a local file must be to be kept.
 #[derive(Debug, Clone, Copy)]
 pub enum Expect<'a> {
-    /// Size and lowercase hex SHA-256 of the whole file (a full backup's manifest).
-    Sha256 { size: u64, sha256: &'a str },
+    /// Size and digest of the whole file (a full backup's manifest).
+    Whole { size: u64, digest: &'a FileDigest },
     /// Length and block digests (an incremental backup's effective block map).
     Blocks(&'a FileBlocks),
 }
@@ -36,7 +35,7 @@ impl Expect<'_> {
     /// The length the file must have.
     pub fn length(&self) -> u64 {
         match self {
-            Expect::Sha256 { size, .. } => *size,
+            Expect::Whole { size, .. } => *size,
             Expect::Blocks(b) => b.length,
         }
     }
@@ -44,7 +43,7 @@ impl Expect<'_> {
     /// Units of work: one for a whole file, one per chunk of blocks (at least one).
     fn units(&self) -> usize {
         match self {
-            Expect::Sha256 { .. } => 1,
+            Expect::Whole { .. } => 1,
             Expect::Blocks(b) => usize::try_from(block_count(b.length).div_ceil(CHUNK_BLOCKS)).unwrap_or(1).max(1),
         }
     }
@@ -139,19 +138,18 @@ fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf) -> Result<bool> {
         return Ok(false);
     }
     match c.expect {
-        Expect::Sha256 { sha256, .. } => whole_sha256(&f, c, buf).map(|h| h.eq_ignore_ascii_case(sha256)),
+        Expect::Whole { digest, .. } => whole(&f, c, buf, digest.hasher()).map(|found| digest.matches(&found)),
         Expect::Blocks(blocks) => same_blocks(&f, c, blocks, unit, buf),
     }
 }
 
-fn whole_sha256(f: &ColdReader, c: &Candidate<'_>, buf: &mut AlignedBuf) -> Result<String> {
-    let mut hash = Context::new(&SHA256);
+fn whole(f: &ColdReader, c: &Candidate<'_>, buf: &mut AlignedBuf, mut hash: FileHasher) -> Result<FileDigest> {
     let step = usize::try_from(CHUNK_BLOCKS).unwrap_or(256) * BLOCK;
     let mut at = 0u64;
     loop {
         let piece = f.read_at(buf, at, step).with_path(&c.at)?;
         if piece.is_empty() {
-            return Ok(hex::encode(hash.finish()));
+            return Ok(hash.finish());
         }
         hash.update(piece);
         at += piece.len() as u64;

@@ -5,7 +5,7 @@ use ring::digest::SHA256;
 
 use super::*;
 use crate::blockmap::{BLOCK, of_bytes};
-use crate::manifest::{Delta, ManifestEntry, ManifestReference, Unchanged};
+use crate::manifest::{Delta, FileDigest, ManifestEntry, ManifestReference, Unchanged};
 
 fn sha(data: &[u8]) -> String {
     hex::encode(ring::digest::digest(&SHA256, data))
@@ -15,7 +15,7 @@ fn file(path: &str, data: &[u8], part: u32) -> ManifestEntry {
     ManifestEntry {
         path: path.into(),
         size: data.len() as u64,
-        sha256: sha(data),
+        digest: FileDigest::Sha256(sha(data)),
         mode: 0o600,
         part,
         kind: EntryKind::File,
@@ -27,7 +27,7 @@ fn dir(path: &str, part: u32) -> ManifestEntry {
     ManifestEntry {
         path: path.into(),
         size: 0,
-        sha256: String::new(),
+        digest: FileDigest::none(),
         mode: 0o700,
         part,
         kind: EntryKind::Dir,
@@ -212,7 +212,7 @@ fn compare_throughput() {
         let entry = ManifestEntry {
             path: rel.into(),
             size: len as u64,
-            sha256: hex::encode(sha.finish()),
+            digest: FileDigest::Sha256(hex::encode(sha.finish())),
             mode: 0o600,
             part: 0,
             kind: EntryKind::File,

@@ -98,7 +98,7 @@ mod tests {
         let entry = |path: &str, kind| ManifestEntry {
             path: path.to_string(),
             size: 0,
-            sha256: String::new(),
+            digest: crate::manifest::FileDigest::none(),
             mode: 0o700,
             part: 0,
             kind,
