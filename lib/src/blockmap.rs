@@ -11,14 +11,17 @@
 //! what it stored ([`StoredMap`], `WVBLKMAP2`), and the map of what it restores is merged from
 //! its chain ([`effective`]).
 //!
-//! Complete binary form: `WVBLKMAP1` NUL, the file count (u64 big-endian), then per file in path order:
+//! Complete binary form: `WVBLKMAP3` NUL, the file count (u64 big-endian), then per file in path order:
 //! the path length (u32 BE), the path (UTF-8), the file length (u64 BE) and
-//! `ceil(length / 8192)` digests of 16 bytes (the first half of the SHA-256 of the block; the
-//! last block of a file may be shorter than 8192 bytes and is hashed as it is).
+//! `ceil(length / 8192)` digests of 16 bytes (the first half of the BLAKE3 of the block; the
+//! last block of a file may be shorter than 8192 bytes and is hashed as it is). Maps written
+//! before BLAKE3 (`WVBLKMAP1`, and `WVBLKMAP2` for incrementals) hold SHA-256 halves: they are
+//! read and checked as such ([`DigestAlgo`]); a chain never mixes the two (an incremental
+//! backup whose reference chain has SHA-256 maps is taken full instead).
 
 use std::collections::BTreeMap;
 
-use ring::digest::{Context, SHA256};
+use ring::digest::SHA256;
 
 use crate::manifest::check_relative_path;
 
@@ -33,18 +36,51 @@ pub use stored::{AnyMap, StoredFile, StoredMap};
 
 /// The block size: PostgreSQL's page.
 pub const BLOCK: usize = 8192;
-/// First bytes of the binary form.
-const MAGIC: &[u8] = b"WVBLKMAP1\0";
+/// First bytes of the complete binary form, by digest algorithm.
+const MAGIC: &[u8] = b"WVBLKMAP3\0";
+const MAGIC_SHA256: &[u8] = b"WVBLKMAP1\0";
 
-/// A block's digest: the first 16 bytes of its SHA-256.
+/// A block's digest: the first 16 bytes of its BLAKE3 (or SHA-256, in old maps).
 pub type Digest = [u8; 16];
 
-/// The digest of one block (full, or the short last block of a file).
+/// Which hash a block map's digests are halves of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DigestAlgo {
+    /// Maps written since `WVBLKMAP3`/`WVBLKMAP4`.
+    #[default]
+    Blake3,
+    /// Maps written before (`WVBLKMAP1`/`WVBLKMAP2`): read, never written.
+    Sha256,
+}
+
+impl DigestAlgo {
+    /// The digest of one block (full, or the short last block of a file).
+    pub fn digest(self, block: &[u8]) -> Digest {
+        let mut out = [0u8; 16];
+        match self {
+            DigestAlgo::Blake3 => out.copy_from_slice(&blake3::hash(block).as_bytes()[..16]),
+            DigestAlgo::Sha256 => out.copy_from_slice(&ring::digest::digest(&SHA256, block).as_ref()[..16]),
+        }
+        out
+    }
+
+    /// The first bytes of a complete map.
+    pub fn complete_magic(self) -> &'static [u8] {
+        match self {
+            DigestAlgo::Blake3 => MAGIC,
+            DigestAlgo::Sha256 => MAGIC_SHA256,
+        }
+    }
+
+    /// The algorithm of a complete map that starts with `magic`.
+    pub fn of_complete(magic: &[u8]) -> Option<DigestAlgo> {
+        [DigestAlgo::Blake3, DigestAlgo::Sha256].into_iter().find(|a| magic.starts_with(a.complete_magic()))
+    }
+}
+
+/// The digest of one block as new maps hold it (BLAKE3).
 pub fn digest(block: &[u8]) -> Digest {
-    let full = ring::digest::digest(&SHA256, block);
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&full.as_ref()[..16]);
-    out
+    DigestAlgo::Blake3.digest(block)
 }
 
 /// How many blocks a file of `length` bytes has (the last may be short).
@@ -72,48 +108,41 @@ pub struct FileBlocks {
     pub digests: Vec<Digest>,
 }
 
-/// Digests a stream block by block, whatever the sizes of the pieces it is given.
-#[derive(Clone)]
+/// Digests a stream block by block (BLAKE3), whatever the sizes of the pieces it is given:
+/// whole blocks are hashed where they lie, only pieces of one are gathered first.
+#[derive(Clone, Default)]
 pub struct BlockHasher {
-    ctx: Context,
-    fill: usize,
+    part: Vec<u8>,
     length: u64,
     digests: Vec<Digest>,
-}
-
-impl Default for BlockHasher {
-    fn default() -> Self {
-        BlockHasher { ctx: Context::new(&SHA256), fill: 0, length: 0, digests: Vec::new() }
-    }
 }
 
 impl BlockHasher {
     /// Add the next bytes of the file.
     pub fn update(&mut self, mut data: &[u8]) {
         self.length += data.len() as u64;
-        while !data.is_empty() {
-            let take = (BLOCK - self.fill).min(data.len());
-            self.ctx.update(&data[..take]);
-            self.fill += take;
+        if !self.part.is_empty() {
+            let take = (BLOCK - self.part.len()).min(data.len());
+            self.part.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.fill == BLOCK {
-                self.close_block();
+            if self.part.len() == BLOCK {
+                self.close_part();
             }
         }
+        let mut blocks = data.chunks_exact(BLOCK);
+        self.digests.extend(blocks.by_ref().map(digest));
+        self.part.extend_from_slice(blocks.remainder());
     }
 
-    fn close_block(&mut self) {
-        let ctx = std::mem::replace(&mut self.ctx, Context::new(&SHA256));
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&ctx.finish().as_ref()[..16]);
-        self.digests.push(out);
-        self.fill = 0;
+    fn close_part(&mut self) {
+        self.digests.push(digest(&self.part));
+        self.part.clear();
     }
 
     /// The digests of everything added (a short last block included).
     pub fn finish(mut self) -> FileBlocks {
-        if self.fill > 0 {
-            self.close_block();
+        if !self.part.is_empty() {
+            self.close_part();
         }
         FileBlocks { length: self.length, digests: self.digests }
     }
@@ -123,6 +152,7 @@ impl BlockHasher {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BlockMap {
     pub files: BTreeMap<String, FileBlocks>,
+    pub algo: DigestAlgo,
 }
 
 impl BlockMap {
@@ -130,7 +160,7 @@ impl BlockMap {
     pub fn encode(&self) -> Vec<u8> {
         let blocks: usize = self.files.values().map(|f| f.digests.len()).sum();
         let mut out = Vec::with_capacity(32 + self.files.len() * 64 + blocks * 16);
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(self.algo.complete_magic());
         out.extend_from_slice(&(self.files.len() as u64).to_be_bytes());
         for (path, f) in &self.files {
             out.extend_from_slice(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_be_bytes());
@@ -150,7 +180,7 @@ impl BlockMap {
     pub fn decode(bytes: &[u8], object: &str) -> Result<BlockMap> {
         let bad = |why: String| Error::corrupt(object, format!("block map: {why}"));
         let mut r = Reader { bytes, at: 0 };
-        let count = r.header(MAGIC, "a block map").map_err(bad)?;
+        let (algo, count) = r.header([MAGIC, MAGIC_SHA256], "a block map").map_err(bad)?;
         let mut files = BTreeMap::new();
         for i in 0..count {
             let path = r.path(i).map_err(bad)?;
@@ -168,7 +198,7 @@ impl BlockMap {
         if r.at != bytes.len() {
             return Err(bad(format!("{} bytes after the last file", bytes.len() - r.at)));
         }
-        Ok(BlockMap { files })
+        Ok(BlockMap { files, algo })
     }
 
     /// Lowercase hex SHA-256 of the binary form (what the manifest records).
@@ -196,12 +226,17 @@ impl<'a> Reader<'a> {
         self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
     }
 
-    /// The magic (`what` names the format in the refusal) and the file count.
-    fn header(&mut self, magic: &[u8], what: &str) -> std::result::Result<u64, String> {
-        if self.take(magic.len()).ok_or("too short")? != magic {
-            return Err(format!("not {what} (magic)"));
-        }
-        self.u64().ok_or_else(|| "truncated file count".to_string())
+    /// The magic (one of `[BLAKE3's, SHA-256's]`; `what` names the format in the refusal):
+    /// the digest algorithm, and the file count.
+    fn header(&mut self, magics: [&[u8]; 2], what: &str) -> std::result::Result<(DigestAlgo, u64), String> {
+        let found = self.take(MAGIC.len()).ok_or("too short")?;
+        let algo = match magics.iter().position(|m| *m == found) {
+            Some(0) => DigestAlgo::Blake3,
+            Some(_) => DigestAlgo::Sha256,
+            None => return Err(format!("not {what} (magic)")),
+        };
+        let count = self.u64().ok_or_else(|| "truncated file count".to_string())?;
+        Ok((algo, count))
     }
 
     /// The path of file `i`, checked as a manifest path.
@@ -271,6 +306,37 @@ mod tests {
         let mut bad = BlockMap::default();
         bad.files.insert("../x".into(), FileBlocks { length: 0, digests: vec![] });
         assert!(BlockMap::decode(&bad.encode(), "o").is_err());
+    }
+
+    #[test]
+    fn old_sha256_maps_read_as_such_and_a_chain_never_mixes_hashes() {
+        // Known answers: BLAKE3 and SHA-256 of "abc", first 16 bytes.
+        assert_eq!(hex::encode(DigestAlgo::Blake3.digest(b"abc")), "6437b3ac38465133ffb63b75273a8db5");
+        assert_eq!(hex::encode(DigestAlgo::Sha256.digest(b"abc")), "ba7816bf8f01cfea414140de5dae2223");
+        let mut old = BlockMap { algo: DigestAlgo::Sha256, ..BlockMap::default() };
+        old.files.insert("a".into(), FileBlocks { length: 3, digests: vec![DigestAlgo::Sha256.digest(b"abc")] });
+        let bytes = old.encode();
+        assert!(bytes.starts_with(b"WVBLKMAP1\0"), "the layout written before BLAKE3");
+        assert_eq!(BlockMap::decode(&bytes, "o").ok(), Some(old.clone()));
+        let new = BlockMap { algo: DigestAlgo::Blake3, ..old.clone() };
+        assert!(new.encode().starts_with(b"WVBLKMAP3\0"));
+        let manifest = crate::manifest::Manifest::new(
+            vec![crate::manifest::ManifestEntry {
+                path: "a".into(),
+                size: 3,
+                digest: crate::manifest::FileDigest::Blake3("ab".repeat(32)),
+                mode: 0o600,
+                part: 0,
+                kind: crate::manifest::EntryKind::File,
+                link_target: None,
+            }],
+            vec![],
+        );
+        let link =
+            |map: BlockMap| LinkMap { map: AnyMap::Complete(map), manifest: &manifest, name: "b", object: "m".into() };
+        assert!(merge_chain(vec![link(old.clone()), link(old.clone())]).is_ok_and(|m| m.algo == DigestAlgo::Sha256));
+        let mixed = merge_chain(vec![link(old), link(new)]).map_err(|e| e.to_string());
+        assert!(mixed.is_err_and(|e| e.contains("not of the same hash")), "a chain mixing hashes is refused");
     }
 
     #[test]

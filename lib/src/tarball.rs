@@ -16,7 +16,6 @@ use std::fs::File;
 use std::io::{self, BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::MetadataExt;
 
-
 use crate::blockmap::{BlockHasher, BlockMap};
 use crate::error::IoContext;
 use crate::manifest::{EntryKind, FileDigest, FileHasher, ManifestEntry};

@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::stored::{AnyMap, StoredFile, whole_runs};
-use super::{BlockMap, FileBlocks, block_count, block_len, run_blocks};
+use super::{BlockMap, DigestAlgo, FileBlocks, block_count, block_len, run_blocks};
 use crate::manifest::{EntryKind, Manifest};
 use crate::{Error, Result};
 
@@ -42,7 +42,7 @@ pub fn kept_blocks(old: u64, new: u64) -> u64 {
 /// file the chain does not hold, blocks no backup of the chain holds.
 pub fn merge_chain(links: Vec<LinkMap<'_>>) -> Result<BlockMap> {
     let mut merger = Merger::new(links);
-    let mut out = BlockMap::default();
+    let mut out = BlockMap { algo: merger.algo()?, ..BlockMap::default() };
     for path in merger.paths() {
         if let Some(f) = merger.file(&path)? {
             out.files.insert(path, f);
@@ -69,6 +69,23 @@ impl<'a> Merger<'a> {
             })
             .collect();
         Merger { links }
+    }
+
+    /// The algorithm of every link's digests (the first link's, a streamed one's placeholder
+    /// included).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the first link whose digests are of another hash.
+    pub fn algo(&self) -> Result<DigestAlgo> {
+        let algo = |l: &LinkMap<'_>| match &l.map {
+            AnyMap::Complete(m) => m.algo,
+            AnyMap::Stored(m) => m.algo,
+        };
+        let first = self.links.first().map_or(DigestAlgo::default(), |(l, _)| algo(l));
+        match self.links.iter().find(|(l, _)| algo(l) != first) {
+            Some((l, _)) => Err(bad(l, "its digests are not of the same hash as the rest of its chain".into())),
+            None => Ok(first),
+        }
     }
 
     /// Every path some link restores, in order.

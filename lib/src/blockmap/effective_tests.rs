@@ -47,7 +47,7 @@ impl Digests {
         FileBlocks { length: m.length, digests }
     }
     fn complete(&mut self, files: &BTreeMap<String, Model>) -> BlockMap {
-        BlockMap { files: files.iter().map(|(p, m)| (p.clone(), self.of(m))).collect() }
+        BlockMap { files: files.iter().map(|(p, m)| (p.clone(), self.of(m))).collect(), ..BlockMap::default() }
     }
 }
 
@@ -223,7 +223,7 @@ fn links_that_do_not_fit_are_refused_naming_file_and_backup() {
     let base = || complete.clone();
     let stored = |runs: Vec<[u64; 2]>, length| {
         let f = StoredFile { length, digests: vec![[9; 16]; run_blocks(&runs).count()], runs };
-        AnyMap::Stored(StoredMap { files: BTreeMap::from([("base/1/a".to_string(), f)]) })
+        AnyMap::Stored(StoredMap { files: BTreeMap::from([("base/1/a".to_string(), f)]), ..StoredMap::default() })
     };
     let try_with = |m: Manifest, map: AnyMap, base: AnyMap| {
         let links = vec![link(base, &full), LinkMap { map, manifest: &m, name: "i1", object: "i1/blockmap".into() }];

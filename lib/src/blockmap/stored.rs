@@ -1,22 +1,24 @@
-//! `WVBLKMAP2`: the block map of an incremental backup, holding only what that backup stored
+//! `WVBLKMAP4` (`WVBLKMAP2` with SHA-256 digests, before BLAKE3): the block map of an incremental backup, holding only what that backup stored
 //! (`docs/FORMAT.md`, section 9.1): all the digests of a file stored whole, the length and the
 //! digests of exactly the stored blocks of a file with a `deltas` entry, nothing for an
 //! `unchanged` file. What the backup restores is the chain's maps merged
 //! ([`super::effective`]).
 //!
-//! Binary form: `WVBLKMAP2` NUL, the file count (u64 big-endian), then per file in path order:
+//! Binary form: `WVBLKMAP4` NUL, the file count (u64 big-endian), then per file in path order:
 //! the path length (u32 BE), the path (UTF-8), the file length (u64 BE), the run count (u32 BE),
 //! the runs (`first`, `count`: u64 BE each; ascending, disjoint, non-empty, below the file's
 //! block count), then one 16-byte digest per block of the runs, in block order.
 
 use std::collections::BTreeMap;
 
-use super::{BlockMap, Digest, FileBlocks, Reader, block_count, run_blocks};
+use super::{BlockMap, Digest, DigestAlgo, FileBlocks, Reader, block_count, run_blocks};
 use crate::manifest::{EntryKind, Manifest};
 use crate::{Error, Result};
 
 /// First bytes of the binary form.
-const MAGIC: &[u8] = b"WVBLKMAP2\0";
+const MAGIC: &[u8] = b"WVBLKMAP4\0";
+/// The same form with SHA-256 digests (written before BLAKE3; read only).
+const MAGIC_SHA256: &[u8] = b"WVBLKMAP2\0";
 
 /// The stored blocks of one file: its length, and the digests of the blocks of `runs`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -32,6 +34,7 @@ pub struct StoredFile {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredMap {
     pub files: BTreeMap<String, StoredFile>,
+    pub algo: DigestAlgo,
 }
 
 /// A block map as read from the repository.
@@ -50,7 +53,7 @@ impl AnyMap {
     /// # Errors
     /// [`Error::Corrupt`] naming `object` and what is wrong.
     pub fn decode(bytes: &[u8], object: &str) -> Result<AnyMap> {
-        if bytes.starts_with(MAGIC) {
+        if bytes.starts_with(MAGIC) || bytes.starts_with(MAGIC_SHA256) {
             StoredMap::decode(bytes, object).map(AnyMap::Stored)
         } else {
             BlockMap::decode(bytes, object).map(AnyMap::Complete)
@@ -83,14 +86,17 @@ impl StoredMap {
             };
             files.insert(e.path.clone(), file.ok_or_else(wrong)?);
         }
-        Ok(StoredMap { files })
+        Ok(StoredMap { files, algo: whole.algo })
     }
 
     /// The binary form (see the module doc).
     pub fn encode(&self) -> Vec<u8> {
         let blocks: usize = self.files.values().map(|f| f.digests.len()).sum();
         let mut out = Vec::with_capacity(32 + self.files.len() * 80 + blocks * 16);
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(match self.algo {
+            DigestAlgo::Blake3 => MAGIC,
+            DigestAlgo::Sha256 => MAGIC_SHA256,
+        });
         out.extend_from_slice(&(self.files.len() as u64).to_be_bytes());
         for (path, f) in &self.files {
             out.extend_from_slice(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_be_bytes());
@@ -115,7 +121,7 @@ impl StoredMap {
     pub fn decode(bytes: &[u8], object: &str) -> Result<StoredMap> {
         let bad = |why: String| Error::corrupt(object, format!("block map: {why}"));
         let mut r = Reader { bytes, at: 0 };
-        let count = r.header(MAGIC, "an incremental block map").map_err(bad)?;
+        let (algo, count) = r.header([MAGIC, MAGIC_SHA256], "an incremental block map").map_err(bad)?;
         let mut files = BTreeMap::new();
         for i in 0..count {
             let path = r.path(i).map_err(bad)?;
@@ -128,7 +134,7 @@ impl StoredMap {
         if r.at != bytes.len() {
             return Err(bad(format!("{} bytes after the last file", bytes.len() - r.at)));
         }
-        Ok(StoredMap { files })
+        Ok(StoredMap { files, algo })
     }
 }
 
@@ -230,9 +236,9 @@ mod tests {
         let delta = StoredFile { length: 245_760, runs: vec![[2, 1], [27, 3]], digests: vec![[1; 16]; 4] };
         let control = StoredFile { length: 8192, runs: whole_runs(8192), digests: vec![[2; 16]] };
         let files = BTreeMap::from([("base/5/16384".to_string(), delta), ("global/pg_control".to_string(), control)]);
-        let bytes = StoredMap { files }.encode();
+        let bytes = StoredMap { files, algo: DigestAlgo::Blake3 }.encode();
         assert_eq!(bytes.len(), 207);
-        let head = "57 56 42 4c 4b 4d 41 50 32 00 00 00 00 00 00 00 00 02 00 00 00 0c";
+        let head = "57 56 42 4c 4b 4d 41 50 34 00 00 00 00 00 00 00 00 02 00 00 00 0c";
         assert_eq!(hex::encode(&bytes[..22]), head.replace(' ', ""));
         let length = "00 00 00 00 00 03 c0 00 00 00 00 02 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 01";
         assert_eq!(hex::encode(&bytes[34..62]), length.replace(' ', ""));
@@ -254,7 +260,7 @@ mod tests {
             let mut complete = BlockMap::default();
             complete.files.insert("base/5/1".into(), FileBlocks { length: 8193, digests: vec![[5; 16], [6; 16]] });
             complete.files.insert("global/pg_control".into(), FileBlocks { length: 8192, digests: vec![[7; 16]] });
-            for mut bytes in [StoredMap { files }.encode(), complete.encode()] {
+            for mut bytes in [StoredMap { files, algo: DigestAlgo::Blake3 }.encode(), complete.encode()] {
                 let i = at.index(bytes.len());
                 bytes[i] ^= byte.max(1);
                 bytes.truncate(bytes.len() - cut.index(3));
@@ -282,7 +288,7 @@ mod tests {
         let one = |runs: Vec<[u64; 2]>, length: u64| {
             let n = runs.iter().map(|r| r[1] as usize).sum::<usize>().min(100);
             let f = StoredFile { length, runs, digests: vec![[7; 16]; n] };
-            let map = StoredMap { files: BTreeMap::from([("base/1/1".to_string(), f)]) };
+            let map = StoredMap { files: BTreeMap::from([("base/1/1".to_string(), f)]), algo: DigestAlgo::Blake3 };
             StoredMap::decode(&map.encode(), "obj").map_err(|e| e.to_string())
         };
         assert!(one(vec![[0, 1], [2, 2]], 4 * 8192).is_ok());

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use ring::digest::{Context, SHA256};
 
-use super::{BlockMap, Digest, FileBlocks, MAGIC, Merger, block_count};
+use super::{BlockMap, Digest, DigestAlgo, FileBlocks, Merger, block_count};
 use crate::error::IoContext;
 use crate::manifest::check_relative_path;
 use crate::{Error, Result};
@@ -24,6 +24,7 @@ pub struct CompleteReader<R> {
     left: u64,
     last: Option<String>,
     object: String,
+    algo: DigestAlgo,
 }
 
 impl<R: Read> CompleteReader<R> {
@@ -32,12 +33,17 @@ impl<R: Read> CompleteReader<R> {
     /// # Errors
     /// [`Error::Corrupt`] naming `object` when it is not a complete map.
     pub fn new(input: R, object: &str) -> Result<Self> {
-        let mut r = CompleteReader { input, hash: Context::new(&SHA256), left: 0, last: None, object: object.into() };
+        let mut r = CompleteReader {
+            input,
+            hash: Context::new(&SHA256),
+            left: 0,
+            last: None,
+            object: object.into(),
+            algo: DigestAlgo::Blake3,
+        };
         let mut magic = [0u8; 10];
         r.read(&mut magic, "too short")?;
-        if magic != MAGIC {
-            return Err(r.bad("not a complete block map (magic)"));
-        }
+        r.algo = DigestAlgo::of_complete(&magic).ok_or_else(|| r.bad("not a complete block map (magic)"))?;
         r.left = r.u64("truncated file count")?;
         Ok(r)
     }
@@ -45,6 +51,11 @@ impl<R: Read> CompleteReader<R> {
     /// The object it reads (for messages).
     pub fn object(&self) -> &str {
         &self.object
+    }
+
+    /// The algorithm of its digests (from its magic).
+    pub fn algo(&self) -> DigestAlgo {
+        self.algo
     }
 
     fn bad(&self, why: impl std::fmt::Display) -> Error {
@@ -139,6 +150,7 @@ pub struct DigestSpool {
     file: File,
     at: String,
     index: HashMap<String, (u64, u64)>,
+    algo: DigestAlgo,
 }
 
 /// Fills a [`DigestSpool`].
@@ -147,17 +159,18 @@ pub struct SpoolWriter {
     at: String,
     index: HashMap<String, (u64, u64)>,
     end: u64,
+    algo: DigestAlgo,
 }
 
 impl SpoolWriter {
-    /// A new spool in directory `dir`.
+    /// A new spool in directory `dir`, of digests made with `algo`.
     ///
     /// # Errors
     /// [`Error::Io`] naming `dir`.
-    pub fn new(dir: &Path) -> Result<SpoolWriter> {
+    pub fn new(dir: &Path, algo: DigestAlgo) -> Result<SpoolWriter> {
         let file = tempfile::tempfile_in(dir).with_path(dir)?;
         let at = dir.display().to_string();
-        Ok(SpoolWriter { out: BufWriter::with_capacity(1 << 20, file), at, index: HashMap::new(), end: 0 })
+        Ok(SpoolWriter { out: BufWriter::with_capacity(1 << 20, file), at, index: HashMap::new(), end: 0, algo })
     }
 
     /// Add file `path`.
@@ -179,7 +192,7 @@ impl SpoolWriter {
     /// [`Error::Io`] naming the spool's directory.
     pub fn finish(self) -> Result<DigestSpool> {
         let file = self.out.into_inner().map_err(|e| Error::io(&self.at, e.into_error()))?;
-        Ok(DigestSpool { file, at: self.at, index: self.index })
+        Ok(DigestSpool { file, at: self.at, index: self.index, algo: self.algo })
     }
 }
 
@@ -193,6 +206,11 @@ impl DigestSpool {
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
+
+    /// The algorithm of its digests.
+    pub fn algo(&self) -> DigestAlgo {
+        self.algo
+    }
 }
 
 impl DigestSpool {
@@ -204,14 +222,14 @@ impl DigestSpool {
     }
 }
 
-/// Write the complete (`WVBLKMAP1`) form of the map in `spool` into `out`, in path order, one
+/// Write the complete (`WVBLKMAP3`) form of the map in `spool` into `out`, in path order, one
 /// file's digests at a time (`at`: the spool's place, for messages).
 ///
 /// # Errors
 /// [`Error::Io`] naming `at`.
 pub fn write_complete(spool: &DigestSpool, out: &mut impl Write, at: &Path) -> Result<()> {
     let paths = spool.paths();
-    out.write_all(MAGIC).with_path(at)?;
+    out.write_all(spool.algo.complete_magic()).with_path(at)?;
     out.write_all(&(paths.len() as u64).to_be_bytes()).with_path(at)?;
     for path in paths {
         let f = spool.file(path)?.ok_or_else(|| Error::Internal(format!("block map spool: {path} vanished")))?;
@@ -246,7 +264,8 @@ pub fn spool_chain<R: Read>(
     dir: &Path,
     base: Option<(CompleteReader<R>, &str)>,
 ) -> Result<DigestSpool> {
-    let mut spool = SpoolWriter::new(dir)?;
+    let algo = base.as_ref().map_or(merger.algo(), |(stream, _)| Ok(stream.algo()))?;
+    let mut spool = SpoolWriter::new(dir, algo)?;
     merge_streamed(merger, base, |path, f| spool.push(path, &f))?;
     spool.finish()
 }
@@ -264,7 +283,12 @@ pub fn merge_streamed<R: Read>(
     mut out: impl FnMut(String, FileBlocks) -> Result<()>,
 ) -> Result<()> {
     let mut paths = merger.paths();
+    let algo = merger.algo()?;
     if let Some((mut stream, want)) = base {
+        if stream.algo() != algo {
+            let why = "block map: its digests are not of the same hash as the rest of its chain";
+            return Err(Error::corrupt(stream.object(), why));
+        }
         while let Some((path, f)) = stream.next_file()? {
             paths.remove(&path);
             if let Some(f) = merger.feed(&path, f)? {
@@ -319,7 +343,7 @@ mod tests {
     #[test]
     fn spool_returns_what_was_pushed() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let mut w = SpoolWriter::new(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let mut w = SpoolWriter::new(dir.path(), DigestAlgo::Blake3).unwrap_or_else(|e| panic!("{e}"));
         let a = FileBlocks { length: 8192 * 3, digests: vec![[1; 16], [2; 16], [3; 16]] };
         let b = FileBlocks { length: 0, digests: vec![] };
         assert!(w.push("a".into(), &a).is_ok() && w.push("b".into(), &b).is_ok());

@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::extract::Extractor;
-use crate::blockmap::{BLOCK, FileBlocks, block_len, digest, run_blocks};
+use crate::blockmap::{BLOCK, BlockMap, DigestAlgo, FileBlocks, block_len, run_blocks};
 use crate::error::IoContext;
 use crate::manifest::chain::EntryPlan;
 use crate::manifest::{EntryKind, Manifest};
@@ -83,7 +83,7 @@ pub fn apply_tar<R: Read>(
     input: R,
     plan: &HashMap<String, EntryPlan>,
     places: &HashMap<String, PathBuf>,
-    target: &BTreeMap<String, FileBlocks>,
+    target: &BlockMap,
 ) -> Result<ApplyStats> {
     let mut stats = ApplyStats::default();
     let mut archive = tar::Archive::new(input);
@@ -97,7 +97,7 @@ pub fn apply_tar<R: Read>(
             std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| Error::corrupt("tar stream", e))?;
             continue;
         };
-        let (Some(at), Some(blocks)) = (places.get(path), target.get(path)) else {
+        let (Some(at), Some(blocks)) = (places.get(path), target.files.get(path)) else {
             return Err(Error::corrupt(path, "planned but not in the target backup's tree or block map"));
         };
         if !seen.insert(path) {
@@ -107,7 +107,7 @@ pub fn apply_tar<R: Read>(
             let why = format!("size {} in the archive but {} in the manifest", entry.size(), p.size);
             return Err(Error::corrupt(path, why));
         }
-        stats.blocks += apply_entry(&mut entry, path, p, at, blocks, &mut buf)?;
+        stats.blocks += apply_entry(&mut entry, path, p, at, (blocks, target.algo), &mut buf)?;
         stats.entries += 1;
     }
     if let Some(missing) = plan.keys().find(|k| !seen.contains(k)) {
@@ -122,7 +122,7 @@ fn apply_entry(
     path: &str,
     p: &EntryPlan,
     at: &Path,
-    target: &FileBlocks,
+    (target, algo): (&FileBlocks, DigestAlgo),
     buf: &mut [u8],
 ) -> Result<u64> {
     let file = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(at).with_path(at)?;
@@ -136,7 +136,8 @@ fn apply_entry(
             continue;
         }
         take.next();
-        let ok = len == block_len(target.length, b) && target.digests.get(b as usize) == Some(&digest(&buf[..len]));
+        let ok =
+            len == block_len(target.length, b) && target.digests.get(b as usize) == Some(&algo.digest(&buf[..len]));
         if !ok {
             return Err(Error::corrupt(path, format!("block {b} differs from the target backup's block map")));
         }

@@ -19,7 +19,6 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-
 use super::READ_CHUNK;
 use crate::error::IoContext;
 use crate::manifest::{
@@ -268,15 +267,16 @@ impl<'a> Extractor<'a> {
                 ErrorKind::AlreadyExists => refused(path, format_args!("would replace {}", at.display())),
                 _ => Error::io(&at, e),
             })?;
-        let result = copy_verified(data, &mut out, &mut self.buf, &at, listed.digest.hasher()).and_then(|(n, found)| {
-            if n != listed.size {
-                Err(Error::corrupt(path, format_args!("archive ended after {n} of {} bytes", listed.size)))
-            } else if !listed.digest.matches(&found) {
-                Err(Error::corrupt(path, format_args!("{} differs from the manifest", found.algorithm())))
-            } else {
-                Ok(n)
-            }
-        });
+        let result =
+            copy_verified(data, &mut out, &mut self.buf, &at, listed.digest.hasher()).and_then(|(n, found)| {
+                if n != listed.size {
+                    Err(Error::corrupt(path, format_args!("archive ended after {n} of {} bytes", listed.size)))
+                } else if !listed.digest.matches(&found) {
+                    Err(Error::corrupt(path, format_args!("{} differs from the manifest", found.algorithm())))
+                } else {
+                    Ok(n)
+                }
+            });
         match result {
             Ok(n) => {
                 self.stats.files += 1;

@@ -9,7 +9,6 @@ use std::io::{self, BufWriter, ErrorKind, Read, Seek, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-
 use super::{OUTPUT, append_dir, append_file, append_symlink, entry_header};
 use crate::blockmap::stream::ReferenceBlocks;
 use crate::blockmap::{

@@ -90,7 +90,7 @@ fn incremental_part_restores_exactly_the_changed_tree() {
     let link = |map, manifest, name| LinkMap { map, manifest, name, object: format!("{name}/blockmap") };
     let chain =
         vec![link(AnyMap::Complete(full.blocks), &full_m, "full"), link(AnyMap::Stored(stored), &incr_m, "incr")];
-    let target = ok(merge_chain(chain)).files;
+    let target = ok(merge_chain(chain));
 
     let dest = tmp.path().join("restore");
     ok(fs::create_dir(&dest));
@@ -107,7 +107,7 @@ fn incremental_part_restores_exactly_the_changed_tree() {
 
     // A block that differs from the target's block map is refused.
     let mut lying = target.clone();
-    if let Some(f) = lying.get_mut("base/1/same") {
+    if let Some(f) = lying.files.get_mut("base/1/same") {
         f.digests[0] = [0; 16];
     }
     let dest2 = tmp.path().join("restore2");

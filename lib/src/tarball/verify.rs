@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read};
 
-
 use super::READ_CHUNK;
 use super::extract::{entry_kind, kind_name};
 use crate::manifest::{EntryKind, FileDigest, FileHasher, Manifest, path_problem, tablespace_link_oid};

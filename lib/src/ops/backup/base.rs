@@ -311,7 +311,7 @@ async fn upload_part(
                 let refs: Vec<(&str, &[u8])> = items.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
                 let (encoder, entries) = tarball::write_tar_bytes(encoder, &refs)?;
                 let files = items.iter().map(|(p, d)| (p.clone(), crate::blockmap::of_bytes(d))).collect();
-                let blocks = crate::blockmap::BlockMap { files };
+                let blocks = crate::blockmap::BlockMap { files, ..Default::default() };
                 (encoder, IncrementalPart { entries, blocks, ..Default::default() })
             }
         };

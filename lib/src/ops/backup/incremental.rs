@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::maps::Gathering;
-use crate::blockmap::ChangedBlocks;
 use crate::blockmap::stream::DigestSpool;
+use crate::blockmap::{ChangedBlocks, DigestAlgo};
 use crate::manifest::{Manifest, ManifestReference};
 use crate::ops::Repo;
 use crate::ops::repo::catalog::{self, BackupMetadata, BackupType, WalArchive};
@@ -97,6 +97,14 @@ pub async fn reference(
     };
     let dir = opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
     let blocks = chain::effective_spool(repo, &links, &dir).await?;
+    if blocks.algo() != DigestAlgo::Blake3 {
+        // One hash per chain: new blocks are hashed with BLAKE3, and compared with these.
+        tracing::warn!(
+            "the chain of backup {} has SHA-256 block maps (written before BLAKE3): taking a full backup",
+            meta.name
+        );
+        return Ok(None);
+    }
     tracing::info!("{} backup against {}", kind.name(), meta.name);
     Ok(Some(Reference { meta: meta.clone(), kind, blocks: Arc::new(blocks), history: history.unwrap_or_default() }))
 }

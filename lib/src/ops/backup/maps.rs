@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use ring::digest::{Context, SHA256};
 
 use crate::blockmap::stream::{DigestSpool, ReferenceBlocks, SpoolWriter, write_complete};
-use crate::blockmap::{BlockMap, StoredFile, StoredMap};
+use crate::blockmap::{BlockMap, DigestAlgo, StoredFile, StoredMap};
 use crate::codec::Encoder;
 use crate::error::IoContext;
 use crate::manifest::Manifest;
@@ -36,7 +36,7 @@ impl Gathering {
     /// # Errors
     /// [`Error::Io`] naming `dir`.
     pub fn new(dir: &Path) -> Result<Gathering> {
-        let whole = Mutex::new(SpoolWriter::new(dir)?);
+        let whole = Mutex::new(SpoolWriter::new(dir, DigestAlgo::Blake3)?);
         Ok(Gathering { whole, deltas: Mutex::default(), dir: dir.to_path_buf() })
     }
 

@@ -13,7 +13,7 @@ use super::catalog::{self, BackupMetadata};
 use super::place::Logical;
 use super::{Repo, blocking, metadata_auth, parts};
 use crate::blockmap::stream::{CompleteReader, DigestSpool, SpoolWriter, merge_streamed};
-use crate::blockmap::{AnyMap, BlockMap, FileBlocks, LinkMap, Merger};
+use crate::blockmap::{AnyMap, BlockMap, DigestAlgo, FileBlocks, LinkMap, Merger};
 use crate::manifest::Manifest;
 use crate::{Error, Result, codec};
 
@@ -57,7 +57,7 @@ pub async fn save_block_map(repo: &Repo, name: &str, manifest_key: &str, plain: 
 pub async fn effective_map(repo: &Repo, links: &[Link]) -> Result<BlockMap> {
     let opened = open_chain(repo, links).await?;
     blocking(move || {
-        let mut map = BlockMap::default();
+        let mut map = BlockMap { algo: opened.algo(), ..BlockMap::default() };
         opened.merge(|path, f| {
             map.files.insert(path, f);
             Ok(())
@@ -94,7 +94,7 @@ pub async fn effective_spool(repo: &Repo, links: &[Link], dir: &Path) -> Result<
     let opened = open_chain(repo, links).await?;
     let dir = dir.to_path_buf();
     blocking(move || {
-        let mut spool = SpoolWriter::new(&dir)?;
+        let mut spool = SpoolWriter::new(&dir, opened.algo())?;
         opened.merge(|path, f| spool.push(path, &f))?;
         spool.finish()
     })
@@ -114,13 +114,25 @@ struct OpenedChain {
 type Stream = CompleteReader<Box<dyn Read + Send>>;
 
 impl OpenedChain {
+    /// The algorithm of the digests of the chain's first map (the merge refuses a chain whose
+    /// maps differ).
+    fn algo(&self) -> DigestAlgo {
+        match (&self.base, self.later.first()) {
+            (Some((stream, _, _)), _) => stream.algo(),
+            (None, Some((AnyMap::Complete(m), _))) => m.algo,
+            (None, Some((AnyMap::Stored(m), _))) => m.algo,
+            (None, None) => DigestAlgo::default(),
+        }
+    }
+
     fn merge(self, out: impl FnMut(String, FileBlocks) -> Result<()>) -> Result<()> {
         let (maps, about): (Vec<AnyMap>, Vec<About>) = self.later.into_iter().unzip();
         let Some((stream, want, (manifest, name, object))) = self.base else {
             let links = maps.into_iter().zip(&about).map(link_map).collect();
             return merge_streamed(Merger::new(links), None::<(Stream, _)>, out);
         };
-        let first = LinkMap { map: AnyMap::Complete(BlockMap::default()), manifest: &manifest, name: &name, object };
+        let placeholder = BlockMap { algo: stream.algo(), ..BlockMap::default() };
+        let first = LinkMap { map: AnyMap::Complete(placeholder), manifest: &manifest, name: &name, object };
         let links = std::iter::once(first).chain(maps.into_iter().zip(&about).map(link_map)).collect();
         merge_streamed(Merger::new(links), Some((*stream, &want)), out)
     }
@@ -166,7 +178,7 @@ async fn open_block_map(repo: &Repo, link: &Link) -> Result<Opened> {
         let unreadable = |e: std::io::Error| Error::corrupt(&object, format!("block map: {e}"));
         let mut head = [0u8; 10];
         body.read_exact(&mut head).map_err(unreadable)?;
-        if head.starts_with(b"WVBLKMAP1") {
+        if DigestAlgo::of_complete(&head).is_some() {
             let input: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(head).chain(body));
             return Ok(Opened::Streamed(Box::new(CompleteReader::new(input, &object)?), want));
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio_util::io::SyncIoBridge;
 
-use crate::blockmap::FileBlocks;
+use crate::blockmap::BlockMap;
 use crate::manifest::Manifest;
 use crate::manifest::chain::EntryPlan;
 use crate::ops::Repo;
@@ -26,7 +26,7 @@ use crate::{Error, Result, codec, tarball};
 pub struct ChainRestore {
     pub links: Vec<Link>,
     plan: Vec<HashMap<u32, HashMap<String, EntryPlan>>>,
-    target: Arc<BTreeMap<String, FileBlocks>>,
+    target: Arc<BlockMap>,
 }
 
 impl ChainRestore {
@@ -70,10 +70,10 @@ async fn load_and_plan(
     }
     // Every restored file at its length, all its digests (the chain's maps merged).
     let blocks = if keep_map {
-        chain::effective_map(repo, &links).await?.files
+        chain::effective_map(repo, &links).await?
     } else {
         chain::check_effective(repo, &links).await?;
-        BTreeMap::new()
+        BlockMap::default()
     };
     let manifests: Vec<&Manifest> = links.iter().map(|l| &l.manifest).collect();
     let names: Vec<&str> = links.iter().map(|l| l.meta.name.as_str()).collect();
@@ -98,7 +98,7 @@ pub struct Written {
 impl ChainRestore {
     /// Every file the target restores: its length and block digests (the effective block map,
     /// authenticated when the chain was prepared).
-    pub fn target_blocks(&self) -> Arc<BTreeMap<String, FileBlocks>> {
+    pub fn target_blocks(&self) -> Arc<BlockMap> {
         Arc::clone(&self.target)
     }
 }

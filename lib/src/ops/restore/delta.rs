@@ -20,7 +20,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::blockmap::FileBlocks;
+use crate::blockmap::BlockMap;
 use crate::error::IoContext;
 use crate::manifest::{EntryKind, Manifest, tablespace_content, tablespace_link_oid};
 use crate::ops::repo::catalog::BackupMetadata;
@@ -134,7 +134,7 @@ pub fn clean(pgdata: &Path, manifest: &Manifest, remap: &BTreeMap<u32, PathBuf>,
 pub fn clean_chain(
     pgdata: &Path,
     manifest: &Manifest,
-    blocks: &BTreeMap<String, FileBlocks>,
+    blocks: &BlockMap,
     remap: &BTreeMap<u32, PathBuf>,
     jobs: usize,
 ) -> Result<Plan> {
@@ -144,7 +144,7 @@ pub fn clean_chain(
 fn clean_with(
     pgdata: &Path,
     manifest: &Manifest,
-    blocks: Option<&BTreeMap<String, FileBlocks>>,
+    blocks: Option<&BlockMap>,
     remap: &BTreeMap<u32, PathBuf>,
     jobs: usize,
 ) -> Result<Plan> {
@@ -158,10 +158,10 @@ fn clean_with(
         Some(map) => {
             let mut files = std::collections::HashMap::new();
             for (path, length, _) in manifest.restored_files() {
-                let Some(b) = map.get(path).filter(|b| b.length == length) else {
+                let Some(b) = map.files.get(path).filter(|b| b.length == length) else {
                     return Err(Error::corrupt(path, format!("is not in the target's block map at length {length}")));
                 };
-                files.insert(path, Expect::Blocks(b));
+                files.insert(path, Expect::Blocks(b, map.algo));
             }
             files
         }
@@ -206,7 +206,7 @@ fn clean_with(
 pub async fn clean_async(
     pgdata: &Path,
     manifest: &Manifest,
-    blocks: Option<Arc<BTreeMap<String, FileBlocks>>>,
+    blocks: Option<Arc<BlockMap>>,
     remap: &BTreeMap<u32, PathBuf>,
     jobs: usize,
 ) -> Result<Plan> {

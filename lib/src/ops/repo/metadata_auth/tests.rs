@@ -29,7 +29,15 @@ fn keyed() -> Keyring {
 }
 
 fn entry(path: &str, part: u32, size: u64, kind: EntryKind) -> ManifestEntry {
-    ManifestEntry { path: path.into(), size, digest: crate::manifest::FileDigest::Blake3("ab".repeat(32)), mode: 0o600, part, kind, link_target: None }
+    ManifestEntry {
+        path: path.into(),
+        size,
+        digest: crate::manifest::FileDigest::Blake3("ab".repeat(32)),
+        mode: 0o600,
+        part,
+        kind,
+        link_target: None,
+    }
 }
 
 /// A three-part backup (two data parts and the label part), its manifest, both unsealed.

@@ -13,7 +13,7 @@ use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::blockmap::{BLOCK, FileBlocks, block_count, block_len, digest};
+use crate::blockmap::{BLOCK, DigestAlgo, FileBlocks, block_count, block_len};
 use crate::error::IoContext;
 use crate::fsutil::cold_read::{AlignedBuf, ColdReader};
 use crate::manifest::{FileDigest, FileHasher};
@@ -27,8 +27,8 @@ const CHUNK_BLOCKS: u64 = 256;
 pub enum Expect<'a> {
     /// Size and digest of the whole file (a full backup's manifest).
     Whole { size: u64, digest: &'a FileDigest },
-    /// Length and block digests (an incremental backup's effective block map).
-    Blocks(&'a FileBlocks),
+    /// Length and block digests (an incremental backup's effective block map), and their hash.
+    Blocks(&'a FileBlocks, DigestAlgo),
 }
 
 impl Expect<'_> {
@@ -36,7 +36,7 @@ impl Expect<'_> {
     pub fn length(&self) -> u64 {
         match self {
             Expect::Whole { size, .. } => *size,
-            Expect::Blocks(b) => b.length,
+            Expect::Blocks(b, _) => b.length,
         }
     }
 
@@ -44,7 +44,7 @@ impl Expect<'_> {
     fn units(&self) -> usize {
         match self {
             Expect::Whole { .. } => 1,
-            Expect::Blocks(b) => usize::try_from(block_count(b.length).div_ceil(CHUNK_BLOCKS)).unwrap_or(1).max(1),
+            Expect::Blocks(b, _) => usize::try_from(block_count(b.length).div_ceil(CHUNK_BLOCKS)).unwrap_or(1).max(1),
         }
     }
 }
@@ -139,7 +139,7 @@ fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf) -> Result<bool> {
     }
     match c.expect {
         Expect::Whole { digest, .. } => whole(&f, c, buf, digest.hasher()).map(|found| digest.matches(&found)),
-        Expect::Blocks(blocks) => same_blocks(&f, c, blocks, unit, buf),
+        Expect::Blocks(blocks, algo) => same_blocks(&f, c, (blocks, algo), unit, buf),
     }
 }
 
@@ -160,7 +160,7 @@ fn whole(f: &ColdReader, c: &Candidate<'_>, buf: &mut AlignedBuf, mut hash: File
 fn same_blocks(
     f: &ColdReader,
     c: &Candidate<'_>,
-    blocks: &FileBlocks,
+    (blocks, algo): (&FileBlocks, DigestAlgo),
     unit: u64,
     buf: &mut AlignedBuf,
 ) -> Result<bool> {
@@ -179,7 +179,7 @@ fn same_blocks(
     for b in first..end {
         let n = block_len(blocks.length, b);
         let want = usize::try_from(b).ok().and_then(|i| blocks.digests.get(i));
-        if want.is_none() || want != piece.get(at..at + n).map(digest).as_ref() {
+        if want.is_none() || want != piece.get(at..at + n).map(|b| algo.digest(b)).as_ref() {
             return Ok(false);
         }
         at += n;

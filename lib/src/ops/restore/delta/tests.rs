@@ -4,7 +4,7 @@ use std::path::Path;
 use ring::digest::SHA256;
 
 use super::*;
-use crate::blockmap::{BLOCK, of_bytes};
+use crate::blockmap::{BLOCK, DigestAlgo, FileBlocks, of_bytes};
 use crate::manifest::{Delta, FileDigest, ManifestEntry, ManifestReference, Unchanged};
 
 fn sha(data: &[u8]) -> String {
@@ -148,12 +148,12 @@ fn a_chain_target_is_decided_block_by_block() {
     manifest.reference = Some(ManifestReference { name: "full".into(), metadata_sha256: "cd".repeat(32) });
     manifest.deltas.insert("base/5/2000".into(), Delta { length: delta.len() as u64, blocks: vec![[1, 1]] });
     manifest.unchanged.push(Unchanged { path: "base/5/3000".into(), length: same.len() as u64, mode: 0o600 });
-    let mut map = BTreeMap::new();
+    let mut map = BlockMap::default();
     for (path, content) in [("base/5/1000", &whole), ("base/5/2000", &delta), ("base/5/3000", &same)] {
-        map.insert(path.to_string(), of_bytes(content));
+        map.files.insert(path.to_string(), of_bytes(content));
     }
-    map.insert("base/5/4000".to_string(), of_bytes(&big));
-    map.insert("base/5/5000".to_string(), of_bytes(b"gone"));
+    map.files.insert("base/5/4000".to_string(), of_bytes(&big));
+    map.files.insert("base/5/5000".to_string(), of_bytes(b"gone"));
 
     // Kept: 1000 (whole), 3000 (unchanged, in no part of this backup). Differ: 2000 in a block
     // the reference holds, 4000 (three chunks of blocks) in its last block; 5000 truncated.
@@ -181,7 +181,23 @@ fn a_chain_target_is_decided_block_by_block() {
     write(root, "base/5/4000", &big);
     let again = clean_chain(root, &manifest, &map, &BTreeMap::new(), 2).unwrap_or_else(|e| panic!("{e}"));
     assert!(again.keep.contains("base/5/4000") && root.join("base/5/4000").is_file());
-    map.remove("base/5/3000");
+
+    // An old chain's map (SHA-256 digests) is compared with SHA-256; digests of one hash read
+    // as the other never match.
+    let mut old = BlockMap { algo: DigestAlgo::Sha256, ..BlockMap::default() };
+    for (path, content) in [("base/5/1000", &whole), ("base/5/3000", &same), ("base/5/4000", &big)] {
+        let digests = content.chunks(BLOCK).map(|b| DigestAlgo::Sha256.digest(b)).collect();
+        old.files.insert(path.to_string(), FileBlocks { length: content.len() as u64, digests });
+    }
+    for path in ["base/5/2000", "base/5/5000"] {
+        old.files.insert(path.to_string(), map.files[path].clone());
+    }
+    let kept = clean_chain(root, &manifest, &old, &BTreeMap::new(), 2).unwrap_or_else(|e| panic!("{e}"));
+    assert!(kept.keep.contains("base/5/4000") && kept.keep.contains("base/5/1000"));
+    let mislabelled = BlockMap { algo: DigestAlgo::Sha256, ..map.clone() };
+    let plan = clean_chain(root, &manifest, &mislabelled, &BTreeMap::new(), 2).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plan.keep.is_empty() && !root.join("base/5/4000").exists());
+    map.files.remove("base/5/3000");
     let err = clean_chain(root, &manifest, &map, &BTreeMap::new(), 2).map(|_| ()).map_err(|e| e.to_string());
     assert!(err.is_err_and(|e| e.contains("base/5/3000") && e.contains("block map")));
 }
@@ -222,12 +238,12 @@ fn compare_throughput() {
     };
     let measure = |what: &str, files: Vec<(ManifestEntry, crate::blockmap::FileBlocks)>| {
         let mut entries = vec![dir("base", 0), dir("base/5", 0)];
-        let mut map = BTreeMap::new();
+        let mut map = BlockMap::default();
         for (e, b) in files {
-            map.insert(e.path.clone(), b);
+            map.files.insert(e.path.clone(), b);
             entries.push(e);
         }
-        let total: u64 = map.values().map(|b| b.length).sum();
+        let total: u64 = map.files.values().map(|b| b.length).sum();
         let full = Manifest::new(entries, vec![]);
         let mut incr = full.clone();
         incr.reference = Some(ManifestReference { name: "full".into(), metadata_sha256: "cd".repeat(32) });
