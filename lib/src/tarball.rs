@@ -10,7 +10,7 @@
 //! file changing under it is normal during an online backup (WAL replay repairs it); the tar
 //! header holds the size seen when the file was opened, exactly that many bytes are stored
 //! (zero-padded if the file shrank, cut if it grew) and the manifest records the size and
-//! SHA-256 of what was stored.
+//! digest (BLAKE3) of what was stored.
 
 use std::fs::File;
 use std::io::{self, BufReader, ErrorKind, Read, Write};
@@ -40,7 +40,7 @@ pub const READ_CHUNK: usize = 1 << 20;
 const OUTPUT: &str = "tar output stream";
 
 /// Append `entries` to a tar stream written into `out` and finish the archive, computing the
-/// SHA-256 and stored size of every file as it streams. Returns `out` and one manifest entry
+/// Digest (BLAKE3) and stored size of every file as it streams. Returns `out` and one manifest entry
 /// per stored entry, in order, with `part` 0 (the caller numbers its parts). A file that
 /// vanished before it could be opened is left out (PostgreSQL drops relations during backups).
 ///

@@ -1,5 +1,5 @@
-//! `WVBLKMAP4` (`WVBLKMAP2` with SHA-256 digests, before BLAKE3): the block map of an incremental backup, holding only what that backup stored
-//! (`docs/FORMAT.md`, section 9.1): all the digests of a file stored whole, the length and the
+//! `WVBLKMAP4` (`WVBLKMAP2` with SHA-256 digests, before BLAKE3): the block map of an
+//! incremental backup, holding only what that backup stored (`docs/FORMAT.md`, section 9.1): all the digests of a file stored whole, the length and the
 //! digests of exactly the stored blocks of a file with a `deltas` entry, nothing for an
 //! `unchanged` file. What the backup restores is the chain's maps merged
 //! ([`super::effective`]).

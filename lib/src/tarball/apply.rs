@@ -4,7 +4,7 @@
 //! only the blocks it owns (the newest backup that stored a block owns it) at their offsets.
 //! Every block written is checked against the target backup's block map (authenticated by its
 //! manifest), so each byte of the result is checked once; blocks a newer backup supersedes are
-//! read past without being hashed (`verify` checks every stored entry's SHA-256). Runs of
+//! read past without being hashed (`verify` checks every stored entry's digest). Runs of
 //! consecutive blocks are written in one call. Nothing is staged.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -4,7 +4,7 @@
 //! contain `..`, `.` or empty components; hard links, devices, fifos and other special
 //! entries; symlinks other than `pg_tblspc/<oid>`; entries the manifest does not list or lists
 //! as another kind; an entry seen twice; any path whose parent on disk is a symlink or not a
-//! directory; a file or link where something already exists. A file whose size or SHA-256
+//! directory; a file or link where something already exists. A file whose size or digest
 //! differs from the manifest is [`Error::Corrupt`] and is removed.
 //!
 //! Files are created 0600 and directories 0700, as PostgreSQL wants them, whatever the
@@ -57,7 +57,7 @@ pub fn extract_tar<R: Read>(
 }
 
 /// As [`extract_tar`], but the files named in `keep` (manifest paths whose file on disk the
-/// caller found to have the manifest's size and SHA-256) are left as they are: their data is
+/// caller found to have the manifest's size and digest) are left as they are: their data is
 /// skipped, they count as extracted.
 ///
 /// # Errors

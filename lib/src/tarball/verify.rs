@@ -20,7 +20,7 @@ pub struct VerifyStats {
 }
 
 /// Read a tar stream to its end, checking every entry against `expected` as part `part`:
-/// listed, of the listed kind and part, seen once, files of the listed size and SHA-256,
+/// listed, of the listed kind and part, seen once, files of the listed size and digest,
 /// links to the listed target; and that every entry the manifest puts in `part` was seen.
 ///
 /// Errors from `input` that carry a typed [`Error`] (a codec's authentication or

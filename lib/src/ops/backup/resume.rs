@@ -4,7 +4,7 @@
 //!
 //! After each part is stored, base-backup writes its record beside it
 //! (`part_NNNNN.record.json[.zst][.enc]`, bound like every object to its name): the part's
-//! size and manifest entries (with their SHA-256), and each entry's size and modification
+//! size and manifest entries (with their digests), and each entry's size and modification
 //! time (nanoseconds) as seen just before it was read. A part is reused only if
 //!
 //! - its record authenticates and names this backup and cluster, and the part object is

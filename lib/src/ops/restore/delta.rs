@@ -4,7 +4,7 @@
 //! Before anything is written: no live server holds the directory ([`check_not_running`]) and
 //! its `global/pg_control` names the backup's system identifier ([`check_cluster`]); another
 //! cluster's directory is refused untouched. Then [`clean`] walks the directory (and the
-//! backup's tablespaces): a file of a full backup is kept when it has the size and SHA-256 its
+//! backup's tablespaces): a file of a full backup is kept when it has the size and digest its
 //! authenticated manifest lists; a file of an incremental backup when it has the length and
 //! every block digest of the target's effective block map (authenticated, loaded with the
 //! chain before anything is written: [`clean_chain`]). Every other file is removed, to be

@@ -212,15 +212,17 @@ fn compare_throughput() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let root = tmp.path();
     let jobs = crate::ops::restore::default_jobs();
-    let make = |rel: &str, len: usize| -> (ManifestEntry, crate::blockmap::FileBlocks) {
+    let make = |rel: &str, len: usize| -> (ManifestEntry, FileDigest, crate::blockmap::FileBlocks) {
         let path = root.join(rel);
         fs::create_dir_all(path.parent().unwrap_or(root)).unwrap_or_else(|e| panic!("{e}"));
         let mut out = std::io::BufWriter::new(fs::File::create(&path).unwrap_or_else(|e| panic!("{e}")));
         let (mut sha, mut blocks) = (ring::digest::Context::new(&SHA256), crate::blockmap::BlockHasher::default());
+        let mut b3 = crate::manifest::FileHasher::new();
         let mut chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         for i in 0..len >> 20 {
             chunk[0..8].copy_from_slice(&(i as u64).to_le_bytes());
             sha.update(&chunk);
+            b3.update(&chunk);
             blocks.update(&chunk);
             out.write_all(&chunk).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -228,30 +230,35 @@ fn compare_throughput() {
         let entry = ManifestEntry {
             path: rel.into(),
             size: len as u64,
-            digest: FileDigest::Sha256(hex::encode(sha.finish())),
+            digest: b3.finish(),
             mode: 0o600,
             part: 0,
             kind: EntryKind::File,
             link_target: None,
         };
-        (entry, blocks.finish())
+        let old = FileDigest::Sha256(hex::encode(sha.finish()));
+        (entry, old, blocks.finish())
     };
-    let measure = |what: &str, files: Vec<(ManifestEntry, crate::blockmap::FileBlocks)>| {
+    let measure = |what: &str, files: Vec<(ManifestEntry, FileDigest, crate::blockmap::FileBlocks)>| {
         let mut entries = vec![dir("base", 0), dir("base/5", 0)];
-        let mut map = BlockMap::default();
-        for (e, b) in files {
+        let (mut old_entries, mut map) = (entries.clone(), BlockMap::default());
+        for (e, old, b) in files {
             map.files.insert(e.path.clone(), b);
+            old_entries.push(ManifestEntry { digest: old, ..e.clone() });
             entries.push(e);
         }
+        let old = Manifest::new(old_entries, vec![]);
         let total: u64 = map.files.values().map(|b| b.length).sum();
         let full = Manifest::new(entries, vec![]);
         let mut incr = full.clone();
         incr.reference = Some(ManifestReference { name: "full".into(), metadata_sha256: "cd".repeat(32) });
-        for (label, blocks) in [("manifest SHA-256", None), ("block map", Some(&map))] {
+        let ways =
+            [("manifest BLAKE3", &full, None), ("manifest SHA-256 (v1)", &old, None), ("block map", &incr, Some(&map))];
+        for (label, manifest, blocks) in ways {
             let (began, cpu) = (std::time::Instant::now(), cpu_seconds());
             let plan = match blocks {
-                None => clean(root, &full, &BTreeMap::new(), jobs),
-                Some(m) => clean_chain(root, &incr, m, &BTreeMap::new(), jobs),
+                None => clean(root, manifest, &BTreeMap::new(), jobs),
+                Some(m) => clean_chain(root, manifest, m, &BTreeMap::new(), jobs),
             };
             let plan = plan.unwrap_or_else(|e| panic!("{e}"));
             let (secs, cpu) = (began.elapsed().as_secs_f64(), cpu_seconds() - cpu);
