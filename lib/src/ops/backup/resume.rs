@@ -295,6 +295,10 @@ async fn read_record(repo: &Repo, key: &str, backup: &str, index: u32) -> Result
         return Err(Error::corrupt(repo.storage.describe(key), "a record of another backup or format"));
     }
     let blocks = decode_blocks(&r.blocks, &repo.storage.describe(key))?;
+    if blocks.algo != crate::blockmap::DigestAlgo::Blake3 {
+        // Its digests could not join this run's block map (one hash per map): redo the part.
+        return Err(Error::Invalid("its block digests are SHA-256 (recorded before BLAKE3)".into()));
+    }
     if r.entries.iter().any(|e| e.kind == crate::manifest::EntryKind::File && !blocks.files.contains_key(&e.path)) {
         return Err(Error::corrupt(repo.storage.describe(key), "a file without its block digests"));
     }
@@ -353,3 +357,7 @@ fn reusable(r: &PartRecord, now: &HashMap<&str, &DataFile>) -> bool {
                 && (then.mtime_ns == 0 || then.mtime_ns < r.seen_at_ns.saturating_sub(SETTLE.as_nanos() as i64))
         })
 }
+
+#[cfg(test)]
+#[path = "resume_tests.rs"]
+mod tests;
