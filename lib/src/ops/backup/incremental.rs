@@ -53,6 +53,7 @@ pub async fn reference(
         return Ok(None);
     }
     let all = catalog::backups(repo).await?;
+    tracing::debug!("{} complete backups listed", all.len());
     let history = timeline_history(repo, timeline, all.first().map_or(16 << 20, |b| b.wal_segment_size)).await?;
     let seg = all.first().map_or(16 << 20, |b| b.wal_segment_size);
     let path = history.as_ref().map(|h| Path::new(h, timeline, seg));
@@ -80,6 +81,7 @@ pub async fn reference(
         return Ok(None);
     };
     let manifest = parts::load_manifest(repo, meta).await?;
+    tracing::debug!("manifest of {} read: {} entries", meta.name, manifest.files.len());
     if manifest.block_map_sha256.is_none() {
         tracing::warn!(
             "backup {} has no block map (written before incremental backups): taking a full backup",
@@ -95,6 +97,7 @@ pub async fn reference(
         }
         other => other?,
     };
+    tracing::debug!("chain of {} loaded", links.len());
     let dir = opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
     let blocks = chain::effective_spool(repo, &links, &dir).await?;
     tracing::info!("{} backup against {}", kind.name(), meta.name);

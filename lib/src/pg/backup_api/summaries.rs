@@ -85,11 +85,13 @@ impl Server {
         // The summarizer usually reaches a fresh checkpoint within milliseconds: look again
         // soon, then back off.
         let mut pause = Duration::from_millis(20);
+        let began = Instant::now();
         loop {
             let q = "SELECT summarized_lsn::text FROM pg_get_wal_summarizer_state()";
             let row = self.client.query_one(q, &[]).await.map_err(|e| pg_error("read WAL summarizer state", &e))?;
             let at: Lsn = row.get::<_, String>(0).parse()?;
             if at >= to {
+                tracing::debug!("the WAL summarizer reached {to} after {} ms", began.elapsed().as_millis());
                 return Ok(Ok(()));
             }
             if Instant::now() >= deadline {
