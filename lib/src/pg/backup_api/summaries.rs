@@ -44,8 +44,10 @@ impl Server {
         if let Err(why) = self.wait_summarized(to, wait).await? {
             return Ok(Err(why));
         }
+        // Sorted here by LSN, not by the server: `ORDER BY start_lsn` would sort the text
+        // column of that name ("1/190BF1A0" before "1/C000028") and make a hole of nothing.
         let q = "SELECT start_lsn::text, end_lsn::text FROM pg_available_wal_summaries() \
-                 WHERE tli = $1 AND end_lsn > $2::text::pg_lsn AND start_lsn < $3::text::pg_lsn ORDER BY start_lsn";
+                 WHERE tli = $1 AND end_lsn > $2::text::pg_lsn AND start_lsn < $3::text::pg_lsn";
         let rows = self
             .client
             .query(q, &[&i64::from(tli), &from.to_string(), &to.to_string()])
@@ -103,10 +105,12 @@ impl Server {
     }
 }
 
-/// Whether `ranges` (sorted) cover `from..to` without a hole.
+/// Whether `ranges` (in any order) cover `from..to` without a hole.
 fn covers(ranges: &[(Lsn, Lsn)], from: Lsn, to: Lsn) -> std::result::Result<(), String> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
     let mut at = from;
-    for &(s, e) in ranges {
+    for (s, e) in sorted {
         if s > at {
             return Err(format!("nothing summarizes {at} to {s}"));
         }
@@ -143,6 +147,10 @@ mod tests {
         assert!(covers(&[(l(0), l(10)), (l(12), l(20))], l(5), l(20)).is_err_and(|e| e.contains("0/A to 0/C")));
         assert!(covers(&[(l(0), l(10))], l(5), l(20)).is_err());
         assert!(covers(&[], l(5), l(20)).is_err());
+        // LSNs whose text sorts otherwise ("1/190BF1A0" < "1/C000028"): sorted as numbers.
+        let p = |s: &str| s.parse::<Lsn>().expect("lsn");
+        let listed = [(p("1/190BF1A0"), p("1/1A000028")), (p("1/C000028"), p("1/D000060")), (p("1/D000060"), p("1/190BF1A0"))];
+        assert!(covers(&listed, p("1/C000028"), p("1/1A000028")).is_ok());
         assert_eq!(relation_path(1262, 1664, 0, 0, "PG_17_1").as_deref(), Some("global/1262"));
         assert_eq!(relation_path(16384, 1663, 5, 2, "PG_17_1").as_deref(), Some("base/5/16384_vm"));
         assert_eq!(
