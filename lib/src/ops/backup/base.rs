@@ -24,6 +24,7 @@ use crate::ops::Repo;
 use crate::ops::backup::flow::Flow;
 use crate::ops::backup::lease::Lease;
 use crate::ops::backup::phases::Phases;
+use crate::ops::backup::piped::Piped;
 use crate::ops::backup::resume;
 use crate::ops::repo::blocking;
 use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
@@ -61,17 +62,29 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     };
     identity::ensure(repo, &cluster).await?;
     phases.end("identity");
-    let reference = super::incremental::reference(repo, opts, server.system_identifier, server.timeline).await?;
+    let planned = super::incremental::reference(repo, opts, server.system_identifier, server.timeline).await?;
     phases.end("reference");
     // Only a full backup resumes or leaves parts to resume: an incremental's hold deltas.
-    let window = if reference.is_some() { Duration::ZERO } else { opts.resume_window };
+    let window = if planned.is_some() { Duration::ZERO } else { opts.resume_window };
     let leftover = resume::find_leftover(repo, &opts.cluster, server.system_identifier, window).await?;
     let name = resume::backup_name(repo, &opts.cluster, leftover.as_ref()).await?;
     // A resumable backup holds a lease on its folder: no two runs ever complete it.
     let mut lease = if window.is_zero() { None } else { Some(Lease::take(repo, &name).await?) };
     phases.end("name");
     tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
-    let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
+    // The reference's block map is read while the server checkpoints.
+    let (start, reference) = tokio::join!(
+        server.backup_start(&name, opts.checkpoint == Checkpoint::Fast),
+        super::incremental::open(repo, opts, planned)
+    );
+    let start = start?;
+    let reference = match reference {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = server.backup_stop().await;
+            return Err(e);
+        }
+    };
     phases.end("backup-start");
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
     let prior = (reference.as_ref(), leftover.as_ref(), window);
@@ -148,6 +161,7 @@ async fn copy_and_finish(
     // The walk puts global/pg_control last: its part is read once every other part is, as
     // PostgreSQL copies it (a standby backup ends at the minRecoveryPoint it holds).
     let control_part = parts.pop();
+    super::schedule::longest_first(&mut parts, changed.as_deref());
     let spool = tempfile::Builder::new()
         .prefix("walvault-spool-")
         .tempdir_in(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
@@ -189,7 +203,8 @@ async fn copy_and_finish(
         }
     };
     let uploads = futures_util::stream::iter(parts).map(|(i, files)| part_job(i, files));
-    let mut results: Vec<(PartInfo, IncrementalPart)> = uploads.buffered(opts.jobs.max(1)).try_collect().await?;
+    let mut results: Vec<(PartInfo, IncrementalPart)> =
+        uploads.buffer_unordered(opts.jobs.max(1)).try_collect().await?;
     if let Some((i, files)) = control_part {
         results.push(part_job(i, files).await?);
     }
@@ -307,6 +322,7 @@ async fn upload_part(
     let (settings, write_key) = (repo.codec, repo.keyring.write_key().cloned());
     let context = repo.context(&Logical::Part { backup: name, index }).await?;
     let spool_path = path.clone();
+    let spool_name = path.display().to_string();
     let spool_dir = spool.to_path_buf();
     let flow_in = flow.clone();
     let mut output = blocking(move || {
@@ -318,7 +334,10 @@ async fn upload_part(
             .open(&spool_path)
             .with_path(&spool_path)?;
         let out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let encoder = flow_in.reading(Encoder::new(out, &settings, write_key.as_ref(), None, &context)?);
+        let encoder = Encoder::new(out, &settings, write_key.as_ref(), None, &context)?;
+        // Compression and encryption on a thread of their own: reading, digesting and
+        // encoding one part use two cores.
+        let encoder = flow_in.reading(Piped::new(encoder).with_path(&spool_path)?);
         let (encoder, output) = match &part {
             Part::Files(files) => {
                 let (encoder, entries, blocks) = tarball::write_tar_blocks(encoder, files)?;
@@ -336,7 +355,8 @@ async fn upload_part(
                 (encoder, IncrementalPart { entries, blocks, ..Default::default() })
             }
         };
-        let mut out = encoder.into_inner().finish()?;
+        let encoder = encoder.into_inner().finish().map_err(|e| codec::error_from_io(e, &spool_name))?;
+        let mut out = encoder.finish()?;
         out.flush().with_path(&spool_path)?;
         Ok(output)
     })

@@ -34,6 +34,33 @@ pub struct Reference {
     pub history: Vec<HistoryEntry>,
 }
 
+/// The reference chosen, its chain loaded and checked; its block map is read by [`open`]
+/// (while the backup's checkpoint runs).
+pub struct Planned {
+    meta: BackupMetadata,
+    kind: BackupType,
+    links: Vec<chain::Link>,
+    history: Vec<HistoryEntry>,
+}
+
+/// The reference's effective block map (every file it restores, merged from its chain), read
+/// into an unnamed file in the spool directory.
+///
+/// # Errors
+/// As [`chain::effective_spool`].
+pub async fn open(
+    repo: &Repo,
+    opts: &super::options::BackupOptions,
+    planned: Option<Planned>,
+) -> Result<Option<Reference>> {
+    let Some(p) = planned else { return Ok(None) };
+    let began = std::time::Instant::now();
+    let dir = opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let blocks = chain::effective_spool(repo, &p.links, &dir).await?;
+    tracing::debug!("the block map of {}'s chain read in {} ms", p.meta.name, began.elapsed().as_millis());
+    Ok(Some(Reference { meta: p.meta, kind: p.kind, blocks: Arc::new(blocks), history: p.history }))
+}
+
 /// The reference for a backup of type `kind` of the cluster `system_identifier` starting on
 /// `timeline`: for `diff` the newest full backup, for `incr` the newest backup of any type,
 /// on this timeline's path. `None` (with a warning: the backup is then a full one) when there
@@ -47,7 +74,7 @@ pub async fn reference(
     opts: &super::options::BackupOptions,
     system_identifier: u64,
     timeline: u32,
-) -> Result<Option<Reference>> {
+) -> Result<Option<Planned>> {
     let kind = opts.backup_type;
     if kind.is_full() {
         return Ok(None);
@@ -97,11 +124,8 @@ pub async fn reference(
         }
         other => other?,
     };
-    tracing::debug!("chain of {} loaded", links.len());
-    let dir = opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let blocks = chain::effective_spool(repo, &links, &dir).await?;
-    tracing::info!("{} backup against {}", kind.name(), meta.name);
-    Ok(Some(Reference { meta: meta.clone(), kind, blocks: Arc::new(blocks), history: history.unwrap_or_default() }))
+    tracing::info!("{} backup against {} (a chain of {})", kind.name(), meta.name, links.len());
+    Ok(Some(Planned { meta: meta.clone(), kind, links, history: history.unwrap_or_default() }))
 }
 
 /// The history of `timeline` (from the archive), `None` for timeline 1.

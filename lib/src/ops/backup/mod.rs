@@ -9,5 +9,7 @@ pub mod lease;
 pub mod maps;
 mod options;
 pub mod phases;
+mod piped;
 pub mod resume;
+mod schedule;
 pub mod standby;

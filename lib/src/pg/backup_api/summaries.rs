@@ -149,7 +149,8 @@ mod tests {
         assert!(covers(&[], l(5), l(20)).is_err());
         // LSNs whose text sorts otherwise ("1/190BF1A0" < "1/C000028"): sorted as numbers.
         let p = |s: &str| s.parse::<Lsn>().expect("lsn");
-        let listed = [(p("1/190BF1A0"), p("1/1A000028")), (p("1/C000028"), p("1/D000060")), (p("1/D000060"), p("1/190BF1A0"))];
+        let listed =
+            [(p("1/190BF1A0"), p("1/1A000028")), (p("1/C000028"), p("1/D000060")), (p("1/D000060"), p("1/190BF1A0"))];
         assert!(covers(&listed, p("1/C000028"), p("1/1A000028")).is_ok());
         assert_eq!(relation_path(1262, 1664, 0, 0, "PG_17_1").as_deref(), Some("global/1262"));
         assert_eq!(relation_path(16384, 1663, 5, 2, "PG_17_1").as_deref(), Some("base/5/16384_vm"));
