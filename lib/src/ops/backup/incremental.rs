@@ -116,7 +116,7 @@ pub async fn reference(
         );
         return Ok(None);
     }
-    let links = match chain::load(repo, meta.clone(), manifest).await {
+    let links = match chain::load_known(repo, meta.clone(), manifest, &all).await {
         // A broken chain: what builds on it could not be restored either.
         Err(e) if matches!(e.root(), Error::Refused(_)) => {
             tracing::warn!("{}: taking a full backup", e.root());
