@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 PG17_CANDIDATES = ["/var/cache/walvault/pg/17/bin", "/usr/lib/postgresql/17/bin"]
 
@@ -31,6 +32,39 @@ def pgbackrest_supports(major):
     if major >= 17 and ver < (2, 53):
         return False, f"{out.strip()} does not support PostgreSQL {major} (2.53 and newer do)"
     return True, out.strip()
+
+
+def wait_summarized(c, timeout=300):
+    """Wait until the WAL summarizer has summarized up to the last checkpoint's redo point;
+    returns the seconds waited. It reads WAL lazily (it sleeps up to 30 s when idle and a
+    checkpoint wakes it): after a burst such as a workload it is still reading the burst's WAL
+    when the checkpoint ends, and whichever tool started the next incremental first would
+    wait for it (both wait for the summaries to reach their start), the other not."""
+    redo = c.psql("SELECT redo_lsn FROM pg_control_checkpoint()", capture=True)
+    t0 = time.perf_counter()
+    while c.psql(f"SELECT summarized_lsn >= '{redo}'::pg_lsn FROM pg_get_wal_summarizer_state()", capture=True) != "t":
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"the WAL summarizer did not reach {redo} within {timeout} s")
+        time.sleep(0.05)
+    return time.perf_counter() - t0
+
+
+PHASES = re.compile(r"phases \(ms\):(.*)")
+
+
+def phases(stderr):
+    """base-backup's phase breakdown ({name: ms}) from its `phases (ms): a 3, b 40, total 50` line."""
+    m = None
+    for m in PHASES.finditer(stderr):
+        pass
+    if not m:
+        return None
+    out = {}
+    for item in m.group(1).split(","):
+        name, _, ms = item.strip().rpartition(" ")
+        if name and ms.isdigit():
+            out[name] = int(ms)
+    return out
 
 
 def run(ctx, h):
@@ -107,7 +141,8 @@ def _run(ctx, h, pgbin):
     c.init()
     repo = h.mkdir_pg(os.path.join(w, "incr-repo"))
     env = h.walvault_env(w, repo, ctx.key, {"PGHOST": w, "PGPORT": str(c.port), "PGUSER": "postgres",
-                                           "PGDATABASE": "postgres", "PGDATA": c.pgdata})
+                                           "PGDATABASE": "postgres", "PGDATA": c.pgdata,
+                                           "WALVAULT_LOG": "warn,walvault::ops::backup::phases=info"})
     wconf = os.path.join(w, "incr-walvault.conf")
     with open(wconf, "w") as f:
         f.write(f"WALVAULT_REPO=file://{repo}\nWALVAULT_KEY_FILE={ctx.key}\nWALVAULT_ENV=bench\n"
@@ -123,6 +158,7 @@ def _run(ctx, h, pgbin):
     try:
         c.pgbench("-i", "-s", str(scale), "-q")
         c.psql("CHECKPOINT")
+        wait_summarized(c)
         pages = int(c.psql("SELECT (sum(pg_relation_size(c.oid, f)) / 8192)::int8 FROM pg_class c, "
                            "unnest(array['main','fsm','vm']) f WHERE c.relkind IN ('r','i','t','m')", capture=True))
         size = int(c.psql("SELECT sum(pg_database_size(oid)) FROM pg_database", capture=True))
@@ -136,7 +172,7 @@ def _run(ctx, h, pgbin):
             j = json.loads(r["stdout"])
             row = {"workload": label, "tool": f"walvault base-backup --type {kind}", "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],
                    "read_bytes": j.get("read_bytes", j["bytes"]), "changed_bytes": j["bytes"], "stored_bytes": j["stored_bytes"],
-                   "block_source": j.get("block_source"), "name": j["name"]}
+                   "block_source": j.get("block_source"), "name": j["name"], "phases_ms": phases(r["stderr"])}
             rows.append(row)
             # pg_basebackup --incremental against its own previous backup (plain format + manifest).
             d = os.path.join(w, f"incr-pgb-{len(rows)}")
@@ -174,8 +210,11 @@ def _run(ctx, h, pgbin):
             # As before the full backup: the workload's dirty pages are flushed by a checkpoint
             # of their own, so neither tool pays for them (the first to start a backup would).
             c.psql("CHECKPOINT")
+            # ... and summarized (see wait_summarized): both tools start on the same state.
+            catchup = wait_summarized(c)
             row = backup("incr", label)
             row["changed_page_fraction"] = row["changed_bytes"] / (pages * 8192)
+            row["summarizer_catchup_s"] = catchup
         last = rows[-2]["name"]
         c.psql("SELECT pg_switch_wal()")
         for label, name in [("full backup", full["name"]), ("full + 6 incrementals", last)]:

@@ -23,13 +23,14 @@ use crate::manifest::{Manifest, ManifestTablespace};
 use crate::ops::Repo;
 use crate::ops::backup::flow::Flow;
 use crate::ops::backup::lease::Lease;
+use crate::ops::backup::phases::Phases;
+use crate::ops::backup::piped::Piped;
 use crate::ops::backup::resume;
 use crate::ops::repo::blocking;
 use crate::ops::repo::catalog::{BackupMetadata, LatestPointer, PartInfo};
 use crate::ops::repo::identity::{self, ClusterInfo};
 use crate::ops::repo::metadata_auth;
 use crate::ops::repo::place::Logical;
-use crate::ops::repo::wal_index::WalIndex;
 use crate::pg::backup_api::{self, Server};
 use crate::pg::datadir::{self, DataFile};
 use crate::tarball::IncrementalPart;
@@ -47,7 +48,9 @@ pub const DEFAULT_PART_SIZE: u64 = 256 << 20;
 /// error the backup is not complete (no metadata object) and `latest.json` is unchanged.
 pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMetadata> {
     let began = Instant::now();
+    let phases = Phases::start();
     let server = backup_api::connect(&opts.conn, "walvault base-backup").await?;
+    phases.end("connect");
     if server.in_recovery {
         super::standby::check_lag(repo, &server, opts.max_standby_lag, &opts.conn.describe()).await?;
     }
@@ -58,18 +61,34 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
         wal_segment_size: server.wal_segment_size,
     };
     identity::ensure(repo, &cluster).await?;
-    let reference = super::incremental::reference(repo, opts, server.system_identifier, server.timeline).await?;
+    phases.end("identity");
+    let planned = super::incremental::reference(repo, opts, server.system_identifier, server.timeline).await?;
+    phases.end("reference");
     // Only a full backup resumes or leaves parts to resume: an incremental's hold deltas.
-    let window = if reference.is_some() { Duration::ZERO } else { opts.resume_window };
+    let window = if planned.is_some() { Duration::ZERO } else { opts.resume_window };
     let leftover = resume::find_leftover(repo, &opts.cluster, server.system_identifier, window).await?;
     let name = resume::backup_name(repo, &opts.cluster, leftover.as_ref()).await?;
     // A resumable backup holds a lease on its folder: no two runs ever complete it.
     let mut lease = if window.is_zero() { None } else { Some(Lease::take(repo, &name).await?) };
+    phases.end("name");
     tracing::info!("backup {name}: waiting for a {} checkpoint", opts.checkpoint);
-    let start = server.backup_start(&name, opts.checkpoint == Checkpoint::Fast).await?;
+    // The reference's block map is read while the server checkpoints.
+    let (start, reference) = tokio::join!(
+        server.backup_start(&name, opts.checkpoint == Checkpoint::Fast),
+        super::incremental::open(repo, opts, planned)
+    );
+    let start = start?;
+    let reference = match reference {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = server.backup_stop().await;
+            return Err(e);
+        }
+    };
+    phases.end("backup-start");
     tracing::info!("backup {name} started at {} on timeline {}", start.lsn, start.timeline);
     let prior = (reference.as_ref(), leftover.as_ref(), window);
-    let work = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, prior);
+    let work = copy_and_finish(repo, opts, &server, &pgdata, &name, &start, prior, &phases);
     let result = match lease.as_mut() {
         Some(lease) => lease.hold(repo, work).await,
         None => work.await,
@@ -85,8 +104,12 @@ pub async fn base_backup(repo: &Repo, opts: &BackupOptions) -> Result<BackupMeta
     meta.seconds = began.elapsed().as_secs_f64();
     let metadata_key = repo.layout.backup_metadata_key(&name);
     repo.storage.put(&metadata_key, json_bytes(&meta)?).await?;
+    phases.end("metadata");
     update_latest(repo, &meta).await?;
+    phases.end("latest");
     crate::ops::repo::summary::backup_added(repo, &meta).await;
+    phases.end("summary");
+    phases.log();
     tracing::info!(
         "backup {name} complete: {} files, {} bytes stored as {} in {:.1} s",
         meta.files,
@@ -113,6 +136,7 @@ fn check_pgdata(given: Option<&Path>, server: &Server) -> Result<PathBuf> {
     Ok(pgdata)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn copy_and_finish(
     repo: &Repo,
     opts: &BackupOptions,
@@ -121,12 +145,15 @@ async fn copy_and_finish(
     name: &str,
     start: &backup_api::BackupStart,
     (reference, leftover, window): (Option<&super::incremental::Reference>, Option<&resume::Leftover>, Duration),
+    phases: &Phases,
 ) -> Result<BackupMetadata> {
     let version_dir = server.tablespace_version_dir();
     let walk_root = pgdata.to_path_buf();
     let files = blocking(move || datadir::walk(&walk_root, Some(&version_dir))).await?;
     let total: u64 = files.iter().map(|f| f.size).sum();
+    phases.end("walk");
     let (changed, source) = super::incremental::changed_blocks(server, reference, start).await?;
+    phases.end("summaries");
     let records = leftover.map(|l| l.records.clone()).unwrap_or_default();
     let part_size = opts.part_size;
     let plan = blocking(move || Ok(resume::plan(&records, files, part_size))).await?;
@@ -134,6 +161,7 @@ async fn copy_and_finish(
     // The walk puts global/pg_control last: its part is read once every other part is, as
     // PostgreSQL copies it (a standby backup ends at the minRecoveryPoint it holds).
     let control_part = parts.pop();
+    super::schedule::longest_first(&mut parts, changed.as_deref());
     let spool = tempfile::Builder::new()
         .prefix("walvault-spool-")
         .tempdir_in(opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
@@ -175,7 +203,8 @@ async fn copy_and_finish(
         }
     };
     let uploads = futures_util::stream::iter(parts).map(|(i, files)| part_job(i, files));
-    let mut results: Vec<(PartInfo, IncrementalPart)> = uploads.buffered(opts.jobs.max(1)).try_collect().await?;
+    let mut results: Vec<(PartInfo, IncrementalPart)> =
+        uploads.buffer_unordered(opts.jobs.max(1)).try_collect().await?;
     if let Some((i, files)) = control_part {
         results.push(part_job(i, files).await?);
     }
@@ -186,19 +215,23 @@ async fn copy_and_finish(
     }
     results.sort_by_key(|(p, _)| p.index);
     flow.progress.finish();
+    phases.end("copy");
 
     let stop = server.backup_stop().await?;
+    phases.end("backup-stop");
     let mut label_files: Vec<(&str, &[u8])> = vec![("backup_label", stop.backup_label.as_bytes())];
     if let Some(map) = &stop.tablespace_map {
         label_files.push(("tablespace_map", map.as_bytes()));
     }
     let owned: Vec<(String, Vec<u8>)> = label_files.iter().map(|(p, d)| (p.to_string(), d.to_vec())).collect();
     results.push(upload_part(repo, name, count as u32, Part::Bytes(owned), spool.path(), &flow).await?);
+    phases.end("label");
 
     let seg = server.wal_segment_size;
     let first = start.lsn.segment_number(seg);
     let last = Lsn(stop.lsn.0.saturating_sub(1)).segment_number(seg).max(first);
-    wait_for_archive(repo, start.timeline, first, last, seg, opts.archive_timeout).await?;
+    super::archived::wait_for_archive(repo, start.timeline, first, last, seg, opts.archive_timeout).await?;
+    phases.end("archive-wait");
 
     let tablespaces: Vec<ManifestTablespace> = server
         .tablespaces()
@@ -244,7 +277,9 @@ async fn copy_and_finish(
         read_bytes: None,
         mac: None,
     };
+    phases.end("manifest-build");
     super::incremental::finish(repo, &mut meta, &mut manifest, gathering, reference, (source, read_bytes)).await?;
+    phases.end("block-map");
     // The metadata's MAC, and its digest inside the authenticated manifest.
     metadata_auth::seal(&mut meta, &mut manifest, &repo.keyring)?;
     let manifest_json = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(format!("manifest: {e}")))?;
@@ -253,6 +288,7 @@ async fn copy_and_finish(
     let encoded =
         blocking(move || codec::encode_to_vec(&manifest_json, &settings, key.as_ref(), None, &context)).await?;
     repo.storage.put(&manifest_key, Bytes::from(encoded)).await?;
+    phases.end("manifest");
     Ok(meta)
 }
 
@@ -286,6 +322,7 @@ async fn upload_part(
     let (settings, write_key) = (repo.codec, repo.keyring.write_key().cloned());
     let context = repo.context(&Logical::Part { backup: name, index }).await?;
     let spool_path = path.clone();
+    let spool_name = path.display().to_string();
     let spool_dir = spool.to_path_buf();
     let flow_in = flow.clone();
     let mut output = blocking(move || {
@@ -297,7 +334,10 @@ async fn upload_part(
             .open(&spool_path)
             .with_path(&spool_path)?;
         let out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let encoder = flow_in.reading(Encoder::new(out, &settings, write_key.as_ref(), None, &context)?);
+        let encoder = Encoder::new(out, &settings, write_key.as_ref(), None, &context)?;
+        // Compression and encryption on a thread of their own: reading, digesting and
+        // encoding one part use two cores.
+        let encoder = flow_in.reading(Piped::new(encoder).with_path(&spool_path)?);
         let (encoder, output) = match &part {
             Part::Files(files) => {
                 let (encoder, entries, blocks) = tarball::write_tar_blocks(encoder, files)?;
@@ -315,7 +355,8 @@ async fn upload_part(
                 (encoder, IncrementalPart { entries, blocks, ..Default::default() })
             }
         };
-        let mut out = encoder.into_inner().finish()?;
+        let encoder = encoder.into_inner().finish().map_err(|e| codec::error_from_io(e, &spool_name))?;
+        let mut out = encoder.finish()?;
         out.flush().with_path(&spool_path)?;
         Ok(output)
     })
@@ -335,43 +376,6 @@ async fn upload_part(
         stored_bytes: stored,
     };
     Ok((info, output))
-}
-
-/// Wait until every segment from `first` to `last` on `timeline` is in the archive.
-async fn wait_for_archive(
-    repo: &Repo,
-    timeline: u32,
-    first: u64,
-    last: u64,
-    seg: u64,
-    timeout: Duration,
-) -> Result<()> {
-    // Saturating: a caller's huge timeout means "no deadline", never an overflow panic.
-    let deadline = Instant::now().checked_add(timeout).unwrap_or_else(crate::ops::repo::far_future);
-    let mut index = WalIndex::load(None, repo);
-    let mut next = first;
-    // The stop segment is usually archived within a few tens of milliseconds of the switch:
-    // look again soon, then back off to half a second.
-    let mut pause = Duration::from_millis(20);
-    while next <= last {
-        let name = WalFileName::from_segno(timeline, next, seg).to_string();
-        if index.find(repo, &name, false).await?.is_some() {
-            next += 1;
-            continue;
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Refused(format!(
-                "WAL file {name}, needed to make the backup consistent, was not archived within {} s",
-                timeout.as_secs()
-            ))
-            .with_hint(
-                "check archive_command and pg_stat_archiver; the backup is incomplete and latest.json was not changed",
-            ));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(500));
-    }
-    Ok(())
 }
 
 /// Point `latest.json` at `meta` unless a newer complete backup is already there.

@@ -34,6 +34,41 @@ pub struct Reference {
     pub history: Vec<HistoryEntry>,
 }
 
+/// The reference chosen, its chain loaded and checked; its block map is read by [`open`]
+/// (while the backup's checkpoint runs).
+pub struct Planned {
+    meta: BackupMetadata,
+    kind: BackupType,
+    links: Vec<chain::Link>,
+    history: Vec<HistoryEntry>,
+}
+
+/// The reference's effective block map (every file it restores, merged from its chain), read
+/// into an unnamed file in the spool directory.
+///
+/// # Errors
+/// As [`chain::effective_spool`].
+pub async fn open(
+    repo: &Repo,
+    opts: &super::options::BackupOptions,
+    planned: Option<Planned>,
+) -> Result<Option<Reference>> {
+    let Some(p) = planned else { return Ok(None) };
+    let began = std::time::Instant::now();
+    let dir = opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let blocks = chain::effective_spool(repo, &p.links, &dir).await?;
+    tracing::debug!("the block map of {}'s chain read in {} ms", p.meta.name, began.elapsed().as_millis());
+    if blocks.algo() != DigestAlgo::Blake3 {
+        // One hash per chain: new blocks are hashed with BLAKE3, and compared with these.
+        tracing::warn!(
+            "the chain of backup {} has SHA-256 block maps (written before BLAKE3): taking a full backup",
+            p.meta.name
+        );
+        return Ok(None);
+    }
+    Ok(Some(Reference { meta: p.meta, kind: p.kind, blocks: Arc::new(blocks), history: p.history }))
+}
+
 /// The reference for a backup of type `kind` of the cluster `system_identifier` starting on
 /// `timeline`: for `diff` the newest full backup, for `incr` the newest backup of any type,
 /// on this timeline's path. `None` (with a warning: the backup is then a full one) when there
@@ -47,12 +82,13 @@ pub async fn reference(
     opts: &super::options::BackupOptions,
     system_identifier: u64,
     timeline: u32,
-) -> Result<Option<Reference>> {
+) -> Result<Option<Planned>> {
     let kind = opts.backup_type;
     if kind.is_full() {
         return Ok(None);
     }
     let all = catalog::backups(repo).await?;
+    tracing::debug!("{} complete backups listed", all.len());
     let history = timeline_history(repo, timeline, all.first().map_or(16 << 20, |b| b.wal_segment_size)).await?;
     let seg = all.first().map_or(16 << 20, |b| b.wal_segment_size);
     let path = history.as_ref().map(|h| Path::new(h, timeline, seg));
@@ -80,6 +116,7 @@ pub async fn reference(
         return Ok(None);
     };
     let manifest = parts::load_manifest(repo, meta).await?;
+    tracing::debug!("manifest of {} read: {} entries", meta.name, manifest.files.len());
     if manifest.block_map_sha256.is_none() {
         tracing::warn!(
             "backup {} has no block map (written before incremental backups): taking a full backup",
@@ -87,7 +124,7 @@ pub async fn reference(
         );
         return Ok(None);
     }
-    let links = match chain::load(repo, meta.clone(), manifest).await {
+    let links = match chain::load_known(repo, meta.clone(), manifest, &all).await {
         // A broken chain: what builds on it could not be restored either.
         Err(e) if matches!(e.root(), Error::Refused(_)) => {
             tracing::warn!("{}: taking a full backup", e.root());
@@ -95,18 +132,8 @@ pub async fn reference(
         }
         other => other?,
     };
-    let dir = opts.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let blocks = chain::effective_spool(repo, &links, &dir).await?;
-    if blocks.algo() != DigestAlgo::Blake3 {
-        // One hash per chain: new blocks are hashed with BLAKE3, and compared with these.
-        tracing::warn!(
-            "the chain of backup {} has SHA-256 block maps (written before BLAKE3): taking a full backup",
-            meta.name
-        );
-        return Ok(None);
-    }
-    tracing::info!("{} backup against {}", kind.name(), meta.name);
-    Ok(Some(Reference { meta: meta.clone(), kind, blocks: Arc::new(blocks), history: history.unwrap_or_default() }))
+    tracing::info!("{} backup against {} (a chain of {})", kind.name(), meta.name, links.len());
+    Ok(Some(Planned { meta: meta.clone(), kind, links, history: history.unwrap_or_default() }))
 }
 
 /// The history of `timeline` (from the archive), `None` for timeline 1.

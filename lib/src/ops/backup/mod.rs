@@ -1,5 +1,6 @@
 //! Backup: base backups of a cluster and backups of plain directories (`files-backup`).
 
+mod archived;
 pub mod base;
 pub mod files;
 pub mod flow;
@@ -7,5 +8,8 @@ pub mod incremental;
 pub mod lease;
 pub mod maps;
 mod options;
+pub mod phases;
+mod piped;
 pub mod resume;
+mod schedule;
 pub mod standby;

@@ -20,16 +20,24 @@ use crate::{Error, Result};
 /// # Errors
 /// Storage failures; a metadata object that is not valid JSON (named).
 pub async fn backups(repo: &Repo) -> Result<Vec<BackupMetadata>> {
+    use futures_util::{StreamExt, TryStreamExt};
     let listing = repo.storage.list(&repo.layout.database_root(), Some("/"), None).await?;
-    let mut out = Vec::new();
-    for object in listing.objects {
-        if repo.layout.parse_backup_metadata_key(&object.key).is_some() {
-            out.push(read_metadata(repo, &object.key).await?);
-        }
-    }
+    let keys: Vec<&str> = listing
+        .objects
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| repo.layout.parse_backup_metadata_key(k).is_some())
+        .collect();
+    // A few at once: on S3 each is a round trip, and a repository keeps months of backups
+    // (base-backup, list, prune and status read them all).
+    let reads = futures_util::stream::iter(keys).map(|k| read_metadata(repo, k)).buffered(METADATA_READS);
+    let mut out: Vec<BackupMetadata> = reads.try_collect().await?;
     out.sort_by_key(|m| m.stop_time);
     Ok(out)
 }
+
+/// Metadata objects read at once by [`backups`].
+const METADATA_READS: usize = 16;
 
 async fn read_metadata(repo: &Repo, key: &str) -> Result<BackupMetadata> {
     let bytes = repo.storage.get_bytes(key).await?;

@@ -203,6 +203,20 @@ fn link_map<'a>((map, (manifest, name, object)): (AnyMap, &'a About)) -> LinkMap
 /// [`Error::Refused`] naming the missing backup when the chain is broken; [`Error::Corrupt`]
 /// for a link that is not what its successor was computed against.
 pub async fn load(repo: &Repo, target: BackupMetadata, manifest: Manifest) -> Result<Vec<Link>> {
+    load_known(repo, target, manifest, &[]).await
+}
+
+/// [`load`], taking a link's metadata from `known` (as [`catalog::backups`] read and
+/// authenticated it) rather than reading it again; one not there is read.
+///
+/// # Errors
+/// As [`load`].
+pub async fn load_known(
+    repo: &Repo,
+    target: BackupMetadata,
+    manifest: Manifest,
+    known: &[BackupMetadata],
+) -> Result<Vec<Link>> {
     let top = target.name.clone();
     let mut chain = vec![Link { meta: target, manifest }];
     while let Some(child) = chain.last()
@@ -211,7 +225,11 @@ pub async fn load(repo: &Repo, target: BackupMetadata, manifest: Manifest) -> Re
         if chain.len() >= MAX_CHAIN {
             return Err(Error::Refused(format!("the chain of backup {top} is longer than {MAX_CHAIN} backups")));
         }
-        let parent = match catalog::backup(repo, &name).await {
+        let read = match known.iter().find(|m| m.name == name) {
+            Some(m) => Ok(m.clone()),
+            None => catalog::backup(repo, &name).await,
+        };
+        let parent = match read {
             Err(Error::NotFound { .. }) => {
                 return Err(Error::Refused(format!(
                     "backup {top} cannot be restored: backup {name}, which {} builds on, is missing (the chain is broken)",
