@@ -13,20 +13,30 @@
 //!   [`Error::Io`] (local files).
 //! - [`Storage::list`] follows S3's `ListObjectsV2` semantics (string prefix, delimiter,
 //!   `StartAfter`), returns every page, and sorts by key.
+//!
+//! Here: the [`Storage`] enum and the types of its answers. Beside it: [`fs`] and [`s3`] (the
+//! backends), `keys` (the key and prefix rules), `location` ([`RepoLocation`]), `options`
+//! ([`S3Options`]) and `stats` ([`RequestStats`]).
 
 pub mod fs;
 mod fs_list;
+mod keys;
+mod location;
+mod options;
 pub mod s3;
 mod s3_config;
 mod s3_resume;
+mod stats;
 
+pub use keys::{MAX_KEY_LEN, validate_key, validate_prefix};
+pub(crate) use keys::{common_prefix, is_temp_name};
+pub use location::RepoLocation;
+pub use options::S3Options;
 pub use s3_config::FALLBACK_REGION;
+pub use stats::RequestStats;
+pub(crate) use stats::{Counters, Op};
 
-use std::fmt;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
@@ -54,191 +64,6 @@ pub struct ListResult {
     pub objects: Vec<ObjectMeta>,
     /// Common prefixes when a delimiter was given, sorted, each ending with the delimiter.
     pub prefixes: Vec<String>,
-}
-
-/// Where the repository lives, parsed from `WALVAULT_REPO`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RepoLocation {
-    /// A local directory (`file:///abs/path`).
-    Fs { root: PathBuf },
-    /// An S3 bucket and a key prefix without leading or trailing `/` (may be empty).
-    S3 { bucket: String, prefix: String },
-}
-
-const REPO_SETTING: &str = "WALVAULT_REPO";
-const REPO_ALLOWED: &str = "expected s3://bucket, s3://bucket/prefix or file:///absolute/path";
-
-impl RepoLocation {
-    /// Parse `file:///abs/path`, `s3://bucket` or `s3://bucket/some/prefix`.
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming `WALVAULT_REPO` and what is allowed.
-    pub fn parse(url: &str) -> Result<Self> {
-        let bad = |why: &str| Error::config(REPO_SETTING, format!("{why} in {url:?}: {REPO_ALLOWED}"));
-        if let Some(path) = url.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(bad("the path of a file:// URL must be absolute (three slashes)"));
-            }
-            if path.contains('\0') {
-                return Err(bad("NUL byte"));
-            }
-            let trimmed = path.trim_end_matches('/');
-            let root = if trimmed.is_empty() { "/" } else { trimmed };
-            return Ok(RepoLocation::Fs { root: PathBuf::from(root) });
-        }
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let bucket_ok = (3..=255).contains(&bucket.len())
-                && bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-            if !bucket_ok {
-                return Err(bad("bucket names are 3 to 255 letters, digits, '.', '-' or '_'"));
-            }
-            let prefix = prefix.trim_end_matches('/');
-            if !prefix.is_empty() {
-                validate_key(prefix)
-                    .map_err(|_| bad("the prefix must be '/'-separated names without '.', '..', '//', '\\' or NUL"))?;
-            }
-            return Ok(RepoLocation::S3 { bucket: bucket.to_string(), prefix: prefix.to_string() });
-        }
-        Err(bad("unknown scheme"))
-    }
-}
-
-impl fmt::Display for RepoLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RepoLocation::Fs { root } => write!(f, "file://{}", root.display()),
-            RepoLocation::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
-            RepoLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-        }
-    }
-}
-
-/// S3 client settings. Start from [`S3Options::defaults`] and override fields.
-#[derive(Debug, Clone, Default)]
-pub struct S3Options {
-    /// Region; `None` means `AWS_REGION` / `AWS_DEFAULT_REGION` / the profile, else `us-east-1`
-    /// (never instance metadata).
-    pub region: Option<String>,
-    /// Endpoint URL for S3-compatible servers; `None` lets aws-config read `AWS_ENDPOINT_URL`.
-    pub endpoint: Option<String>,
-    /// Path-style addressing (`http://host/bucket/key`), needed by most S3-compatible servers.
-    pub path_style: bool,
-    /// Server-side encryption for puts: `AES256` or `aws:kms`.
-    pub sse: Option<String>,
-    /// KMS key id for `aws:kms`.
-    pub kms_key_id: Option<String>,
-    /// Storage class for puts (`STANDARD_IA`, ...).
-    pub storage_class: Option<String>,
-    /// Attempts per request, including the first (SDK standard retry: exponential backoff
-    /// with jitter on timeouts, 5xx, throttling and connection errors). 0 means 1.
-    pub max_attempts: u32,
-    /// TCP + TLS connect limit per attempt.
-    pub connect_timeout: Duration,
-    /// Limit for one request including all its retries.
-    pub operation_timeout: Duration,
-    /// Limit for one attempt (sending the whole body, or receiving the response headers).
-    pub attempt_timeout: Duration,
-    /// A request or response body that moves no data for this long fails its attempt (the
-    /// SDK's stalled-stream protection); a download is then resumed where it stopped.
-    pub stall_timeout: Duration,
-    /// Files at least this large are uploaded in parts (multipart upload); 0 means the default.
-    pub multipart_threshold: u64,
-    /// Bytes per part of a multipart upload (grown so that no upload needs more than 10,000
-    /// parts); 0 means the default.
-    pub multipart_part_size: u64,
-}
-
-impl S3Options {
-    /// Default attempts per request.
-    pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-    /// Default connect timeout.
-    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-    /// Default per-attempt timeout: room for a large part on a slow link.
-    pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
-    /// Default per-operation timeout (all attempts and back-offs).
-    pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(900);
-    /// Default stall limit: the SDK's own grace period.
-    pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(20);
-    /// Default multipart threshold: 128 MiB (one PUT takes at most 5 GiB on AWS).
-    pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 128 << 20;
-    /// Default part size of a multipart upload: 32 MiB (AWS: at least 5 MiB but the last).
-    pub const DEFAULT_MULTIPART_PART_SIZE: u64 = 32 << 20;
-    /// Smallest part S3 accepts (but the last).
-    pub const MIN_MULTIPART_PART_SIZE: u64 = 5 << 20;
-
-    /// Documented defaults: 5 attempts, connect 10 s, attempt 300 s, operation 900 s, stall
-    /// 20 s, no region/endpoint override, virtual-hosted style, no SSE or storage class.
-    ///
-    /// Bodies are guarded by the SDK's stalled-stream protection (a transfer that moves
-    /// nothing for `stall_timeout` fails instead of hanging); a download that fails
-    /// mid-body is resumed from where it stopped, up to `max_attempts` times in all.
-    pub fn defaults() -> Self {
-        S3Options {
-            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
-            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
-            operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
-            attempt_timeout: Self::DEFAULT_ATTEMPT_TIMEOUT,
-            stall_timeout: Self::DEFAULT_STALL_TIMEOUT,
-            multipart_threshold: Self::DEFAULT_MULTIPART_THRESHOLD,
-            multipart_part_size: Self::DEFAULT_MULTIPART_PART_SIZE,
-            ..S3Options::default()
-        }
-    }
-}
-
-/// Request counters per operation (for tests and `--json` stats). A listing of N pages
-/// counts N; `put` counts `put` and `put_if_absent`. SDK-internal retries are not counted.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct RequestStats {
-    pub put: u64,
-    pub get: u64,
-    pub head: u64,
-    pub list: u64,
-    pub delete: u64,
-}
-
-/// Shared atomic counters behind [`RequestStats`].
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    put: AtomicU64,
-    get: AtomicU64,
-    head: AtomicU64,
-    list: AtomicU64,
-    delete: AtomicU64,
-}
-
-/// Which counter a request bumps.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Op {
-    Put,
-    Get,
-    Head,
-    List,
-    Delete,
-}
-
-impl Counters {
-    pub(crate) fn count(&self, op: Op) {
-        let counter = match op {
-            Op::Put => &self.put,
-            Op::Get => &self.get,
-            Op::Head => &self.head,
-            Op::List => &self.list,
-            Op::Delete => &self.delete,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn snapshot(&self) -> RequestStats {
-        RequestStats {
-            put: self.put.load(Ordering::Relaxed),
-            get: self.get.load(Ordering::Relaxed),
-            head: self.head.load(Ordering::Relaxed),
-            list: self.list.load(Ordering::Relaxed),
-            delete: self.delete.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// The repository backend. Cheap to clone: each variant holds an `Arc`.
@@ -413,77 +238,6 @@ impl Storage {
             Storage::S3(s) => s.describe(key),
         }
     }
-}
-
-/// Longest key accepted (S3's limit, in bytes).
-pub const MAX_KEY_LEN: usize = 1024;
-
-/// Check that `key` is a safe relative object key.
-///
-/// Refused: empty, longer than [`MAX_KEY_LEN`], starting or ending with `/`, empty, `.` or
-/// `..` components, backslashes, NUL, and names of the fs backend's temporary files
-/// (`.<name>.tmp.<random>`), so both backends accept exactly the same keys.
-///
-/// # Errors
-/// [`Error::Invalid`] naming the key and the rule.
-pub fn validate_key(key: &str) -> Result<()> {
-    let reason = if key.is_empty() {
-        Some("empty")
-    } else if key.len() > MAX_KEY_LEN {
-        Some("longer than 1024 bytes")
-    } else if key.contains('\0') {
-        Some("contains NUL")
-    } else if key.contains('\\') {
-        Some("contains a backslash")
-    } else if key.starts_with('/') {
-        Some("absolute")
-    } else if key.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        Some("has an empty, '.' or '..' component")
-    } else if key.rsplit('/').next().is_some_and(is_temp_name) {
-        Some("reserved for temporary files")
-    } else {
-        None
-    };
-    match reason {
-        Some(why) => Err(Error::Invalid(format!("invalid object key {key:?}: {why}"))),
-        None => Ok(()),
-    }
-}
-
-/// Check a listing prefix: empty, or a key-like string whose last component may be partial.
-///
-/// # Errors
-/// [`Error::Invalid`] naming the prefix.
-pub fn validate_prefix(prefix: &str) -> Result<()> {
-    if prefix.is_empty() {
-        return Ok(());
-    }
-    let bad = prefix.len() > MAX_KEY_LEN
-        || prefix.contains('\0')
-        || prefix.contains('\\')
-        || prefix.starts_with('/')
-        || prefix
-            .rsplit_once('/')
-            .is_some_and(|(dirs, _)| dirs.split('/').any(|c| c.is_empty() || c == "." || c == ".."));
-    if bad {
-        return Err(Error::Invalid(format!(
-            "invalid listing prefix {prefix:?}: must be a relative '/'-separated path without '.', '..', '//', '\\' or NUL"
-        )));
-    }
-    Ok(())
-}
-
-/// True for the fs backend's temporary file names: `.<name>.tmp.<random>`.
-pub(crate) fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name[1..].contains(".tmp.")
-}
-
-/// Roll `key` up at `delimiter` after `prefix`, S3 style: `Some(common_prefix)` when the
-/// rest of the key contains the delimiter.
-pub(crate) fn common_prefix<'k>(key: &'k str, prefix: &str, delimiter: Option<&str>) -> Option<&'k str> {
-    let d = delimiter.filter(|d| !d.is_empty())?;
-    let rest = key.get(prefix.len()..)?;
-    rest.find(d).map(|i| &key[..prefix.len() + i + d.len()])
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Unit tests for the pure parts: locations, key rules, delimiter roll-up. The behaviour of
 //! the backends is covered by `lib/tests/storage_conformance.rs`.
 
+use std::time::Duration;
+
 use super::*;
 
 #[test]

@@ -122,3 +122,42 @@ pub struct LatestPointer {
     pub stop_lsn: Lsn,
     pub timeline: u32,
 }
+
+/// The one metadata fixture of the unit tests: a full, unencrypted format-2 backup of one
+/// file and no parts, taken at `time` (start and stop). Tests change what they look at with
+/// struct update syntax (`BackupMetadata { parts, ..test_backup(..) }`).
+#[cfg(test)]
+pub(crate) fn test_backup(name: &str, env: &str, time: DateTime<Utc>) -> BackupMetadata {
+    BackupMetadata {
+        format: super::metadata_auth::METADATA_FORMAT,
+        name: name.into(),
+        env: env.into(),
+        cluster: "main".into(),
+        system_identifier: crate::wal::SystemId(7_324_582_734_658_237_465),
+        pg_version_num: 150_004,
+        wal_segment_size: 16 << 20,
+        timeline: 1,
+        start_lsn: Lsn(0x0200_0028),
+        stop_lsn: Lsn(0x0200_0138),
+        start_wal_file: "000000010000000000000002".into(),
+        stop_wal_file: "000000010000000000000002".into(),
+        start_time: time,
+        stop_time: time,
+        files: 1,
+        bytes: 0,
+        stored_bytes: 0,
+        parts: Vec::new(),
+        manifest_key: String::new(),
+        compression: "zstd".into(),
+        encrypted: false,
+        key_fingerprint: None,
+        tablespaces: Vec::new(),
+        from_standby: false,
+        seconds: 1.0,
+        backup_type: BackupType::Full,
+        reference: None,
+        block_source: None,
+        read_bytes: None,
+        mac: None,
+    }
+}

@@ -8,8 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::codec::crypt::Key;
 use crate::manifest::{ManifestEntry, ManifestTablespace};
-use crate::ops::repo::metadata::PartInfo;
-use crate::wal::Lsn;
+use crate::ops::repo::metadata::{PartInfo, test_backup};
 
 const NAME: &str = "main_test_20240115_100000";
 
@@ -62,18 +61,6 @@ fn fixture(encrypted: bool) -> (BackupMetadata, Manifest) {
     let at = |s: i64| DateTime::from_timestamp(1_705_312_800 + s, 123_456_789).unwrap_or_default();
     let meta = BackupMetadata {
         format: LEGACY_FORMAT,
-        name: NAME.into(),
-        env: "test".into(),
-        cluster: "main".into(),
-        system_identifier: crate::wal::SystemId(7_324_582_734_658_237_465),
-        pg_version_num: 150_004,
-        wal_segment_size: 16 << 20,
-        timeline: 1,
-        start_lsn: Lsn(0x0200_0028),
-        stop_lsn: Lsn(0x0200_0138),
-        start_wal_file: "000000010000000000000002".into(),
-        stop_wal_file: "000000010000000000000002".into(),
-        start_time: at(0),
         stop_time: at(2),
         // Format 1 counted every entry; format 2 counts regular files (set in `sealed`).
         files: files.len() as u64,
@@ -81,17 +68,11 @@ fn fixture(encrypted: bool) -> (BackupMetadata, Manifest) {
         stored_bytes: parts.iter().map(|p| p.stored_bytes).sum(),
         parts,
         manifest_key: layout().backup_object(NAME, &format!("manifest.json{ext}")),
-        compression: "zstd".into(),
         encrypted,
         key_fingerprint: encrypted.then(|| key().fingerprint_hex()),
         tablespaces: ts.clone(),
-        from_standby: false,
         seconds: 2.5,
-        backup_type: Default::default(),
-        reference: None,
-        block_source: None,
-        read_bytes: None,
-        mac: None,
+        ..test_backup(NAME, "test", at(0))
     };
     (meta, Manifest::new(files, ts))
 }

@@ -1,7 +1,7 @@
 use chrono::DateTime;
 
 use super::*;
-use crate::wal::Lsn;
+use crate::ops::repo::metadata::test_backup;
 
 fn at(day: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_705_312_800 + day * 86_400, 0).unwrap_or_default()
@@ -9,36 +9,9 @@ fn at(day: i64) -> DateTime<Utc> {
 
 fn backup(day: i64, stored: u64) -> BackupMetadata {
     BackupMetadata {
-        format: 2,
-        name: format!("main_production_{day:02}"),
-        env: "production".into(),
-        cluster: "main".into(),
-        system_identifier: crate::wal::SystemId(7_324_582_734_658_237_465),
-        pg_version_num: 150_004,
-        wal_segment_size: 16 << 20,
-        timeline: 1,
-        start_lsn: Lsn(0x0200_0028),
-        stop_lsn: Lsn(0x0200_0138),
-        start_wal_file: "000000010000000000000002".into(),
-        stop_wal_file: "000000010000000000000002".into(),
-        start_time: at(day),
-        stop_time: at(day),
-        files: 1,
         bytes: stored,
         stored_bytes: stored,
-        parts: Vec::new(),
-        manifest_key: String::new(),
-        compression: "zstd".into(),
-        encrypted: false,
-        key_fingerprint: None,
-        tablespaces: Vec::new(),
-        from_standby: false,
-        seconds: 1.0,
-        backup_type: Default::default(),
-        reference: None,
-        block_source: None,
-        read_bytes: None,
-        mac: None,
+        ..test_backup(&format!("main_production_{day:02}"), "production", at(day))
     }
 }
 

@@ -1,0 +1,111 @@
+//! Reading and deleting one object: `get` (streamed, resumed mid-body by
+//! [`crate::storage::s3_resume`]), the one GetObject behind it, `head` and `delete`, each
+//! with its own reading of a 404.
+
+use super::errors::{Attempts, status_and_code};
+use super::{S3Storage, to_chrono};
+use crate::storage::{ByteReader, ObjectMeta, Op, validate_key};
+use crate::{Error, Result};
+
+impl S3Storage {
+    /// See [`crate::storage::Storage::get`]. The body is streamed; stalls are cut off by the SDK's
+    /// stalled-stream protection, and a body that fails mid-way is resumed where it stopped
+    /// (up to `max_attempts` requests for the body in all).
+    pub async fn get(&self, key: &str) -> Result<ByteReader> {
+        let out = self.get_object(key, None).await?;
+        Ok(crate::storage::s3_resume::reader(self.clone(), key, out, self.inner.max_attempts))
+    }
+
+    /// One GetObject, whole or from `resume = (offset, etag)`, with the error mapping of `get`.
+    pub(in crate::storage) async fn get_object(
+        &self,
+        key: &str,
+        resume: Option<(u64, &str)>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        validate_key(key)?;
+        let inner = &self.inner;
+        inner.counters.count(Op::Get);
+        let attempts = Attempts::default();
+        let result = inner
+            .client
+            .get_object()
+            .bucket(&inner.bucket)
+            .key(self.full_key(key))
+            .set_range(resume.map(|(offset, _)| format!("bytes={offset}-")))
+            .set_if_match(resume.map(|(_, etag)| etag.to_string()))
+            .customize()
+            .interceptor(attempts.clone())
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out),
+            Err(err) => {
+                let (status, code) = status_and_code(&err);
+                let missing_key = err.as_service_error().is_some_and(|e| e.is_no_such_key())
+                    || (status == Some(404) && code.is_none());
+                if missing_key {
+                    return Err(Error::not_found(self.describe(key)));
+                }
+                Err(self.map_error("get", key, &err, attempts.get()))
+            }
+        }
+    }
+
+    /// See [`crate::storage::Storage::head`].
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        validate_key(key)?;
+        let inner = &self.inner;
+        inner.counters.count(Op::Head);
+        let attempts = Attempts::default();
+        let result = inner
+            .client
+            .head_object()
+            .bucket(&inner.bucket)
+            .key(self.full_key(key))
+            .customize()
+            .interceptor(attempts.clone())
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                last_modified: out.last_modified().and_then(to_chrono),
+            })),
+            Err(err) => {
+                let (status, _) = status_and_code(&err);
+                if status == Some(404) || err.as_service_error().is_some_and(|e| e.is_not_found()) {
+                    return Ok(None);
+                }
+                Err(self.map_error("head", key, &err, attempts.get()))
+            }
+        }
+    }
+
+    /// See [`crate::storage::Storage::delete`].
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        let inner = &self.inner;
+        inner.counters.count(Op::Delete);
+        let attempts = Attempts::default();
+        let result = inner
+            .client
+            .delete_object()
+            .bucket(&inner.bucket)
+            .key(self.full_key(key))
+            .customize()
+            .interceptor(attempts.clone())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let (status, code) = status_and_code(&err);
+                if status == Some(404) && code.as_deref() != Some("NoSuchBucket") {
+                    return Ok(());
+                }
+                Err(self.map_error("delete", key, &err, attempts.get()))
+            }
+        }
+    }
+}
