@@ -4,11 +4,11 @@
 //! [`super::s3_config`]: region never from instance metadata, credentials from the standard
 //! chain, retries and timeouts from [`S3Options`].
 //!
-//! Here: the storage handle and its key naming. Beside it: [`put`] (PutObject, conditional
-//! or not), [`multipart`] (large files in parts), [`objects`] (get, head, delete), [`list`]
-//! (ListObjectsV2 pages) and [`errors`] (the error mapping and the attempt counter).
+//! Here: the storage handle and its key naming. Beside it: `put` (PutObject, conditional
+//! or not), `multipart` (large files in parts), `objects` (get, head, delete), `list`
+//! (ListObjectsV2 pages) and `errors` (the error mapping and the attempt counter).
 //!
-//! Errors are mapped once, in [`S3Storage::map_error`] and the per-operation functions:
+//! Errors are mapped once, in `S3Storage::map_error` and the per-operation functions:
 //! - `get`: `NoSuchKey` (or a 404 without an error code) => [`Error::NotFound`];
 //! - `head`: 404 => `Ok(None)`;
 //! - `put_if_absent`: 412 or 304 => [`Error::AlreadyExists`]; 409 `ConditionalRequestConflict`
@@ -74,6 +74,8 @@ impl S3Storage {
     ///
     /// # Errors
     /// [`Error::Config`] for an unknown SSE mode or storage class or a bad endpoint URL.
+    ///
+    /// [`Error::Config`]: crate::Error::Config
     pub async fn new(bucket: &str, prefix: &str, opts: &S3Options) -> Result<Self> {
         let (sse, kms_key_id) = s3_config::sse_settings(opts)?;
         let storage_class = s3_config::storage_class(opts.storage_class.as_deref())?;
