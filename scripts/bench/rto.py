@@ -89,6 +89,17 @@ def change_one_percent(pgdata):
     return len(picked), len(rels)
 
 
+def warm_page_cache(pgdata):
+    """Read every file under `pgdata` once (into the page cache)."""
+    for d, _, fs in os.walk(pgdata):
+        for f in fs:
+            p = os.path.join(d, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as src:
+                    while src.read(8 << 20):
+                        pass
+
+
 def drop_page_cache():
     """Write back and drop the page cache (root only): True when dropped."""
     subprocess.run(["sync"], timeout=600)
@@ -178,6 +189,10 @@ def stage(ctx):
         cold = drop_page_cache()
         dout, delta_s = prepare(w, rdir, direct, "delta", "--delta")
         change_one_percent(rdir)
+        # Warm: the data directory in the page cache, as on a host whose server just ran (the
+        # delta reads a cold piece with O_DIRECT, so the cold run above leaves nothing cached):
+        # read once, untimed.
+        warm_page_cache(rdir)
         wout, warm_s = prepare(w, rdir, direct, "delta-warm", "--delta")
         out["delta"] = {"full_s": full_s, "delta_s": delta_s, "ratio": delta_s / full_s, "changed_files": changed,
                         "relation_files": rels, "report": dout.get("delta"), "target_ratio": 0.15, "cold": cold,
@@ -236,7 +251,7 @@ def render(doc, f, table, target, machine_line):
                                f"{'page cache dropped first' if d.get('cold') else 'page cache as it was'}", f(d["delta_s"]),
                                f(rep.get("kept_bytes", 0) / 1e6, "{:.0f} MB"), f(rep.get("fetched_bytes", 0) / 1e6, "{:.0f} MB"),
                                f(rep.get("removed_bytes", 0) / 1e6, "{:.0f} MB")],
-                              ["`--delta` again after the same change (the directory in the page cache)", f(d["warm_s"]),
+                              ["`--delta` again after the same change (the directory read into the page cache first, untimed)", f(d["warm_s"]),
                                "", "", ""]])]
             md += ["", target(d["warm_ratio"] <= d["target_ratio"],
                               f"delta restore with the data directory in the page cache: {d['warm_ratio']:.0%} of the full "
