@@ -112,8 +112,8 @@ def pgbackrest_leg(ctx, h):
         c.psql("CHECKPOINT")
         backups = os.path.join(pgbr_repo, "backup")
         for label, sql, kind in [("full", None, "full"),
-                                 ("about 1% of pages", "((aid - 1) / 61) % 100 = 7", "incr"),
-                                 ("about 10% of pages", "((aid - 1) / 61) % 10 = 3", "incr")]:
+                                 ("about 1% of pages", "((aid - 1) / 61) % 400 = 7", "incr"),
+                                 ("about 10% of pages", "((aid - 1) / 61) % 40 = 3", "incr")]:
             if sql:
                 c.psql(f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE {sql}")
             r = h.checked(h.measure([f"{h.BIN}/base-backup", "--json", "--checkpoint", "fast", "--type", kind, "--spool-dir", spool], env=env, cwd=w,
@@ -195,12 +195,12 @@ def _run(ctx, h, pgbin):
 
         full = backup("full", "full")
         workloads = [
-            ("about 1% of pages", f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ((aid - 1) / 61) % 100 = 7"),
-            ("about 10% of pages", f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ((aid - 1) / 61) % 10 = 3"),
+            ("about 1% of pages", f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ((aid - 1) / 61) % 400 = 7"),
+            ("about 10% of pages", f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ((aid - 1) / 61) % 40 = 3"),
             ("pgbench 60 s", None),
-            ("about 1% of pages (2)", f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ((aid - 1) / 61) % 100 = 17"),
-            ("about 1% of pages (3)", f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ((aid - 1) / 61) % 100 = 27"),
-            ("about 1% of pages (4)", f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ((aid - 1) / 61) % 100 = 37"),
+            ("about 1% of pages (2)", f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ((aid - 1) / 61) % 400 = 17"),
+            ("about 1% of pages (3)", f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ((aid - 1) / 61) % 400 = 27"),
+            ("about 1% of pages (4)", f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE ((aid - 1) / 61) % 400 = 37"),
         ]
         for label, sql in workloads:
             if sql:
