@@ -146,28 +146,7 @@ fn key(repo: &Repo, backup: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Overrides, RawSettings};
-    use crate::ops::repo::identity::{self, ClusterInfo};
-
-    fn with_repo(test: impl AsyncFnOnce(&Repo)) {
-        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let url = format!("file://{}", tmp.path().join("repo").display());
-        let env = |k: &str| match k {
-            "WALVAULT_REPO" => Some(url.clone()),
-            "BACKUP_ENCRYPTION_KEY" => Some("ab".repeat(32)),
-            _ => None,
-        };
-        let raw = RawSettings::load_from(None, &Overrides::new(), env).unwrap_or_else(|e| panic!("{e}"));
-        let config = Config::from_raw(&raw).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::create_dir_all(tmp.path().join("repo")).unwrap_or_else(|e| panic!("{e}"));
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
-        rt.block_on(async {
-            let repo = Repo::open(&config).await.unwrap_or_else(|e| panic!("{e}"));
-            let cluster = ClusterInfo { system_identifier: 7, pg_major: Some(17), wal_segment_size: 16 << 20 };
-            identity::ensure(&repo, &cluster).await.unwrap_or_else(|e| panic!("{e}"));
-            test(&repo).await;
-        });
-    }
+    use crate::ops::repo::test_repo::with_repo;
 
     #[test]
     fn a_run_whose_lease_was_taken_over_stops_and_the_new_one_goes_on() {

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::blockmap::{BlockMap, DigestAlgo, FileBlocks};
-use crate::config::{Config, Overrides, RawSettings};
 use crate::manifest::{EntryKind, ManifestEntry};
 
 fn entry() -> ManifestEntry {
@@ -12,31 +11,18 @@ fn entry() -> ManifestEntry {
 
 #[test]
 fn a_record_with_sha256_block_digests_is_not_reused() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let url = format!("file://{}", tmp.path().join("repo").display());
-    let env = |k: &str| match k {
-        "WALVAULT_REPO" => Some(url.clone()),
-        "WALVAULT_ENCRYPTION" => Some("none".to_string()),
-        _ => None,
-    };
-    let raw = RawSettings::load_from(None, &Overrides::new(), env).unwrap_or_else(|e| panic!("{e}"));
-    let config = Config::from_raw(&raw).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::create_dir_all(tmp.path().join("repo")).unwrap_or_else(|e| panic!("{e}"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
-    rt.block_on(async {
-        let repo = Repo::open(&config).await.unwrap_or_else(|e| panic!("{e}"));
-        crate::ops::repo::identity::check_writer(&repo).await.unwrap_or_else(|e| panic!("{e}"));
+    crate::ops::repo::test_repo::with_repo(async |repo| {
         let name = "main_x_20261203_120000";
         for (index, algo) in [(0, DigestAlgo::Blake3), (1, DigestAlgo::Sha256)] {
             let mut blocks = BlockMap { algo, ..BlockMap::default() };
             blocks.files.insert("f".into(), FileBlocks { length: 3, digests: vec![algo.digest(b"abc")] });
             let output = IncrementalPart { entries: vec![entry()], blocks, ..IncrementalPart::default() };
             let info = PartInfo { index, key: format!("part{index}"), files: 1, bytes: 3, stored_bytes: 10 };
-            let wrote = write_record(&repo, name, 7, (Vec::new(), 0), &info, &output).await;
+            let wrote = write_record(repo, name, 7, (Vec::new(), 0), &info, &output).await;
             assert!(wrote.is_ok(), "{wrote:?}");
         }
-        assert!(reused_blocks(&repo, name, 0).await.is_ok_and(|m| m.algo == DigestAlgo::Blake3));
-        let old = reused_blocks(&repo, name, 1).await.map_err(|e| e.to_string());
+        assert!(reused_blocks(repo, name, 0).await.is_ok_and(|m| m.algo == DigestAlgo::Blake3));
+        let old = reused_blocks(repo, name, 1).await.map_err(|e| e.to_string());
         assert!(old.is_err_and(|e| e.contains("SHA-256")), "a record of SHA-256 digests is redone");
     });
 }

@@ -20,6 +20,8 @@ pub mod progress;
 pub mod reports;
 pub mod runtime;
 pub mod summary;
+#[cfg(test)]
+pub mod test_repo;
 pub mod timelines;
 pub mod wal_file;
 pub mod wal_index;
