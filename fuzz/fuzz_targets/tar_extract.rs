@@ -36,15 +36,11 @@ fn claimed_manifest(data: &[u8]) -> Manifest {
         if kind == EntryKind::File && entry.by_ref().take(1 << 20).read_to_end(&mut body).is_err() {
             break;
         }
-        let sha256 = hex(ring::digest::digest(&ring::digest::SHA256, &body).as_ref());
-        files.push(ManifestEntry { path, size: body.len() as u64, sha256, mode: 0o600, part: 0, kind, link_target });
+        let digest = walvault::manifest::digest::of_bytes(&body);
+        files.push(ManifestEntry { path, size: body.len() as u64, digest, mode: 0o600, part: 0, kind, link_target });
     }
     let m = Manifest::new(files, Vec::new());
     if m.validate().is_ok() { m } else { Manifest::new(Vec::new(), Vec::new()) }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Every path under `dir`, not following links.
