@@ -142,7 +142,7 @@ def _run(ctx, h, pgbin):
     repo = h.mkdir_pg(os.path.join(w, "incr-repo"))
     env = h.walvault_env(w, repo, ctx.key, {"PGHOST": w, "PGPORT": str(c.port), "PGUSER": "postgres",
                                            "PGDATABASE": "postgres", "PGDATA": c.pgdata,
-                                           "WALVAULT_LOG": "warn,walvault::ops::backup::phases=info"})
+                                           "WALVAULT_LOG": "warn,walvault::ops::repo::phases=info"})
     wconf = os.path.join(w, "incr-walvault.conf")
     with open(wconf, "w") as f:
         f.write(f"WALVAULT_REPO=file://{repo}\nWALVAULT_KEY_FILE={ctx.key}\nWALVAULT_ENV=bench\n"

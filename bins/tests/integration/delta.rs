@@ -1,7 +1,8 @@
 //! `pitr-prepare --delta` against real PostgreSQL on both backends: a stopped primary's data
 //! directory with 1% of its relation files changed, one truncated, one removed, an extra file
 //! and a stale `postmaster.pid` is restored over; after recovery every table equals the
-//! source's. Another cluster's data directory is refused and left exactly as it was.
+//! source's. Another cluster's data directory, and a target the archive cannot reach, are
+//! refused with the data directory left exactly as it was.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,6 +80,18 @@ fn delta_restore_with(backend: Backend) {
     another_cluster_is_refused_untouched(&repo);
 
     let (removed, extra) = damage(&p.pgdata, &heaps);
+    // The data directory is read while the archive is checked: a target the archive cannot
+    // reach is refused with nothing in it changed.
+    let before = snapshot(&p.pgdata);
+    let out = repo
+        .command("pitr-prepare")
+        .arg("--pgdata")
+        .arg(&p.pgdata)
+        .args(["--delta", "--target-lsn", "7F/0"])
+        .output()
+        .expect("pitr-prepare");
+    assert_eq!(out.status.code(), Some(5), "an unreachable target: {}", stderr(&out));
+    assert!(before == snapshot(&p.pgdata), "a refused delta restore changed the data directory");
     let out = repo
         .command("pitr-prepare")
         .arg("--pgdata")

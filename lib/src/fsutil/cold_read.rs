@@ -13,6 +13,11 @@ use std::path::Path;
 
 use rustix::io::{ReadWriteFlags, preadv2};
 
+/// A piece found in the page cache is copied out in reads of this size, each handed on at
+/// once: the copy stays in the CPU's cache for whoever reads it next (hashing 15.7 GB from the
+/// page cache on 2 cores: 2.02 s in 4 MiB reads, 1.83 s in 256 KiB reads).
+pub const CACHED_STEP: usize = 256 * 1024;
+
 /// `O_DIRECT` needs offsets, lengths and buffer addresses aligned to the device's logical
 /// block; 4096 covers every device in use.
 const ALIGN: usize = 4096;
@@ -93,6 +98,38 @@ impl ColdReader {
 }
 
 impl ColdReader {
+    /// Read `len` bytes at `offset` (a multiple of 4096) and hand them to `sink` in order, in
+    /// pieces: a piece in the page cache in [`CACHED_STEP`] reads, one that is not in one read
+    /// from the device. `sink` returns `false` to stop early. Returns the bytes handed on,
+    /// fewer than `len` only at the end of the file (or when stopped).
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn read_each(
+        &self,
+        buf: &mut AlignedBuf,
+        offset: u64,
+        len: usize,
+        mut sink: impl FnMut(&[u8]) -> bool,
+    ) -> std::io::Result<usize> {
+        let want = len.min(buf.capacity);
+        if self.direct.is_some() && offset.is_multiple_of(ALIGN as u64) && !self.cached_at(buf, offset, want) {
+            let piece = self.read_at(buf, offset, want)?;
+            sink(piece);
+            return Ok(piece.len());
+        }
+        let mut done = 0;
+        while done < want {
+            let step = (want - done).min(CACHED_STEP);
+            let got = fill(&self.cached, buf.window(step), offset + done as u64)?;
+            done += got;
+            if got == 0 || !sink(buf.window(got)) || got < step {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
     /// Whether the piece at `offset` is in the page cache, judged by its first page: read with
     /// `RWF_NOWAIT`, which returns only cached data. A probe of the whole piece would not do:
     /// for a page not cached the kernel starts reading ahead into the page cache before it

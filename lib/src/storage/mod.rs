@@ -185,6 +185,22 @@ impl Storage {
         Ok(Bytes::from(buf))
     }
 
+    /// The first `len` bytes of `key` (all of it when shorter): one ranged request.
+    ///
+    /// # Errors
+    /// As for [`Storage::get_bytes`].
+    pub async fn get_prefix(&self, key: &str, len: u64) -> Result<Bytes> {
+        match self {
+            Storage::Fs(_) => {
+                let reader = self.get(key).await?;
+                let mut buf = Vec::new();
+                reader.take(len).read_to_end(&mut buf).await.map_err(|e| Error::io(self.describe(key), e))?;
+                Ok(Bytes::from(buf))
+            }
+            Storage::S3(s) => s.get_prefix(key, len).await,
+        }
+    }
+
     /// Size and time of `key`, or `None` when absent.
     ///
     /// S3 answers a HEAD without a body, so a missing bucket also reads as `None`; use

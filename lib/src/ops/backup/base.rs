@@ -23,7 +23,7 @@ use crate::manifest::{Manifest, ManifestTablespace};
 use crate::ops::Repo;
 use crate::ops::backup::flow::Flow;
 use crate::ops::backup::lease::Lease;
-use crate::ops::backup::phases::Phases;
+use crate::ops::repo::phases::Phases;
 use crate::ops::backup::piped::Piped;
 use crate::ops::backup::resume;
 use crate::ops::repo::blocking;

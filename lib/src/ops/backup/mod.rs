@@ -8,7 +8,6 @@ pub mod incremental;
 pub mod lease;
 pub mod maps;
 mod options;
-pub mod phases;
 mod piped;
 pub mod resume;
 mod schedule;

@@ -15,6 +15,7 @@ pub mod metadata;
 pub mod metadata_auth;
 pub mod objects;
 pub mod parts;
+pub mod phases;
 pub mod place;
 pub mod progress;
 pub mod reports;

@@ -9,6 +9,9 @@ use crate::ops::repo::identity::Identity;
 use crate::wal::WalFileName;
 use crate::{Error, Result};
 
+/// Part headers read at once by [`check_parts`].
+const PARTS_AT_ONCE: usize = 16;
+
 /// What an object is, independent of where it is stored: what it is bound to.
 #[derive(Debug, Clone, Copy)]
 pub enum Logical<'a> {
@@ -185,28 +188,30 @@ impl Place {
     }
 }
 
-/// Every part of backup `b` must be bound to its place (this backup, its index): read each
-/// part's header (one short read) before anything is written into a data directory, so a
-/// part swapped in from another backup, environment or repository is refused up front.
+/// Every `wanted` part of backup `b` must be bound to its place (this backup, its index): read
+/// each part's header (one ranged read each, 16 at once) before anything is written into a data
+/// directory, so a part swapped in from another backup, environment or repository is refused
+/// up front.
 ///
 /// # Errors
 /// [`Error::Misplaced`] naming the part; storage and corruption errors.
-pub async fn check_parts(repo: &crate::ops::Repo, b: &super::metadata::BackupMetadata) -> Result<()> {
-    use tokio::io::AsyncReadExt;
-    for part in &b.parts {
-        let expect = repo.expect(&Logical::Part { backup: &b.name, index: part.index }).await?;
-        let object = repo.storage.describe(&part.key);
-        let mut head = Vec::with_capacity(crate::codec::MAX_HEADER_LEN);
-        let reader = repo.storage.get(&part.key).await?;
-        reader.take(crate::codec::MAX_HEADER_LEN as u64).read_to_end(&mut head).await.map_err(|e| Error::Storage {
-            op: "get",
-            key: object.clone(),
-            reason: e.to_string(),
-            permanent: false,
-        })?;
-        let header = crate::codec::read_header(&mut head.as_slice(), &object)?;
-        crate::codec::check_place(&header, Some(&expect), &object)?;
-    }
+pub async fn check_parts(
+    repo: &crate::ops::Repo,
+    b: &super::metadata::BackupMetadata,
+    wanted: impl Fn(u32) -> bool,
+) -> Result<()> {
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(b.parts.iter().filter(|p| wanted(p.index)))
+        .map(|part| async move {
+            let expect = repo.expect(&Logical::Part { backup: &b.name, index: part.index }).await?;
+            let object = repo.storage.describe(&part.key);
+            let head = repo.storage.get_prefix(&part.key, crate::codec::MAX_HEADER_LEN as u64).await?;
+            let header = crate::codec::read_header(&mut head.as_ref(), &object)?;
+            crate::codec::check_place(&header, Some(&expect), &object)
+        })
+        .buffer_unordered(PARTS_AT_ONCE)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(())
 }
 

@@ -15,21 +15,23 @@
 //! hold nothing to write. If the restore fails halfway, [`disable`] moves `global/pg_control`
 //! aside so the directory cannot be started, and a new `--delta` run still recognises it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::blockmap::BlockMap;
 use crate::error::IoContext;
-use crate::manifest::{EntryKind, Manifest, tablespace_content, tablespace_link_oid};
+use crate::manifest::{EntryKind, Manifest, tablespace_content};
 use crate::ops::repo::catalog::BackupMetadata;
 use crate::pg::control::{self, PG_CONTROL};
 use crate::wal::sysid::SystemId;
 use crate::{Error, Result};
 
 mod compare;
-use compare::{Candidate, Expect, compare};
+mod walk;
+use compare::{Expect, compare};
+use walk::Walk;
 
 /// The advice when --delta refuses a data directory.
 const FORCE_INSTEAD: &str = "use --force to delete its contents and restore everything";
@@ -116,13 +118,41 @@ fn check_identifier(pgdata: &Path, backup: &str, system_identifier: SystemId) ->
     Ok(())
 }
 
+/// What [`survey`] found, before anything was changed: [`Survey::apply`] carries it out.
+#[derive(Debug, Default)]
+pub struct Survey {
+    keep: HashSet<String>,
+    remove: Vec<PathBuf>,
+    skip_parts: HashSet<u32>,
+    report: DeltaReport,
+}
+
+impl Survey {
+    /// Parts of a full backup with nothing to write (none for a chain: its restore works them
+    /// out itself).
+    pub fn skip_parts(&self) -> &HashSet<u32> {
+        &self.skip_parts
+    }
+
+    /// Remove what the target does not have and the files that differ; what is left is kept.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the path that could not be removed.
+    pub fn apply(self) -> Result<Plan> {
+        for at in &self.remove {
+            walk::remove(at)?;
+        }
+        Ok(Plan { keep: Arc::new(self.keep), skip_parts: self.skip_parts, report: self.report })
+    }
+}
+
 /// Compare `pgdata` (and the tablespaces) with the manifest of a full backup, keep what
 /// matches, remove the rest; `jobs` files are hashed at once. Blocking.
 ///
 /// # Errors
 /// [`Error::Io`] naming the path that could not be read or removed.
 pub fn clean(pgdata: &Path, manifest: &Manifest, remap: &BTreeMap<u32, PathBuf>, jobs: usize) -> Result<Plan> {
-    clean_with(pgdata, manifest, None, remap, jobs)
+    survey(pgdata, manifest, None, remap, jobs)?.apply()
 }
 
 /// As [`clean`] for an incremental backup: `manifest` is its manifest (its tree) and `blocks`
@@ -138,35 +168,22 @@ pub fn clean_chain(
     remap: &BTreeMap<u32, PathBuf>,
     jobs: usize,
 ) -> Result<Plan> {
-    clean_with(pgdata, manifest, Some(blocks), remap, jobs)
+    survey(pgdata, manifest, Some(blocks), remap, jobs)?.apply()
 }
 
-fn clean_with(
+/// Read `pgdata` (and the tablespaces) against the target (`blocks`: an incremental's
+/// effective block map, else the full backup's manifest) without changing anything. Blocking.
+///
+/// # Errors
+/// As [`clean_chain`], reading only.
+pub fn survey(
     pgdata: &Path,
     manifest: &Manifest,
     blocks: Option<&BlockMap>,
     remap: &BTreeMap<u32, PathBuf>,
     jobs: usize,
-) -> Result<Plan> {
-    let files = match blocks {
-        None => manifest
-            .files
-            .iter()
-            .filter(|e| e.kind == EntryKind::File)
-            .map(|e| (e.path.as_str(), Expect::Whole { size: e.size, digest: &e.digest }))
-            .collect(),
-        Some(map) => {
-            let mut files = std::collections::HashMap::new();
-            for (path, length, _) in manifest.restored_files() {
-                let Some(b) = map.files.get(path).filter(|b| b.length == length) else {
-                    return Err(Error::corrupt(path, format!("is not in the target's block map at length {length}")));
-                };
-                files.insert(path, Expect::Blocks(b, map.algo));
-            }
-            files
-        }
-    };
-    let mut walk = Walk { manifest, files, report: DeltaReport::default(), candidates: Vec::new() };
+) -> Result<Survey> {
+    let mut walk = Walk::new(manifest, expectations(manifest, blocks)?);
     fs::create_dir_all(pgdata).with_path(pgdata)?;
     walk.dir(pgdata, "")?;
     for ts in &manifest.tablespaces {
@@ -186,8 +203,9 @@ fn clean_with(
             }
         }
     }
-    let Walk { mut report, candidates, .. } = walk;
-    let kept = compare(candidates, jobs)?;
+    let Walk { mut report, candidates, mut remove, .. } = walk;
+    let (kept, differs) = compare(candidates, jobs)?;
+    remove.extend(differs);
     report.kept_files = kept.len() as u64;
     report.kept_bytes = kept.iter().map(|c| c.expect.length()).sum();
     let keep: HashSet<String> = kept.into_iter().map(|c| c.path).collect();
@@ -196,35 +214,55 @@ fn clean_with(
         Some(_) => HashSet::new(),
     };
     report.parts_skipped = skip_parts.len() as u64;
-    Ok(Plan { keep: Arc::new(keep), skip_parts, report })
+    Ok(Survey { keep, remove, skip_parts, report })
 }
 
-/// [`clean`] (`blocks` `None`) or [`clean_chain`] on a blocking thread.
+/// Every file the target restores, and what it must be to be kept.
+fn expectations<'a>(manifest: &'a Manifest, blocks: Option<&'a BlockMap>) -> Result<HashMap<&'a str, Expect<'a>>> {
+    let Some(map) = blocks else {
+        return Ok(manifest
+            .files
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .map(|e| (e.path.as_str(), Expect::Whole { size: e.size, digest: &e.digest }))
+            .collect());
+    };
+    let mut files = HashMap::new();
+    for (path, length, _) in manifest.restored_files() {
+        let Some(b) = map.files.get(path).filter(|b| b.length == length) else {
+            return Err(Error::corrupt(path, format!("is not in the target's block map at length {length}")));
+        };
+        files.insert(path, Expect::Blocks(b, map.algo));
+    }
+    Ok(files)
+}
+
+/// [`survey`] on a blocking thread, logged.
 ///
 /// # Errors
-/// As [`clean`].
-pub async fn clean_async(
+/// As [`survey`].
+pub async fn survey_async(
     pgdata: &Path,
     manifest: &Manifest,
     blocks: Option<Arc<BlockMap>>,
     remap: &BTreeMap<u32, PathBuf>,
     jobs: usize,
-) -> Result<Plan> {
+) -> Result<Survey> {
     let (pgdata, manifest, remap) = (pgdata.to_path_buf(), manifest.clone(), remap.clone());
     let began = std::time::Instant::now();
-    let plan =
-        crate::ops::repo::blocking(move || clean_with(&pgdata, &manifest, blocks.as_deref(), &remap, jobs)).await?;
-    let r = &plan.report;
+    let survey =
+        crate::ops::repo::blocking(move || survey(&pgdata, &manifest, blocks.as_deref(), &remap, jobs)).await?;
+    let r = &survey.report;
     let seconds = began.elapsed().as_secs_f64();
     tracing::info!(
-        "delta: {} files ({} bytes) kept, {} files ({} bytes) of the old state removed, in {seconds:.1} s ({:.0} MB/s compared)",
+        "delta: {} files ({} bytes) to keep, {} files ({} bytes) of the old state to remove, compared in {seconds:.1} s ({:.0} MB/s)",
         r.kept_files,
         r.kept_bytes,
         r.removed_files,
         r.removed_bytes,
         r.kept_bytes as f64 / 1e6 / seconds.max(1e-3)
     );
-    Ok(plan)
+    Ok(survey)
 }
 
 impl Plan {
@@ -246,74 +284,6 @@ pub fn disable(pgdata: &Path) {
     let from = pgdata.join(PG_CONTROL);
     if from.exists() {
         let _ = fs::rename(&from, pgdata.join(PG_CONTROL_ASIDE));
-    }
-}
-
-struct Walk<'a> {
-    manifest: &'a Manifest,
-    /// Every file the target restores, and what it must be to be kept.
-    files: std::collections::HashMap<&'a str, Expect<'a>>,
-    report: DeltaReport,
-    /// Files the target has, to compare.
-    candidates: Vec<Candidate<'a>>,
-}
-
-impl<'a> Walk<'a> {
-    fn dir(&mut self, at: &Path, rel: &str) -> Result<()> {
-        let mut names: Vec<_> = fs::read_dir(at).with_path(at)?.collect::<std::io::Result<_>>().with_path(at)?;
-        names.sort_by_key(|e| e.file_name());
-        for entry in names {
-            let name = entry.file_name();
-            let child = if rel.is_empty() {
-                name.to_string_lossy().into_owned()
-            } else {
-                format!("{rel}/{}", name.to_string_lossy())
-            };
-            self.entry(&entry.path(), &child)?;
-        }
-        Ok(())
-    }
-
-    fn entry(&mut self, at: &Path, rel: &str) -> Result<()> {
-        let meta = fs::symlink_metadata(at).with_path(at)?;
-        let listed = self.manifest.lookup(rel).map(|e| e.kind);
-        let utf8 = at.to_str().is_some();
-        if meta.is_dir() && listed == Some(EntryKind::Dir) && utf8 {
-            return self.dir(at, rel);
-        }
-        if let Some((path, expect)) = self.files.get_key_value(rel).filter(|_| meta.is_file() && utf8) {
-            let at = at.to_path_buf();
-            if meta.len() != expect.length() {
-                // Not worth reading: fetched again.
-                return fs::remove_file(&at).with_path(&at);
-            }
-            self.candidates.push(Candidate { at, path: path.to_string(), expect: *expect });
-            return Ok(());
-        }
-        if meta.file_type().is_symlink() && tablespace_link_oid(rel).is_some() && listed == Some(EntryKind::Symlink) {
-            // The extraction makes the link again, to the place this restore puts the tablespace.
-            return fs::remove_file(at).with_path(at);
-        }
-        self.remove(at, &meta)
-    }
-
-    /// Remove what the backup does not have (a directory with everything in it, never
-    /// following a link).
-    fn remove(&mut self, at: &Path, meta: &fs::Metadata) -> Result<()> {
-        if meta.is_dir() {
-            for entry in fs::read_dir(at).with_path(at)? {
-                let path = entry.with_path(at)?.path();
-                let inner = fs::symlink_metadata(&path).with_path(&path)?;
-                self.remove(&path, &inner)?;
-            }
-            return fs::remove_dir(at).with_path(at);
-        }
-        self.report.removed_files += 1;
-        if meta.is_file() {
-            self.report.removed_bytes += meta.len();
-        }
-        tracing::debug!("delta: removing {}", at.display());
-        fs::remove_file(at).with_path(at)
     }
 }
 

@@ -4,32 +4,31 @@
 //! data directory. Then the parts are extracted and verified against the manifest, and
 //! `recovery.signal` plus the recovery settings are written.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use tokio_util::io::SyncIoBridge;
 
-use crate::codec;
 use crate::error::IoContext;
 use crate::manifest::Manifest;
 use crate::ops::Repo;
-use crate::ops::repo::blocking;
-use crate::ops::repo::catalog::{self, BackupMetadata, ChainEnd, PartInfo, WalArchive};
+use crate::ops::repo::catalog::{self, BackupMetadata, ChainEnd, WalArchive};
 use crate::ops::repo::local;
-use crate::ops::repo::progress::{Metered, Progress};
-use crate::ops::repo::wal_index::WalIndex;
+use crate::ops::repo::phases::Phases;
 use crate::ops::restore::chain::Written;
 use crate::pg::recovery::{self, RecoverySettings, RecoveryTarget, TargetAction};
-use crate::{Error, Result, tarball};
+use crate::{Error, Result};
 
+mod extract;
 mod owner;
+mod sides;
 mod stage;
 mod tablespaces;
 mod target;
 
 use owner::{chown_like_parent, hand_over_listing};
+use sides::{Archived, Restored, Sides};
 
 pub use target::TimelineChoice;
 
@@ -96,6 +95,7 @@ pub struct PrepareOutcome {
 /// directory, key and corruption errors from the manifest and parts.
 pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareOutcome> {
     let began = Instant::now();
+    let phases = Phases::start();
     match opts.delta {
         true => super::delta::check_not_running(&opts.pgdata)?,
         false => check_pgdata(&opts.pgdata, opts.force)?,
@@ -104,55 +104,46 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
     if opts.delta {
         super::delta::check_cluster(&opts.pgdata, &backup)?;
     }
+    phases.end("catalog");
     // The manifest first: the metadata is cross-checked against it before anything uses it.
     let manifest = crate::ops::repo::parts::load_manifest(repo, &backup).await?;
-    let mut index = WalIndex::load(None, repo);
-    let archive = WalArchive::load(repo, &mut index, backup.wal_segment_size).await?;
-    let wal = target::check_wal(repo, &archive, &backup, &opts.target, opts.timeline).await?;
-    crate::ops::repo::place::check_parts(repo, &backup).await?;
+    phases.end("manifest");
     let chain = super::chain::prepare(repo, &backup, &manifest).await?;
+    phases.end("chain");
     tablespaces::check(&backup.name, &manifest, &opts.tablespace_map, &opts.pgdata, opts.delta)?;
-    tracing::info!(
-        "restoring {} ({} files, {} bytes) into {}",
-        backup.name,
-        manifest.files.iter().filter(|e| e.kind == crate::manifest::EntryKind::File).count(),
-        backup.bytes,
-        opts.pgdata.display()
-    );
-
-    prepare_dir(&opts.pgdata, opts.force && !opts.delta)?;
-    let delta = match opts.delta {
-        true => {
-            let blocks = chain.as_ref().map(|c| c.target_blocks());
-            Some(super::delta::clean_async(&opts.pgdata, &manifest, blocks, &opts.tablespace_map, opts.jobs).await?)
-        }
-        false => None,
-    };
     let cache = local::cache_dir_for(opts.cache_dir.as_deref(), &opts.pgdata);
-    let plan = match &cache {
-        Some(_) if opts.prefetch > 0 => Some(recovery_plan(repo, &archive, &backup, &wal, &opts.pgdata).await?),
-        _ => None,
-    };
     let spool = cache.as_deref().map(|c| local::prefetch_dir(c, repo, &opts.pgdata));
-    if let Some(dir) = &spool {
-        // Whatever an earlier restore into this directory left is never used.
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).with_path(dir)?;
-        }
-    }
-    // The first segments of recovery download while the parts are extracted.
-    let first = backup.start_lsn.segment_number(backup.wal_segment_size);
-    let stage = async {
-        match (&plan, &spool) {
-            (Some(plan), Some(dir)) => {
-                let staged = local::staged_dir(dir);
-                stage::stage(repo, plan, &archive.files, &staged, first, opts.prefetch).await
-            }
-            _ => Ok(Vec::new()),
+    // Two sides at once: the archive is listed and checked (then the first segments of the
+    // recovery download) while a delta restore reads the data directory; nothing in it is
+    // changed before the archive side says the checks passed.
+    let (checked, checks_passed) = tokio::sync::oneshot::channel();
+    let sides = Sides { repo, opts, backup: &backup, phases: &phases };
+    let archive_side = sides.archive(cache.as_deref(), spool.as_deref(), checked);
+    let data_side = sides.data(&manifest, chain.as_ref(), checks_passed);
+    let (restored, archived) = tokio::join!(data_side, archive_side);
+    phases.end("wal-stage");
+    let clear_spool = || {
+        if let Some(dir) = &spool {
+            let _ = std::fs::remove_dir_all(dir);
         }
     };
-    let (restored, staged) =
-        tokio::join!(restore_into(repo, &backup, &manifest, opts, wal.timeline, chain.as_ref(), delta.as_ref()), stage);
+    let (written, delta, archived) = match (restored, archived) {
+        (Restored::Done(written, delta), Ok(archived)) => (written, delta, archived),
+        (Restored::Failed(e), _) => {
+            // Never leave half a data directory that someone might start.
+            match opts.delta {
+                true => super::delta::disable(&opts.pgdata),
+                false => drop(prepare_dir(&opts.pgdata, true)),
+            }
+            clear_spool();
+            return Err(e);
+        }
+        (_, Err(e)) | (Restored::Refused(e), Ok(_)) => {
+            clear_spool();
+            return Err(e);
+        }
+    };
+    let Archived { index, wal, plan, staged } = archived;
     // Staging is a head start only: a segment it could not get, wal-fetch fetches (and stops
     // recovery with the right exit code if the archive really fails).
     let wal_staged = match staged {
@@ -165,26 +156,14 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
             0
         }
     };
-    let written = match restored {
-        Ok(written) => written,
-        Err(e) => {
-            // Never leave half a data directory that someone might start.
-            match opts.delta {
-                true => super::delta::disable(&opts.pgdata),
-                false => drop(prepare_dir(&opts.pgdata, true)),
-            }
-            if let Some(dir) = &spool {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            return Err(e);
-        }
-    };
     if let (Some(plan), Some(cache)) = (&plan, &cache) {
         plan.save(cache, repo)?;
     }
     chown_like_parent(&opts.pgdata)?;
     hand_over_listing(repo, index, &backup, opts);
 
+    phases.end("finish");
+    phases.log();
     let next_command = format!("pg_ctl -D {} start", opts.pgdata.display());
     if !opts.archive {
         tracing::info!(
@@ -213,7 +192,7 @@ pub async fn pitr_prepare(repo: &Repo, opts: &PrepareOptions) -> Result<PrepareO
 
 /// What wal-fetch needs to place WAL in pg_wal: the cluster and the timeline path to the
 /// timeline recovery follows (the newest, as `recovery_target_timeline = latest`).
-async fn recovery_plan(
+pub(super) async fn recovery_plan(
     repo: &Repo,
     archive: &WalArchive,
     b: &BackupMetadata,
@@ -225,7 +204,7 @@ async fn recovery_plan(
 }
 
 /// Extract every part, move tablespaces, write the recovery settings.
-async fn restore_into(
+pub(super) async fn restore_into(
     repo: &Repo,
     backup: &BackupMetadata,
     manifest: &Manifest,
@@ -239,7 +218,7 @@ async fn restore_into(
             let keep = delta.map(|d| d.keep.clone()).unwrap_or_default();
             super::chain::restore(repo, c, &opts.pgdata, &opts.tablespace_map, opts.jobs, &keep).await?
         }
-        None => extract_parts(repo, backup, manifest, opts, delta).await?,
+        None => extract::extract_parts(repo, backup, manifest, opts, delta).await?,
     };
     if !opts.tablespace_map.is_empty() {
         remap_tablespace_map(&opts.pgdata, &opts.tablespace_map)?;
@@ -272,7 +251,7 @@ fn check_pgdata(pgdata: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-fn prepare_dir(pgdata: &Path, force: bool) -> Result<()> {
+pub(super) fn prepare_dir(pgdata: &Path, force: bool) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if force && pgdata.is_dir() {
         for entry in std::fs::read_dir(pgdata).with_path(pgdata)? {
@@ -312,67 +291,6 @@ async fn choose_backup(repo: &Repo, opts: &PrepareOptions) -> Result<BackupMetad
             oldest.stop_lsn
         ))),
     }
-}
-
-async fn extract_parts(
-    repo: &Repo,
-    b: &BackupMetadata,
-    manifest: &Manifest,
-    opts: &PrepareOptions,
-    delta: Option<&super::delta::Plan>,
-) -> Result<Written> {
-    use futures_util::StreamExt;
-    let keep = delta.map(|d| d.keep.clone()).unwrap_or_default();
-    let keep = &keep;
-    let parts: Vec<PartInfo> =
-        b.parts.iter().filter(|p| !delta.is_some_and(|d| d.skip_parts.contains(&p.index))).cloned().collect();
-    let stored = parts.iter().map(|p| p.stored_bytes).sum();
-    let progress = Progress::start(format!("restore of {}", b.name), stored, repo.progress_interval);
-    let progress = &progress;
-    let results: Vec<(PartInfo, tarball::ExtractStats)> = futures_util::stream::iter(parts)
-        .map(|part| async move {
-            let expect =
-                repo.expect(&crate::ops::repo::place::Logical::Part { backup: &b.name, index: part.index }).await?;
-            let reader = repo.storage.get(&part.key).await?;
-            let bridge = Metered::new(SyncIoBridge::new(reader), progress.clone(), None);
-            let (object, keyring) = (repo.storage.describe(&part.key), repo.keyring.clone());
-            let (manifest, pgdata, remap) = (manifest.clone(), opts.pgdata.clone(), opts.tablespace_map.clone());
-            let keep = std::sync::Arc::clone(keep);
-            let stats = blocking(move || {
-                let input = std::io::BufReader::with_capacity(1 << 20, bridge);
-                let (_, body) = codec::decoder(input, &keyring, &object, false, Some(&expect))?;
-                tarball::extract_tar_keeping(body, &pgdata, &manifest, &remap, &keep).map_err(|e| match e {
-                    Error::Io { path, source } if path == object => codec::error_from_io(source, &object),
-                    other => other,
-                })
-            })
-            .await?;
-            tracing::info!("part {}: {} files, {} bytes", part.index, stats.files, stats.bytes);
-            Ok::<_, Error>((part, stats))
-        })
-        .buffer_unordered(opts.jobs.max(1))
-        // Collect every result (not try_collect): a failed part must not leave others still
-        // writing into PGDATA while the caller cleans it up.
-        .collect::<Vec<Result<_>>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
-    progress.finish();
-    let mut files = 0;
-    let mut bytes = 0;
-    for (part, stats) in &results {
-        let extracted: HashSet<String> = stats.paths.iter().cloned().collect();
-        if let Some(missing) = manifest.missing(part.index, &extracted).first() {
-            return Err(Error::corrupt(
-                repo.storage.describe(&part.key),
-                format!("{} is in the manifest but not in the part", missing.path),
-            ));
-        }
-        files += stats.files;
-        bytes += stats.bytes;
-    }
-    let (parts, parts_skipped) = (b.parts.len() as u64, delta.map_or(0, |d| d.skip_parts.len() as u64));
-    Ok(Written { files, bytes, parts, parts_skipped })
 }
 
 fn remap_tablespace_map(pgdata: &Path, remap: &BTreeMap<u32, PathBuf>) -> Result<()> {

@@ -16,11 +16,38 @@ impl S3Storage {
         Ok(crate::storage::s3_resume::reader(self.clone(), key, out, self.inner.max_attempts))
     }
 
+    /// See [`crate::storage::Storage::get_prefix`]: one ranged GetObject.
+    pub async fn get_prefix(&self, key: &str, len: u64) -> Result<bytes::Bytes> {
+        let out = self.get_range(key, &format!("bytes=0-{}", len.saturating_sub(1)), None).await?;
+        match out.body.collect().await {
+            Ok(body) => Ok(body.into_bytes()),
+            Err(e) => Err(Error::Storage {
+                op: "get",
+                key: self.describe(key),
+                reason: format!("reading the body: {e}"),
+                permanent: false,
+            }),
+        }
+    }
+
     /// One GetObject, whole or from `resume = (offset, etag)`, with the error mapping of `get`.
     pub(in crate::storage) async fn get_object(
         &self,
         key: &str,
         resume: Option<(u64, &str)>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        match resume {
+            Some((offset, etag)) => self.get_range(key, &format!("bytes={offset}-"), Some(etag)).await,
+            None => self.get_range(key, "", None).await,
+        }
+    }
+
+    /// One GetObject of `range` (all of it when empty), only while the ETag is `if_match`.
+    async fn get_range(
+        &self,
+        key: &str,
+        range: &str,
+        if_match: Option<&str>,
     ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
         validate_key(key)?;
         let inner = &self.inner;
@@ -31,8 +58,8 @@ impl S3Storage {
             .get_object()
             .bucket(&inner.bucket)
             .key(self.full_key(key))
-            .set_range(resume.map(|(offset, _)| format!("bytes={offset}-")))
-            .set_if_match(resume.map(|(_, etag)| etag.to_string()))
+            .set_range((!range.is_empty()).then(|| range.to_string()))
+            .set_if_match(if_match.map(str::to_string))
             .customize()
             .interceptor(attempts.clone())
             .send()

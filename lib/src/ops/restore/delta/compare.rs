@@ -32,21 +32,37 @@ pub enum Expect<'a> {
     Whole { size: u64, digest: &'a FileDigest },
     /// Length and block digests (an incremental backup's effective block map), and their hash.
     Blocks(&'a FileBlocks, DigestAlgo),
+    /// `postgresql.auto.conf` of a full backup: size and digest once the recovery block a
+    /// restore appended is taken out (pitr-prepare replaces that block anyway).
+    Settings { size: u64, digest: &'a FileDigest },
 }
+
+/// How much longer than the backup's `postgresql.auto.conf` a local one with a recovery block
+/// may be.
+const SETTINGS_SLACK: u64 = 64 * 1024;
 
 impl Expect<'_> {
     /// The length the file must have.
     pub fn length(&self) -> u64 {
         match self {
-            Expect::Whole { size, .. } => *size,
+            Expect::Whole { size, .. } | Expect::Settings { size, .. } => *size,
             Expect::Blocks(b, _) => b.length,
+        }
+    }
+
+    /// Whether a local file of `len` bytes may match (a settings file may hold a recovery
+    /// block more).
+    pub fn may_have_length(&self, len: u64) -> bool {
+        match self {
+            Expect::Settings { size, .. } => len >= *size && len <= size.saturating_add(SETTINGS_SLACK),
+            _ => len == self.length(),
         }
     }
 
     /// Units of work: one for a whole file, one per chunk of blocks (at least one).
     fn units(&self) -> usize {
         match self {
-            Expect::Whole { .. } => 1,
+            Expect::Whole { .. } | Expect::Settings { .. } => 1,
             Expect::Blocks(b, _) => usize::try_from(block_count(b.length).div_ceil(CHUNK_BLOCKS)).unwrap_or(1).max(1),
         }
     }
@@ -60,12 +76,17 @@ pub struct Candidate<'a> {
     pub expect: Expect<'a>,
 }
 
-/// Compare every candidate on 8 x `jobs` threads (8 to 32); remove those that differ and
-/// return the others.
+/// The candidates that match, and the paths of those that differ.
+pub type Compared<'a> = (Vec<Candidate<'a>>, Vec<PathBuf>);
+
+/// Compare every candidate on 8 x `jobs` threads (8 to 32), reading only.
 ///
 /// # Errors
-/// [`Error::Io`] naming the file that could not be read or removed.
-pub fn compare(candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Vec<Candidate<'_>>> {
+/// [`Error::Io`] naming the file that could not be read.
+pub fn compare(mut candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Compared<'_>> {
+    // Longest first: a large file compared whole (one thread) started last would keep one
+    // thread busy while the others have nothing left.
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.expect.length()));
     let mut starts = Vec::with_capacity(candidates.len());
     let mut total = 0usize;
     for c in &candidates {
@@ -84,6 +105,7 @@ pub fn compare(candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Vec<Candid
         let workers: Vec<_> = (0..jobs.saturating_mul(READERS_PER_JOB).clamp(8, 32))
             .map(|_| {
                 s.spawn(|| {
+                    yield_to_others();
                     let mut buf = AlignedBuf::new(buf_len);
                     while !failed.load(Ordering::Relaxed) {
                         let unit = next.fetch_add(1, Ordering::Relaxed);
@@ -117,19 +139,23 @@ pub fn compare(candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Vec<Candid
             .collect()
     });
     outcomes.into_iter().collect::<Result<Vec<()>>>()?;
-    let mut kept = Vec::new();
+    let (mut kept, mut differs) = (Vec::new(), Vec::new());
     for (c, flag) in candidates.into_iter().zip(differ) {
-        if !flag.into_inner() {
+        if flag.into_inner() {
+            tracing::debug!("delta: {} differs", c.path);
+            differs.push(c.at);
+        } else {
             kept.push(c);
-            continue;
-        }
-        tracing::debug!("delta: {} differs", c.path);
-        match fs::remove_file(&c.at) {
-            Err(e) if e.kind() != ErrorKind::NotFound => return Err(Error::io(&c.at, e)),
-            _ => {}
         }
     }
-    Ok(kept)
+    Ok((kept, differs))
+}
+
+/// Lower this thread's priority (nice 10, best effort): the comparison is bulk work, and the
+/// restore's other work meanwhile (listing and checking the archive, a storage server on the
+/// same host) is short and on the way to the end.
+fn yield_to_others() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 /// Whether unit `unit` of the candidate matches (a file that vanished or shrank does not).
@@ -141,11 +167,12 @@ fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf) -> Result<bool> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io(&c.at, e)),
     };
-    if f.file_len().with_path(&c.at)? != c.expect.length() {
+    if !c.expect.may_have_length(f.file_len().with_path(&c.at)?) {
         return Ok(false);
     }
     match c.expect {
         Expect::Whole { digest, .. } => whole(&f, c, buf, digest.hasher()).map(|found| digest.matches(&found)),
+        Expect::Settings { size, digest } => settings(c, size, digest),
         Expect::Blocks(blocks, algo) => same_blocks(&f, c, (blocks, algo), unit, buf),
     }
 }
@@ -154,16 +181,34 @@ fn whole(f: &ColdReader, c: &Candidate<'_>, buf: &mut AlignedBuf, mut hash: File
     let step = usize::try_from(CHUNK_BLOCKS).unwrap_or(512) * BLOCK;
     let mut at = 0u64;
     loop {
-        let piece = f.read_at(buf, at, step).with_path(&c.at)?;
-        if piece.is_empty() {
+        let n = f
+            .read_each(buf, at, step, |piece| {
+                hash.update(piece);
+                true
+            })
+            .with_path(&c.at)?;
+        if n == 0 {
             return Ok(hash.finish());
         }
-        hash.update(piece);
-        at += piece.len() as u64;
+        at += n as u64;
     }
 }
 
-/// Blocks `unit * CHUNK_BLOCKS ..` of the file against their digests, read in one piece.
+/// A local `postgresql.auto.conf` without its recovery block against the backup's.
+fn settings(c: &Candidate<'_>, size: u64, digest: &FileDigest) -> Result<bool> {
+    let text = match fs::read(&c.at) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(&c.at, e)),
+    };
+    let Ok(text) = String::from_utf8(text) else { return Ok(false) };
+    let bare = crate::pg::recovery::strip_block(&text);
+    let mut hash = digest.hasher();
+    hash.update(bare.as_bytes());
+    Ok(bare.len() as u64 == size && digest.matches(&hash.finish()))
+}
+
+/// Blocks `unit * CHUNK_BLOCKS ..` of the file against their digests.
 fn same_blocks(
     f: &ColdReader,
     c: &Candidate<'_>,
@@ -178,18 +223,23 @@ fn same_blocks(
     }
     let from = first * BLOCK as u64;
     let len = usize::try_from(blocks.length.min(end * BLOCK as u64) - from).unwrap_or(usize::MAX);
-    let piece = f.read_at(buf, from, len).with_path(&c.at)?;
-    if piece.len() != len {
-        return Ok(false);
-    }
-    let mut at = 0;
-    for b in first..end {
-        let n = block_len(blocks.length, b);
-        let want = usize::try_from(b).ok().and_then(|i| blocks.digests.get(i));
-        if want.is_none() || want != piece.get(at..at + n).map(|b| algo.digest(b)).as_ref() {
-            return Ok(false);
-        }
-        at += n;
-    }
-    Ok(true)
+    let (mut b, mut same) = (first, true);
+    // Every piece but the file's last is whole blocks (pieces are multiples of 8 KiB).
+    let got = f
+        .read_each(buf, from, len, |piece| {
+            let mut at = 0;
+            while at < piece.len() && b < end {
+                let n = block_len(blocks.length, b);
+                let want = usize::try_from(b).ok().and_then(|i| blocks.digests.get(i));
+                if want.is_none() || want != piece.get(at..at + n).map(|bytes| algo.digest(bytes)).as_ref() {
+                    same = false;
+                    return false;
+                }
+                at += n;
+                b += 1;
+            }
+            true
+        })
+        .with_path(&c.at)?;
+    Ok(same && got == len && b == end)
 }

@@ -1,7 +1,7 @@
-//! Where a base backup's wall time goes: each phase is the time since the previous one ended,
-//! logged at debug as it ends and all in one line at the end, e.g.
-//! `phases (ms): connect 9, reference 120, start 45, ...` (target
-//! `walvault::ops::backup::phases`, level info; the `incremental` bench stage reads it).
+//! Where a long command's wall time goes (base-backup, pitr-prepare): each phase is the time
+//! since the previous one ended, logged at debug as it ends and all in one line at the end,
+//! e.g. `phases (ms): connect 9, reference 120, start 45, ...` (target
+//! `walvault::ops::repo::phases`, level info; the `incremental` and `rto` bench stages read it).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
