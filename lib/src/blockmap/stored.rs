@@ -268,6 +268,7 @@ mod tests {
                 let mut streamed = BlockMap::default();
                 let read = (|| -> Result<String> {
                     let mut r = crate::blockmap::stream::CompleteReader::new(bytes.as_slice(), "o")?;
+                    streamed.algo = r.algo();
                     while let Some((p, f)) = r.next_file()? {
                         streamed.files.insert(p, f);
                     }

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod pieces;
+
 /// Hex length of both digests (32 bytes).
 const HEX_LEN: usize = 64;
 

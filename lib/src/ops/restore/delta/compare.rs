@@ -6,16 +6,22 @@
 //! A file whose length differs is removed without being read. The rest is hashed by 8 x `jobs`
 //! threads, streaming: a whole-file comparison is one unit of work, a block comparison one unit
 //! per [`CHUNK_BLOCKS`] blocks, so the blocks of one large relation segment are hashed on every
-//! thread at once, and a file stops being read at its first differing block.
+//! thread at once, and a file stops being read at its first differing block. A large file with
+//! a BLAKE3 digest is one unit per 4 MiB piece too ([`pieces`]): its pieces' values are joined
+//! into the file's digest once the last one is in.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use blake3::hazmat::ChainingValue;
 
 use crate::blockmap::{BLOCK, DigestAlgo, FileBlocks, block_count, block_len};
 use crate::error::IoContext;
 use crate::fsutil::cold_read::{AlignedBuf, ColdReader};
+use crate::manifest::digest::pieces;
 use crate::manifest::{FileDigest, FileHasher};
 use crate::{Error, Result};
 
@@ -59,13 +65,28 @@ impl Expect<'_> {
         }
     }
 
-    /// Units of work: one for a whole file, one per chunk of blocks (at least one).
+    /// Units of work: one for a whole file (one per piece when hashed in pieces), one per chunk
+    /// of blocks (at least one).
     fn units(&self) -> usize {
         match self {
+            Expect::Whole { size, .. } if self.in_pieces() => usize::try_from(pieces::count(*size)).unwrap_or(1),
             Expect::Whole { .. } | Expect::Settings { .. } => 1,
             Expect::Blocks(b, _) => usize::try_from(block_count(b.length).div_ceil(CHUNK_BLOCKS)).unwrap_or(1).max(1),
         }
     }
+}
+
+impl Expect<'_> {
+    /// A large file with a BLAKE3 digest: hashed in pieces, on several threads at once.
+    fn in_pieces(&self) -> bool {
+        matches!(self, Expect::Whole { size, digest: FileDigest::Blake3(_) } if pieces::in_pieces(*size))
+    }
+}
+
+/// The pieces' values of a file hashed in pieces, as they come in.
+struct Gathered {
+    left: AtomicUsize,
+    values: Mutex<Vec<Option<ChainingValue>>>,
 }
 
 /// A local file the target has: where it is, its manifest path, and what it must be.
@@ -94,6 +115,10 @@ pub fn compare(mut candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Compar
         total += c.expect.units();
     }
     let differ: Vec<AtomicBool> = candidates.iter().map(|_| AtomicBool::new(false)).collect();
+    let gathered: Vec<Gathered> = candidates
+        .iter()
+        .map(|c| Gathered { left: AtomicUsize::new(c.expect.units()), values: Mutex::new(Vec::new()) })
+        .collect();
     let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
     let buf_len = usize::try_from(CHUNK_BLOCKS).unwrap_or(512) * BLOCK;
     let outcomes: Vec<Result<()>> = std::thread::scope(|s| {
@@ -113,14 +138,15 @@ pub fn compare(mut candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Compar
                             break;
                         }
                         let i = starts.partition_point(|&s| s <= unit).saturating_sub(1);
-                        let (Some(c), Some(flag), Some(first)) = (candidates.get(i), differ.get(i), starts.get(i))
+                        let (Some(c), Some(flag), Some(first), Some(g)) =
+                            (candidates.get(i), differ.get(i), starts.get(i), gathered.get(i))
                         else {
                             break;
                         };
                         if flag.load(Ordering::Relaxed) {
                             continue;
                         }
-                        match same(c, (unit - first) as u64, &mut buf) {
+                        match same(c, (unit - first) as u64, &mut buf, g) {
                             Ok(true) => {}
                             Ok(false) => flag.store(true, Ordering::Relaxed),
                             Err(e) => {
@@ -161,7 +187,7 @@ fn yield_to_others() {
 /// Whether unit `unit` of the candidate matches (a file that vanished or shrank does not).
 /// Pieces in the page cache are read from it, the others straight from the device
 /// ([`ColdReader`]).
-fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf) -> Result<bool> {
+fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf, g: &Gathered) -> Result<bool> {
     let f = match ColdReader::open(&c.at) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
@@ -171,6 +197,7 @@ fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf) -> Result<bool> {
         return Ok(false);
     }
     match c.expect {
+        Expect::Whole { size, digest } if c.expect.in_pieces() => piece(&f, c, (size, digest), unit, buf, g),
         Expect::Whole { digest, .. } => whole(&f, c, buf, digest.hasher()).map(|found| digest.matches(&found)),
         Expect::Settings { size, digest } => settings(c, size, digest),
         Expect::Blocks(blocks, algo) => same_blocks(&f, c, (blocks, algo), unit, buf),
@@ -192,6 +219,43 @@ fn whole(f: &ColdReader, c: &Candidate<'_>, buf: &mut AlignedBuf, mut hash: File
         }
         at += n as u64;
     }
+}
+
+/// Piece `unit` of a file hashed in pieces: its value kept; the last piece in joins them and
+/// compares the file's digest.
+fn piece(
+    f: &ColdReader,
+    c: &Candidate<'_>,
+    (size, digest): (u64, &FileDigest),
+    unit: u64,
+    buf: &mut AlignedBuf,
+    g: &Gathered,
+) -> Result<bool> {
+    let offset = unit * pieces::PIECE_LEN;
+    let len = usize::try_from(pieces::PIECE_LEN.min(size.saturating_sub(offset))).unwrap_or(0);
+    let mut h = pieces::piece_hasher(offset);
+    let got = f
+        .read_each(buf, offset, len, |bytes| {
+            h.update(bytes);
+            true
+        })
+        .with_path(&c.at)?;
+    if got != len || len == 0 {
+        return Ok(false);
+    }
+    let Ok(mut values) = g.values.lock() else { return Ok(false) };
+    let slot = usize::try_from(unit).unwrap_or(usize::MAX);
+    if values.len() <= slot {
+        values.resize(usize::try_from(pieces::count(size)).unwrap_or(0).max(slot + 1), None);
+    }
+    if let Some(v) = values.get_mut(slot) {
+        *v = Some(pieces::value(&h));
+    }
+    if g.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return Ok(true);
+    }
+    let all: Option<Vec<ChainingValue>> = std::mem::take(&mut *values).into_iter().collect();
+    Ok(all.and_then(|v| pieces::merge(size, &v)).is_some_and(|found| digest.matches(&found)))
 }
 
 /// A local `postgresql.auto.conf` without its recovery block against the backup's.

@@ -144,6 +144,44 @@ fn the_settings_file_is_compared_without_the_recovery_block() {
     assert!(plan.keep.is_empty(), "a setting after the block");
 }
 
+/// Files over 4 MiB with a BLAKE3 digest are hashed in pieces on several threads: kept when
+/// every byte is the same, fetched when one byte of any piece differs.
+#[test]
+fn large_files_are_compared_in_pieces() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = tmp.path();
+    let data: Vec<u8> = (0..(11 << 20) + 4321).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big = |path: &str, bytes: &[u8]| ManifestEntry {
+        path: path.into(),
+        size: bytes.len() as u64,
+        digest: crate::manifest::digest::of_bytes(bytes),
+        mode: 0o600,
+        part: 0,
+        kind: EntryKind::File,
+        link_target: None,
+    };
+    let names = ["base/5/100", "base/5/101", "base/5/102", "base/5/103"];
+    let manifest = Manifest::new(
+        [dir("base", 0), dir("base/5", 0)].into_iter().chain(names.iter().map(|n| big(n, &data))).collect(),
+        vec![],
+    );
+    for (i, name) in names.iter().enumerate() {
+        let mut local = data.clone();
+        match i {
+            1 => local[(4 << 20) + 100] ^= 1,
+            2 => local[data.len() - 1] ^= 0x80,
+            3 => local[0] = local[0].wrapping_add(1),
+            _ => {}
+        }
+        write(root, name, &local);
+    }
+    let plan = clean(root, &manifest, &BTreeMap::new(), 2).unwrap_or_else(|e| panic!("{e}"));
+    let keep: Vec<_> = plan.keep.iter().cloned().collect();
+    assert_eq!(keep, ["base/5/100"]);
+    assert!(root.join("base/5/100").is_file() && !root.join("base/5/101").exists());
+    assert!(!root.join("base/5/102").exists() && !root.join("base/5/103").exists());
+}
+
 #[test]
 fn a_link_or_a_file_where_the_backup_has_a_directory_goes() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::DeltaReport;
 use super::compare::{Candidate, Expect};
+use crate::Result;
 use crate::error::IoContext;
 use crate::manifest::{EntryKind, Manifest, tablespace_link_oid};
-use crate::Result;
 
 /// The configuration file pitr-prepare rewrites (its recovery block): compared without it.
 pub const SETTINGS_FILE: &str = "postgresql.auto.conf";
