@@ -111,6 +111,29 @@ def warm_page_cache(pgdata):
                         pass
 
 
+def device_read_bytes(path):
+    """Bytes read so far from the block device holding `path` (/proc/diskstats), or None."""
+    try:
+        st = os.stat(path)
+        major, minor = os.major(st.st_dev), os.minor(st.st_dev)
+        with open("/proc/diskstats") as f:
+            for line in f:
+                cols = line.split()
+                if int(cols[0]) == major and int(cols[1]) == minor:
+                    return int(cols[5]) * 512
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def read_during(path, fn):
+    """fn()'s result and the bytes read from `path`'s device meanwhile (None if unknown)."""
+    before = device_read_bytes(path)
+    out = fn()
+    after = device_read_bytes(path)
+    return out, (after - before if before is not None and after is not None else None)
+
+
 def drop_page_cache():
     """Write back and drop the page cache (root only): True when dropped."""
     subprocess.run(["sync"], timeout=600)
@@ -199,17 +222,19 @@ def stage(ctx):
         # warm: the same change again, right after (the directory was just read).
         changed, rels = change_one_percent(rdir)
         cold = drop_page_cache()
-        dout, delta_s = prepare(w, rdir, direct, "delta", "--delta")
+        (dout, delta_s), cold_read = read_during(rdir, lambda: prepare(w, rdir, direct, "delta", "--delta"))
         change_one_percent(rdir)
         # Warm: the data directory in the page cache, as on a host whose server just ran (the
         # delta reads a cold piece with O_DIRECT, so the cold run above leaves nothing cached):
-        # read once, untimed.
+        # the cache emptied (the source cluster's pages held a third of it) and the directory
+        # read once, untimed. The bytes read from the device during the run say how warm it was.
+        drop_page_cache()
         warm_page_cache(rdir)
-        wout, warm_s = prepare(w, rdir, direct, "delta-warm", "--delta")
+        (wout, warm_s), warm_read = read_during(rdir, lambda: prepare(w, rdir, direct, "delta-warm", "--delta"))
         out["delta"] = {"full_s": full_s, "delta_s": delta_s, "ratio": delta_s / full_s, "changed_files": changed,
                         "relation_files": rels, "report": dout.get("delta"), "target_ratio": 0.15, "cold": cold,
                         "warm_s": warm_s, "warm_ratio": warm_s / full_s, "warm_report": wout.get("delta"),
-                        "full_sync_s": full_sync_s, "phases_ms": {"full": prep.get("phases_ms"), "cold": dout.get("phases_ms"),
+                        "full_sync_s": full_sync_s, "device_read_bytes": {"cold": cold_read, "warm": warm_read}, "phases_ms": {"full": prep.get("phases_ms"), "cold": dout.get("phases_ms"),
                                                                   "warm": wout.get("phases_ms")}}
         h.log(f"rto: full restore {full_s:.1f} s, delta {delta_s:.1f} s ({'cold' if cold else 'page cache not dropped'}), "
               f"warm {warm_s:.1f} s ({changed} of {rels} relation files changed)")
@@ -278,6 +303,9 @@ def render(doc, f, table, target, machine_line):
                    f"`sync` right after it took {f(d['full_sync_s'])} s more (PostgreSQL syncs the data directory when it "
                    f"starts); with it the cold delta restore is {d['delta_s'] / (d['full_s'] + d['full_sync_s']):.0%} of the "
                    "full restore.", ""]
+        dev = d.get("device_read_bytes") or {}
+        if dev.get("cold") is not None and dev.get("warm") is not None:
+            md += [f"Read from the disk during the runs: {dev['cold'] / 1e9:.1f} GB cold, {dev['warm'] / 1e9:.2f} GB warm.", ""]
         ph = d.get("phases_ms") or {}
         rows = [[k, " ".join(f"{n} {ms}," for n, ms in v.items()).rstrip(",")] for k, v in ph.items() if v]
         if rows:

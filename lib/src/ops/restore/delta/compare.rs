@@ -7,7 +7,7 @@
 //! threads, streaming: a whole-file comparison is one unit of work, a block comparison one unit
 //! per [`CHUNK_BLOCKS`] blocks, so the blocks of one large relation segment are hashed on every
 //! thread at once, and a file stops being read at its first differing block. A large file with
-//! a BLAKE3 digest is one unit per 4 MiB piece too ([`pieces`]): its pieces' values are joined
+//! a BLAKE3 digest is one unit per 64 MiB piece too ([`pieces`]): its pieces' values are joined
 //! into the file's digest once the last one is in.
 
 use std::fs;
@@ -69,7 +69,9 @@ impl Expect<'_> {
     /// of blocks (at least one).
     fn units(&self) -> usize {
         match self {
-            Expect::Whole { size, .. } if self.in_pieces() => usize::try_from(pieces::count(*size)).unwrap_or(1),
+            Expect::Whole { size, .. } if self.in_pieces() => {
+                usize::try_from(pieces::count(*size, pieces::PIECE_LEN)).unwrap_or(1)
+            }
             Expect::Whole { .. } | Expect::Settings { .. } => 1,
             Expect::Blocks(b, _) => usize::try_from(block_count(b.length).div_ceil(CHUNK_BLOCKS)).unwrap_or(1).max(1),
         }
@@ -79,7 +81,7 @@ impl Expect<'_> {
 impl Expect<'_> {
     /// A large file with a BLAKE3 digest: hashed in pieces, on several threads at once.
     fn in_pieces(&self) -> bool {
-        matches!(self, Expect::Whole { size, digest: FileDigest::Blake3(_) } if pieces::in_pieces(*size))
+        matches!(self, Expect::Whole { size, digest: FileDigest::Blake3(_) } if pieces::in_pieces(*size, pieces::PIECE_LEN))
     }
 }
 
@@ -232,21 +234,30 @@ fn piece(
     g: &Gathered,
 ) -> Result<bool> {
     let offset = unit * pieces::PIECE_LEN;
-    let len = usize::try_from(pieces::PIECE_LEN.min(size.saturating_sub(offset))).unwrap_or(0);
+    let end = size.min(offset + pieces::PIECE_LEN);
+    let step = usize::try_from(CHUNK_BLOCKS).unwrap_or(512) * BLOCK;
     let mut h = pieces::piece_hasher(offset);
-    let got = f
-        .read_each(buf, offset, len, |bytes| {
-            h.update(bytes);
-            true
-        })
-        .with_path(&c.at)?;
-    if got != len || len == 0 {
+    let mut at = offset;
+    while at < end {
+        let want = usize::try_from(end - at).unwrap_or(step).min(step);
+        let got = f
+            .read_each(buf, at, want, |bytes| {
+                h.update(bytes);
+                true
+            })
+            .with_path(&c.at)?;
+        if got != want {
+            return Ok(false);
+        }
+        at += got as u64;
+    }
+    if at == offset {
         return Ok(false);
     }
     let Ok(mut values) = g.values.lock() else { return Ok(false) };
     let slot = usize::try_from(unit).unwrap_or(usize::MAX);
     if values.len() <= slot {
-        values.resize(usize::try_from(pieces::count(size)).unwrap_or(0).max(slot + 1), None);
+        values.resize(usize::try_from(pieces::count(size, pieces::PIECE_LEN)).unwrap_or(0).max(slot + 1), None);
     }
     if let Some(v) = values.get_mut(slot) {
         *v = Some(pieces::value(&h));
@@ -255,7 +266,7 @@ fn piece(
         return Ok(true);
     }
     let all: Option<Vec<ChainingValue>> = std::mem::take(&mut *values).into_iter().collect();
-    Ok(all.and_then(|v| pieces::merge(size, &v)).is_some_and(|found| digest.matches(&found)))
+    Ok(all.and_then(|v| pieces::merge(size, pieces::PIECE_LEN, &v)).is_some_and(|found| digest.matches(&found)))
 }
 
 /// A local `postgresql.auto.conf` without its recovery block against the backup's.

@@ -144,13 +144,13 @@ fn the_settings_file_is_compared_without_the_recovery_block() {
     assert!(plan.keep.is_empty(), "a setting after the block");
 }
 
-/// Files over 4 MiB with a BLAKE3 digest are hashed in pieces on several threads: kept when
+/// Files over 64 MiB with a BLAKE3 digest are hashed in pieces on several threads: kept when
 /// every byte is the same, fetched when one byte of any piece differs.
 #[test]
 fn large_files_are_compared_in_pieces() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let root = tmp.path();
-    let data: Vec<u8> = (0..(11 << 20) + 4321).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..(130 << 20) + 4321).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let big = |path: &str, bytes: &[u8]| ManifestEntry {
         path: path.into(),
         size: bytes.len() as u64,
@@ -168,7 +168,7 @@ fn large_files_are_compared_in_pieces() {
     for (i, name) in names.iter().enumerate() {
         let mut local = data.clone();
         match i {
-            1 => local[(4 << 20) + 100] ^= 1,
+            1 => local[(64 << 20) + 100] ^= 1,
             2 => local[data.len() - 1] ^= 0x80,
             3 => local[0] = local[0].wrapping_add(1),
             _ => {}
