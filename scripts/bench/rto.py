@@ -231,13 +231,18 @@ def stage(ctx):
         drop_page_cache()
         warm_page_cache(rdir)
         (wout, warm_s), warm_read = read_during(rdir, lambda: prepare(w, rdir, direct, "delta-warm", "--delta"))
+        # Hot: once more right after (every page now read twice, as the pages of a server that
+        # ran are; the kernel's first touch of a page read once costs more).
+        change_one_percent(rdir)
+        (hout, hot_s), hot_read = read_during(rdir, lambda: prepare(w, rdir, direct, "delta-hot", "--delta"))
         out["delta"] = {"full_s": full_s, "delta_s": delta_s, "ratio": delta_s / full_s, "changed_files": changed,
                         "relation_files": rels, "report": dout.get("delta"), "target_ratio": 0.15, "cold": cold,
                         "warm_s": warm_s, "warm_ratio": warm_s / full_s, "warm_report": wout.get("delta"),
-                        "full_sync_s": full_sync_s, "device_read_bytes": {"cold": cold_read, "warm": warm_read}, "phases_ms": {"full": prep.get("phases_ms"), "cold": dout.get("phases_ms"),
-                                                                  "warm": wout.get("phases_ms")}}
+                        "hot_s": hot_s, "hot_ratio": hot_s / full_s, "hot_report": hout.get("delta"),
+                        "full_sync_s": full_sync_s, "device_read_bytes": {"cold": cold_read, "warm": warm_read, "hot": hot_read}, "phases_ms": {"full": prep.get("phases_ms"), "cold": dout.get("phases_ms"),
+                                                                  "warm": wout.get("phases_ms"), "hot": hout.get("phases_ms")}}
         h.log(f"rto: full restore {full_s:.1f} s, delta {delta_s:.1f} s ({'cold' if cold else 'page cache not dropped'}), "
-              f"warm {warm_s:.1f} s ({changed} of {rels} relation files changed)")
+              f"warm {warm_s:.1f} s, hot {hot_s:.1f} s ({changed} of {rels} relation files changed)")
         replay_direct = replay(w, rdir, direct, "direct")
         proxy_pid, shaped_url = start_shaped(w, int(endpoint.rsplit(":", 1)[1]), 30, 100_000_000)
         shaped = conf_file(os.path.join(w, "rto-shaped.conf"), shaped_url, ctx, h.mkdir_pg(os.path.join(w, "rto-cache-shaped")))
@@ -290,11 +295,17 @@ def render(doc, f, table, target, machine_line):
                                f"{'page cache dropped first' if d.get('cold') else 'page cache as it was'}", f(d["delta_s"]),
                                f(rep.get("kept_bytes", 0) / 1e6, "{:.0f} MB"), f(rep.get("fetched_bytes", 0) / 1e6, "{:.0f} MB"),
                                f(rep.get("removed_bytes", 0) / 1e6, "{:.0f} MB")],
-                              ["`--delta` again after the same change (the directory read into the page cache first, untimed)", f(d["warm_s"]),
-                               "", "", ""]])]
+                              ["`--delta` again after the same change (the page cache emptied, then the directory read into it once, untimed)",
+                               f(d["warm_s"]), "", "", ""]]
+                             + ([["`--delta` once more right after the same change (hot: every page read twice)", f(d["hot_s"]), "", "", ""]]
+                                if "hot_s" in d else []))]
             md += ["", target(d["warm_ratio"] <= d["target_ratio"],
                               f"delta restore with the data directory in the page cache: {d['warm_ratio']:.0%} of the full "
                               "restore's time <= 15%", f"{d['warm_ratio'] - d['target_ratio']:.0%}")]
+            if "hot_s" in d:
+                md += [target(d["hot_ratio"] <= d["target_ratio"],
+                              f"delta restore with the data directory hot in the page cache: {d['hot_ratio']:.0%} of the full "
+                              "restore's time <= 15%", f"{d['hot_ratio'] - d['target_ratio']:.0%}")]
         md += [target(d["ratio"] <= d["target_ratio"], f"delta restore {d['ratio']:.0%} of the full restore's time <= 15%"
                       + (" (cold: it reads every byte of the data directory from the disk)" if d.get("cold") else ""),
                       f"{d['ratio'] - d['target_ratio']:.0%}"), ""]
@@ -305,7 +316,8 @@ def render(doc, f, table, target, machine_line):
                    "full restore.", ""]
         dev = d.get("device_read_bytes") or {}
         if dev.get("cold") is not None and dev.get("warm") is not None:
-            md += [f"Read from the disk during the runs: {dev['cold'] / 1e9:.1f} GB cold, {dev['warm'] / 1e9:.2f} GB warm.", ""]
+            hot = f", {dev['hot'] / 1e9:.2f} GB hot" if dev.get("hot") is not None else ""
+            md += [f"Read from the disk during the runs: {dev['cold'] / 1e9:.1f} GB cold, {dev['warm'] / 1e9:.2f} GB warm{hot}.", ""]
         ph = d.get("phases_ms") or {}
         rows = [[k, " ".join(f"{n} {ms}," for n, ms in v.items()).rstrip(",")] for k, v in ph.items() if v]
         if rows:
