@@ -261,7 +261,7 @@ def stage(ctx):
         else:
             prev = h.previous_results("rto") or {}
             if prev.get("verify"):
-                out["verify"] = dict(prev["verify"], reused_from=prev.get("_date"))
+                out["verify"] = dict(prev["verify"], reused_from=prev["verify"].get("reused_from") or prev.get("_date"))
     finally:
         if proxy_pid:
             h.stop_pid(proxy_pid)
