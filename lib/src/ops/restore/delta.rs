@@ -3,14 +3,16 @@
 //!
 //! Before anything is written: no live server holds the directory ([`check_not_running`]) and
 //! its `global/pg_control` names the backup's system identifier ([`check_cluster`]); another
-//! cluster's directory is refused untouched. Then [`clean`] walks the directory (and the
-//! backup's tablespaces): a file of a full backup is kept when it has the size and digest its
-//! authenticated manifest lists; a file of an incremental backup when it has the length and
-//! every block digest of the target's effective block map (authenticated, loaded with the
-//! chain before anything is written: [`clean_chain`]). Every other file is removed, to be
-//! fetched, and whatever the backup does not have is removed too (`postmaster.pid`, `pg_wal`
-//! content, an old `backup_label`, `recovery.signal`, links where the backup has
-//! directories...). The extraction then skips the kept files
+//! cluster's directory is refused untouched. Then [`survey`] reads the directory (and the
+//! backup's tablespaces) without changing anything, while pitr-prepare checks the archive: a
+//! file of a full backup is to be kept when it has the size and digest its authenticated
+//! manifest lists (`postgresql.auto.conf` without the recovery block a restore appended); a
+//! file of an incremental backup when it has the length and every block digest of the
+//! target's effective block map (authenticated, loaded with the chain before anything is
+//! written). Once every check passed, [`Survey::apply`] removes every other file, to be
+//! fetched, and whatever the backup does not have (`postmaster.pid`, `pg_wal` content, an old
+//! `backup_label`, `recovery.signal`, links where the backup has directories...); [`clean`]
+//! and [`clean_chain`] do both at once. The extraction then skips the kept files
 //! ([`crate::tarball::extract_tar_keeping`], [`super::chain::restore`]) and whole parts that
 //! hold nothing to write. If the restore fails halfway, [`disable`] moves `global/pg_control`
 //! aside so the directory cannot be started, and a new `--delta` run still recognises it.
