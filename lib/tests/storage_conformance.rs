@@ -140,6 +140,7 @@ conformance!(
     hostile_keys_are_rejected,
     request_stats_are_counted,
     describe_names_the_object,
+    get_prefix_reads_the_start,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -211,6 +212,19 @@ async fn round_trip_sizes(s: &Storage) {
         assert_eq!(meta.key, key);
         assert!(meta.last_modified.is_some());
     }
+}
+
+/// `get_prefix` gives the first bytes, all of a shorter object, nothing of an empty one (a
+/// truncated object then fails its header check, not the request), and NotFound when absent.
+async fn get_prefix_reads_the_start(s: &Storage) {
+    let body = pattern(100_000, 3);
+    s.put("prefix/long", body.clone()).await.expect("put");
+    s.put("prefix/short", body.slice(..10)).await.expect("put");
+    s.put("prefix/empty", Bytes::new()).await.expect("put");
+    assert_eq!(s.get_prefix("prefix/long", 200).await.expect("long"), body.slice(..200));
+    assert_eq!(s.get_prefix("prefix/short", 200).await.expect("short"), body.slice(..10));
+    assert_eq!(s.get_prefix("prefix/empty", 200).await.expect("empty"), Bytes::new());
+    assert!(matches!(s.get_prefix("prefix/missing", 200).await, Err(Error::NotFound { .. })));
 }
 
 async fn get_missing_is_not_found(s: &Storage) {

@@ -122,6 +122,11 @@ impl TestRepo {
         self.command(name).args(args).output().expect("run binary")
     }
 
+    /// `pitr-prepare --pgdata PGDATA ARGS...` with this repository's settings.
+    pub fn pitr_prepare(&self, pgdata: &std::path::Path, args: &[&str]) -> Output {
+        self.command("pitr-prepare").arg("--pgdata").arg(pgdata).args(args).output().expect("run pitr-prepare")
+    }
+
     pub fn command(&self, name: &str) -> Command {
         let mut c = Command::new(bin(name));
         self.clean_env(&mut c);

@@ -83,22 +83,10 @@ fn delta_restore_with(backend: Backend) {
     // The data directory is read while the archive is checked: a target the archive cannot
     // reach is refused with nothing in it changed.
     let before = snapshot(&p.pgdata);
-    let out = repo
-        .command("pitr-prepare")
-        .arg("--pgdata")
-        .arg(&p.pgdata)
-        .args(["--delta", "--target-lsn", "7F/0"])
-        .output()
-        .expect("pitr-prepare");
+    let out = repo.pitr_prepare(&p.pgdata, &["--delta", "--target-lsn", "7F/0"]);
     assert_eq!(out.status.code(), Some(5), "an unreachable target: {}", stderr(&out));
     assert!(before == snapshot(&p.pgdata), "a refused delta restore changed the data directory");
-    let out = repo
-        .command("pitr-prepare")
-        .arg("--pgdata")
-        .arg(&p.pgdata)
-        .args(["--delta", "--latest", "--json"])
-        .output()
-        .expect("pitr-prepare");
+    let out = repo.pitr_prepare(&p.pgdata, &["--delta", "--latest", "--json"]);
     assert!(out.status.success(), "pitr-prepare --delta: {}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let d = &report["delta"];
@@ -129,13 +117,7 @@ fn delta_restore_s3() {
 pub(super) fn another_cluster_is_refused_untouched(repo: &TestRepo) {
     let other = Cluster::init(repo.env.clone());
     let before = snapshot(&other.pgdata);
-    let out = repo
-        .command("pitr-prepare")
-        .arg("--pgdata")
-        .arg(&other.pgdata)
-        .args(["--delta", "--latest"])
-        .output()
-        .expect("pitr-prepare");
+    let out = repo.pitr_prepare(&other.pgdata, &["--delta", "--latest"]);
     assert_eq!(out.status.code(), Some(5), "another cluster: {}", stderr(&out));
     assert!(stderr(&out).contains("system identifier"), "{}", stderr(&out));
     assert!(before == snapshot(&other.pgdata), "another cluster's data directory was changed");

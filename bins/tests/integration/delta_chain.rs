@@ -18,14 +18,7 @@ use super::raw::{get_raw, put_raw};
 
 /// `pitr-prepare --delta --latest` into `pgdata` (with `extra` arguments); its output and report.
 fn delta_to_latest(repo: &TestRepo, pgdata: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
-    let out = repo
-        .command("pitr-prepare")
-        .arg("--pgdata")
-        .arg(pgdata)
-        .args(["--delta", "--latest", "--json", "--jobs", "2"])
-        .args(extra)
-        .output()
-        .expect("pitr-prepare");
+    let out = repo.pitr_prepare(pgdata, &[&["--delta", "--latest", "--json", "--jobs", "2"][..], extra].concat());
     assert!(out.status.success(), "pitr-prepare --delta: {}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     (out, report)
@@ -132,13 +125,7 @@ fn failed_delta_disables_the_directory(repo: &TestRepo, pgdata: &Path, incr: &se
         put_raw(repo, key, &bad);
     }
     damage_block(&pgdata.join(late), 5);
-    let out = repo
-        .command("pitr-prepare")
-        .arg("--pgdata")
-        .arg(pgdata)
-        .args(["--delta", "--latest"])
-        .output()
-        .expect("pitr-prepare");
+    let out = repo.pitr_prepare(pgdata, &["--delta", "--latest"]);
     assert_eq!(out.status.code(), Some(4), "a damaged part: {}", stderr(&out));
     assert!(
         !pgdata.join("global/pg_control").exists(),
@@ -199,7 +186,7 @@ fn delta_restore_of_a_chain_into_a_moved_tablespace() {
     let pgdata = dir.path().join("pgdata");
     let map = format!("{oid}={}", moved.display());
     let args = ["--target-lsn", lsn.as_str(), "--tablespace-map", map.as_str()];
-    let out = repo.command("pitr-prepare").arg("--pgdata").arg(&pgdata).args(args).output().expect("pitr-prepare");
+    let out = repo.pitr_prepare(&pgdata, &args);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut c = Cluster::at(dir, pgdata, repo.env.clone());
     recover(&mut c, false);
@@ -210,14 +197,7 @@ fn delta_restore_of_a_chain_into_a_moved_tablespace() {
     damage_block(&damaged, 3);
     let extra = damaged.with_file_name("999999");
     std::fs::write(&extra, [7u8; 8192]).expect("extra file");
-    let out = repo
-        .command("pitr-prepare")
-        .arg("--pgdata")
-        .arg(&c.pgdata)
-        .args(["--delta", "--json"])
-        .args(args)
-        .output()
-        .expect("pitr-prepare");
+    let out = repo.pitr_prepare(&c.pgdata, &[&["--delta", "--json"][..], &args].concat());
     assert!(out.status.success(), "pitr-prepare --delta: {}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(count(&report, "fetched_files") >= 1 && count(&report, "kept_files") > 100, "{report}");

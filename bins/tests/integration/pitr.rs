@@ -44,7 +44,7 @@ pub(super) fn prepare(repo: &TestRepo, args: &[&str]) -> (Cluster, Output) {
 pub(super) fn prepare_with(repo: &TestRepo, args: &[&str], bin: PathBuf) -> (Cluster, Output) {
     let dir = shared_tempdir();
     let pgdata = dir.path().join("pgdata");
-    let out = repo.command("pitr-prepare").arg("--pgdata").arg(&pgdata).args(args).output().expect("pitr-prepare");
+    let out = repo.pitr_prepare(&pgdata, args);
     (Cluster::at(dir, pgdata, repo.env.clone()).with_bin(bin), out)
 }
 

@@ -35,13 +35,7 @@ fn full_and_delta_restore_through_a_slow_s3() {
     let delayed = proxy.counts().get("delay").copied().unwrap_or(0);
     assert!(delayed > 10, "every request was delayed: {:?}", proxy.counts());
 
-    let out = repo
-        .command("pitr-prepare")
-        .arg("--pgdata")
-        .arg(&c.pgdata)
-        .args(["--delta", "--latest", "--json"])
-        .output()
-        .expect("pitr-prepare --delta");
+    let out = repo.pitr_prepare(&c.pgdata, &["--delta", "--latest", "--json"]);
     assert!(out.status.success(), "pitr-prepare --delta: {}", stderr(&out));
     let delta = json(&out)["delta"].clone();
     assert!(delta["kept_files"].as_u64().is_some_and(|n| n > 0), "{delta}");

@@ -86,14 +86,19 @@ impl ColdReader {
         let want = len.min(buf.capacity);
         let n = match (&self.direct, aligned) {
             (Some(direct), true) if !self.cached_at(buf, offset, want) => {
-                let rounded = want.div_ceil(ALIGN) * ALIGN;
-                let got = fill(direct, buf.window(rounded), offset)?;
-                self.direct_bytes.set(self.direct_bytes.get() + got as u64);
-                got.min(want)
+                self.read_direct(direct, buf, offset, want)?
             }
             _ => fill(&self.cached, buf.window(want), offset)?,
         };
         Ok(buf.window(n))
+    }
+
+    /// `want` bytes at `offset` (aligned) from the device into `buf`; the bytes read.
+    fn read_direct(&self, direct: &File, buf: &mut AlignedBuf, offset: u64, want: usize) -> std::io::Result<usize> {
+        let rounded = want.div_ceil(ALIGN) * ALIGN;
+        let got = fill(direct, buf.window(rounded), offset)?;
+        self.direct_bytes.set(self.direct_bytes.get() + got as u64);
+        Ok(got.min(want))
     }
 }
 
@@ -113,10 +118,12 @@ impl ColdReader {
         mut sink: impl FnMut(&[u8]) -> bool,
     ) -> std::io::Result<usize> {
         let want = len.min(buf.capacity);
-        if self.direct.is_some() && offset.is_multiple_of(ALIGN as u64) && !self.cached_at(buf, offset, want) {
-            let piece = self.read_at(buf, offset, want)?;
-            sink(piece);
-            return Ok(piece.len());
+        if let Some(direct) = self.direct.as_ref().filter(|_| offset.is_multiple_of(ALIGN as u64))
+            && !self.cached_at(buf, offset, want)
+        {
+            let n = self.read_direct(direct, buf, offset, want)?;
+            sink(buf.window(n));
+            return Ok(n);
         }
         let mut done = 0;
         while done < want {

@@ -35,6 +35,10 @@ mod walk;
 use compare::{Expect, compare};
 use walk::Walk;
 
+/// The configuration file pitr-prepare rewrites (its recovery block): a full backup's is
+/// compared without that block ([`Expect::Settings`]).
+const SETTINGS_FILE: &str = "postgresql.auto.conf";
+
 /// The advice when --delta refuses a data directory.
 const FORCE_INSTEAD: &str = "use --force to delete its contents and restore everything";
 
@@ -226,7 +230,14 @@ fn expectations<'a>(manifest: &'a Manifest, blocks: Option<&'a BlockMap>) -> Res
             .files
             .iter()
             .filter(|e| e.kind == EntryKind::File)
-            .map(|e| (e.path.as_str(), Expect::Whole { size: e.size, digest: &e.digest }))
+            .map(|e| {
+                let (size, digest) = (e.size, &e.digest);
+                let expect = match e.path == SETTINGS_FILE {
+                    true => Expect::Settings { size, digest },
+                    false => Expect::Whole { size, digest },
+                };
+                (e.path.as_str(), expect)
+            })
             .collect());
     };
     let mut files = HashMap::new();

@@ -73,6 +73,11 @@ impl S3Storage {
                 if missing_key {
                     return Err(Error::not_found(self.describe(key)));
                 }
+                if status == Some(416) && range.starts_with("bytes=0-") {
+                    // Nothing from byte 0 on: the object is empty (S3 refuses any range of
+                    // it). Its reader sees no bytes, as a whole GET gives.
+                    return Ok(aws_sdk_s3::operation::get_object::GetObjectOutput::builder().build());
+                }
                 Err(self.map_error("get", key, &err, attempts.get()))
             }
         }

@@ -207,20 +207,36 @@ fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf, g: &Gathered) -> Res
 }
 
 fn whole(f: &ColdReader, c: &Candidate<'_>, buf: &mut AlignedBuf, mut hash: FileHasher) -> Result<FileDigest> {
+    read_range(f, c, buf, 0, u64::MAX, |bytes| hash.update(bytes))?;
+    Ok(hash.finish())
+}
+
+/// Hand bytes `from..end` of the file (fewer at its end) to `sink` in order, in reads of
+/// [`CHUNK_BLOCKS`] blocks; returns how many there were.
+fn read_range(
+    f: &ColdReader,
+    c: &Candidate<'_>,
+    buf: &mut AlignedBuf,
+    from: u64,
+    end: u64,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<u64> {
     let step = usize::try_from(CHUNK_BLOCKS).unwrap_or(512) * BLOCK;
-    let mut at = 0u64;
-    loop {
-        let n = f
-            .read_each(buf, at, step, |piece| {
-                hash.update(piece);
+    let mut at = from;
+    while at < end {
+        let want = usize::try_from(end - at).unwrap_or(step).min(step);
+        let got = f
+            .read_each(buf, at, want, |bytes| {
+                sink(bytes);
                 true
             })
             .with_path(&c.at)?;
-        if n == 0 {
-            return Ok(hash.finish());
+        at += got as u64;
+        if got < want {
+            break;
         }
-        at += n as u64;
     }
+    Ok(at - from)
 }
 
 /// Piece `unit` of a file hashed in pieces: its value kept; the last piece in joins them and
@@ -235,33 +251,19 @@ fn piece(
 ) -> Result<bool> {
     let offset = unit * pieces::PIECE_LEN;
     let end = size.min(offset + pieces::PIECE_LEN);
-    let step = usize::try_from(CHUNK_BLOCKS).unwrap_or(512) * BLOCK;
     let mut h = pieces::piece_hasher(offset);
-    let mut at = offset;
-    while at < end {
-        let want = usize::try_from(end - at).unwrap_or(step).min(step);
-        let got = f
-            .read_each(buf, at, want, |bytes| {
-                h.update(bytes);
-                true
-            })
-            .with_path(&c.at)?;
-        if got != want {
-            return Ok(false);
-        }
-        at += got as u64;
-    }
-    if at == offset {
+    if read_range(f, c, buf, offset, end, |bytes| {
+        h.update(bytes);
+    })? != end.saturating_sub(offset)
+    {
         return Ok(false);
     }
     let Ok(mut values) = g.values.lock() else { return Ok(false) };
-    let slot = usize::try_from(unit).unwrap_or(usize::MAX);
-    if values.len() <= slot {
-        values.resize(usize::try_from(pieces::count(size, pieces::PIECE_LEN)).unwrap_or(0).max(slot + 1), None);
+    if values.is_empty() {
+        values.resize(c.expect.units(), None);
     }
-    if let Some(v) = values.get_mut(slot) {
-        *v = Some(pieces::value(&h));
-    }
+    let Some(slot) = usize::try_from(unit).ok().and_then(|u| values.get_mut(u)) else { return Ok(false) };
+    *slot = Some(pieces::value(&h));
     if g.left.fetch_sub(1, Ordering::AcqRel) != 1 {
         return Ok(true);
     }

@@ -12,9 +12,6 @@ use crate::Result;
 use crate::error::IoContext;
 use crate::manifest::{EntryKind, Manifest, tablespace_link_oid};
 
-/// The configuration file pitr-prepare rewrites (its recovery block): compared without it.
-pub const SETTINGS_FILE: &str = "postgresql.auto.conf";
-
 pub struct Walk<'a> {
     pub manifest: &'a Manifest,
     /// Every file the target restores, and what it must be to be kept.
@@ -53,11 +50,7 @@ impl<'a> Walk<'a> {
         if meta.is_dir() && listed == Some(EntryKind::Dir) && utf8 {
             return self.dir(at, rel);
         }
-        if let Some((path, expect)) = self.files.get_key_value(rel).filter(|_| meta.is_file() && utf8) {
-            let expect = match expect {
-                Expect::Whole { size, digest } if rel == SETTINGS_FILE => Expect::Settings { size: *size, digest },
-                other => *other,
-            };
+        if let Some((path, &expect)) = self.files.get_key_value(rel).filter(|_| meta.is_file() && utf8) {
             if !expect.may_have_length(meta.len()) {
                 // Not worth reading: fetched again.
                 self.remove.push(at.to_path_buf());

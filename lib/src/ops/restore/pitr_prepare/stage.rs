@@ -14,8 +14,9 @@ use crate::ops::repo::wal_file::{self, fetch_object};
 const AT_ONCE: usize = 4;
 
 /// Download the chain's segments `first..first + count` that the archive holds (in order,
-/// stopping at the first it does not) into `dir`, verified, [`AT_ONCE`] at a time. pitr-prepare runs this while
-/// the base backup is still being extracted. Returns the names staged.
+/// stopping at the first it does not) into `dir`, verified, [`AT_ONCE`] at a time.
+/// pitr-prepare runs this while the base backup is still being extracted. Returns the names
+/// staged.
 ///
 /// # Errors
 /// Storage, key and corruption errors.
