@@ -225,11 +225,13 @@ fn another_cluster_or_an_unknown_directory_is_refused() {
 /// blocks from the reference), `base/5/3000` unchanged; the effective map decides each.
 #[test]
 fn a_chain_target_is_decided_block_by_block() {
+    // Whole blocks of the big file: two chunks (units of work) and part of a third.
+    const BIG_BLOCKS: usize = 2 * super::compare::CHUNK_BLOCKS as usize + 188;
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let root = tmp.path();
     let data = |seed: u8, len: usize| -> Vec<u8> { (0..len).map(|i| (i % 251) as u8 ^ seed).collect() };
     let (whole, delta, same, big) =
-        (data(1, 3 * BLOCK), data(2, 5 * BLOCK + 100), data(3, 2 * BLOCK), data(4, 700 * BLOCK + 5));
+        (data(1, 3 * BLOCK), data(2, 5 * BLOCK + 100), data(3, 2 * BLOCK), data(4, BIG_BLOCKS * BLOCK + 5));
     let mut manifest = Manifest::new(
         vec![
             dir("base", 0),
@@ -259,7 +261,7 @@ fn a_chain_target_is_decided_block_by_block() {
     write(root, "base/5/2000", &changed);
     write(root, "base/5/3000", &same);
     let mut big_changed = big.clone();
-    big_changed[700 * BLOCK + 2] ^= 1;
+    big_changed[BIG_BLOCKS * BLOCK + 2] ^= 1;
     write(root, "base/5/4000", &big_changed);
     write(root, "base/5/5000", b"go");
     write(root, "base/5/9999", b"extra");
