@@ -317,7 +317,11 @@ def render(doc, f, table, target, machine_line):
         dev = d.get("device_read_bytes") or {}
         if dev.get("cold") is not None and dev.get("warm") is not None:
             hot = f", {dev['hot'] / 1e9:.2f} GB hot" if dev.get("hot") is not None else ""
-            md += [f"Read from the disk during the runs: {dev['cold'] / 1e9:.1f} GB cold, {dev['warm'] / 1e9:.2f} GB warm{hot}.", ""]
+            own = [(k, (d.get(r) or {}).get("read_from_device_bytes")) for k, r in
+                   (("cold", "report"), ("warm", "warm_report"), ("hot", "hot_report"))]
+            own = ", ".join(f"{v / 1e9:.2f} GB {k}" for k, v in own if v is not None)
+            md += [f"Read from the disk during the runs: {dev['cold'] / 1e9:.1f} GB cold, {dev['warm'] / 1e9:.2f} GB warm{hot}"
+                   + (f"; of them the comparison's reads straight from the device (its report): {own}" if own else "") + ".", ""]
         ph = d.get("phases_ms") or {}
         rows = [[k, " ".join(f"{n} {ms}," for n, ms in v.items()).rstrip(",")] for k, v in ph.items() if v]
         if rows:

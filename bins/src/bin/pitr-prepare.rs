@@ -171,7 +171,7 @@ fn report(out: &PrepareOutcome) {
     );
     if let Some(d) = &out.delta {
         tracing::info!(
-            "delta: {} files ({} bytes) kept, {} files ({} bytes) fetched, {} files ({} bytes) removed; {} of {} parts not downloaded",
+            "delta: {} files ({} bytes) kept, {} files ({} bytes) fetched, {} files ({} bytes) removed; {} of {} parts not downloaded; {} bytes of the local files read from the disk (the rest from the page cache)",
             d.kept_files,
             d.kept_bytes,
             d.fetched_files,
@@ -179,7 +179,8 @@ fn report(out: &PrepareOutcome) {
             d.removed_files,
             d.removed_bytes,
             d.parts_skipped,
-            d.parts
+            d.parts,
+            d.read_from_device_bytes
         );
     }
     tracing::info!("next: {}", out.next_command);

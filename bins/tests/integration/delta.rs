@@ -94,6 +94,8 @@ fn delta_restore_with(backend: Backend) {
     assert!(n("kept_files") > 10 * n("fetched_files") && n("kept_bytes") > 0, "mostly kept: {d}");
     assert!(n("fetched_files") >= 4, "changed, truncated and removed files fetched: {d}");
     assert!(n("removed_files") >= 2 && n("removed_bytes") >= 16384, "extra file and postmaster.pid removed: {d}");
+    // The local files compared were read from the page cache or the device, at most once.
+    assert!(n("read_from_device_bytes") <= n("kept_bytes") + (64 << 20), "read from the disk: {d}");
     assert!(removed.is_file(), "the removed file is back");
     assert!(!extra.exists() && !p.pgdata.join("postmaster.pid").exists(), "old state left behind");
 

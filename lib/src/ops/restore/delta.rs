@@ -59,6 +59,9 @@ pub struct DeltaReport {
     /// its backups, `parts` counting every part of the chain).
     pub parts_skipped: u64,
     pub parts: u64,
+    /// Bytes of the local files read straight from the device to compare them (the rest were
+    /// in the page cache).
+    pub read_from_device_bytes: u64,
 }
 
 /// The outcome of [`clean`]: what the extraction leaves alone.
@@ -210,8 +213,9 @@ pub fn survey(
         }
     }
     let Walk { mut report, candidates, mut remove, .. } = walk;
-    let (kept, differs) = compare(candidates, jobs)?;
+    let compare::Compared { kept, differs, device_bytes } = compare(candidates, jobs)?;
     remove.extend(differs);
+    report.read_from_device_bytes = device_bytes;
     report.kept_files = kept.len() as u64;
     report.kept_bytes = kept.iter().map(|c| c.expect.length()).sum();
     let keep: HashSet<String> = kept.into_iter().map(|c| c.path).collect();

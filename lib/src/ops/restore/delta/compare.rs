@@ -14,7 +14,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use blake3::hazmat::ChainingValue;
 
@@ -105,8 +105,16 @@ pub struct Candidate<'a> {
     pub expect: Expect<'a>,
 }
 
-/// The candidates that match, and the paths of those that differ.
-pub type Compared<'a> = (Vec<Candidate<'a>>, Vec<PathBuf>);
+/// The outcome of [`compare`].
+#[derive(Debug)]
+pub struct Compared<'a> {
+    /// The candidates that match.
+    pub kept: Vec<Candidate<'a>>,
+    /// The paths of those that differ.
+    pub differs: Vec<PathBuf>,
+    /// Bytes read straight from the device (the rest came from the page cache).
+    pub device_bytes: u64,
+}
 
 /// Compare every candidate on 8 x `jobs` threads (8 to 32), reading only.
 ///
@@ -127,7 +135,7 @@ pub fn compare(mut candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Compar
         .iter()
         .map(|c| Gathered { left: AtomicUsize::new(c.expect.units()), values: Mutex::new(Vec::new()) })
         .collect();
-    let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let (next, failed, device) = (AtomicUsize::new(0), AtomicBool::new(false), AtomicU64::new(0));
     let buf_len = usize::try_from(CHUNK_BLOCKS).unwrap_or(2048) * BLOCK;
     let outcomes: Vec<Result<()>> = std::thread::scope(|s| {
         // More threads than cores: a piece not in the page cache waits on the device, not on a
@@ -153,7 +161,7 @@ pub fn compare(mut candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Compar
                         if flag.load(Ordering::Relaxed) {
                             continue;
                         }
-                        match same(c, (unit - first) as u64, &mut buf, g) {
+                        match same(c, (unit - first) as u64, &mut buf, g, &device) {
                             Ok(true) => {}
                             Ok(false) => flag.store(true, Ordering::Relaxed),
                             Err(e) => {
@@ -181,7 +189,7 @@ pub fn compare(mut candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Compar
             kept.push(c);
         }
     }
-    Ok((kept, differs))
+    Ok(Compared { kept, differs, device_bytes: device.into_inner() })
 }
 
 /// Lower this thread's priority (nice 10, best effort): the comparison is bulk work, and the
@@ -194,7 +202,7 @@ fn yield_to_others() {
 /// Whether unit `unit` of the candidate matches (a file that vanished or shrank does not).
 /// Pieces in the page cache are read from it, the others straight from the device
 /// ([`ColdReader`]).
-fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf, g: &Gathered) -> Result<bool> {
+fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf, g: &Gathered, device: &AtomicU64) -> Result<bool> {
     let f = match ColdReader::open(&c.at) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
@@ -203,12 +211,14 @@ fn same(c: &Candidate<'_>, unit: u64, buf: &mut AlignedBuf, g: &Gathered) -> Res
     if !c.expect.may_have_length(f.file_len().with_path(&c.at)?) {
         return Ok(false);
     }
-    match c.expect {
+    let outcome = match c.expect {
         Expect::Whole { size, digest } if c.expect.in_pieces() => piece(&f, c, (size, digest), unit, buf, g),
         Expect::Whole { digest, .. } => whole(&f, c, buf, digest.hasher()).map(|found| digest.matches(&found)),
         Expect::Settings { size, digest } => settings(c, size, digest),
         Expect::Blocks(blocks, algo) => same_blocks(&f, c, (blocks, algo), unit, buf),
-    }
+    };
+    device.fetch_add(f.direct_bytes(), Ordering::Relaxed);
+    outcome
 }
 
 fn whole(f: &ColdReader, c: &Candidate<'_>, buf: &mut AlignedBuf, mut hash: FileHasher) -> Result<FileDigest> {
