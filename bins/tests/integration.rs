@@ -7,6 +7,7 @@ mod integration {
     mod binding_metadata;
     mod cli_exit_codes;
     pub mod common;
+    mod compat;
     mod delta;
     mod delta_chain;
     mod deploy;
