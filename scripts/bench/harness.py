@@ -199,8 +199,33 @@ def version(cmd):
         return None
 
 
+def page_cache_reclaim():
+    """A DAMON `pageout` scheme running on this machine (a virtual machine's host may set one):
+    it reclaims pages, page cache included, idle for `min_idle_s`, up to `max_bytes_per_s`.
+    None when there is none (or it cannot be read)."""
+    base = "/sys/kernel/mm/damon/admin/kdamonds"
+    try:
+        for k in sorted(os.listdir(base)):
+            if open(f"{base}/{k}/state").read().strip() != "on":
+                continue
+            ctx = f"{base}/{k}/contexts/0"
+            aggr_us = int(open(f"{ctx}/monitoring_attrs/intervals/aggr_us").read())
+            for sch in sorted(os.listdir(f"{ctx}/schemes")):
+                sd = f"{ctx}/schemes/{sch}"
+                if not os.path.isdir(sd) or open(f"{sd}/action").read().strip() != "pageout":
+                    continue
+                age = int(open(f"{sd}/access_pattern/age/min").read())
+                q_bytes = int(open(f"{sd}/quotas/bytes").read())
+                q_ms = int(open(f"{sd}/quotas/reset_interval_ms").read()) or 1000
+                return {"min_idle_s": age * aggr_us / 1e6, "max_bytes_per_s": q_bytes * 1000 // q_ms}
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def machine():
     return {
+        "page_cache_reclaim": page_cache_reclaim(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "nproc": os.cpu_count(),
         "loadavg": list(os.getloadavg()),

@@ -51,8 +51,11 @@ def machine_line(doc):
     m = doc["machine"]
     la = ", ".join(f"{x:.2f}" for x in m["loadavg"])
     lb = ", ".join(f"{x:.2f}" for x in doc.get("loadavg_after", []))
+    rec = m.get("page_cache_reclaim")
+    rec = (f"; the host reclaims pages idle for {rec['min_idle_s']:.0f} s (page cache included), up to "
+           f"{rec['max_bytes_per_s'] / 2**20:.0f} MiB/s (DAMON pageout)" if rec else "")
     return (f"_{m['date']}, {m['nproc']} cores ({m.get('cpu')}), load average before {la}, after {lb}; "
-            f"stage took {doc['seconds']:.0f} s._")
+            f"stage took {doc['seconds']:.0f} s{rec}._")
 
 
 def svg_drain(drain, s3, path):
