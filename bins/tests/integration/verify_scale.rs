@@ -94,6 +94,7 @@ fn verify_costs_what_is_new(backend: Backend) {
     assert_eq!(strings(&fourth["scope"]["backups_read"]), [b2.clone(), b3.clone()], "{:#}", fourth["scope"]);
     let one = verify(&repo, &["--backup", &b1, "--no-report"]);
     assert_eq!(strings(&one["scope"]["backups_read"]), [b1.as_str()]);
+    copied_summary_is_not_trusted(&repo, backend, &names);
 
     // A damaged new WAL object is found by content; an old one only with --full.
     let old_key = keys(&repo, "wal/").into_iter().find(|k| k.ends_with(".zst.enc") && !k.contains(".history"));
@@ -122,4 +123,25 @@ fn verify_costs_what_is_new_local_directory() {
 #[test]
 fn verify_costs_what_is_new_s3() {
     verify_costs_what_is_new(Backend::S3);
+}
+
+/// Another repository under the same key, verified just now: its summary copied over this
+/// one's passes the MAC but names another repository, so verify trusts none of its progress
+/// (everything is new again) and the summary written after is this repository's.
+fn copied_summary_is_not_trusted(repo: &TestRepo, backend: Backend, names: &[String]) {
+    let other = TestRepo::new(backend, Some(TEST_KEY));
+    let p = primary(&other);
+    p.psql("CREATE TABLE t(g int)");
+    some_wal(&p, 1);
+    assert!(base_backup(&other, &p, &[]).status.success());
+    assert_eq!(verify(&other, &[])["status"], "passed");
+    let key = "status/production/summary.json";
+    put_raw(repo, key, &get_raw(&other, key));
+    let out = repo.command("walvault").args(["verify", "--json"]).output().expect("verify");
+    assert!(stderr(&out).contains("copied from another repository"), "{}", stderr(&out));
+    let scope = &json(&out)["scope"];
+    assert_eq!(strings(&scope["backups_read"]), names, "{scope}");
+    assert!(scope["wal_checked_since"].is_null(), "every WAL object decoded again: {scope}");
+    let again = verify(repo, &["--no-report"]);
+    assert!(again["scope"]["wal_checked_since"].is_string(), "{:#}", again["scope"]);
 }

@@ -64,7 +64,7 @@ pub async fn check_lag(repo: &Repo, server: &Server, max_lag: Duration, who: &st
 /// The start of the newest segment of `timeline` in the archive (the repository summary
 /// brought up to date with its newest day partition: a GET and a LIST); `None` when unknown.
 async fn archived_on(repo: &Repo, timeline: u32, seg_size: u64) -> Option<Lsn> {
-    let mut s = match summary::load(repo).await {
+    let mut s = match summary::load_bound(repo).await {
         Ok(s) => s?,
         Err(e) => {
             tracing::warn!("the standby's lag is measured without the archive: {e}");

@@ -8,6 +8,10 @@
 //! repository `mac` is an HMAC-SHA256 of the canonical form (every field but `mac`, prefixed
 //! with a domain string) under the metadata MAC key derived from the write key. A summary that
 //! fails the check is refused ([`Error::Corrupt`]) and status falls back to the full listing.
+//! The MAC covers `repository`, the id of the repository it was written in: a summary copied
+//! from another repository under the same key passes the MAC, so the readers that trust it
+//! for more than a display (verify's progress, the writers) load it with [`load_bound`], which
+//! refuses it; status uses [`load`] (no request for `walvault.json`: status stays within 3).
 //!
 //! Writers read, change and write the object; two writers at the same instant can lose one
 //! update. Every field is a maximum or a value its writer sets again on its next run, and the
@@ -47,6 +51,9 @@ pub struct Summary {
     pub verification: Option<VerificationSummary>,
     #[serde(default)]
     pub verify: VerifyProgress,
+    /// The id (hex) of the repository it was written in; none in a repository without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,12 +310,40 @@ pub async fn catch_up(repo: &Repo, summary: &mut Summary, now: DateTime<Utc>) ->
     Ok(())
 }
 
-/// Read the summary (a missing or invalid one starts afresh), apply `change`, write it back.
+/// [`load`], and the summary must have been written in this repository (its `repository`
+/// is this repository's id, from `walvault.json`).
+///
+/// # Errors
+/// As [`load`]; [`Error::Corrupt`] for a summary of another repository.
+pub async fn load_bound(repo: &Repo) -> Result<Option<Summary>> {
+    let Some(summary) = load(repo).await? else { return Ok(None) };
+    let here = repository_hex(repo).await?;
+    if summary.repository != here {
+        let name = |r: &Option<String>| r.clone().unwrap_or_else(|| "none".into());
+        return Err(Error::corrupt(
+            repo.storage.describe(&key(repo)),
+            format!(
+                "summary of repository {}, not this one ({}): copied from another repository?",
+                name(&summary.repository),
+                name(&here)
+            ),
+        ));
+    }
+    Ok(Some(summary))
+}
+
+/// This repository's id in hex (`None`: a repository without one).
+async fn repository_hex(repo: &Repo) -> Result<Option<String>> {
+    Ok(repo.place().await?.repository.map(hex::encode))
+}
+
+/// Read the summary (a missing or invalid one, or one of another repository, starts afresh),
+/// apply `change`, write it back.
 ///
 /// # Errors
 /// Storage failures.
 pub async fn update(repo: &Repo, change: impl FnOnce(&mut Summary)) -> Result<()> {
-    let mut s = match load(repo).await {
+    let mut s = match load_bound(repo).await {
         Ok(Some(s)) => s,
         Ok(None) => Summary::default(),
         Err(e @ Error::Storage { .. }) => return Err(e),
@@ -319,6 +354,7 @@ pub async fn update(repo: &Repo, change: impl FnOnce(&mut Summary)) -> Result<()
     };
     s.version = SUMMARY_VERSION;
     s.env = repo.layout.env().to_string();
+    s.repository = repository_hex(repo).await?;
     s.updated_at = Some(Utc::now());
     change(&mut s);
     s.seal(&repo.keyring)?;

@@ -135,8 +135,15 @@ pub async fn verify(repo: &Repo, opts: &VerifyOptions) -> Result<Report> {
     let began = Instant::now();
     let mut checks = vec![backups::check_identity(repo).await?];
     let backups = catalog::backups(repo).await?;
-    // A summary that cannot be read or trusted only costs work: everything counts as new.
-    let mut progress = crate::ops::repo::summary::load(repo).await.ok().flatten().unwrap_or_default().verify;
+    // A summary that cannot be read or trusted (or was written in another repository) only
+    // costs work: everything counts as new.
+    let mut progress = match crate::ops::repo::summary::load_bound(repo).await {
+        Ok(summary) => summary.unwrap_or_default().verify,
+        Err(e) => {
+            tracing::warn!("{e}: its verification progress is not used, everything counts as new");
+            Default::default()
+        }
+    };
     let (chosen, mut scope) = scope::select(&backups, &progress, &opts.which, opts.full, opts.max_bytes)?;
     let mut results = Vec::new();
     for b in chosen {

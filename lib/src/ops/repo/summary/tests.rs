@@ -37,6 +37,10 @@ fn sealed_summary_checks_and_tampering_is_refused() {
     let back: Summary = serde_json::from_slice(&json).unwrap_or_default();
     assert!(back.check("obj", "production", &keys).is_ok());
 
+    let mut moved = back.clone();
+    moved.repository = Some("00".repeat(16));
+    assert!(matches!(moved.check("obj", "production", &keys), Err(Error::Corrupt { .. })), "the MAC covers it");
+
     let mut forged = back.clone();
     forged.wal.newest_archived_at = Some(Utc::now());
     assert!(matches!(forged.check("obj", "production", &keys), Err(Error::Corrupt { .. })));
