@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::common::{Backend, Cluster, TEST_KEY, TestRepo, shared_tempdir, stderr};
+use super::delta_chain::{count, damage_block};
 use super::incremental::{amcheck, backup, state};
 use super::pitr::{primary, recover};
 
@@ -40,6 +41,8 @@ fn a_repository_written_before_blake3_verifies_restores_and_takes_a_delta() {
     let want = unpack(&repo);
     let out = repo.run("walvault", &["verify", "--backup", "all", "--full", "--no-report", "--json"]);
     assert!(out.status.success(), "walvault verify of the older repository: {}", stderr(&out));
+    // Its summary does not name the repository: not trusted, and said so in one line.
+    assert!(stderr(&out).contains("written by an older walvault"), "{}", stderr(&out));
 
     let dir = shared_tempdir();
     let pgdata = dir.path().join("pgdata");
@@ -53,22 +56,14 @@ fn a_repository_written_before_blake3_verifies_restores_and_takes_a_delta() {
     c.stop();
 
     // The chain's block maps are SHA-256: a delta compares with them.
-    damage(&heap);
+    damage_block(&heap, 1);
     let out = repo.pitr_prepare(&c.pgdata, &["--delta", "--latest", "--json"]);
     assert!(out.status.success(), "pitr-prepare --delta over the older chain: {}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let n = |k: &str| report["delta"][k].as_u64().unwrap_or_else(|| panic!("{k} in {report}"));
-    assert!(n("fetched_files") >= 1 && n("kept_files") > 100, "{report}");
+    assert!(count(&report, "fetched_files") >= 1 && count(&report, "kept_files") > 100, "{report}");
     recover(&mut c, false);
     assert_eq!(state(&c), want, "{}", c.log());
     c.stop();
-}
-
-/// Change bytes in the middle of a relation file's second block.
-fn damage(file: &Path) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(file).expect("open");
-    f.write_all_at(b"damaged", 8192 + 4000).expect("write");
 }
 
 /// Writes the fixture with the binaries of the checkout it runs in (an older one: copy this

@@ -24,12 +24,12 @@ fn delta_to_latest(repo: &TestRepo, pgdata: &Path, extra: &[&str]) -> (Output, s
     (out, report)
 }
 
-fn count(report: &serde_json::Value, key: &str) -> u64 {
+pub(super) fn count(report: &serde_json::Value, key: &str) -> u64 {
     report["delta"][key].as_u64().unwrap_or_else(|| panic!("{key} in {report}"))
 }
 
 /// Flip bytes inside block `block` of `file` (its length stays).
-fn damage_block(file: &Path, block: u64) {
+pub(super) fn damage_block(file: &Path, block: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().read(true).write(true).open(file).expect("open");
     let at = block * 8192 + 4000;

@@ -10,7 +10,7 @@ use blake3::hazmat::{ChainingValue, HasherExt, Mode, left_subtree_len, merge_sub
 
 use super::FileDigest;
 
-/// The pieces of the delta comparison: 64 MiB (a power of two, a whole number of its 4 MiB
+/// The pieces of the delta comparison: 64 MiB (a power of two, a whole number of its 16 MiB
 /// reads; long enough that a cold file is still read in long runs, one per thread).
 pub const PIECE_LEN: u64 = 64 << 20;
 

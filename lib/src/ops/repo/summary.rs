@@ -318,18 +318,19 @@ pub async fn catch_up(repo: &Repo, summary: &mut Summary, now: DateTime<Utc>) ->
 pub async fn load_bound(repo: &Repo) -> Result<Option<Summary>> {
     let Some(summary) = load(repo).await? else { return Ok(None) };
     let here = repository_hex(repo).await?;
-    if summary.repository != here {
-        let name = |r: &Option<String>| r.clone().unwrap_or_else(|| "none".into());
-        return Err(Error::corrupt(
-            repo.storage.describe(&key(repo)),
-            format!(
-                "summary of repository {}, not this one ({}): copied from another repository?",
-                name(&summary.repository),
-                name(&here)
-            ),
-        ));
+    if summary.repository == here {
+        return Ok(Some(summary));
     }
-    Ok(Some(summary))
+    let why = match (&summary.repository, &here) {
+        (None, _) => "it was written by an older walvault, which did not name the repository in it \
+                      (the next writer replaces it)"
+            .to_string(),
+        (Some(theirs), ours) => format!(
+            "it is the summary of repository {theirs}, not this one ({}): copied from another repository?",
+            ours.as_deref().unwrap_or("none")
+        ),
+    };
+    Err(Error::corrupt(repo.storage.describe(&key(repo)), why))
 }
 
 /// This repository's id in hex (`None`: a repository without one).

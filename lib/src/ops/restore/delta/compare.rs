@@ -4,9 +4,9 @@
 //! a file of an incremental backup with the target's effective block map (length and the
 //! digest of every 8 KiB block), which is all a chain knows about files it did not store whole.
 //! A file whose length differs is removed without being read. The rest is hashed by 8 x `jobs`
-//! threads (8 to 16), streaming: a whole-file comparison is one unit of work, a block comparison one unit
-//! per [`CHUNK_BLOCKS`] blocks, so the blocks of one large relation segment are hashed on every
-//! thread at once, and a file stops being read at its first differing block. A large file with
+//! threads (8 to 16), streaming: a whole-file comparison is one unit of work, a block
+//! comparison one unit per [`CHUNK_BLOCKS`] blocks, so the blocks of one large relation segment
+//! are hashed on every thread at once, and a file stops being read at its first differing block. A large file with
 //! a BLAKE3 digest is one unit per 64 MiB piece too ([`pieces`]): its pieces' values are joined
 //! into the file's digest once the last one is in.
 
@@ -82,9 +82,7 @@ impl Expect<'_> {
             Expect::Blocks(b, _) => usize::try_from(block_count(b.length).div_ceil(CHUNK_BLOCKS)).unwrap_or(1).max(1),
         }
     }
-}
 
-impl Expect<'_> {
     /// A large file with a BLAKE3 digest: hashed in pieces, on several threads at once.
     fn in_pieces(&self) -> bool {
         matches!(self, Expect::Whole { size, digest: FileDigest::Blake3(_) } if pieces::in_pieces(*size, pieces::PIECE_LEN))
@@ -116,7 +114,7 @@ pub struct Compared<'a> {
     pub device_bytes: u64,
 }
 
-/// Compare every candidate on 8 x `jobs` threads (8 to 32), reading only.
+/// Compare every candidate on 8 x `jobs` threads (8 to 16), reading only.
 ///
 /// # Errors
 /// [`Error::Io`] naming the file that could not be read.
@@ -140,8 +138,8 @@ pub fn compare(mut candidates: Vec<Candidate<'_>>, jobs: usize) -> Result<Compar
     let outcomes: Vec<Result<()>> = std::thread::scope(|s| {
         // More threads than cores: a piece not in the page cache waits on the device, not on a
         // core, and a disk (or a network volume) answers many large reads in flight much faster
-        // than a few (this virtual disk: 4 reads of 2 MiB at a time ~400 MB/s, 16 of 16 MiB ~1.8
-        // GB/s). A piece in the page cache is hashed at once; the extra threads take turns.
+        // than a few ([`CHUNK_BLOCKS`]). A piece in the page cache is hashed at once; the extra
+        // threads take turns.
         let workers: Vec<_> = (0..jobs.saturating_mul(READERS_PER_JOB).clamp(READERS.0, READERS.1))
             .map(|_| {
                 s.spawn(|| {
